@@ -1,0 +1,65 @@
+"""The few SQL spellings that differ between DuckDB and ClickHouse.
+
+Queries are written once in `unitcost.analytics` and rendered through a dialect, so the
+embedded ledger and the ClickHouse ledger answer the same questions the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+
+    def literal(self, value: str) -> str:
+        escaped = value.replace("'", "''")
+        if self.name == "clickhouse":
+            escaped = escaped.replace("\\", "\\\\")
+        return f"'{escaped}'"
+
+    def ts_literal(self, iso: str) -> str:
+        if self.name == "clickhouse":
+            return f"toDateTime64({self.literal(iso.replace('+00:00', ''))}, 6, 'UTC')"
+        return f"TIMESTAMPTZ {self.literal(iso)}"
+
+    def quantile(self, expr: str, q: float) -> str:
+        if self.name == "clickhouse":
+            return f"quantileExactInclusive({q})({expr})"
+        return f"quantile_cont({expr}, {q})"
+
+    def trunc(self, period: str, expr: str) -> str:
+        if self.name == "clickhouse":
+            fn = {
+                "hour": "toStartOfHour",
+                "day": "toStartOfDay",
+                "week": "toMonday",
+                "month": "toStartOfMonth",
+            }[period]
+            inner = f"{fn}({expr})"
+            return f"toDateTime64({inner}, 6, 'UTC')" if period in ("week", "month") else inner
+        return f"date_trunc('{period}', {expr})"
+
+    def tag(self, key: str) -> str:
+        if self.name == "clickhouse":
+            return f"nullIf(tags[{self.literal(key)}], '')"
+        return f"tags[{self.literal(key)}]"
+
+    def concat(self, *parts: str) -> str:
+        return "concat(" + ", ".join(parts) + ")"
+
+    def money_sum(self, expr: str) -> str:
+        # ClickHouse widens Decimal64 sums to Decimal128 itself; DuckDB widens DECIMAL(18) to DECIMAL(38).
+        return f"sum({expr})"
+
+    def count_if(self, condition: str) -> str:
+        return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+DUCKDB = Dialect("duckdb")
+CLICKHOUSE = Dialect("clickhouse")
+
+
+def dialect_for(name: str) -> Dialect:
+    return CLICKHOUSE if name == "clickhouse" else DUCKDB

@@ -1,0 +1,467 @@
+"""`unitcost.Ledger`: the Python face of the ledger.
+
+import unitcost
+ledger = unitcost.Ledger("costs.duckdb")
+ledger.ingest("events.jsonl")
+ledger.record(unitcost.UsageEvent(model="gpt-4o", input_tokens=1200, output_tokens=80, team="search"))
+df = ledger.report(since="30d", by=["team", "model"])      # Arrow-backed pandas DataFrame
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .analytics.dialect import dialect_for
+from .analytics.report import Report, ReportQuery, run_report, where_sql
+from .analytics.window import Window, parse_instant
+from .config import Config, load_config, resolve_ledger, resolve_overrides
+from .events import USAGE_FIELDS, UsageEvent
+from .ingest.normalise import Rejection
+from .ingest.pipeline import Ingestor, IngestSummary, Progress
+from .ledger.base import Store
+from .ledger.schema import OUTCOME_SCHEMA, REPRICE_CHANGE_SCHEMA, REPRICE_RUN_SCHEMA
+from .money import MONEY_ARROW_TYPE
+from .pricing.batch import price_table
+from .pricing.book import PriceBook
+
+_PRICED = (
+    "cost",
+    "cost_input",
+    "cost_cache_read",
+    "cost_cache_write_5m",
+    "cost_cache_write_1h",
+    "cost_output",
+    "cost_reasoning",
+    "cost_other",
+    "cache_savings",
+    "avoided_cost",
+    "price_ref",
+    "unpriced_reason",
+    "priced_provider",
+    "priced_model",
+)
+
+
+def open_store(target: str, *, read_only: bool = False) -> Store:
+    """A DuckDB file path, or a ClickHouse URL (clickhouse://, chdb://)."""
+    if target.startswith(("clickhouse://", "clickhouses://", "chdb://")):
+        from .ledger.clickhouse_store import ClickHouseStore
+
+        store: Store = ClickHouseStore.from_url(target)
+        return store
+    from .ledger.duckdb_store import DuckDBStore
+
+    return DuckDBStore(target, read_only=read_only)
+
+
+@dataclass
+class RepriceChange:
+    provider: str | None
+    model: str | None
+    events: int
+    old_total: Decimal
+    new_total: Decimal
+    old_unpriced: int
+    new_unpriced: int
+
+
+@dataclass
+class RepriceResult:
+    run_id: str
+    window: Window
+    events_seen: int = 0
+    events_changed: int = 0
+    old_total: Decimal = Decimal(0)
+    new_total: Decimal = Decimal(0)
+    old_unpriced: int = 0
+    new_unpriced: int = 0
+    changes: list[RepriceChange] = field(default_factory=list)
+    dry_run: bool = False
+
+
+@dataclass
+class OutcomeSummary:
+    recorded: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class Ledger:
+    """A priced, append-only ledger of LLM calls (DuckDB file by default, ClickHouse for scale)."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        book: PriceBook | None = None,
+        config: Config | None = None,
+        read_only: bool = False,
+        prices: str | Path | None = None,
+    ) -> None:
+        self.config = config or load_config()
+        self.target = resolve_ledger(path, self.config)
+        self.store: Store = open_store(self.target, read_only=read_only)
+        self.book = book or PriceBook.load(resolve_overrides(prices, self.config))
+        self._ingestor: Ingestor | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if self._ingestor is not None:
+            self._ingestor.close()
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ingestor(self, *, allow_unknown_fields: bool = False, rejects: TextIO | None = None) -> Ingestor:
+        if allow_unknown_fields or rejects is not None:
+            return Ingestor(self.store, self.book, allow_unknown_fields=allow_unknown_fields, rejects=rejects)
+        if self._ingestor is None:
+            self._ingestor = Ingestor(self.store, self.book)
+        return self._ingestor
+
+    # ------------------------------------------------------------------ in
+
+    def ingest(
+        self,
+        *paths: str | Path,
+        fmt: str | None = None,
+        progress: Progress | None = None,
+        allow_unknown_fields: bool = False,
+        rejects: TextIO | None = None,
+    ) -> IngestSummary:
+        """Ingest JSONL, CSV or Parquet files in unitcost's event schema (see docs/event-schema.md)."""
+        ingestor = self.ingestor(allow_unknown_fields=allow_unknown_fields, rejects=rejects)
+        total = IngestSummary()
+        for path in paths:
+            total.merge(ingestor.ingest_path(path, fmt=fmt, progress=progress))
+        return total
+
+    def ingest_records(
+        self, records: Iterable[Mapping[str, Any] | UsageEvent], *, source: str = "python"
+    ) -> IngestSummary:
+        dicts = (r.to_record() if isinstance(r, UsageEvent) else r for r in records)
+        return self.ingestor().ingest_records(dicts, source=source)
+
+    def record(self, event: UsageEvent | Mapping[str, Any], *, source: str = "python") -> IngestSummary:
+        """Record one event now. Raises ValueError with the reason if it is invalid."""
+        summary = self.ingest_records([event], source=source)
+        if summary.rejections:
+            rejection = summary.rejections[0]
+            raise ValueError(f"{rejection.field}: {rejection.reason}")
+        return summary
+
+    # ------------------------------------------------------------------ outcomes
+
+    def record_outcome(
+        self,
+        *,
+        success: bool | None = None,
+        score: float | None = None,
+        feedback: str | None = None,
+        unit: str | None = None,
+        unit_id: str | None = None,
+        trace_id: str | None = None,
+        event_id: str | None = None,
+        ts: datetime | None = None,
+        source: str = "python",
+    ) -> None:
+        """Attach a late judgement to a unit (unit + unit_id), a trace or an event. The latest one wins."""
+        row = outcome_row(
+            {
+                "success": success,
+                "score": score,
+                "feedback": feedback,
+                "unit": unit,
+                "unit_id": unit_id,
+                "trace_id": trace_id,
+                "event_id": event_id,
+                "ts": ts,
+            },
+            source,
+        )
+        self.store.upsert("outcomes", pa.Table.from_pylist([row], schema=OUTCOME_SCHEMA))
+
+    def import_outcomes(self, path: str | Path) -> OutcomeSummary:
+        from .ingest.outcomes import read_outcomes
+
+        summary = OutcomeSummary()
+        rows: list[dict[str, Any]] = []
+        for position, raw, error in read_outcomes(Path(path)):
+            if error is None:
+                try:
+                    rows.append(outcome_row(raw, f"file:{Path(path).name}"))
+                    continue
+                except ValueError as exc:
+                    message = str(exc)
+            else:
+                message = error
+            summary.rejected += 1
+            field_name, _, reason = message.partition(": ")
+            summary.rejections.append(
+                Rejection(position, field_name if reason else "record", reason or message)
+            )
+        if rows:
+            # One row per key: the last judgement in the file wins, as it would recorded one by one.
+            latest = {(r["key_kind"], r["unit"], r["key"]): r for r in rows}
+            self.store.upsert("outcomes", pa.Table.from_pylist(list(latest.values()), schema=OUTCOME_SCHEMA))
+            summary.recorded = len(latest)
+        return summary
+
+    # ------------------------------------------------------------------ out
+
+    def report_sections(
+        self,
+        since: str | datetime | date | None = "30d",
+        until: str | datetime | date | None = None,
+        by: Sequence[str] | str = (),
+        period: str | None = None,
+        where: Sequence[str] = (),
+        top: int | None = None,
+    ) -> Report:
+        if isinstance(by, str):
+            by = [b for b in by.split(",") if b.strip()]
+        query = ReportQuery(Window.parse(since, until), list(by), period, list(where), top)
+        return run_report(self.store, query)
+
+    def report(
+        self,
+        since: str | datetime | date | None = "30d",
+        until: str | datetime | date | None = None,
+        by: Sequence[str] | str = (),
+        period: str | None = None,
+        where: Sequence[str] = (),
+        top: int | None = None,
+    ) -> pd.DataFrame:
+        """KPIs per group (spend, trend, cost per request and per 1k tokens, cache, reasoning, waste,
+        units, successes, latency, unpriced calls) as an Arrow-backed DataFrame."""
+        report = self.report_sections(since, until, by, period, where, top)
+        frame: pd.DataFrame = report.table().to_pandas(types_mapper=pd.ArrowDtype)
+        return frame
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run a read-only SQL query against the ledger and return an Arrow-backed DataFrame."""
+        frame: pd.DataFrame = self.store.fetch(query).to_pandas(types_mapper=pd.ArrowDtype)
+        return frame
+
+    def count(self) -> int:
+        return int(self.store.fetch("SELECT count(*) AS n FROM events").column("n")[0].as_py())
+
+    # ------------------------------------------------------------------ reprice
+
+    def reprice(
+        self,
+        since: str | datetime | date,
+        until: str | datetime | date | None = None,
+        where: Sequence[str] = (),
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        book: PriceBook | None = None,
+    ) -> RepriceResult:
+        """Recompute stored costs for a period with the current price book, and audit old -> new."""
+        book = book or self.book
+        window = Window(parse_instant(since), parse_instant(until) if until else datetime.now(UTC))
+        result = RepriceResult(uuid.uuid4().hex, window, dry_run=dry_run)
+        dialect = dialect_for(self.store.dialect)
+        columns = [
+            "event_id",
+            "ts",
+            "provider",
+            "model",
+            "served_model",
+            "service_tier",
+            "cache_hit",
+            *USAGE_FIELDS,
+            *_PRICED,
+        ]
+        select = ", ".join(f'"{c}"' for c in columns)
+        sql = (
+            f"SELECT {select} FROM events WHERE ts >= {dialect.ts_literal(window.since.isoformat())} "
+            f"AND ts < {dialect.ts_literal(window.until.isoformat())} AND {where_sql(where, dialect)}"
+        )
+        per_model: dict[tuple[str | None, str | None], RepriceChange] = {}
+        updates: list[pa.Table] = []
+        for batch in self.store.scan(sql):
+            table = pa.Table.from_batches([batch])
+            priced = price_table(book, table)
+            new = priced.columns
+            changed = _changed_mask(table, new)
+            result.events_seen += table.num_rows
+            _accumulate(per_model, result, table, new)
+            n_changed = int(pc.sum(changed).as_py() or 0)
+            result.events_changed += n_changed
+            if n_changed:
+                update = pa.table(
+                    {"event_id": table.column("event_id"), **{name: new[name] for name in _PRICED}}
+                ).filter(changed)
+                updates.append(update)
+            if progress is not None:
+                progress(table.num_rows)
+        result.changes = sorted(
+            per_model.values(), key=lambda c: abs(c.new_total - c.old_total), reverse=True
+        )
+        if not dry_run:
+            with self.store.transaction():
+                for update in updates:
+                    self.store.update_costs(update)
+                self._audit(result, book)
+        return result
+
+    def _audit(self, result: RepriceResult, book: PriceBook) -> None:
+        layers = "; ".join(f"{row['layer']}={row['what']}" for row in book.describe_layers())
+        run = {
+            "run_id": result.run_id,
+            "at": datetime.now(UTC),
+            "since": result.window.since,
+            "until": result.window.until,
+            "price_layers": layers,
+            "events_seen": result.events_seen,
+            "events_changed": result.events_changed,
+            "old_total": result.old_total,
+            "new_total": result.new_total,
+            "old_unpriced": result.old_unpriced,
+            "new_unpriced": result.new_unpriced,
+        }
+        self.store.insert("reprice_runs", pa.Table.from_pylist([run], schema=REPRICE_RUN_SCHEMA))
+        changes = [
+            {
+                "run_id": result.run_id,
+                "provider": c.provider,
+                "model": c.model,
+                "events": c.events,
+                "old_total": c.old_total,
+                "new_total": c.new_total,
+                "old_unpriced": c.old_unpriced,
+                "new_unpriced": c.new_unpriced,
+            }
+            for c in result.changes
+        ]
+        if changes:
+            self.store.insert("reprice_changes", pa.Table.from_pylist(changes, schema=REPRICE_CHANGE_SCHEMA))
+
+
+def _changed_mask(old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Array:
+    mask = None
+    for name in ("cost", "price_ref", "unpriced_reason", "cache_savings", "avoided_cost"):
+        a, b = old.column(name), new[name]
+        differs = pc.or_kleene(pc.not_equal(a, b), pc.xor(pc.is_null(a), pc.is_null(b)))
+        differs = pc.fill_null(differs, False)
+        mask = differs if mask is None else pc.or_(mask, differs)
+    assert mask is not None
+    return mask
+
+
+def _accumulate(
+    per_model: dict[tuple[str | None, str | None], RepriceChange],
+    result: RepriceResult,
+    old: pa.Table,
+    new: Mapping[str, pa.Array],
+) -> None:
+    frame = pa.table(
+        {
+            "provider": new["priced_provider"],
+            "model": new["priced_model"],
+            "old": old.column("cost").cast(MONEY_ARROW_TYPE),
+            "new": new["cost"],
+            "old_unpriced": pc.cast(pc.is_null(old.column("cost")), pa.int64()),
+            "new_unpriced": pc.cast(pc.is_null(new["cost"]), pa.int64()),
+        }
+    )
+    grouped = frame.group_by(["provider", "model"], use_threads=False).aggregate(
+        [
+            ("old", "sum"),
+            ("new", "sum"),
+            ("old_unpriced", "sum"),
+            ("new_unpriced", "sum"),
+            ("provider", "count_all"),
+        ]
+    )
+    for row in grouped.to_pylist():
+        key = (row["provider"], row["model"])
+        change = per_model.setdefault(key, RepriceChange(key[0], key[1], 0, Decimal(0), Decimal(0), 0, 0))
+        old_sum, new_sum = row["old_sum"] or Decimal(0), row["new_sum"] or Decimal(0)
+        change.events += row["count_all"]
+        change.old_total += old_sum
+        change.new_total += new_sum
+        change.old_unpriced += row["old_unpriced_sum"]
+        change.new_unpriced += row["new_unpriced_sum"]
+        result.old_total += old_sum
+        result.new_total += new_sum
+        result.old_unpriced += row["old_unpriced_sum"]
+        result.new_unpriced += row["new_unpriced_sum"]
+
+
+def outcome_row(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate one outcome; raises ValueError('field: reason')."""
+    unit, unit_id = _opt(raw.get("unit")), _opt(raw.get("unit_id"))
+    trace_id, event_id = _opt(raw.get("trace_id")), _opt(raw.get("event_id"))
+    if unit_id is not None:
+        if unit is None:
+            raise ValueError("unit: an outcome for a unit_id needs its unit kind (ticket, document, ...)")
+        kind, key, unit_kind = "unit", unit_id, unit
+    elif trace_id is not None:
+        kind, key, unit_kind = "trace", trace_id, ""
+    elif event_id is not None:
+        kind, key, unit_kind = "event", event_id, ""
+    else:
+        raise ValueError("key: an outcome needs unit + unit_id, trace_id or event_id")
+    success = _bool(raw.get("success"))
+    score = raw.get("score")
+    if score is not None:
+        try:
+            score = float(score)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"score: not a number: {score!r}") from exc
+        if math.isnan(score):
+            raise ValueError("score: NaN is not a score")
+    if success is None and score is None:
+        raise ValueError("success: an outcome needs success (true/false) or a score")
+    ts = raw.get("ts")
+    when = parse_instant(ts) if ts else datetime.now(UTC)
+    return {
+        "key_kind": kind,
+        "unit": unit_kind,
+        "key": key,
+        "success": success,
+        "score": score,
+        "feedback": _opt(raw.get("feedback")),
+        "ts": when,
+        "source": source,
+        "recorded_at": datetime.now(UTC),
+    }
+
+
+def _opt(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _bool(value: Any) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "y", "t", "success", "ok"):
+        return True
+    if text in ("false", "0", "no", "n", "f", "failure", "fail"):
+        return False
+    raise ValueError(f"success: expected true or false, got {value!r}")

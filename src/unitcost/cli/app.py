@@ -1,0 +1,98 @@
+"""The `unitcost` command: the Typer app and the options every command shares."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..config import ConfigError, load_config
+from .output import Format, console
+
+app = typer.Typer(
+    name="unitcost",
+    help="What each unit of LLM work really costs: exact prices, a priced ledger, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        "-l",
+        help="Ledger: a DuckDB file or a ClickHouse URL. "
+        "Default: $UNITCOST_LEDGER, the config file, then ~/.local/share/unitcost/ledger.duckdb.",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="Config file. Default: $UNITCOST_CONFIG, then ./unitcost.toml.", show_default=False
+    ),
+]
+PricesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        help="Price overrides TOML (discounts, custom models). Default: $UNITCOST_PRICES, "
+        "then [pricing] overrides in the config file.",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """An error whose message is the whole story: printed without a traceback."""
+
+
+def friendly(func: F) -> F:
+    """Turn the errors a user can fix into one red line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..ingest.readers import IngestFileError
+        from ..ledger.base import LedgerBusyError
+        from ..pricing.book import UnknownModelError
+        from ..pricing.model import PriceError
+
+        try:
+            return func(*args, **kwargs)
+        except (
+            UserError,
+            ConfigError,
+            PriceError,
+            IngestFileError,
+            LedgerBusyError,
+            UnknownModelError,
+            ValueError,
+            FileNotFoundError,
+        ) as exc:
+            console().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_ledger(
+    ledger: str | None, config: Path | None, prices: Path | None = None, *, read_only: bool = False
+) -> Any:
+    from ..api import Ledger
+
+    return Ledger(ledger, config=load_config(config), prices=prices, read_only=read_only)
+
+
+def open_book(config: Path | None, prices: Path | None) -> Any:
+    from ..config import resolve_overrides
+    from ..pricing.book import PriceBook
+
+    return PriceBook.load(resolve_overrides(prices, load_config(config)))

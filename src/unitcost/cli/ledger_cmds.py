@@ -1,0 +1,429 @@
+"""`unitcost ingest`, `report`, `outcomes`, `reprice`: the ledger from the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..analytics.report import Report
+from ..ingest.pipeline import IngestSummary
+from ..money import format_usd
+from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger
+from .output import Col, Format, console, render, sparkline, to_json
+
+
+@contextlib.contextmanager
+def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield lambda _n: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@app.command("ingest")
+@friendly
+def ingest_cmd(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="JSONL, CSV or Parquet files in unitcost's event schema.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    file_format: Annotated[
+        str | None,
+        typer.Option("--input-format", help="jsonl, csv or parquet (default: from the file name)."),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Write every rejected record (line, field, reason) to this JSONL file."
+        ),
+    ] = None,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown-fields",
+            help="Ignore fields that are not in the event schema instead of rejecting the record.",
+        ),
+    ] = False,
+    show: Annotated[int, typer.Option("--show", help="How many rejections to print.")] = 20,
+    fmt: FormatOpt = Format.table,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Check, price and append events. Idempotent: re-ingesting a file changes nothing."""
+    out = console()
+    with open_ledger(ledger, config, prices) as book_ledger:
+        total = IngestSummary()
+        sink = open(rejects, "w", encoding="utf-8") if rejects else None  # noqa: SIM115 - closed below
+        try:
+            for path in files:
+                interactive = fmt == Format.table and sys.stderr.isatty()
+                with byte_progress(path.stat().st_size, path.name, interactive) as advance:
+                    summary = book_ledger.ingest(
+                        path,
+                        fmt=file_format,
+                        progress=advance,
+                        allow_unknown_fields=allow_unknown,
+                        rejects=sink,
+                    )
+                total.merge(summary)
+                if fmt == Format.table:
+                    out.print(
+                        f"{path}: {summary.accepted:,} accepted, {summary.duplicates:,} duplicates, "
+                        f"{summary.rejected:,} rejected, {summary.unpriced:,} without a price",
+                        markup=False,
+                    )
+        finally:
+            if sink:
+                sink.close()
+        _print_summary(total, fmt, show, rejects, book_ledger.target)
+    if total.rejected:
+        raise typer.Exit(1)
+
+
+def _print_summary(total: IngestSummary, fmt: Format, show: int, rejects: Path | None, target: str) -> None:
+    out = console()
+    data = {
+        "accepted": total.accepted,
+        "duplicates": total.duplicates,
+        "rejected": total.rejected,
+        "unpriced": total.unpriced,
+        "ledger": target,
+        "rejected_by_field": dict(total.rejected_by_field.most_common()),
+        "rejections": [
+            {"record": r.record, "field": r.field, "reason": r.reason} for r in total.rejections[:show]
+        ],
+    }
+    if fmt == Format.json:
+        out.print(to_json(data), markup=False, soft_wrap=True)
+        return
+    out.print(
+        f"total: {total.accepted:,} accepted, {total.duplicates:,} duplicates (already in {target}), "
+        f"{total.rejected:,} rejected; {total.unpriced:,} valid records have no price "
+        "(stored with cost NULL and a reason)",
+        markup=False,
+    )
+    if total.rejections:
+        render(
+            [{"record": r.record, "field": r.field, "reason": r.reason} for r in total.rejections[:show]],
+            [Col("record", "line", "int"), Col("field", "field"), Col("reason", "reason")],
+            Format.markdown if fmt == Format.markdown else Format.table,
+            title=f"Rejected records (first {min(show, len(total.rejections))} of {total.rejected:,})",
+        )
+        by_field = ", ".join(f"{k}: {v:,}" for k, v in total.rejected_by_field.most_common(8))
+        out.print(f"rejected by field: {by_field}", markup=False)
+        if rejects:
+            out.print(f"every rejection is in {rejects}", markup=False)
+        else:
+            out.print("use --rejects FILE to keep every rejection", markup=False)
+
+
+_TABLE_COLUMNS = [
+    Col("calls", "calls", "int"),
+    Col("spend", "spend", "money"),
+    Col("share", "share", "ratio"),
+    Col("trend_pct", "trend", "pct"),
+    Col("cost_per_request", "$/request", "unit_money"),
+    Col("cost_per_1k_input", "$/1k in", "unit_money"),
+    Col("cost_per_1k_output", "$/1k out", "unit_money"),
+    Col("cache_hit_ratio", "cache hit", "ratio"),
+    Col("cache_savings", "cache saved", "money"),
+    Col("reasoning_share", "reasoning", "ratio"),
+    Col("failed_cost", "failed $", "money"),
+    Col("retry_cost", "retries $", "money"),
+    Col("latency_p50_ms", "p50 ms", "float"),
+    Col("latency_p95_ms", "p95 ms", "float"),
+    Col("error_rate", "errors", "ratio"),
+    Col("timeout_rate", "timeouts", "ratio"),
+    Col("unpriced_calls", "unpriced", "int"),
+]
+
+# What fits a terminal: spend, trend, unit cost, caching, reasoning, waste, tail latency, unpriced.
+# `--wide` (and csv/json/markdown) show every column.
+_COMPACT = (
+    "calls",
+    "spend",
+    "share",
+    "trend_pct",
+    "cost_per_request",
+    "cache_hit_ratio",
+    "cache_savings",
+    "reasoning_share",
+    "retry_cost",
+    "latency_p95_ms",
+    "error_rate",
+    "unpriced_calls",
+)
+
+
+@app.command("report")
+@friendly
+def report_cmd(
+    since: Annotated[str, typer.Option("--since", help="Start: an age (30d, 12h, 2w) or a date.")] = "30d",
+    until: Annotated[str | None, typer.Option("--until", help="End (default: now).")] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Comma-separated dimensions: team, app, feature, model, "
+            "provider, user, customer, unit, status, ... or tag:<name>.",
+        ),
+    ] = "model",
+    period: Annotated[str | None, typer.Option("--period", help="Split by hour, day, week or month.")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", "-w", help="Filter, e.g. team=search or tag:region=eu (repeatable)."),
+    ] = None,
+    top: Annotated[int | None, typer.Option("--top", help="Only the N biggest groups.")] = None,
+    fmt: FormatOpt = Format.table,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column in the table view.")] = False,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Where the money goes: spend, trend, unit costs, caching, reasoning, waste, latency, unpriced calls."""
+    with open_ledger(ledger, config, read_only=True) as book_ledger:
+        report = book_ledger.report_sections(since, until, by, period, where or [], top)
+        if report.headline.get("calls", 0) == 0:
+            _hint_empty(book_ledger, report)
+        print_report(report, fmt, wide=wide)
+
+
+def _hint_empty(book_ledger: Any, report: Report) -> None:
+    span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")
+    n = int(span["n"].iloc[0]) if len(span) else 0
+    if n:
+        first, last = span["first"].iloc[0], span["last"].iloc[0]
+        console().print(
+            f"No events in {report.query.window.describe()}. The ledger has {n:,} events from "
+            f"{first:%Y-%m-%d} to {last:%Y-%m-%d}: try --since {first:%Y-%m-%d} --until "
+            f"{last:%Y-%m-%d}",
+            markup=False,
+            style="yellow",
+        )
+
+
+def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
+    out = console()
+    if fmt == Format.json:
+        out.print(
+            to_json(
+                {
+                    "window": {"since": report.query.window.since, "until": report.query.window.until},
+                    "by": report.dimensions,
+                    "headline": report.headline,
+                    "rows": report.rows,
+                    "periods": report.periods,
+                    "units": report.units,
+                    "unpriced": report.unpriced,
+                }
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    dims = [Col(d, d, "ts" if d == "period" else "text") for d in report.dimensions]
+    if fmt == Format.csv:
+        render(
+            report.rows,
+            [
+                *dims,
+                *_TABLE_COLUMNS,
+                Col("cost_per_unit", "cost_per_unit", "unit_money"),
+                Col("cost_per_success", "cost_per_success", "unit_money"),
+                Col("unpriced_tokens", "unpriced_tokens", "int"),
+            ],
+            fmt,
+        )
+        return
+    h = report.headline
+    window = report.query.window
+    trend = h.get("trend_pct")
+    lines = [
+        f"Spend {format_usd(h.get('spend'))} over {window.describe()}"
+        + (f" ({trend:+.1f}% vs the previous {window.length.days or 1} days)" if trend is not None else ""),
+        f"{h.get('calls', 0):,} calls · {format_usd(h.get('cost_per_request'), 6)} per request · "
+        f"cache hit {_pct(h.get('cache_hit_ratio'))} saved {format_usd(h.get('cache_savings'))} · "
+        f"reasoning {_pct(h.get('reasoning_share'))} of output cost",
+        f"failed attempts {format_usd(h.get('failed_cost'))} · retries {format_usd(h.get('retry_cost'))} · "
+        f"p50 {_num(h.get('latency_p50_ms'))} ms · p95 {_num(h.get('latency_p95_ms'))} ms · "
+        f"errors {_pct(h.get('error_rate'))} · timeouts {_pct(h.get('timeout_rate'))}",
+        f"unpriced: {h.get('unpriced_calls', 0):,} calls, {h.get('unpriced_tokens', 0):,} tokens "
+        "(cost unknown, not zero)",
+    ]
+    if report.periods:
+        lines.append(
+            f"spend per {_period_name(report)}: {sparkline([p.get('spend') for p in report.periods])}"
+        )
+    if fmt == Format.markdown:
+        out.file.write("\n".join(f"- {line}" for line in lines) + "\n\n")
+    else:
+        for line in lines:
+            out.print(line, markup=False)
+    columns = (
+        _TABLE_COLUMNS if wide or fmt != Format.table else [c for c in _TABLE_COLUMNS if c.key in _COMPACT]
+    )
+    render(report.rows, [*dims, *columns], fmt, title=f"By {', '.join(report.dimensions) or 'total'}")
+    if report.units:
+        render(
+            report.units,
+            [
+                Col("unit", "unit"),
+                Col("units", "units", "int"),
+                Col("spend", "spend", "money"),
+                Col("cost_per_unit", "cost per unit", "unit_money"),
+                Col("successes", "successes", "int"),
+                Col("success_rate", "success rate", "ratio"),
+                Col("cost_per_success", "cost per success", "unit_money"),
+            ],
+            fmt,
+            title="Business units",
+        )
+    if report.unpriced:
+        render(
+            report.unpriced,
+            [
+                Col("provider", "provider"),
+                Col("model", "model"),
+                Col("calls", "calls", "int"),
+                Col("tokens", "tokens", "int"),
+                Col("first_seen", "first seen", "ts"),
+                Col("reason", "why there is no price"),
+            ],
+            fmt,
+            title="Unpriced calls (counted, never $0)",
+        )
+
+
+def _period_name(report: Report) -> str:
+    periods = report.periods
+    if len(periods) >= 2:
+        delta = periods[1]["period"] - periods[0]["period"]
+        hours = delta.total_seconds() / 3600
+        return "hour" if hours <= 1 else "day" if hours <= 24 else "week" if hours <= 168 else "month"
+    return "period"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+@app.command("outcomes")
+@friendly
+def outcomes_cmd(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL or CSV: unit + unit_id (or trace_id, or event_id), "
+            "success and/or score, optional feedback and ts.",
+            exists=True,
+        ),
+    ],
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Import outcomes (success, score, feedback) so reports can show cost per success."""
+    with open_ledger(ledger, config) as book_ledger:
+        summary = book_ledger.import_outcomes(file)
+    out = console()
+    out.print(f"{summary.recorded:,} outcomes recorded, {summary.rejected:,} rejected", markup=False)
+    for rejection in summary.rejections[:20]:
+        out.print(f"  line {rejection.record}: {rejection.field}: {rejection.reason}", markup=False)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("reprice")
+@friendly
+def reprice_cmd(
+    since: Annotated[str, typer.Option("--since", help="Reprice events from this date (or age, e.g. 90d).")],
+    until: Annotated[str | None, typer.Option("--until", help="Up to this date (default: now).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", "-w", help="Only matching events.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+    ] = False,
+    fmt: FormatOpt = Format.table,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Recompute stored costs with the current price book, with an audit of old → new totals."""
+    with open_ledger(ledger, config, prices) as book_ledger:
+        result = book_ledger.reprice(since, until, where or [], dry_run=dry_run)
+    rows = [
+        {
+            "model": f"{c.provider}/{c.model}" if c.provider else c.model,
+            "events": c.events,
+            "old_total": c.old_total,
+            "new_total": c.new_total,
+            "delta": c.new_total - c.old_total,
+            "old_unpriced": c.old_unpriced,
+            "new_unpriced": c.new_unpriced,
+        }
+        for c in result.changes
+    ]
+    if fmt == Format.json:
+        console().print(
+            to_json(
+                {
+                    "run_id": result.run_id,
+                    "dry_run": dry_run,
+                    "events_seen": result.events_seen,
+                    "events_changed": result.events_changed,
+                    "old_total": result.old_total,
+                    "new_total": result.new_total,
+                    "old_unpriced": result.old_unpriced,
+                    "new_unpriced": result.new_unpriced,
+                    "models": rows,
+                }
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    out = console()
+    verb = "would change" if dry_run else "changed"
+    out.print(
+        f"{result.events_seen:,} events between {result.window.describe()}; {result.events_changed:,} "
+        f"{verb}. Total {format_usd(result.old_total, 6)} → {format_usd(result.new_total, 6)}; unpriced "
+        f"{result.old_unpriced:,} → {result.new_unpriced:,}.",
+        markup=False,
+    )
+    render(
+        [r for r in rows if r["old_total"] != r["new_total"] or r["old_unpriced"] != r["new_unpriced"]],
+        [
+            Col("model", "model"),
+            Col("events", "events", "int"),
+            Col("old_total", "old total", "unit_money"),
+            Col("new_total", "new total", "unit_money"),
+            Col("delta", "delta", "unit_money"),
+            Col("old_unpriced", "unpriced before", "int"),
+            Col("new_unpriced", "unpriced after", "int"),
+        ],
+        fmt,
+        title="Changes by model"
+        + (" (dry run: nothing written)" if dry_run else f" (audit run {result.run_id})"),
+    )

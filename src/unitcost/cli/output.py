@@ -1,0 +1,153 @@
+"""Rendering rows as a rich table, CSV, JSON or Markdown: one function for every command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+@dataclass(frozen=True)
+class Col:
+    key: str
+    header: str
+    kind: str = "text"
+    """text | money | unit_money (more decimals) | int | pct | ratio | float | ts | date"""
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def fmt_value(value: Any, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "money":
+        return _money(Decimal(value), 2)
+    if kind == "unit_money":
+        return _money(Decimal(value), 6 if abs(Decimal(value)) < 1 else 4)
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "pct":
+        return f"{float(value):+.1f}%"
+    if kind == "ratio":
+        return f"{float(value) * 100:.1f}%"
+    if kind == "float":
+        return f"{float(value):,.0f}"
+    if kind == "ts" and isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if kind == "date" and isinstance(value, datetime | date):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+def _money(value: Decimal, places: int) -> str:
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    sign = "-" if rounded < 0 else ""
+    return f"{sign}${abs(rounded):,.{places}f}"
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def to_json(data: Any) -> str:
+    return orjson.dumps(data, default=json_default, option=orjson.OPT_INDENT_2).decode()
+
+
+def render(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Col],
+    fmt: Format,
+    *,
+    title: str | None = None,
+    out: Console | None = None,
+    caption: str | None = None,
+) -> None:
+    out = out or console()
+    if fmt == Format.json:
+        out.print(
+            to_json([{c.key: r.get(c.key) for c in columns} for r in rows]), markup=False, soft_wrap=True
+        )
+        return
+    if fmt == Format.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for r in rows:
+            writer.writerow(["" if r.get(c.key) is None else _plain(r.get(c.key)) for c in columns])
+        out.file.write(buffer.getvalue())
+        return
+    if fmt == Format.markdown:
+        lines = []
+        if title:
+            lines.append(f"**{title}**\n")
+        lines.append("| " + " | ".join(c.header for c in columns) + " |")
+        lines.append(
+            "| "
+            + " | ".join("---:" if c.kind not in ("text", "ts", "date") else "---" for c in columns)
+            + " |"
+        )
+        for r in rows:
+            lines.append(
+                "| " + " | ".join(fmt_value(r.get(c.key), c.kind).replace("|", "\\|") for c in columns) + " |"
+            )
+        if caption:
+            lines.append(f"\n{caption}")
+        out.file.write("\n".join(lines) + "\n\n")
+        return
+    table = Table(
+        title=title,
+        caption=caption,
+        title_justify="left",
+        caption_justify="left",
+        header_style="bold",
+        pad_edge=False,
+    )
+    for c in columns:
+        table.add_column(
+            c.header, justify="left" if c.kind in ("text", "ts", "date") else "right", overflow="fold"
+        )
+    for r in rows:
+        # Cells are data, not markup: a model id or reason like "[[price]]" must print as is.
+        table.add_row(*(escape(fmt_value(r.get(c.key), c.kind)) for c in columns))
+    out.print(table)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def sparkline(values: Sequence[Decimal | float | None]) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    numbers = [float(v) if v is not None else 0.0 for v in values]
+    if not numbers:
+        return ""
+    top = max(numbers) or 1.0
+    return "".join(bars[min(int(v / top * (len(bars) - 1) + 0.5), len(bars) - 1)] for v in numbers)

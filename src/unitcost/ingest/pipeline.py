@@ -1,0 +1,281 @@
+"""The one ingest path: raw chunks -> checked events -> priced events -> ledger.
+
+Files, Python records, the gateway and the OTLP receiver all end here, so every event in
+the ledger passed the same checks and was priced by the same engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..events import EVENT_SCHEMA, LEDGER_SCHEMA
+from ..ledger.base import Store
+from ..pricing.batch import price_table
+from ..pricing.book import PriceBook
+from .fastpath import SUSPECT_COLUMN, build_fast_sql
+from .normalise import ROW_COLUMN, Rejection, build_sql, split_result
+from .readers import (
+    RawChunk,
+    detect_format,
+    explain_bad_json,
+    json_source_sql,
+    read_csv,
+    read_jsonl,
+    read_parquet,
+    records_to_lines,
+)
+
+KEPT_REJECTIONS = 1000
+APPEND_ROWS = 500_000
+
+
+@dataclass
+class IngestSummary:
+    accepted: int = 0
+    """New events written to the ledger."""
+    duplicates: int = 0
+    """Events whose event_id was already in the ledger (or earlier in the same input): nothing changed."""
+    rejected: int = 0
+    unpriced: int = 0
+    """Accepted events with no price (cost NULL, reason kept): they are in every report's unpriced count."""
+    rejections: list[Rejection] = field(default_factory=list)
+    """The first KEPT_REJECTIONS rejections; all of them go to the rejects file when one is given."""
+    rejected_by_field: Counter[str] = field(default_factory=Counter)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return self.accepted + self.duplicates + self.rejected
+
+    def add_rejections(self, source: str, rejections: Iterable[Rejection], sink: TextIO | None) -> None:
+        for rejection in rejections:
+            self.rejected += 1
+            self.rejected_by_field[rejection.field] += 1
+            if len(self.rejections) < KEPT_REJECTIONS:
+                self.rejections.append(rejection)
+            if sink is not None:
+                sink.write(
+                    orjson.dumps(
+                        {
+                            "source": source,
+                            "record": rejection.record,
+                            "field": rejection.field,
+                            "reason": rejection.reason,
+                        }
+                    ).decode()
+                    + "\n"
+                )
+
+    def merge(self, other: IngestSummary) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.unpriced += other.unpriced
+        room = KEPT_REJECTIONS - len(self.rejections)
+        self.rejections.extend(other.rejections[: max(room, 0)])
+        self.rejected_by_field.update(other.rejected_by_field)
+        self.sources.extend(other.sources)
+
+
+Progress = Callable[[int], None]
+
+
+class Ingestor:
+    """Checks, prices and appends. One per ledger writer; not thread-safe (use one per thread)."""
+
+    def __init__(
+        self,
+        store: Store,
+        book: PriceBook,
+        *,
+        allow_unknown_fields: bool = False,
+        rejects: TextIO | None = None,
+        append_rows: int = APPEND_ROWS,
+    ) -> None:
+        self.store = store
+        self.book = book
+        self.allow_unknown_fields = allow_unknown_fields
+        self.rejects = rejects
+        self.append_rows = append_rows
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+
+    def close(self) -> None:
+        self._con.close()
+
+    # ------------------------------------------------------------------ entry points
+
+    def ingest_path(
+        self,
+        path: str | Path,
+        *,
+        fmt: str | None = None,
+        progress: Progress | None = None,
+        source: str | None = None,
+    ) -> IngestSummary:
+        path = Path(path)
+        fmt = fmt or detect_format(path)
+        chunks: Iterator[RawChunk]
+        if fmt == "jsonl":
+            chunks = read_jsonl(path)
+        elif fmt == "csv":
+            chunks = read_csv(path, allow_unknown=self.allow_unknown_fields)
+        elif fmt == "parquet":
+            chunks = read_parquet(path, allow_unknown=self.allow_unknown_fields)
+        else:
+            raise ValueError(f"unknown format {fmt!r}; expected jsonl, csv or parquet")
+        label = source or f"file:{path.name}"
+        summary = self._process(chunks, label, progress)
+        self._log_run(label, summary)
+        return summary
+
+    def ingest_records(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        source: str = "python",
+        first: int = 1,
+        progress: Progress | None = None,
+    ) -> IngestSummary:
+        """Python dicts with event fields; errors name the record's position (from `first`)."""
+        return self._process(records_to_lines(records, first=first), source, progress)
+
+    def ingest_lines(self, lines: Iterable[str], *, source: str) -> IngestSummary:
+        """JSON text, one event per item; errors name the item's position (from 1)."""
+        items = list(lines)
+        table = pa.table(
+            {
+                "_row": pa.array(range(1, len(items) + 1), type=pa.int64()),
+                "line": pa.array(items, type=pa.large_string()),
+            }
+        )
+        return self._process(iter([RawChunk(table, "json", progress=len(items))]), source, None)
+
+    # ------------------------------------------------------------------ the path
+
+    def _process(self, chunks: Iterable[RawChunk], source: str, progress: Progress | None) -> IngestSummary:
+        summary = IngestSummary(sources=[source])
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        ingested_at = datetime.now(UTC)
+        for chunk in chunks:
+            summary.add_rejections(source, chunk.rejections, self.rejects)
+            good, rejections = self.check(chunk)
+            summary.add_rejections(source, rejections, self.rejects)
+            if good.num_rows:
+                priced, n_unpriced = self.price(good, source, ingested_at)
+                summary.unpriced += n_unpriced
+                pending.append(priced)
+                pending_rows += priced.num_rows
+            if pending_rows >= self.append_rows:
+                self._flush(pending, summary)
+                pending, pending_rows = [], 0
+            if progress is not None:
+                progress(chunk.progress)
+        self._flush(pending, summary)
+        return summary
+
+    def check(self, chunk: RawChunk) -> tuple[pa.Table, list[Rejection]]:
+        """Type and check one chunk: the valid events (in input order) and one rejection per invalid record.
+
+        Well-formed records take the fast path; the others (few) the authoritative checks,
+        which name the problem or accept them (see `fastpath`).
+        """
+        con = self._con
+        con.register("_raw", chunk.table)
+        try:
+            try:
+                relation, types, options = self._relation(chunk, careful=False)
+                fast = con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
+            except duckdb.Error:
+                # A line that is not a JSON object stops the quick parse; the careful one isolates it.
+                relation, types, options = self._relation(chunk)
+                fast = con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
+            suspect = fast.column(SUSPECT_COLUMN)
+            n_suspect = pc.sum(pc.cast(suspect, pa.int64())).as_py() or 0
+            good = fast.filter(pc.invert(suspect)).select([ROW_COLUMN, *EVENT_SCHEMA.names])
+            if not n_suspect:
+                return good.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), []
+            rows = fast.filter(suspect).column(ROW_COLUMN)
+            con.register("_suspects", chunk.table.filter(pc.is_in(chunk.table.column(ROW_COLUMN), rows)))
+            try:
+                relation, types, options = self._relation(chunk, "_suspects")
+                detailed = con.sql(
+                    build_sql(
+                        relation, types, **options, raw_column="_line" if chunk.kind == "json" else None
+                    )
+                ).to_arrow_table()
+            finally:
+                con.unregister("_suspects")
+        finally:
+            con.unregister("_raw")
+        rescued, rejections = split_result(detailed, explain_bad_json)
+        if rescued.num_rows:
+            good = pa.concat_tables(
+                [good, rescued.select([ROW_COLUMN, *EVENT_SCHEMA.names]).cast(good.schema)]
+            )
+            good = good.take(pc.sort_indices(good.column(ROW_COLUMN)))
+        return good.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), rejections
+
+    def _relation(
+        self, chunk: RawChunk, table: str = "_raw", *, careful: bool = True
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        if chunk.kind == "json":
+            sql, types, unknown = json_source_sql(table, careful=careful)
+            return (
+                f"({sql})",
+                types,
+                {"pre_error": True, "unknown_column": None if self.allow_unknown_fields else unknown},
+            )
+        rel = self._con.sql(f"SELECT * FROM {table}")
+        types = {
+            name: str(t)
+            for name, t in zip(rel.columns, rel.types, strict=True)
+            if name != ROW_COLUMN and not name.startswith("tag.")
+        }
+        return table, types, {"tag_columns": chunk.tag_columns}
+
+    def price(self, events: pa.Table, source: str, ingested_at: datetime) -> tuple[pa.Table, int]:
+        priced = price_table(self.book, events)
+        n = events.num_rows
+        columns = dict(zip(events.column_names, events.columns, strict=True))
+        columns.update(priced.columns)
+        # A provider left out by the source is the one the price book found for the model.
+        columns["provider"] = pc.coalesce(columns["provider"], priced.columns["priced_provider"])
+        columns["source"] = pa.repeat(pa.scalar(source, pa.string()), n)
+        columns["ingested_at"] = pa.repeat(pa.scalar(ingested_at, LEDGER_SCHEMA.field("ingested_at").type), n)
+        table = pa.table([columns[f.name] for f in LEDGER_SCHEMA], schema=LEDGER_SCHEMA)
+        return table, priced.unpriced
+
+    def _flush(self, pending: list[pa.Table], summary: IngestSummary) -> None:
+        if not pending:
+            return
+        table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        result = self.store.append(table)
+        summary.accepted += result.inserted
+        summary.duplicates += result.duplicates
+
+    def _log_run(self, source: str, summary: IngestSummary) -> None:
+        from ..ledger.schema import INGEST_RUN_SCHEMA
+
+        row = {
+            "run_id": uuid.uuid4().hex,
+            "at": datetime.now(UTC),
+            "source": source,
+            "accepted": summary.accepted,
+            "duplicates": summary.duplicates,
+            "rejected": summary.rejected,
+            "unpriced": summary.unpriced,
+        }
+        self.store.insert("ingest_runs", pa.Table.from_pylist([row], schema=INGEST_RUN_SCHEMA))

@@ -1,0 +1,343 @@
+"""Readers turn files and Python records into chunks of raw values, streaming.
+
+Each chunk is an Arrow table with `_row` (the line or row number users will see in
+errors) and raw columns, plus the SQL that presents it to the normaliser. No reader
+holds more than one chunk: a 10-million-line file is read 32 MB at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .normalise import IGNORED_FIELDS, KNOWN_FIELDS, SEP, Rejection, suggest_field
+
+CHUNK_BYTES = 32 << 20
+TABLE_ROWS = 200_000
+PARALLEL_ROWS = 4096
+
+
+class IngestFileError(ValueError):
+    """A file that cannot be read at all (unknown columns, unknown format, unreadable)."""
+
+
+@dataclass
+class RawChunk:
+    table: pa.Table
+    """`_row` plus raw columns (or `line` for JSON)."""
+    kind: str
+    """json | table"""
+    rejections: list[Rejection] = field(default_factory=list)
+    """Records the reader itself could not make sense of (e.g. a CSV row with too many columns)."""
+    progress: int = 0
+    """Bytes (files) or records (Python) consumed by this chunk, for progress bars."""
+    tag_columns: tuple[str, ...] = ()
+
+
+Progress = Callable[[int], None]
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+    ):
+        if name.endswith(suffix) or name.endswith(suffix + ".gz"):
+            return fmt
+    raise IngestFileError(
+        f"{path}: cannot tell the format from the name; use .jsonl, .csv or .parquet (or pass --format)"
+    )
+
+
+def file_size(path: Path) -> int:
+    return os.stat(path).st_size
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+
+def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]:
+    """Chunks of whole lines; `_row` is the 1-based line number; blank lines are skipped."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    line_no = 0
+    carry = b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk_bytes)
+            data = carry + block
+            if not data:
+                break
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # a single line longer than the chunk: keep reading
+                    carry = data
+                    continue
+                body, carry = data[:cut], data[cut:]
+            else:
+                body, carry = data, b""
+            table, line_no = _lines_table(body, line_no)
+            yield RawChunk(table, "json", progress=len(body))
+            if not block:
+                break
+
+
+def _lines_table(body: bytes, first_line: int) -> tuple[pa.Table, int]:
+    buf = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    if len(ends) == 0 or ends[-1] != len(buf):
+        ends = np.append(ends, len(buf))
+    starts = np.concatenate(([0], ends[:-1]))
+    lengths = ends - starts
+    # Blank lines ("\n", "\r\n") are not records. A longer whitespace-only line is rare; the
+    # careful SQL path drops it.
+    keep = (lengths > 2) | ((lengths == 2) & (buf[starts] != 13)) | ((lengths == 1) & (buf[starts] != 10))
+    line_numbers = np.arange(first_line + 1, first_line + 1 + len(ends), dtype=np.int64)
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    lines = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(buf))
+    table = pa.table({"_row": line_numbers, "line": lines})
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    # Small batches let the engine check several of them at once, one per core.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=PARALLEL_ROWS)), first_line + len(ends)
+
+
+def json_source_sql(relation: str, *, careful: bool = True) -> tuple[str, dict[str, str], str]:
+    """SQL presenting JSON lines as one JSON text per field, with `_pre_error` and `_unknown`.
+
+    Each line is parsed once into a struct of JSON values; everything after works on their
+    text. The careful form checks each line is a JSON object first (and says so when it is
+    not); the quick form skips that, and fails as a whole on a malformed line, which the
+    caller answers by running the careful form.
+    """
+    fields = sorted(KNOWN_FIELDS)
+    struct = "{" + ", ".join(f'"{name}": "JSON"' for name in fields) + "}"
+    allowed = ", ".join(f"'{name}'" for name in sorted(KNOWN_FIELDS | IGNORED_FIELDS))
+    extract = ", ".join(f'CAST(_j."{name}" AS VARCHAR) AS "{name}"' for name in fields)
+    unknown = f"list_filter(json_keys(line), lambda k: NOT list_contains([{allowed}], k))[1]"
+    if not careful:
+        sql = (
+            f"SELECT _row, line AS _line, CAST(NULL AS VARCHAR) AS _pre_error, {unknown} AS _unknown, {extract} "
+            f"FROM (SELECT _row, line, json_transform(line, '{struct}') AS _j FROM {relation})"
+        )
+        return sql, dict.fromkeys(fields, "json"), "_unknown"
+    sql = (
+        f"SELECT _row, line AS _line, "
+        f"CASE WHEN NOT _valid THEN 'record{SEP}malformed JSON' "
+        f"WHEN NOT _object THEN 'record{SEP}expected a JSON object (one event per line)' END AS _pre_error, "
+        f"CASE WHEN _object THEN {unknown} END AS _unknown, {extract} "
+        f"FROM (SELECT _row, line, _valid, _object, "
+        f"CASE WHEN _object THEN json_transform(line, '{struct}') END AS _j "
+        f"FROM (SELECT _row, line, _valid, _valid AND left(ltrim(line), 1) = '{{' AS _object "
+        f"FROM (SELECT _row, line, json_valid(line) AS _valid FROM {relation} "
+        f"WHERE trim(line, ' ' || chr(9) || chr(10) || chr(13)) <> '')))"
+    )
+    return sql, dict.fromkeys(fields, "json"), "_unknown"
+
+
+def explain_bad_json(raw: str) -> str:
+    """Python's own parser says where a line breaks, and finds NaN, which DuckDB accepts."""
+    raw = raw.strip()
+    try:
+        json.loads(raw, parse_constant=_reject_constant)
+    except _ConstantError as exc:
+        return f"{exc} is not valid JSON"
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc.msg} at column {exc.colno}"
+    return "malformed JSON"
+
+
+class _ConstantError(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _ConstantError(name)
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def read_csv(
+    path: Path, *, allow_unknown: bool = False, block_bytes: int | None = None
+) -> Iterator[RawChunk]:
+    """Chunks of rows typed as text; `_row` is the line number (the header is line 1).
+
+    Line numbers assume one line per record (no newlines inside quoted values).
+    """
+    header = _csv_header(path)
+    columns, tag_columns = _check_columns(path, header, allow_unknown)
+    bad_rows: list[Rejection] = []
+
+    def on_invalid(row: Any) -> str:
+        number = row.number if row.number is not None else -1
+        bad_rows.append(
+            Rejection(
+                number, "record", f"has {row.actual_columns} columns, the header has {row.expected_columns}"
+            )
+        )
+        return "skip"
+
+    with open(path, "rb") as raw:
+        counted = _CountingReader(raw)
+        reader = pacsv.open_csv(
+            counted,
+            read_options=pacsv.ReadOptions(block_size=block_bytes or CHUNK_BYTES, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                include_columns=columns,
+            ),
+        )
+        next_line = 2
+        reported = 0
+        for batch in reader:
+            rejected, bad_rows[:] = list(bad_rows), []
+            numbers = _line_numbers(next_line, batch.num_rows, [r.record for r in rejected if r.record > 0])
+            next_line = int(numbers[-1]) + 1 if len(numbers) else next_line + len(rejected)
+            table = pa.Table.from_batches([batch]).append_column("_row", pa.array(numbers))
+            step, reported = counted.consumed - reported, counted.consumed
+            yield RawChunk(table, "table", rejected, progress=step, tag_columns=tag_columns)
+
+
+class _CountingReader:
+    """A file wrapper that remembers how many bytes were read, for progress bars."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.consumed = 0
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._handle.read(size)
+        self.consumed += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _line_numbers(first: int, n: int, skipped: list[int]) -> np.ndarray:
+    """Line numbers of `n` consecutive records starting at `first`, around lines that were skipped."""
+    if not skipped:
+        return np.arange(first, first + n, dtype=np.int64)
+    candidates = np.arange(first, first + n + len(skipped), dtype=np.int64)
+    return np.setdiff1d(candidates, np.asarray(skipped, dtype=np.int64), assume_unique=True)[:n]
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise IngestFileError(f"{path}: empty file or no header line")
+    return next(csv.reader([first]))
+
+
+def _check_columns(
+    path: Path, names: Iterable[str], allow_unknown: bool
+) -> tuple[list[str], tuple[str, ...]]:
+    keep: list[str] = []
+    tags: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        if name in KNOWN_FIELDS:
+            keep.append(name)
+        elif name.startswith("tag.") and len(name) > 4:
+            keep.append(name)
+            tags.append(name[4:])
+        elif name not in IGNORED_FIELDS:
+            unknown.append(name)
+    if unknown and not allow_unknown:
+        detail = "; ".join(f'"{u}"{suggest_field(u)}' for u in unknown)
+        raise IngestFileError(
+            f"{path}: unknown column(s): {detail}. Tags go in a `tags` JSON column or "
+            "`tag.<name>` columns; --allow-unknown-fields ignores the rest"
+        )
+    return keep, tuple(tags)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def read_parquet(path: Path, *, allow_unknown: bool = False, rows: int = TABLE_ROWS) -> Iterator[RawChunk]:
+    parquet = pq.ParquetFile(path)
+    columns, tag_columns = _check_columns(path, parquet.schema_arrow.names, allow_unknown)
+    total_rows = max(parquet.metadata.num_rows, 1)
+    size = file_size(path)
+    first = 1
+    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+        n = batch.num_rows
+        table = pa.Table.from_batches([batch]).append_column(
+            "_row", pa.array(np.arange(first, first + n, dtype=np.int64))
+        )
+        first += n
+        yield RawChunk(table, "table", progress=size * n // total_rows, tag_columns=tag_columns)
+
+
+# --------------------------------------------------------------------------- Python records
+
+
+def records_to_lines(
+    records: Iterable[Mapping[str, Any]], first: int = 1, rows: int = TABLE_ROWS
+) -> Iterator[RawChunk]:
+    """Python dicts become JSON lines, so they pass exactly the same checks as files."""
+    numbers: list[int] = []
+    lines: list[str] = []
+    position = first - 1
+    for position, record in enumerate(records, start=first):
+        numbers.append(position)
+        lines.append(_record_json(record))
+        if len(lines) >= rows:
+            yield _records_chunk(numbers, lines)
+            numbers, lines = [], []
+    if lines:
+        yield _records_chunk(numbers, lines)
+
+
+def _record_json(record: Mapping[str, Any]) -> str:
+    # orjson writes NaN as null, which would turn a broken count into a default; the standard
+    # library writes NaN, which the checks then reject by name.
+    if any(isinstance(v, float) and not math.isfinite(v) for v in record.values()):
+        return json.dumps(record, default=_json_default)
+    return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _records_chunk(numbers: list[int], lines: list[str]) -> RawChunk:
+    table = pa.table(
+        {"_row": pa.array(numbers, type=pa.int64()), "line": pa.array(lines, type=pa.large_string())}
+    )
+    return RawChunk(table, "json", progress=len(lines))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return value
+    if hasattr(value, "value"):  # enums
+        return value.value
+    raise TypeError(f"cannot represent {type(value).__name__} as JSON")

@@ -1,0 +1,46 @@
+"""What every ledger engine provides. Queries are written once (see `unitcost.analytics`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+class LedgerBusyError(RuntimeError):
+    """Another process holds the ledger for writing."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    inserted: int
+    duplicates: int
+    """Events not inserted because their event_id was already present (in the ledger or earlier in the batch)."""
+    in_batch_duplicates: int = 0
+
+
+class Store(Protocol):
+    dialect: str
+
+    def append(self, table: pa.Table) -> AppendResult: ...
+
+    def insert(self, table_name: str, table: pa.Table) -> None: ...
+
+    def upsert(self, table_name: str, table: pa.Table) -> None: ...
+
+    def update_costs(self, table: pa.Table) -> int: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+
+    def scan(
+        self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
+    ) -> Iterator[pa.RecordBatch]: ...
+
+    def insert_meta(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,238 @@
+"""The embedded ledger: one DuckDB file.
+
+Idempotency is an anti-join on `event_id` rather than a primary-key index: DuckDB's ART
+index slows down sharply as random keys (UUIDs) accumulate and costs more memory than
+the data (measured: 10M UUID keys took 85 s to insert with the index, 6 s with the
+anti-join). Duplicates inside one batch are dropped first, keeping the first occurrence.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._version import __version__
+from .base import AppendResult, LedgerBusyError
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+_LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
+
+
+class DuckDBStore:
+    dialect = "duckdb"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(
+                f"no ledger at {self.path}: ingest events (unitcost ingest) or run "
+                "`unitcost demo` first, or point --ledger / $UNITCOST_LEDGER at one"
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {}
+        limit = memory_limit or os.environ.get("UNITCOST_DUCKDB_MEMORY")
+        if limit:
+            config["memory_limit"] = limit
+        if threads:
+            config["threads"] = threads
+        self._con = _connect(self.path, read_only, config)
+        self._write = threading.RLock()
+        if not read_only:
+            self.migrate()
+        else:
+            self._check_version()
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        with self._write:
+            self._con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this unitcost "
+                    f"({SCHEMA_VERSION}); upgrade unitcost"
+                )
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                self._con.execute("BEGIN TRANSACTION")
+                try:
+                    for statement in migration.duckdb:
+                        self._con.execute(statement)
+                    self._set_meta("schema_version", str(migration.version))
+                    self._set_meta("migrated_by", f"unitcost {__version__}")
+                    if current == 0:
+                        self._set_meta("created_at", datetime.now(UTC).isoformat())
+                    self._con.execute("COMMIT")
+                except Exception:
+                    self._con.execute("ROLLBACK")
+                    raise
+                current = migration.version
+            return current
+
+    def schema_version(self) -> int:
+        try:
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.CatalogException:
+            return 0
+        return int(row[0]) if row else 0
+
+    def _check_version(self) -> None:
+        version = self.schema_version()
+        if version != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} is at schema version {version}; open it once read-write "
+                f"to migrate it to {SCHEMA_VERSION}"
+            )
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def insert_meta(self, key: str, value: str) -> None:
+        with self._write:
+            self._set_meta(key, value)
+
+    # ------------------------------------------------------------------ writes
+
+    def append(self, table: pa.Table) -> AppendResult:
+        """Insert events whose event_id is new; return how many went in and how many were already there."""
+        n = table.num_rows
+        if n == 0:
+            return AppendResult(0, 0)
+        batch = _first_occurrences(table)
+        in_batch_duplicates = n - batch.num_rows
+        with self._write:
+            con = self._con
+            con.register("_unitcost_batch", batch)
+            try:
+                row = con.execute(
+                    "INSERT INTO events BY NAME SELECT * FROM _unitcost_batch b "
+                    "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)"
+                ).fetchone()
+            finally:
+                con.unregister("_unitcost_batch")
+        inserted = int(row[0]) if row else 0
+        return AppendResult(inserted, n - inserted, in_batch_duplicates)
+
+    def insert(self, table_name: str, table: pa.Table) -> None:
+        with self._write:
+            self._con.register("_unitcost_rows", table)
+            try:
+                self._con.execute(f"INSERT INTO {table_name} BY NAME SELECT * FROM _unitcost_rows")
+            finally:
+                self._con.unregister("_unitcost_rows")
+
+    def upsert(self, table_name: str, table: pa.Table) -> None:
+        with self._write:
+            self._con.register("_unitcost_rows", table)
+            try:
+                self._con.execute(f"INSERT OR REPLACE INTO {table_name} BY NAME SELECT * FROM _unitcost_rows")
+            finally:
+                self._con.unregister("_unitcost_rows")
+
+    def update_costs(self, table: pa.Table) -> int:
+        """Overwrite the priced columns of the events in `table` (event_id + priced columns)."""
+        if table.num_rows == 0:
+            return 0
+        columns = [c for c in table.column_names if c != "event_id"]
+        assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
+        with self._write:
+            self._con.register("_unitcost_updates", table)
+            try:
+                row = self._con.execute(
+                    f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id"
+                ).fetchone()
+            finally:
+                self._con.unregister("_unitcost_updates")
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._write:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reads
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        cursor = self._con.cursor()
+        try:
+            return cursor.sql(sql, params=list(params) if params else None).to_arrow_table()
+        finally:
+            cursor.close()
+
+    def scan(
+        self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
+    ) -> Iterator[pa.RecordBatch]:
+        cursor = self._con.cursor()
+        try:
+            reader = cursor.sql(sql, params=list(params) if params else None).to_arrow_reader(batch_size)
+            yield from reader
+        finally:
+            cursor.close()
+
+    def checkpoint(self) -> None:
+        with self._write:
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._write:
+            self._con.close()
+
+
+def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            # Day and month boundaries are UTC whatever the machine's zone (set after connecting:
+            # the time-zone extension is loaded on first use, not at configuration time).
+            con.execute("SET TimeZone = 'UTC'")
+            return con
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise LedgerBusyError(
+                    f"the ledger {path} is open for writing by another process ({exc}). "
+                    "Read it through that process's HTTP API, or stop it first."
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _first_occurrences(table: pa.Table) -> pa.Table:
+    ids = table.column("event_id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), type=pa.int64()))
+    first = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
+    keep = pc.sort_indices(first.column("_row_min"))
+    rows = pc.take(first.column("_row_min"), keep)
+    return table.take(rows)

@@ -1,0 +1,160 @@
+"""Ledger tables, described once and rendered for each engine, with versioned migrations.
+
+A migration is a list of statements per engine. Each ledger records the version it is at
+in its `meta` table, and opening a ledger applies what is missing, in order, inside one
+transaction. Migrations are only ever appended: a released one is never edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ..events import LEDGER_FIELDS, Field
+from ..money import MONEY_ARROW_TYPE
+
+DUCKDB_TYPES: Mapping[str, str] = {
+    "str": "VARCHAR",
+    "int": "BIGINT",
+    "tokens": "BIGINT",
+    "count": "BIGINT",
+    "float": "DOUBLE",
+    "bool": "BOOLEAN",
+    "ts": "TIMESTAMPTZ",
+    "map": "MAP(VARCHAR, VARCHAR)",
+    "money": "DECIMAL(18, 12)",
+}
+
+CLICKHOUSE_TYPES: Mapping[str, str] = {
+    "str": "Nullable(String)",
+    "int": "Nullable(Int64)",
+    "tokens": "Int64",
+    "count": "Int64",
+    "float": "Nullable(Float64)",
+    "bool": "Bool",
+    "ts": "DateTime64(6, 'UTC')",
+    "map": "Map(String, String)",
+    "money": "Nullable(Decimal64(12))",
+}
+
+
+def duckdb_column(f: Field) -> str:
+    null = " NOT NULL" if f.required else ""
+    return f'"{f.name}" {DUCKDB_TYPES[f.kind]}{null}'
+
+
+def events_ddl_duckdb(fields: Sequence[Field] = LEDGER_FIELDS) -> str:
+    columns = ",\n    ".join(duckdb_column(f) for f in fields)
+    return f"CREATE TABLE IF NOT EXISTS events (\n    {columns}\n)"
+
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        pa.field("key_kind", pa.string(), nullable=False),  # event | trace | unit
+        pa.field("unit", pa.string(), nullable=False),  # unit kind when key_kind = unit, else ""
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("success", pa.bool_()),
+        pa.field("score", pa.float64()),
+        pa.field("feedback", pa.string()),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("source", pa.string()),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+REPRICE_RUN_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC")),
+        pa.field("since", pa.timestamp("us", tz="UTC")),
+        pa.field("until", pa.timestamp("us", tz="UTC")),
+        pa.field("price_layers", pa.string()),
+        pa.field("events_seen", pa.int64()),
+        pa.field("events_changed", pa.int64()),
+        pa.field("old_total", MONEY_ARROW_TYPE),
+        pa.field("new_total", MONEY_ARROW_TYPE),
+        pa.field("old_unpriced", pa.int64()),
+        pa.field("new_unpriced", pa.int64()),
+    ]
+)
+
+REPRICE_CHANGE_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("events", pa.int64()),
+        pa.field("old_total", MONEY_ARROW_TYPE),
+        pa.field("new_total", MONEY_ARROW_TYPE),
+        pa.field("old_unpriced", pa.int64()),
+        pa.field("new_unpriced", pa.int64()),
+    ]
+)
+
+INGEST_RUN_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC")),
+        pa.field("source", pa.string()),
+        pa.field("accepted", pa.int64()),
+        pa.field("duplicates", pa.int64()),
+        pa.field("rejected", pa.int64()),
+        pa.field("unpriced", pa.int64()),
+    ]
+)
+
+AUX_TABLES: Mapping[str, pa.Schema] = {
+    "outcomes": OUTCOME_SCHEMA,
+    "reprice_runs": REPRICE_RUN_SCHEMA,
+    "reprice_changes": REPRICE_CHANGE_SCHEMA,
+    "ingest_runs": INGEST_RUN_SCHEMA,
+}
+
+
+def arrow_to_duckdb_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision}, {t.scale})"
+    raise TypeError(f"no DuckDB type for {t}")
+
+
+def table_ddl_duckdb(name: str, schema: pa.Schema, primary_key: Sequence[str] = ()) -> str:
+    cols = [f'"{f.name}" {arrow_to_duckdb_type(f.type)}{"" if f.nullable else " NOT NULL"}' for f in schema]
+    if primary_key:
+        cols.append(f"PRIMARY KEY ({', '.join(primary_key)})")
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n    " + ",\n    ".join(cols) + "\n)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    duckdb: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "events, outcomes, reprice audit, ingest log",
+        (
+            events_ddl_duckdb(),
+            table_ddl_duckdb("outcomes", OUTCOME_SCHEMA, primary_key=("key_kind", "unit", "key")),
+            table_ddl_duckdb("reprice_runs", REPRICE_RUN_SCHEMA),
+            table_ddl_duckdb("reprice_changes", REPRICE_CHANGE_SCHEMA),
+            table_ddl_duckdb("ingest_runs", INGEST_RUN_SCHEMA),
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,321 @@
+"""Batch pricing: millions of events priced with array operations, no Python per event.
+
+Python runs once per distinct (provider, model, tier) and once per price segment; every
+per-event step is a NumPy array operation: find the segment with a sorted search, apply
+time-of-day windows and prompt-length tiers with masks, and multiply integer quantities
+by integer pico-USD rates. The result is identical, to the pico-dollar, to pricing each
+event with `PriceBook.price` (a property test holds the two together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..events import MAX_TOKENS, USAGE_FIELDS
+from ..money import MAX_EVENT_PICO, pico_array_to_arrow
+from .book import PriceBook, cached_pair_indexes
+from .genai_layer import ModelRef
+from .layers import TIERS
+from .model import Option, PriceError, RatePlan
+from .quantities import BREAKDOWN_COLUMNS, BREAKDOWN_OF_QUANTITY, N_QUANTITIES, QUANTITIES, split_usage
+
+_SPAN = np.int64(1) << np.int64(36)  # seconds per timeline slot in the composite search key (~2177 years)
+_NO_THRESHOLD = np.iinfo(np.int64).max
+# Largest rate for which quantities <= MAX_TOKENS can be multiplied and summed in int64.
+_SAFE_RATE = (2**63 - 1) // (N_QUANTITIES * MAX_TOKENS)
+
+
+@dataclass
+class PricedColumns:
+    """Cost columns for a batch, aligned with its rows."""
+
+    columns: dict[str, pa.Array]
+    priced: int
+    unpriced: int
+
+
+def price_table(book: PriceBook, table: pa.Table) -> PricedColumns:
+    """Price every row of an events table (EVENT_SCHEMA columns; validated usage)."""
+    n = table.num_rows
+    if n == 0:
+        return PricedColumns(_empty_columns(), 0, 0)
+
+    key_index, keys = _distinct_keys(table)
+    resolved = _Resolved(book, keys)
+
+    ts_sec = _seconds(table.column("ts"))
+    usage = {name: _int_column(table.column(name)) for name in USAGE_FIELDS}
+    quantities = split_usage(usage)
+    input_tokens = usage["input_tokens"]
+
+    option = resolved.options_for(key_index, ts_sec)  # -1 where the key has no timeline
+    reason_code = np.where(option >= 0, -1, resolved.key_reason[key_index])
+
+    # Prompt-length tier: count the option's thresholds the prompt exceeds.
+    safe_opt = np.maximum(option, 0)
+    no_price = (option >= 0) & (resolved.row_base[safe_opt] < 0)
+    has_rates = (option >= 0) & ~no_price
+    thresholds = resolved.thresholds[safe_opt]  # (n, max_tiers)
+    row = resolved.row_base[safe_opt] + np.sum(input_tokens[:, None] > thresholds, axis=1)
+    rates = resolved.rates[np.where(has_rates, row, 0)]  # (n, Q); row 0 is all zeros
+
+    # An option whose price is missing, or has no rate for a quantity the event used, is unpriced.
+    reason_code = np.where(no_price, resolved.option_reason[safe_opt], reason_code)
+    used = (quantities > 0).astype(np.int64) @ (np.int64(1) << np.arange(N_QUANTITIES, dtype=np.int64))
+    missing = resolved.missing_bits[safe_opt] & used
+    has_missing = has_rates & (missing != 0)
+    if has_missing.any():
+        reason_code = np.where(
+            has_missing, resolved.missing_reason(safe_opt, missing, has_missing), reason_code
+        )
+
+    priced = reason_code < 0
+    if int(rates.max(initial=0)) > _SAFE_RATE:
+        products = quantities.astype(object) * rates.astype(object)
+    else:
+        products = quantities * rates
+    parts = np.zeros((n, len(BREAKDOWN_COLUMNS)), dtype=products.dtype)
+    for q_index, b_index in enumerate(BREAKDOWN_OF_QUANTITY):
+        parts[:, b_index] += products[:, q_index]
+    total = parts.sum(axis=1)
+    savings = np.zeros(n, dtype=products.dtype)
+    for cached, uncached in cached_pair_indexes():
+        savings += quantities[:, cached] * (rates[:, uncached] - rates[:, cached])
+
+    too_big = priced & np.asarray(np.abs(total) > MAX_EVENT_PICO, dtype=bool)
+    if too_big.any():
+        reason_code = np.where(
+            too_big, resolved.add_reason("cost exceeds $9.2M for one call; check usage"), reason_code
+        )
+        priced = reason_code < 0
+
+    # A response served from unitcost's own cache costs nothing; what it would have cost is kept.
+    cache_hit = (
+        _bool_column(table.column("cache_hit")) if "cache_hit" in table.column_names else np.zeros(n, bool)
+    )
+    avoided = np.where(cache_hit, total, 0)
+    if cache_hit.any():
+        parts[cache_hit] = 0
+        total = np.where(cache_hit, 0, total)
+        savings = np.where(cache_hit, 0, savings)
+
+    zero = np.zeros(n, dtype=np.int64)
+    columns: dict[str, pa.Array] = {
+        "cost": pico_array_to_arrow(np.where(priced, total, zero).astype(np.int64), priced),
+    }
+    for b_index, name in enumerate(BREAKDOWN_COLUMNS):
+        columns[name] = pico_array_to_arrow(
+            np.where(priced, parts[:, b_index], zero).astype(np.int64), priced
+        )
+    columns["cache_savings"] = pico_array_to_arrow(np.where(priced, savings, zero).astype(np.int64), priced)
+    columns["avoided_cost"] = pico_array_to_arrow(np.where(priced, avoided, zero).astype(np.int64), priced)
+    columns["price_ref"] = _take_strings(resolved.option_refs, np.where(priced, option, -1))
+    columns["unpriced_reason"] = _take_strings(resolved.reasons, np.where(priced, -1, reason_code))
+    columns["priced_provider"] = _take_strings(resolved.key_provider, key_index)
+    columns["priced_model"] = _take_strings(resolved.key_model, key_index)
+    n_priced = int(np.count_nonzero(priced))
+    return PricedColumns(columns, n_priced, n - n_priced)
+
+
+class _Resolved:
+    """Everything Python decides once per distinct key and price, laid out as arrays."""
+
+    def __init__(self, book: PriceBook, keys: list[tuple[str | None, str | None, str | None, str | None]]):
+        self.book = book
+        self.reasons: list[str] = []
+        self._reason_ids: dict[str, int] = {}
+        self.key_provider: list[str | None] = []
+        self.key_model: list[str | None] = []
+        key_timeline: list[int] = []
+        key_reason: list[int] = []
+        timelines: list[tuple[ModelRef, str]] = []
+        timeline_ids: dict[tuple[ModelRef, str], int] = {}
+        for provider, model, served, tier in keys:
+            resolution = book.resolve(provider, served) if served else None
+            if resolution is None or resolution.ref is None:
+                resolution = book.resolve(provider, model or "")
+            tier_name = tier or "standard"
+            if resolution.ref is None:
+                self.key_provider.append(provider)
+                self.key_model.append(served or model)
+                key_timeline.append(-1)
+                key_reason.append(self.add_reason(resolution.reason or "unknown model"))
+                continue
+            self.key_provider.append(resolution.ref.provider)
+            self.key_model.append(resolution.ref.model)
+            if tier_name not in TIERS:
+                key_timeline.append(-1)
+                key_reason.append(self.add_reason(f"unknown service tier {tier_name!r}"))
+                continue
+            slot = (resolution.ref, tier_name)
+            if slot not in timeline_ids:
+                timeline_ids[slot] = len(timelines)
+                timelines.append(slot)
+            key_timeline.append(timeline_ids[slot])
+            key_reason.append(-1)
+        self.key_timeline = np.asarray(key_timeline, dtype=np.int64)
+        self.key_reason = np.asarray(key_reason, dtype=np.int64)
+        self._lay_out(timelines)
+
+    def add_reason(self, reason: str) -> int:
+        if reason not in self._reason_ids:
+            self._reason_ids[reason] = len(self.reasons)
+            self.reasons.append(reason)
+        return self._reason_ids[reason]
+
+    def _lay_out(self, timelines: list[tuple[ModelRef, str]]) -> None:
+        seg_keys: list[int] = []
+        seg_default: list[int] = []
+        self.windowed: dict[int, list[tuple[int, int, int]]] = {}  # segment -> [(start, end, option)]
+        options: list[Option] = []
+        for t_index, (ref, tier) in enumerate(timelines):
+            timeline = self.book.timeline(ref, tier)
+            for segment in timeline.segments:
+                start = 0 if segment.start is None else max(int(segment.start.timestamp()), 0)
+                seg_index = len(seg_keys)
+                seg_keys.append(t_index * int(_SPAN) + start)
+                for option in segment.options:
+                    options.append(option)
+                    if option.window is not None:
+                        self.windowed.setdefault(seg_index, []).append(
+                            (option.window.start, option.window.end, len(options) - 1)
+                        )
+                seg_default.append(len(options) - 1)
+        self.seg_keys = np.asarray(seg_keys, dtype=np.int64)
+        self.seg_default = np.asarray(seg_default, dtype=np.int64)
+
+        plans: list[RatePlan | None] = []
+        self.option_refs: list[str | None] = []
+        option_reason: list[int] = []
+        for option in options:
+            plan = None
+            reason = -1
+            if option.price is None:
+                reason = self.add_reason(option.reason or "no price")
+            else:
+                try:
+                    plan = self.book.plan(option.price)
+                except PriceError as exc:
+                    reason = self.add_reason(str(exc))
+            plans.append(plan)
+            self.option_refs.append(option.price.ref if option.price and plan else None)
+            option_reason.append(reason)
+        self.options = options
+        self.plans = plans
+        self.option_reason = np.asarray(option_reason or [-1], dtype=np.int64)
+
+        max_tiers = max((len(p.thresholds) for p in plans if p), default=0)
+        rate_rows: list[tuple[int, ...]] = []
+        row_base = []
+        thresholds = np.full((max(len(plans), 1), max(max_tiers, 1)), _NO_THRESHOLD, dtype=np.int64)
+        missing_bits = np.zeros(max(len(plans), 1), dtype=np.int64)
+        for o_index, plan in enumerate(plans):
+            if plan is None:
+                row_base.append(-1)
+                continue
+            row_base.append(len(rate_rows))
+            rate_rows.extend(plan.rows)
+            thresholds[o_index, : len(plan.thresholds)] = plan.thresholds
+            for name in plan.missing:
+                missing_bits[o_index] |= 1 << _quantity_position(name)
+        self.row_base = np.asarray(row_base or [-1], dtype=np.int64)
+        self.thresholds = thresholds
+        self.missing_bits = missing_bits
+        # Row 0 is a zero-rate row that unpriced events point at harmlessly.
+        self.rates = np.asarray([(0,) * N_QUANTITIES, *rate_rows], dtype=np.int64)
+        self.row_base = np.where(self.row_base >= 0, self.row_base + 1, -1)
+
+    def options_for(self, key_index: np.ndarray, ts_sec: np.ndarray) -> np.ndarray:
+        timeline = self.key_timeline[key_index]
+        has = timeline >= 0
+        option = np.full(len(key_index), -1, dtype=np.int64)
+        if not has.any() or len(self.seg_keys) == 0:
+            return option
+        search = timeline[has] * _SPAN + np.maximum(ts_sec[has], 0)
+        seg = np.searchsorted(self.seg_keys, search, side="right") - 1
+        chosen = self.seg_default[seg]
+        if self.windowed:
+            second_of_day = ts_sec[has] % 86400
+            for seg_index, windows in self.windowed.items():
+                in_seg = seg == seg_index
+                if not in_seg.any():
+                    continue
+                sod = second_of_day[in_seg]
+                picked = chosen[in_seg]
+                decided = np.zeros(len(sod), dtype=bool)
+                for start, end, opt in windows:
+                    inside = (sod >= start) | (sod < end) if end < start else (sod >= start) & (sod < end)
+                    take = inside & ~decided
+                    picked = np.where(take, opt, picked)
+                    decided |= take
+                chosen[in_seg] = picked
+        option[has] = chosen
+        return option
+
+    def missing_reason(self, option: np.ndarray, missing: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = np.full(len(option), -1, dtype=np.int64)
+        pairs = np.unique(np.stack([option[mask], missing[mask]], axis=1), axis=0)
+        for opt, bits in pairs:
+            names = [q.name for i, q in enumerate(QUANTITIES) if int(bits) & (1 << i)]
+            price = self.options[int(opt)].price
+            ref = price.ref if price is not None else "?"
+            code = self.add_reason(f"{ref} has no price for {', '.join(names)}")
+            out[mask & (option == opt) & (missing == bits)] = code
+        return out
+
+
+def _quantity_position(name: str) -> int:
+    return next(i for i, q in enumerate(QUANTITIES) if q.name == name)
+
+
+def _distinct_keys(
+    table: pa.Table,
+) -> tuple[np.ndarray, list[tuple[str | None, str | None, str | None, str | None]]]:
+    cols = [table.column(c) for c in ("provider", "model", "served_model", "service_tier")]
+    sep = "\x1f"
+    joined = pc.binary_join_element_wise(*[pc.fill_null(c, "\x00") for c in cols], sep)
+    encoded = pc.dictionary_encode(joined).combine_chunks()
+    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    keys = []
+    for text in encoded.dictionary.to_pylist():
+        parts = [None if p == "\x00" else p for p in text.split(sep)]
+        keys.append((parts[0], parts[1], parts[2], parts[3]))
+    return indices, keys
+
+
+def _seconds(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    micros = pc.cast(column, pa.int64()) if not pa.types.is_integer(column.type) else column
+    values = np.asarray(micros.to_numpy(), dtype=np.int64)
+    return np.floor_divide(values, 1_000_000)
+
+
+def _int_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    filled = pc.fill_null(column, 0)
+    return np.asarray(filled.to_numpy(), dtype=np.int64)
+
+
+def _bool_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
+    dictionary = pa.array([*values, None], type=pa.string())
+    safe = np.where(index < 0, len(values), index)
+    return dictionary.take(pa.array(safe, type=pa.int64()))
+
+
+def _empty_columns() -> dict[str, pa.Array]:
+    from ..money import MONEY_ARROW_TYPE
+
+    cols: dict[str, pa.Array] = {
+        name: pa.array([], type=MONEY_ARROW_TYPE)
+        for name in ("cost", *BREAKDOWN_COLUMNS, "cache_savings", "avoided_cost")
+    }
+    for name in ("price_ref", "unpriced_reason", "priced_provider", "priced_model"):
+        cols[name] = pa.array([], type=pa.string())
+    return cols

@@ -1,0 +1,493 @@
+"""PriceBook: the three layers composed into one timeline per model and tier.
+
+Precedence, highest first, decided instant by instant:
+
+1. the user's overrides file (explicit prices, then tier rules);
+2. unitcost's corrections shipped with the package (explicit prices, then tier rules);
+3. the pinned genai-prices data (its standard prices, and its tier variants on top of the
+   standard price in force at that instant).
+
+User discounts then scale whatever price results. A tier with no price at an instant is
+"no price", never the standard price: a batch call priced as a standard one would be
+wrong by a factor of two.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..money import pico_to_usd
+from .genai_layer import GenaiLayer, ModelRef
+from .layers import TIERS, Layer, Period, load_layer
+from .model import Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
+from .quantities import BREAKDOWN_COLUMNS, BREAKDOWN_OF_QUANTITY, QUANTITIES, split_usage, usage_problem
+
+CORRECTIONS_FILE = "corrections.toml"
+
+
+class UnknownModelError(LookupError):
+    """No layer knows this model; the message says what was looked for and where."""
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    total: Decimal
+    input: Decimal
+    cache_read: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+    reasoning: Decimal
+    other: Decimal
+    cache_savings: Decimal
+    """What prompt caching saved on this call against paying uncached input (negative when writes cost more)."""
+
+    def as_dict(self) -> dict[str, Decimal]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class PricedCall:
+    provider: str | None
+    model: str | None
+    tier: str
+    at: datetime
+    breakdown: CostBreakdown | None
+    price: Price | None
+    effective_from: datetime | None
+    effective_to: datetime | None
+    window: str | None
+    unpriced_reason: str | None
+    rates: Mapping[str, Decimal]
+    """USD per million tokens (per thousand for web searches and requests) actually applied."""
+
+    @property
+    def cost(self) -> Decimal | None:
+        return self.breakdown.total if self.breakdown else None
+
+    @property
+    def price_ref(self) -> str | None:
+        return self.price.ref if self.price else None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A (provider, model) name resolved to the book's key, or why it could not be."""
+
+    ref: ModelRef | None
+    reason: str | None = None
+
+
+class PriceBook:
+    def __init__(
+        self,
+        genai: GenaiLayer | None = None,
+        corrections: Layer | None = None,
+        overrides: Layer | None = None,
+    ) -> None:
+        self.genai = genai or GenaiLayer()
+        self.corrections = corrections if corrections is not None else load_corrections()
+        self.overrides = overrides
+        self._layers = [layer for layer in (self.overrides, self.corrections) if layer is not None]
+        self._timelines: dict[tuple[ModelRef, str], Timeline] = {}
+        self._plans: dict[int, tuple[Price, RatePlan]] = {}
+        self._resolved: dict[tuple[str, str], Resolution] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, overrides_path: str | Path | None = None, genai: GenaiLayer | None = None) -> PriceBook:
+        overrides = load_layer(overrides_path, "user") if overrides_path else None
+        if genai is None:
+            from .update import active_layer
+
+            genai = active_layer()  # a snapshot fetched on purpose with `unitcost prices update`, if any
+        return cls(genai=genai, overrides=overrides)
+
+    # ------------------------------------------------------------------ names
+
+    def resolve(self, provider: str | None, model: str) -> Resolution:
+        key = ((provider or "").strip().lower(), model.strip())
+        hit = self._resolved.get(key)
+        if hit is None:
+            hit = self._resolve(*key)
+            with self._lock:
+                self._resolved[key] = hit
+        return hit
+
+    def _resolve(self, provider: str, model: str) -> Resolution:
+        if not model:
+            return Resolution(None, "no model name")
+        for layer in self._layers:
+            target = layer.aliases.get(model.lower()) or layer.aliases.get(f"{provider}/{model}".lower())
+            if target:
+                provider, model = target
+                break
+        for layer in self._layers:
+            found = layer.find_model(provider or None, model)
+            if found:
+                return Resolution(ModelRef(*found))
+        try:
+            p, m = self.genai.resolve(provider or None, model)
+        except LookupError as exc:
+            by_id = self.genai.find_by_id(provider or None, model)
+            if by_id is not None:
+                return Resolution(by_id)
+            where = f"provider {provider!r}" if provider else "any provider"
+            return Resolution(
+                None,
+                f"unknown model {model!r} for {where} in {self.genai.label} and the override layers ({exc})",
+            )
+        return Resolution(ModelRef(p.id, m.id))
+
+    def require(self, provider: str | None, model: str) -> ModelRef:
+        resolution = self.resolve(provider, model)
+        if resolution.ref is None:
+            raise UnknownModelError(resolution.reason)
+        return resolution.ref
+
+    # ------------------------------------------------------------------ timelines
+
+    def timeline(self, ref: ModelRef, tier: str = "standard") -> Timeline:
+        if tier not in TIERS:
+            raise PriceError(f"unknown service tier {tier!r}; expected one of {', '.join(TIERS)}")
+        key = (ref, tier)
+        cached = self._timelines.get(key)
+        if cached is None:
+            cached = Timeline(ref.provider, ref.model, tier, self._compose(ref, tier))
+            with self._lock:
+                self._timelines[key] = cached
+        return cached
+
+    def _compose(self, ref: ModelRef, tier: str) -> list[Segment]:
+        standard = self._standard_segments(ref)
+        segments = standard if tier == "standard" else self._tier_segments(ref, tier, standard)
+        return self._discounted(ref, segments)
+
+    def _standard_segments(self, ref: ModelRef) -> list[Segment]:
+        try:
+            base = self.genai.standard_segments(ref)
+        except LookupError:
+            base = [
+                Segment(None, (Option(None, None, f"{ref.provider}/{ref.model} has no price at this date"),))
+            ]
+        for layer in reversed(self._layers):  # lowest layer first, so the user's file ends up on top
+            base = _overlay(base, layer.periods_for(ref.provider, ref.model, "standard"))
+        return base
+
+    def _tier_segments(self, ref: ModelRef, tier: str, standard: list[Segment]) -> list[Segment]:
+        genai_overrides = self._genai_tier_overrides(ref, tier)
+        periods = [(layer, layer.periods_for(ref.provider, ref.model, tier)) for layer in self._layers]
+        rules = [
+            (layer, [r for r in layer.tier_rules if r.tier == tier and r.applies(ref.provider, ref.model)])
+            for layer in self._layers
+        ]
+        points = _starts(standard)
+        for _layer, layer_periods in periods:
+            points |= {b for p in layer_periods for b in (p.start, p.end)}
+        for _layer, layer_rules in rules:
+            points |= {b for r in layer_rules for b in (r.start, r.end)}
+        points |= {start for start, _, _ in genai_overrides}
+
+        out: list[Segment] = []
+        for at in _sorted_points(points):
+            std = _segment_at(standard, at)
+            options: tuple[Option, ...] | None = None
+            for (_layer, layer_periods), (_l2, layer_rules) in zip(periods, rules, strict=True):
+                period = next((p for p in layer_periods if p.covers(at)), None)
+                if period is not None:
+                    options = period.options
+                    break
+                rule = next((r for r in layer_rules if r.covers(at)), None)
+                if rule is not None:
+                    options = tuple(_scaled(o, rule.factor, f"|{rule.ref}", rule.note) for o in std.options)
+                    break
+            if options is None:
+                active = [o for o in genai_overrides if _reached(o[0], at)]
+                if active:
+                    _start, overrides, tier_ref = active[-1]
+                    options = tuple(
+                        Option(
+                            o.window,
+                            o.price.overridden(
+                                overrides,
+                                o.price.layer,
+                                o.price.source,
+                                f"{o.price.ref}|{tier_ref}",
+                                o.price.note,
+                            ),
+                        )
+                        if o.price
+                        else o
+                        for o in std.options
+                    )
+            if options is None:
+                options = (
+                    Option(
+                        None,
+                        None,
+                        f"no {tier} price for {ref.provider}/{ref.model} at this date "
+                        '(a [[price]] with tier = "' + tier + '" in the overrides file adds one)',
+                    ),
+                )
+            out.append(Segment(at, options))
+        return _merge(out)
+
+    def _genai_tier_overrides(self, ref: ModelRef, tier: str) -> list[tuple[datetime | None, Any, str]]:
+        try:
+            return list(self.genai.tier_overrides(ref, tier))
+        except LookupError:
+            return []
+
+    def _discounted(self, ref: ModelRef, segments: list[Segment]) -> list[Segment]:
+        discounts = [
+            d for layer in self._layers for d in layer.discounts if d.applies(ref.provider, ref.model)
+        ]
+        if not discounts:
+            return segments
+        points = _starts(segments) | {b for d in discounts for b in (d.start, d.end)}
+        out: list[Segment] = []
+        for at in _sorted_points(points):
+            options = _segment_at(segments, at).options
+            for discount in (d for d in discounts if d.covers(at)):
+                note = f"{discount.percent}% discount" + (f" ({discount.note})" if discount.note else "")
+                options = tuple(_scaled(o, discount.factor, f"|{discount.ref}", note) for o in options)
+            out.append(Segment(at, options))
+        return _merge(out)
+
+    # ------------------------------------------------------------------ compiled rates
+
+    def plan(self, price: Price) -> RatePlan:
+        """Integer rates of a price, compiled once per distinct price object."""
+        hit = self._plans.get(id(price))
+        if hit is None or hit[0] is not price:
+            hit = (price, compile_price(price))
+            with self._lock:
+                self._plans[id(price)] = hit
+        return hit[1]
+
+    # ------------------------------------------------------------------ one call
+
+    def price(
+        self,
+        model: str,
+        usage: Mapping[str, int] | None = None,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        tier: str = "standard",
+        served_model: str | None = None,
+        **usage_kwargs: int,
+    ) -> PricedCall:
+        """Price one call exactly. Usage uses the event fields (input_tokens, cache_read_tokens, ...)."""
+        at = _aware(at or datetime.now(UTC))
+        full = normalise_usage({**(usage or {}), **usage_kwargs})
+        problem = usage_problem(full)
+        if problem:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        resolution = self.resolve(provider, served_model or model)
+        if resolution.ref is None and served_model:
+            resolution = self.resolve(provider, model)
+        if resolution.ref is None:
+            return _unpriced(provider, model, tier, at, resolution.reason or "unknown model")
+        ref = resolution.ref
+        if tier not in TIERS:
+            return _unpriced(ref.provider, ref.model, tier, at, f"unknown service tier {tier!r}")
+        timeline = self.timeline(ref, tier)
+        segment = timeline.segment_at(at)
+        option = segment.select(int(at.timestamp()) % 86400)
+        if option.price is None:
+            return _unpriced(ref.provider, ref.model, tier, at, option.reason)
+        try:
+            plan = self.plan(option.price)
+        except PriceError as exc:
+            return _unpriced(ref.provider, ref.model, tier, at, str(exc))
+        quantities = split_usage({k: np.asarray([v], dtype=np.int64) for k, v in full.items()})[0]
+        missing = [q for q in plan.missing if quantities[_quantity_index(q)] > 0]
+        if missing:
+            return _unpriced(
+                ref.provider, ref.model, tier, at, f"{option.price.ref} has no price for {', '.join(missing)}"
+            )
+        row = plan.row_for(full["input_tokens"])
+        parts = [0] * len(BREAKDOWN_COLUMNS)
+        for i, amount in enumerate(quantities):
+            parts[BREAKDOWN_OF_QUANTITY[i]] += int(amount) * row[i]
+        savings = cache_savings_pico(quantities, row)
+        components = {
+            name.removeprefix("cost_"): pico_to_usd(p)
+            for name, p in zip(BREAKDOWN_COLUMNS, parts, strict=True)
+        }
+        breakdown = CostBreakdown(
+            total=pico_to_usd(sum(parts)), **components, cache_savings=pico_to_usd(savings)
+        )
+        end = _segment_end(timeline, segment)
+        return PricedCall(
+            ref.provider,
+            ref.model,
+            tier,
+            at,
+            breakdown,
+            option.price,
+            segment.start,
+            end,
+            option.window.label or option.window.describe() if option.window else None,
+            None,
+            rates_usd(row),
+        )
+
+    # ------------------------------------------------------------------ listing
+
+    def known_models(self) -> list[ModelRef]:
+        refs = {r: None for r in self.genai.all_models}
+        for layer in self._layers:
+            for provider, model in sorted(layer.models()):
+                refs.setdefault(ModelRef(provider, model), None)
+        return list(refs)
+
+    def describe_layers(self) -> list[dict[str, str]]:
+        rows = [
+            {"layer": "genai-prices", "what": self.genai.label, "updated": "pinned; `unitcost prices update`"}
+        ]
+        if self.corrections is not None:
+            rows.append(
+                {
+                    "layer": "unitcost",
+                    "what": self.corrections.path,
+                    "updated": f"corrections as of {self.corrections.data_date or '?'}",
+                }
+            )
+        if self.overrides is not None:
+            rows.append({"layer": "user", "what": self.overrides.path, "updated": "your file"})
+        return rows
+
+
+def load_corrections() -> Layer:
+    path = resources.files("unitcost.pricing").joinpath("data", CORRECTIONS_FILE)
+    return load_layer(Path(str(path)), "unitcost")
+
+
+def normalise_usage(usage: Mapping[str, Any]) -> dict[str, int]:
+    from ..events import FIELD_BY_NAME, USAGE_FIELDS
+
+    unknown = set(usage) - set(USAGE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown usage field(s): {', '.join(sorted(unknown))}; "
+            f"expected some of {', '.join(USAGE_FIELDS)}"
+        )
+    out: dict[str, int] = {}
+    for name in USAGE_FIELDS:
+        value = usage.get(name, FIELD_BY_NAME[name].default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+        out[name] = value
+    return out
+
+
+_CACHED_PAIRS: tuple[tuple[str, str], ...] = (
+    ("cache_read_text", "input_text"),
+    ("cache_audio_read", "input_audio"),
+    ("cache_image_read", "input_image"),
+    ("cache_write_5m", "input_text"),
+    ("cache_write_1h", "input_text"),
+)
+
+
+def cache_savings_pico(quantities: Iterable[int], row: tuple[int, ...]) -> int:
+    """Uncached price of every cached or cache-written token minus what was paid for it."""
+    q = list(quantities)
+    return sum(
+        int(q[_quantity_index(c)]) * (row[_quantity_index(u)] - row[_quantity_index(c)])
+        for c, u in _CACHED_PAIRS
+    )
+
+
+def cached_pair_indexes() -> list[tuple[int, int]]:
+    return [(_quantity_index(c), _quantity_index(u)) for c, u in _CACHED_PAIRS]
+
+
+def rates_usd(row: tuple[int, ...]) -> dict[str, Decimal]:
+    return {q.name: pico_to_usd(rate * q.per) for q, rate in zip(QUANTITIES, row, strict=True)}
+
+
+def _quantity_index(name: str) -> int:
+    from .quantities import QUANTITY_INDEX
+
+    return QUANTITY_INDEX[name]
+
+
+def _unpriced(provider: str | None, model: str | None, tier: str, at: datetime, reason: str) -> PricedCall:
+    return PricedCall(provider, model, tier, at, None, None, None, None, None, reason, {})
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _segment_end(timeline: Timeline, segment: Segment) -> datetime | None:
+    index = timeline.segments.index(segment)
+    return timeline.segments[index + 1].start if index + 1 < len(timeline.segments) else None
+
+
+# ---------------------------------------------------------------------- segment algebra
+
+
+def _starts(segments: list[Segment]) -> set[datetime | None]:
+    return {s.start for s in segments}
+
+
+def _sorted_points(points: set[datetime | None]) -> list[datetime | None]:
+    real = sorted(p for p in points if p is not None)
+    return [None, *real]
+
+
+def _reached(start: datetime | None, at: datetime | None) -> bool:
+    return start is None or (at is not None and at >= start)
+
+
+def _segment_at(segments: list[Segment], at: datetime | None) -> Segment:
+    current = segments[0]
+    for segment in segments:
+        if _reached(segment.start, at):
+            current = segment
+        else:
+            break
+    return current
+
+
+def _overlay(lower: list[Segment], periods: list[Period]) -> list[Segment]:
+    if not periods:
+        return lower
+    points = _starts(lower) | {b for p in periods for b in (p.start, p.end)}
+    out: list[Segment] = []
+    for at in _sorted_points(points):
+        period = next((p for p in periods if p.covers(at)), None)
+        out.append(Segment(at, period.options if period else _segment_at(lower, at).options))
+    return _merge(out)
+
+
+def _scaled(option: Option, factor: Decimal, suffix: str, note: str) -> Option:
+    if option.price is None:
+        return option
+    return Option(option.window, option.price.scaled(factor, suffix, note))
+
+
+def _merge(segments: list[Segment]) -> list[Segment]:
+    merged: list[Segment] = []
+    for segment in segments:
+        if merged and _signature(merged[-1]) == _signature(segment):
+            continue
+        merged.append(segment)
+    return merged
+
+
+def _signature(segment: Segment) -> list[tuple[Any, ...]]:
+    return [(o.window, o.price.ref if o.price else None, o.reason) for o in segment.options]

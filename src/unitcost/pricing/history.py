@@ -1,0 +1,223 @@
+"""Price history of one model and the changes across the book between two dates.
+
+Rates shown are the *effective* rates: what a token of each kind is charged, after the
+"most specific priced component" rule (a model with no 1-hour cache-write price charges
+1-hour writes at its cache-write price, a model with no reasoning price charges reasoning
+at its output price). That is what a bill reflects, so it is what history shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..money import pico_to_usd
+from .book import PriceBook
+from .genai_layer import ModelRef
+from .layers import TIERS
+from .model import Option, PriceError, RatePlan, Segment, Timeline
+from .quantities import QUANTITIES
+
+_SHOWN = {
+    "input_text": "input",
+    "cache_read_text": "cache_read",
+    "cache_write_5m": "cache_write_5m",
+    "cache_write_1h": "cache_write_1h",
+    "output_text": "output",
+    "reasoning": "reasoning",
+}
+
+
+def _rate_usd(plan: RatePlan, row: int, index: int) -> Decimal:
+    return pico_to_usd(plan.rows[row][index] * QUANTITIES[index].per).normalize()
+
+
+def _plan(book: PriceBook, option: Option) -> RatePlan | None:
+    if option.price is None:
+        return None
+    try:
+        return book.plan(option.price)
+    except PriceError:
+        return None
+
+
+def _tiers_text(plan: RatePlan) -> str | None:
+    if not plan.thresholds:
+        return None
+    parts = []
+    for row, start in enumerate(plan.thresholds, start=1):
+        inp = _rate_usd(plan, row, 0)
+        out = _rate_usd(plan, row, 8)
+        parts.append(f">{start // 1000}k: in {inp}, out {out}")
+    return "; ".join(parts)
+
+
+def tiers_with_prices(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[str]:
+    chosen = [t for t in (tiers or TIERS) if t in TIERS]
+    out = []
+    for tier in chosen:
+        timeline = book.timeline(ref, tier)
+        if any(o.price is not None for s in timeline.segments for o in s.options):
+            out.append(tier)
+    return out
+
+
+def price_history(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for tier in tiers_with_prices(book, ref, tiers):
+        timeline = book.timeline(ref, tier)
+        for index, segment in enumerate(timeline.segments):
+            end = timeline.segments[index + 1].start if index + 1 < len(timeline.segments) else None
+            for option in segment.options:
+                rows.append(_history_row(book, tier, segment, end, option))
+    return rows
+
+
+def _history_row(
+    book: PriceBook, tier: str, segment: Segment, end: datetime | None, option: Option
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "tier": tier,
+        "from": segment.start,
+        "to": end,
+        "window": (option.window.label or option.window.describe()) if option.window else None,
+    }
+    plan = _plan(book, option)
+    if option.price is None or plan is None:
+        row.update(
+            {
+                "layer": None,
+                "ref": None,
+                "source": None,
+                "note": option.reason or "no price",
+                "components": None,
+            }
+        )
+        return row
+    for index, quantity in enumerate(QUANTITIES):
+        if quantity.name in _SHOWN:
+            row[_SHOWN[quantity.name]] = _rate_usd(plan, 0, index)
+    row["tiers"] = _tiers_text(plan)
+    row.update(
+        {
+            "layer": option.price.layer,
+            "ref": option.price.ref,
+            "source": option.price.source,
+            "note": option.price.note or None,
+            "components": {
+                k: str(v) if isinstance(v, Decimal) else repr(v) for k, v in option.price.components.items()
+            },
+        }
+    )
+    return row
+
+
+def _has_tier_data(book: PriceBook, ref: ModelRef, tier: str) -> bool:
+    """Cheap test before composing a tier timeline: does any layer say anything about this tier?"""
+    if tier == "standard":
+        return True
+    for layer in (book.overrides, book.corrections):
+        if layer is None:
+            continue
+        if layer.periods_for(ref.provider, ref.model, tier):
+            return True
+        if any(r.tier == tier and r.applies(ref.provider, ref.model) for r in layer.tier_rules):
+            return True
+    info = book.genai.model_info(ref)
+    return bool(info and info.price_variants)
+
+
+def diff_prices(
+    book: PriceBook,
+    start: datetime,
+    end: datetime,
+    *,
+    provider: str | None = None,
+    model_filter: str | None = None,
+    tiers: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every component whose effective rate differs between `start` and `end`."""
+    if end <= start:
+        raise ValueError("--to must be after --from")
+    rows: list[dict[str, Any]] = []
+    wanted = [t for t in (tiers or TIERS) if t in TIERS]
+    for ref in _models(book, provider, model_filter):
+        for tier in wanted:
+            if not _has_tier_data(book, ref, tier):
+                continue
+            timeline = book.timeline(ref, tier)
+            before, after = timeline.segment_at(start), timeline.segment_at(end)
+            if before is after:
+                continue
+            changed_at = _first_change(timeline, start, end)
+            rows.extend(_compare(book, ref, tier, before, after, changed_at))
+    rows.sort(key=lambda r: (r["model"], TIERS.index(r["tier"]), r["window"] or "", r["component"]))
+    return rows
+
+
+def _models(book: PriceBook, provider: str | None, model_filter: str | None) -> Iterable[ModelRef]:
+    for ref in book.known_models():
+        if provider and ref.provider != provider.lower():
+            continue
+        if model_filter and model_filter.lower() not in ref.model.lower():
+            continue
+        yield ref
+
+
+def _first_change(timeline: Timeline, start: datetime, end: datetime) -> datetime | None:
+    for segment in timeline.segments:
+        if segment.start is not None and start < segment.start <= end:
+            return segment.start
+    return None
+
+
+def _compare(
+    book: PriceBook, ref: ModelRef, tier: str, before: Segment, after: Segment, changed_at: datetime | None
+) -> list[dict[str, Any]]:
+    rows = []
+    windows = {o.window for o in before.options} | {o.window for o in after.options}
+    for window in sorted(windows, key=lambda w: (w is not None, w.start if w else 0)):
+        old_opt = next((o for o in before.options if o.window == window), before.default)
+        new_opt = next((o for o in after.options if o.window == window), after.default)
+        old_plan, new_plan = _plan(book, old_opt), _plan(book, new_opt)
+        label = (window.label or window.describe()) if window else None
+        source = new_opt.price.source if new_opt.price else (new_opt.reason or "no price")
+        layer = new_opt.price.layer if new_opt.price else None
+        base = {
+            "model": f"{ref.provider}/{ref.model}",
+            "tier": tier,
+            "window": label,
+            "changed_at": changed_at,
+            "layer": layer,
+            "source": source,
+        }
+        for index, quantity in enumerate(QUANTITIES):
+            old = _rate_usd(old_plan, 0, index) if old_plan else None
+            new = _rate_usd(new_plan, 0, index) if new_plan else None
+            if old == new or (not old and not new):
+                continue
+            change = float((new - old) / old * 100) if old and new is not None else None
+            rows.append(
+                {
+                    **base,
+                    "component": _SHOWN.get(quantity.name, quantity.name),
+                    "old": old,
+                    "new": new,
+                    "change_pct": change,
+                }
+            )
+        old_tiers = _tiers_text(old_plan) if old_plan else None
+        new_tiers = _tiers_text(new_plan) if new_plan else None
+        if old_tiers != new_tiers:
+            rows.append(
+                {
+                    **base,
+                    "component": f"long context ({new_tiers or old_tiers})",
+                    "old": None,
+                    "new": None,
+                    "change_pct": None,
+                }
+            )
+    return rows

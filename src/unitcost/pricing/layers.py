@@ -1,0 +1,364 @@
+"""Layers 2 and 3: unitcost's corrections and the user's overrides, from TOML.
+
+Both files share one format, so anything unitcost ships as a correction a user can also
+write for themselves:
+
+    [[price]]                       # a dated price for one model and tier
+    provider = "deepseek"
+    model = "deepseek-chat"
+    tier = "standard"               # standard (default), batch, flex, priority
+    from = 2025-09-05T16:00:00Z     # TOML date or datetime, UTC; omitted = since forever
+    to = 2025-09-29T00:00:00Z       # optional; default: until the next entry of the same model and tier
+    source = "https://api-docs.deepseek.com/quick_start/pricing"
+    input_mtok = 0.56
+    cache_read_mtok = 0.07
+    output_mtok = 1.68
+    [[price.window]]                # optional time-of-day windows (UTC), checked before the default
+    from = "16:30"
+    to = "00:30"
+    label = "off-peak"
+    input_mtok = 0.135              # components not given are inherited from the entry
+
+    [[tier_rule]]                   # a tier as a multiple of the standard price
+    provider = "anthropic"
+    models = "*"                    # or a list of model ids
+    tier = "batch"
+    factor = 0.5
+    from = 2024-10-08
+    to = 2026-10-14
+    source = "https://docs.anthropic.com/en/docs/build-with-claude/batch-processing#pricing"
+
+The user's file adds:
+
+    [[discount]]                    # negotiated discounts, in percent, on every tier
+    provider = "openai"             # provider, model, or both
+    model = "gpt-4o"
+    percent = 12.5
+    from = 2025-01-01
+    to = 2026-01-01                 # optional
+    note = "Enterprise agreement 2025"
+
+    [aliases]                       # a name your code uses -> provider/model
+    "corp-gpt" = "openai/gpt-4o"
+
+Prices are USD per million tokens (`*_mtok`) or per thousand (`*_kcount`), with the
+component names of genai-prices (input_mtok, cache_read_mtok, cache_write_mtok,
+cache_write_1h_mtok, output_mtok, output_reasoning_mtok, input_audio_mtok, ...).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .model import Option, Price, PriceError, Window, parse_components, parse_number
+
+TIERS = ("standard", "batch", "flex", "priority")
+
+
+@dataclass(frozen=True)
+class Period:
+    """A price for [start, end) for one (provider, model, tier), with its windows."""
+
+    provider: str
+    model: str
+    tier: str
+    start: datetime | None
+    end: datetime | None
+    options: tuple[Option, ...]
+    aliases: tuple[str, ...] = ()
+
+    def covers(self, at: datetime | None) -> bool:
+        """Whether the instant `at` (None = the beginning of time) is in [start, end)."""
+        return _in_range(at, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class TierRule:
+    provider: str
+    models: tuple[str, ...] | None
+    """None means every model of the provider."""
+    tier: str
+    factor: Decimal
+    start: datetime | None
+    end: datetime | None
+    source: str
+    note: str
+    ref: str
+
+    def applies(self, provider: str, model: str) -> bool:
+        return provider == self.provider and (self.models is None or model in self.models)
+
+    def covers(self, at: datetime | None) -> bool:
+        return _in_range(at, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Discount:
+    provider: str | None
+    model: str | None
+    percent: Decimal
+    start: datetime | None
+    end: datetime | None
+    note: str
+    ref: str
+
+    def applies(self, provider: str, model: str) -> bool:
+        return (self.provider is None or self.provider == provider) and (
+            self.model is None or self.model == model
+        )
+
+    @property
+    def factor(self) -> Decimal:
+        return (Decimal(100) - self.percent) / Decimal(100)
+
+    def covers(self, at: datetime | None) -> bool:
+        return _in_range(at, self.start, self.end)
+
+
+def _in_range(at: datetime | None, start: datetime | None, end: datetime | None) -> bool:
+    if at is None:  # the beginning of time
+        return start is None
+    return (start is None or at >= start) and (end is None or at < end)
+
+
+@dataclass
+class Layer:
+    """Parsed entries of one TOML price file."""
+
+    name: str
+    """unitcost | user"""
+    path: str
+    periods: dict[tuple[str, str, str], list[Period]] = field(default_factory=lambda: defaultdict(list))
+    tier_rules: list[TierRule] = field(default_factory=list)
+    discounts: list[Discount] = field(default_factory=list)
+    aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
+    data_date: str | None = None
+
+    def periods_for(self, provider: str, model: str, tier: str) -> list[Period]:
+        return self.periods.get((provider, model, tier), [])
+
+    def models(self) -> set[tuple[str, str]]:
+        return {(p, m) for (p, m, _t) in self.periods}
+
+    def find_model(self, provider: str | None, model: str) -> tuple[str, str] | None:
+        """Exact, case-insensitive match of a model (or one of its aliases) defined in this layer."""
+        wanted = model.lower()
+        for (p, m, _t), periods in self.periods.items():
+            if provider and provider.lower() != p:
+                continue
+            names = {m.lower(), *(a.lower() for per in periods for a in per.aliases)}
+            if wanted in names:
+                return p, m
+        return None
+
+
+def load_layer(path: str | Path, name: str) -> Layer:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_layer(raw, name, str(path))
+
+
+def parse_layer(raw: Mapping[str, Any], name: str, where: str) -> Layer:
+    layer = Layer(name=name, path=where, data_date=_opt_str(raw.get("data_date")))
+    known = {"price", "tier_rule", "discount", "aliases", "data_date"}
+    unknown = set(raw) - known
+    if unknown:
+        raise PriceError(
+            f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {sorted(known)}"
+        )
+
+    for index, entry in enumerate(raw.get("price", [])):
+        period = _parse_period(entry, name, f"{where} [[price]] #{index + 1}")
+        layer.periods[(period.provider, period.model, period.tier)].append(period)
+    for key, periods in layer.periods.items():
+        layer.periods[key] = _close_periods(periods, where)
+
+    for index, entry in enumerate(raw.get("tier_rule", [])):
+        layer.tier_rules.append(_parse_rule(entry, name, f"{where} [[tier_rule]] #{index + 1}"))
+
+    for index, entry in enumerate(raw.get("discount", [])):
+        layer.discounts.append(_parse_discount(entry, name, f"{where} [[discount]] #{index + 1}"))
+
+    for alias, target in (raw.get("aliases") or {}).items():
+        if not isinstance(target, str) or "/" not in target:
+            raise PriceError(f"{where} [aliases]: {alias!r} must map to 'provider/model', got {target!r}")
+        provider, model = target.split("/", 1)
+        layer.aliases[alias.lower()] = (provider.strip().lower(), model.strip())
+    return layer
+
+
+_PERIOD_KEYS = {"provider", "model", "tier", "from", "to", "source", "note", "window", "aliases"}
+
+
+def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
+    provider = _req_str(entry, "provider", where).lower()
+    model = _req_str(entry, "model", where)
+    tier = _tier(entry.get("tier", "standard"), where)
+    start = _instant(entry.get("from"), f"{where}: from")
+    end = _instant(entry.get("to"), f"{where}: to")
+    if start and end and end <= start:
+        raise PriceError(f"{where}: 'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+    source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
+    note = str(entry.get("note", ""))
+    comps = parse_components({k: v for k, v in entry.items() if k not in _PERIOD_KEYS}, where)
+    if not comps:
+        raise PriceError(f"{where}: a price needs at least one component such as input_mtok")
+    tag = start.strftime("%Y-%m-%dT%H:%MZ") if start else "origin"
+    tier_tag = "" if tier == "standard" else f"[{tier}]"
+    ref = f"{layer}:{provider}/{model}{tier_tag}@{tag}"
+    options: list[Option] = []
+    for w_index, raw_window in enumerate(entry.get("window", [])):
+        w_where = f"{where} window #{w_index + 1}"
+        window = Window.from_times(
+            _clock(raw_window.get("from"), w_where),
+            _clock(raw_window.get("to"), w_where),
+            str(raw_window.get("label", "")),
+        )
+        w_comps = dict(comps)
+        w_comps.update(
+            parse_components(
+                {k: v for k, v in raw_window.items() if k not in {"from", "to", "label"}}, w_where
+            )
+        )
+        options.append(
+            Option(
+                window,
+                Price(
+                    MappingProxyType(w_comps),
+                    layer,
+                    source,
+                    f"{ref}~{window.label or window.describe()}",
+                    note,
+                ),
+            )
+        )
+    options.append(Option(None, Price(MappingProxyType(comps), layer, source, ref, note)))
+    aliases = tuple(str(a) for a in entry.get("aliases", []))
+    return Period(provider, model, tier, start, end, tuple(options), aliases)
+
+
+def _close_periods(periods: list[Period], where: str) -> list[Period]:
+    """Sort, give open-ended entries the next entry's start as their end, and refuse overlaps."""
+    ordered = sorted(periods, key=lambda p: p.start or datetime.min.replace(tzinfo=UTC))
+    closed: list[Period] = []
+    for i, period in enumerate(ordered):
+        nxt = ordered[i + 1] if i + 1 < len(ordered) else None
+        end = period.end
+        if end is None and nxt is not None:
+            end = nxt.start
+        if nxt is not None and end is not None and nxt.start is not None and nxt.start < end:
+            raise PriceError(
+                f"{where}: prices for {period.provider}/{period.model} [{period.tier}] overlap "
+                f"at {nxt.start.isoformat()}"
+            )
+        closed.append(
+            Period(
+                period.provider, period.model, period.tier, period.start, end, period.options, period.aliases
+            )
+        )
+    return closed
+
+
+def _parse_rule(entry: Mapping[str, Any], layer: str, where: str) -> TierRule:
+    provider = _req_str(entry, "provider", where).lower()
+    models_raw = entry.get("models", "*")
+    models = None if models_raw == "*" else tuple(str(m) for m in models_raw)
+    tier = _tier(entry.get("tier"), where)
+    if tier == "standard":
+        raise PriceError(f"{where}: a tier rule is for batch, flex or priority, not standard")
+    factor = parse_number(entry.get("factor"), f"{where}: factor")
+    start = _instant(entry.get("from"), f"{where}: from")
+    end = _instant(entry.get("to"), f"{where}: to")
+    source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
+    tag = start.strftime("%Y-%m-%d") if start else "origin"
+    return TierRule(
+        provider,
+        models,
+        tier,
+        factor,
+        start,
+        end,
+        source,
+        str(entry.get("note", "")),
+        f"{layer}:{provider}[{tier}]x{factor}@{tag}",
+    )
+
+
+def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discount:
+    provider = _opt_str(entry.get("provider"))
+    model = _opt_str(entry.get("model"))
+    if provider is None and model is None:
+        raise PriceError(f"{where}: a discount needs a provider, a model or both")
+    percent = parse_number(entry.get("percent"), f"{where}: percent")
+    if percent > 100:
+        raise PriceError(f"{where}: percent must be between 0 and 100, got {percent}")
+    start = _instant(entry.get("from"), f"{where}: from")
+    end = _instant(entry.get("to"), f"{where}: to")
+    scope = "/".join(x for x in (provider, model) if x)
+    tag = start.strftime("%Y-%m-%d") if start else "origin"
+    return Discount(
+        provider.lower() if provider else None,
+        model,
+        percent,
+        start,
+        end,
+        str(entry.get("note", "")),
+        f"{layer}:discount({scope} -{percent}%@{tag})",
+    )
+
+
+def _req_str(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise PriceError(f"{where}: '{key}' is required and must be a non-empty string")
+    return value.strip()
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value).strip() if value not in (None, "") else None
+
+
+def _tier(value: Any, where: str) -> str:
+    if value not in TIERS:
+        raise PriceError(f"{where}: tier must be one of {', '.join(TIERS)}, got {value!r}")
+    return str(value)
+
+
+def _instant(value: Any, where: str) -> datetime | None:
+    """A TOML date/datetime or ISO string as an aware UTC datetime; dates are midnight UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise PriceError(f"{where}: not a date or datetime: {value!r}") from exc
+        return _instant(parsed, where)
+    raise PriceError(f"{where}: not a date or datetime: {value!r}")
+
+
+def _clock(value: Any, where: str) -> time:
+    if isinstance(value, time):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if isinstance(value, str):
+        try:
+            parsed = time.fromisoformat(value)
+        except ValueError as exc:
+            raise PriceError(f"{where}: not a time of day (HH:MM): {value!r}") from exc
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    raise PriceError(f"{where}: a window needs 'from' and 'to' as \"HH:MM\" (UTC)")

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests must never see a user's price snapshot, config or ledger.
+os.environ.setdefault("UNITCOST_PRICES_DIR", "/nonexistent-unitcost-prices")
+os.environ.pop("UNITCOST_CONFIG", None)
+os.environ.pop("UNITCOST_LEDGER", None)
+os.environ.pop("UNITCOST_PRICES", None)
+
+
+@pytest.fixture(scope="session")
+def book():
+    from unitcost.pricing.book import PriceBook
+
+    return PriceBook()
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.duckdb"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path, book) -> Iterator:
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+
+    with Ledger(ledger_path, book=book, config=Config()) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No ./unitcost.toml from the developer's checkout leaks into a test.
+    monkeypatch.chdir(tmp_path)

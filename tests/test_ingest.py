@@ -1,0 +1,274 @@
+"""Files in: JSONL, CSV and Parquet, streamed, checked record by record, idempotent."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from unitcost.ingest.readers import IngestFileError
+
+GOOD = {
+    "event_id": "e1",
+    "ts": "2025-09-10T10:00:00Z",
+    "provider": "openai",
+    "model": "gpt-4o",
+    "input_tokens": 12000,
+    "cache_read_tokens": 8000,
+    "output_tokens": 900,
+    "team": "search",
+    "tags": {"region": "eu", "tier": "gold"},
+}
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def event(**changes: object) -> str:
+    record = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+BAD_RECORDS = [
+    (event(event_id="n1", input_tokens=-5), "input_tokens", "must be a non-negative integer, got -5"),
+    (event(event_id="n2", input_tokens=12.5), "input_tokens", "not an integer: 12.5"),
+    (
+        '{"event_id": "n3", "ts": "2025-09-10T10:00:00Z", "model": "gpt-4o", "input_tokens": NaN}',
+        "input_tokens",
+        "NaN is not a number",
+    ),
+    (event(event_id="n4", input_tokens="10"), "input_tokens", 'expected a number, got a string "10"'),
+    (event(event_id="n5", input_tokens=10**12), "input_tokens", "absurd token count"),
+    (
+        event(event_id="n6", cache_read_tokens=20000),
+        "cache_read_tokens",
+        "cache_read_tokens (20000) exceeds input_tokens (12000)",
+    ),
+    (
+        event(event_id="n7", reasoning_tokens=1000),
+        "reasoning_tokens",
+        "reasoning_tokens (1000) exceeds output_tokens",
+    ),
+    (event(event_id="n8", ts="2035-01-01T00:00:00Z"), "ts", "in the future: 2035-01-01T00:00:00Z"),
+    (event(event_id="n9", ts="yesterday"), "ts", 'not a timestamp: "yesterday"'),
+    (event(event_id="n10", ts="1970-01-02T00:00:00Z"), "ts", "before 2020-01-01"),
+    (event(event_id="n11", status="weird"), "status", "must be one of ok, error, timeout, cancelled"),
+    (
+        event(event_id="n12", service_tier="cheap"),
+        "service_tier",
+        "must be one of standard, batch, flex, priority",
+    ),
+    (event(event_id="n13", tags=["eu"]), "tags", "expected an object of string tags"),
+    (
+        event(event_id="n14", input_token=10),
+        "input_token",
+        'unknown field (not in the event schema) (did you mean "input_tokens"?)',
+    ),
+    (event(event_id="n15", latency_ms=-3), "latency_ms", "must not be negative"),
+    (event(event_id="n16", billed_cost="abc"), "billed_cost", 'not an amount in USD: "abc"'),
+    (event(event_id="n17", cache_hit="maybe"), "cache_hit", "expected true or false"),
+    (event(event_id="n18", model=...), "model", "missing (required)"),
+    (event(event_id=...), "event_id", "missing (required)"),
+    (event(event_id="n20", team={"a": 1}), "team", "expected a string, got an object"),
+    ('{"event_id": "n21", "ts": "2025-09-10T10:00:00Z", "model": "gpt-4o",', "record", "malformed JSON"),
+    ("[1, 2, 3]", "record", "expected a JSON object"),
+    ("not json at all", "record", "malformed JSON"),
+]
+
+
+def test_each_bad_record_is_named_and_the_good_ones_are_kept(ledger, tmp_path: Path) -> None:
+    lines = [event(event_id="good-1")]
+    for line, _, _ in BAD_RECORDS:
+        lines.append(line)
+    lines.append(event(event_id="good-2"))
+    summary = ledger.ingest(write_lines(tmp_path / "mixed.jsonl", lines))
+    assert (summary.accepted, summary.rejected, summary.duplicates) == (2, len(BAD_RECORDS), 0)
+    by_line = {r.record: r for r in summary.rejections}
+    for offset, (_, field, reason) in enumerate(BAD_RECORDS):
+        rejection = by_line[offset + 2]  # line 1 is good-1
+        assert rejection.field == field, rejection
+        assert reason in rejection.reason, rejection
+    stored = ledger.sql("SELECT event_id FROM events ORDER BY event_id")["event_id"].tolist()
+    assert stored == ["good-1", "good-2"]
+
+
+def test_reingesting_changes_nothing(ledger, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "events.jsonl", [event(event_id=f"e{i}") for i in range(50)])
+    first = ledger.ingest(path)
+    again = ledger.ingest(path)
+    assert (first.accepted, first.duplicates) == (50, 0)
+    assert (again.accepted, again.duplicates) == (0, 50)
+    assert ledger.count() == 50
+
+
+def test_duplicates_inside_one_file_keep_the_first(ledger, tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "dups.jsonl", [event(event_id="same", team="first"), event(event_id="same", team="second")]
+    )
+    summary = ledger.ingest(path)
+    assert (summary.accepted, summary.duplicates) == (1, 1)
+    assert ledger.sql("SELECT team FROM events")["team"].tolist() == ["first"]
+
+
+def test_blank_lines_and_crlf_are_fine_and_line_numbers_stay_true(ledger, tmp_path: Path) -> None:
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(
+        (event(event_id="a") + "\r\n\r\n\n" + event(event_id="b", input_tokens=-1) + "\r\n").encode()
+    )
+    summary = ledger.ingest(path)
+    assert summary.accepted == 1
+    assert [(r.record, r.field) for r in summary.rejections] == [(4, "input_tokens")]
+
+
+def test_values_are_typed_exactly(ledger, tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "typed.jsonl",
+        [
+            event(
+                event_id="t1",
+                ts="2025-09-10T12:00:00+02:00",
+                billed_cost="0.012345678901",
+                latency_ms=812.5,
+                cache_hit=False,
+                http_status=200,
+                tags={"region": "eu", "n": 3},
+                unit="ticket",
+                unit_id=1234,
+                input_tokens=12000.0,
+            ),
+            event(event_id="t2", ts=1757505600, service_tier="BATCH"),
+        ],
+    )
+    summary = ledger.ingest(path)
+    assert summary.rejected == 0, summary.rejections
+    rows = ledger.sql("SELECT * FROM events ORDER BY event_id").to_dict("records")
+    first, second = rows
+    assert first["ts"].isoformat() == "2025-09-10T10:00:00+00:00"
+    assert first["billed_cost"] == Decimal("0.012345678901")
+    assert first["latency_ms"] == 812.5
+    assert dict(first["tags"]) == {"region": "eu", "n": "3"}
+    assert first["unit_id"] == "1234" and first["input_tokens"] == 12000
+    assert first["cost"] == Decimal("0.029")
+    assert second["ts"].isoformat() == "2025-09-10T12:00:00+00:00"
+    assert second["service_tier"] == "batch"
+
+
+def test_csv_with_tag_columns(ledger, tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,ts,provider,model,input_tokens,output_tokens,team,tag.region,tag.env\n"
+        "c1,2025-09-10T10:00:00Z,openai,gpt-4o,1000,100,search,eu,prod\n"
+        "c2,2025-09-10T10:00:00Z,openai,gpt-4o,-1,100,search,eu,\n"
+        "c3,2025-09-10T10:00:00Z,openai,gpt-4o,1000,oops,search,,\n"
+        "c4,2025-09-10T10:00:00Z,openai,gpt-4o,1000\n"
+        "c5,2025-09-10T10:00:00Z,anthropic,claude-sonnet-4-5,2000,10,ads,us,\n"
+    )
+    summary = ledger.ingest(path)
+    assert summary.accepted == 2
+    reasons = {(r.record, r.field) for r in summary.rejections}
+    assert reasons == {(3, "input_tokens"), (4, "output_tokens"), (5, "record")}
+    tags = ledger.sql("SELECT event_id, tags FROM events ORDER BY event_id").to_dict("records")
+    assert dict(tags[0]["tags"]) == {"region": "eu", "env": "prod"}
+    assert dict(tags[1]["tags"]) == {"region": "us"}
+
+
+def test_csv_with_an_unknown_column_is_refused_whole(ledger, tmp_path: Path) -> None:
+    path = tmp_path / "typo.csv"
+    path.write_text("event_id,ts,model,input_token\nx,2025-09-10T10:00:00Z,gpt-4o,10\n")
+    with pytest.raises(
+        IngestFileError, match=r'unknown column.*"input_token" \(did you mean "input_tokens"\?\)'
+    ):
+        ledger.ingest(path)
+    assert ledger.ingest(path, allow_unknown_fields=True).accepted == 1
+
+
+def test_parquet_typed_columns(ledger, tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "event_id": ["p1", "p2", "p3"],
+            "ts": pa.array([1757498400_000_000] * 3, type=pa.timestamp("us", tz="UTC")),
+            "model": ["gpt-4o", "gpt-4o", "gpt-4o"],
+            "input_tokens": pa.array([1000, -4, 10], type=pa.int32()),
+            "output_tokens": pa.array([10.0, 5.0, 2.5], type=pa.float64()),
+            "tags": pa.array([[("k", "v")], [], []], type=pa.map_(pa.string(), pa.string())),
+        }
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    summary = ledger.ingest(path)
+    assert summary.accepted == 1
+    assert {(r.record, r.field) for r in summary.rejections} == {(2, "input_tokens"), (3, "output_tokens")}
+    assert ledger.sql("SELECT tags FROM events")["tags"].tolist()[0] == [("k", "v")]
+
+
+def test_exports_can_be_ingested_again(ledger, tmp_path: Path) -> None:
+    """A ledger export has cost columns; they are recomputed, not rejected."""
+    record = json.loads(event(event_id="x1"))
+    record.update({"cost": "0.5", "price_ref": "whatever", "cost_input": "0.1"})
+    summary = ledger.ingest(write_lines(tmp_path / "export.jsonl", [json.dumps(record)]))
+    assert summary.accepted == 1
+    assert ledger.sql("SELECT cost FROM events")["cost"].tolist() == [Decimal("0.029")]
+
+
+def test_streaming_reads_in_chunks(ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unitcost.ingest import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)  # force many chunks, lines cut at chunk edges
+    lines = [event(event_id=f"s{i}", input_tokens=10_000 + i) for i in range(300)]
+    lines[150] = event(event_id="s150", input_tokens=-1)
+    summary = ledger.ingest(write_lines(tmp_path / "many.jsonl", lines))
+    assert (summary.accepted, summary.rejected) == (299, 1)
+    assert summary.rejections[0].record == 151
+    total = ledger.sql("SELECT sum(input_tokens) AS n FROM events")["n"].iloc[0]
+    assert total == sum(10_000 + i for i in range(300)) - 10_150
+
+
+def test_python_records_go_through_the_same_checks(ledger) -> None:
+    from datetime import UTC, datetime
+
+    from unitcost.events import UsageEvent
+
+    good = UsageEvent(
+        model="gpt-4o",
+        provider="openai",
+        ts=datetime(2025, 9, 10, tzinfo=UTC),
+        input_tokens=1000,
+        output_tokens=10,
+        team="search",
+        event_id="py-1",
+    )
+    ledger.record(good)
+    with pytest.raises(ValueError, match="input_tokens: NaN is not a number"):
+        ledger.record(
+            {
+                "event_id": "py-2",
+                "ts": "2025-09-10T00:00:00Z",
+                "model": "gpt-4o",
+                "input_tokens": float("nan"),
+            }
+        )
+    with pytest.raises(ValueError, match="reasoning_tokens"):
+        ledger.record(
+            UsageEvent(
+                model="gpt-4o", ts=datetime(2025, 9, 10, tzinfo=UTC), output_tokens=1, reasoning_tokens=5
+            )
+        )
+    assert ledger.count() == 1
+
+
+def test_rejects_file_gets_every_rejection(ledger, tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "bad.jsonl", [event(event_id=f"b{i}", input_tokens=-i - 1) for i in range(5)]
+    )
+    rejects = tmp_path / "rejects.jsonl"
+    with open(rejects, "w") as sink:
+        ledger.ingest(path, rejects=sink)
+    rows = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [r["record"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["field"] == "input_tokens" for r in rows)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     from ..ledger.base import Store
+from ..events import LEDGER_FIELDS
 from .dialect import Dialect, dialect_for
 from .window import Window
 
@@ -155,7 +156,7 @@ def _aggregates(dialect: Dialect, with_outcomes: bool) -> list[tuple[str, str]]:
             ("judged", "count(DISTINCT _outcome_key)"),
             ("successes", "count(DISTINCT CASE WHEN _success THEN _outcome_key END)"),
         ]
-    return aggregates
+    return [(name, dialect.null_if_empty(sql)) for name, sql in aggregates]
 
 
 def _outcome_join(dialect: Dialect) -> tuple[str, str]:
@@ -209,8 +210,10 @@ def build_report_sql(query: ReportQuery, dialect: Dialect, with_outcomes: bool) 
     outcome_cols, outcome_joins = _outcome_join(dialect) if with_outcomes else ("", "")
     since = dialect.ts_literal(query.window.since.isoformat())
     until = dialect.ts_literal(query.window.until.isoformat())
+    # Columns named one by one: with joins, ClickHouse names `e.*` columns `e.ts`, not `ts`.
+    event_cols = ", ".join(f'e."{f.name}" AS "{f.name}"' for f in LEDGER_FIELDS)
     source = (
-        f"SELECT e.*{', ' + outcome_cols if outcome_cols else ''} FROM events e {outcome_joins} "
+        f"SELECT {event_cols}{', ' + outcome_cols if outcome_cols else ''} FROM events e {outcome_joins} "
         f"WHERE e.ts >= {since} AND e.ts < {until} AND {where_sql(query.where, dialect)}"
     )
     aggregates = ", ".join(f"{sql} AS {name}" for name, sql in _aggregates(dialect, with_outcomes))

@@ -295,10 +295,10 @@ def run_report(store: Store, query: ReportQuery) -> Report:
             out["trend_pct"] = _pct_change(derived.get("spend"), prev)
         rows.append(out)
     if query.period:
-        rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0)))
+        rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
         _add_period_trend(rows, labels)
     else:
-        rows.sort(key=lambda x: -(x.get("spend") or 0))
+        rows.sort(key=lambda x: (-(x.get("spend") or 0), _names(x, labels)))
         if query.top:
             rows = rows[: query.top]
     if not table_keys:
@@ -310,7 +310,7 @@ def run_report(store: Store, query: ReportQuery) -> Report:
     )
     units = sorted(
         ({"unit": r["u"], **_derive(r, total)} for r in result if in_set(r, ["u"]) and r["u"]),
-        key=lambda x: -(x.get("spend") or 0),
+        key=lambda x: (-(x.get("spend") or 0), _names(x, ["unit"])),
     )
     unpriced = sorted(
         (
@@ -326,11 +326,16 @@ def run_report(store: Store, query: ReportQuery) -> Report:
             for r in result
             if in_set(r, ["up", "um", "ur"]) and r["ur"] is not None
         ),
-        key=lambda x: -x["calls"],
+        key=lambda x: (-x["calls"], _names(x, ["provider", "model", "reason"])),
     )
     return Report(
         query, headline, rows, periods, units, unpriced, labels + (["period"] if query.period else [])
     )
+
+
+def _names(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[tuple[bool, str], ...]:
+    """Tie-breaker for rows of equal spend, so every engine lists them in the same order."""
+    return tuple((row.get(label) is not None, str(row.get(label) or "")) for label in labels)
 
 
 def _has_outcomes(store: Store) -> bool:

@@ -76,31 +76,38 @@ class ClickHouseStore:
         """`clickhouse[s]://user:pass@host:port/db?setting=value`, `chdb://PATH` or `chdb://` (memory).
 
         The password may instead come from $UNITCOST_CLICKHOUSE_PASSWORD so it never sits in a
-        config file. Query parameters are passed on as ClickHouse settings."""
+        config file. Query parameters are passed on as ClickHouse settings, except `database`
+        for chdb (`chdb://PATH?database=NAME`), which picks the database as the URL path does
+        for a server. In-memory chdb ledgers open at the same time share one engine: give
+        each its own database to keep them apart."""
         import clickhouse_connect
 
         parts = urlsplit(url)
-        settings = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
+        settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
         if parts.scheme == "chdb":
             location = url[len("chdb://") :].split("?", 1)[0]
             path = None if location in ("", "memory", ":memory:") else location
+            database = str(settings.pop("database", "")) or None
             client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
-            return cls(client, target=redact(url))
-        secure = parts.scheme == "clickhouses"
-        database = parts.path.strip("/") or "default"
-        password = (
-            unquote(parts.password) if parts.password else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
-        )
-        client = clickhouse_connect.get_client(
-            host=parts.hostname or "localhost",
-            port=parts.port or (8443 if secure else 8123),
-            username=unquote(parts.username) if parts.username else "default",
-            password=password,
-            secure=secure,
-            settings=settings,
-        )
-        client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
-        client.database = database
+        else:
+            secure = parts.scheme == "clickhouses"
+            database = parts.path.strip("/") or None
+            password = (
+                unquote(parts.password)
+                if parts.password
+                else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
+            )
+            client = clickhouse_connect.get_client(
+                host=parts.hostname or "localhost",
+                port=parts.port or (8443 if secure else 8123),
+                username=unquote(parts.username) if parts.username else "default",
+                password=password,
+                secure=secure,
+                settings=settings,
+            )
+        if database:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
+            client.database = database
         return cls(client, target=redact(url))
 
     # ------------------------------------------------------------------ schema

@@ -104,6 +104,9 @@ class ClickHouseStore:
                 password=password,
                 secure=secure,
                 settings=settings,
+                # No server session: queries from several threads would lock it, and unitcost keeps
+                # no session state (settings travel with every query, staging tables are real tables).
+                autogenerate_session_id=False,
             )
         if database:
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")

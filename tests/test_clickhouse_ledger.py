@@ -60,7 +60,7 @@ EXTRA_EVENTS = [
 @pytest.fixture(scope="module")
 def demo_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("demo")
-    month = generate(seed=11, scale=0.01)
+    month = generate(seed=11, scale=0.005)
     events, outcomes = folder / "events.jsonl", folder / "outcomes.csv"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -95,8 +95,8 @@ def pair(
     duck, house = open_pair(tmp_path_factory.mktemp("pair"), PriceBook())
     for ledger in (duck, house):
         summary = ledger.ingest(events)
-        assert summary.rejected == 0 and summary.accepted > 5000
-        assert ledger.import_outcomes(outcomes).recorded > 1000
+        assert summary.rejected == 0 and summary.accepted > 2500
+        assert ledger.import_outcomes(outcomes).recorded > 500
     yield duck, house
     duck.close()
     house.close()
@@ -128,6 +128,11 @@ def test_the_comparison_has_something_to_compare(pair: tuple[Ledger, Ledger]) ->
     assert head["latency_p95_ms"] and head["cache_savings"] and head["retry_cost"]
     assert head["billed_calls"] == 1 and head["billed_cost"] == Decimal("0.15")
     assert any(row["model"] == "acme-9000" for row in report.unpriced)
+    logs = [
+        ledger.sql('SELECT source, accepted, rejected, unpriced FROM ingest_runs ORDER BY "at"')
+        for ledger in pair
+    ]
+    assert logs[0].to_dict("records")[:1] == logs[1].to_dict("records")[:1]
     assert len(report.periods) == 30 and report.units
 
 
@@ -188,10 +193,12 @@ def test_reprice_after_a_correction_matches_and_is_audited(
     overrides = tmp_path / "prices.toml"
     overrides.write_text('[[discount]]\nprovider = "openai"\npercent = 15\nfrom = 2025-09-10\n')
     discounted = PriceBook.load(overrides)
+    head = tmp_path / "head.jsonl"
+    head.write_text("".join(demo_files[0].read_text().splitlines(keepends=True)[:1500]))
     with duck, house:
         results = []
         for ledger in (duck, house):
-            ledger.ingest(demo_files[0])
+            ledger.ingest(head)
             results.append(ledger.reprice("2025-09-01", "2025-10-01", book=discounted))
         a, b = results
         assert a.events_changed == b.events_changed > 0
@@ -223,15 +230,24 @@ def test_a_fresh_ledger_is_migrated_from_fields_and_aux_tables(tmp_path: Path, b
         store = house.store
         assert isinstance(store, ClickHouseStore)
         assert store.schema_version() == SCHEMA_VERSION
-        assert store.meta(
-            "migrated_by",
-        ).startswith("unitcost ")  # type: ignore[union-attr]
+        assert (store.meta("migrated_by") or "").startswith("unitcost ")
         assert list(event_columns()) == store._columns("events")
         for name, schema in AUX_TABLES.items():
             assert store._columns(name) == schema.names
         engine = store.fetch("SELECT engine, sorting_key FROM system.tables WHERE name = 'events' AND "
                              "database = currentDatabase()").to_pylist()  # fmt: skip
         assert engine == [{"engine": "ReplacingMergeTree", "sorting_key": "(event_id)"}]
+
+
+def test_transactions_are_best_effort_writes_before_an_error_stay(tmp_path: Path, book: PriceBook) -> None:
+    _, house = open_pair(tmp_path, book)
+    with house:
+        store = house.store
+        assert isinstance(store, ClickHouseStore)
+        with pytest.raises(ZeroDivisionError), store.transaction():
+            store.insert_meta("note", "written")
+            _ = 1 / 0
+        assert store.meta("note") == "written"  # documented: no rollback on ClickHouse
 
 
 def test_an_older_ledger_gets_missing_columns_and_a_newer_one_is_refused(
@@ -254,21 +270,20 @@ def test_an_older_ledger_gets_missing_columns_and_a_newer_one_is_refused(
 
 
 def test_an_on_disk_chdb_ledger_keeps_its_events(tmp_path: Path) -> None:
-    # chdb allows one engine path per process, so the reopening happens in child processes.
+    # chdb allows one engine path per process (this one may hold an in-memory engine), so the
+    # ledger is written, closed and reopened in a child process.
     script = (
         "import sys\n"
         "from unitcost.api import Ledger\nfrom unitcost.config import Config\n"
-        "with Ledger(sys.argv[1], config=Config()) as l:\n"
-        "    s = l.ingest_records([{'event_id': 'd1', 'ts': '2025-09-02T00:00:00Z', 'model': 'gpt-4o', "
+        "for _ in range(2):\n"
+        "    with Ledger(sys.argv[1], config=Config()) as l:\n"
+        "        s = l.ingest_records([{'event_id': 'd1', 'ts': '2025-09-02T00:00:00Z', 'model': 'gpt-4o', "
         "'input_tokens': 1000}])\n"
-        "    print(s.accepted, s.duplicates, l.count())\n"
+        "        print(s.accepted, s.duplicates, l.count(), l.store.schema_version())\n"
     )
     url = f"chdb://{tmp_path / 'ledger.chdb'}"
-    runs = [
-        subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True).stdout
-        for _ in range(2)
-    ]
-    assert runs == ["1 0 1\n", "0 1 1\n"]
+    run = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, check=True)
+    assert run.stdout == f"1 0 1 {SCHEMA_VERSION}\n0 1 1 {SCHEMA_VERSION}\n"
 
 
 def test_aux_table_ddl_comes_from_arrow_and_keys_from_the_duckdb_migrations() -> None:

@@ -109,7 +109,11 @@ class ClickHouseStore:
                 autogenerate_session_id=False,
             )
         if database:
-            client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
+            # Create it only when missing: a user allowed to write tables may not create databases.
+            if not client.command(
+                f"SELECT count() FROM system.databases WHERE name = {bind('?', [database])}"
+            ):
+                client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
             client.database = database
         return cls(client, target=redact(url))
 

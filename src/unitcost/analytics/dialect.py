@@ -59,9 +59,11 @@ class Dialect:
     def null_if_empty(self, aggregate: str) -> str:
         """SQL's sum/min/max of no rows is NULL; ClickHouse's is 0 (or 1970) unless told -OrNull."""
         if self.name == "clickhouse":
+            cast = "CAST(" if aggregate.startswith("CAST(") else ""
+            inner = aggregate[len(cast) :]
             for name in ("sum(", "min(", "max("):
-                if aggregate.startswith(name):
-                    return f"{name[:-1]}OrNull({aggregate[len(name) :]}"
+                if inner.startswith(name):
+                    return f"{cast}{name[:-1]}OrNull({inner[len(name) :]}"
         return aggregate
 
     def count_if(self, condition: str) -> str:

@@ -52,6 +52,7 @@ from .schema import SCHEMA_VERSION
 # once applied.
 SESSION_SETTINGS: dict[str, Any] = {
     "prefer_column_name_to_alias": 1,
+    "cast_keep_nullable": 1,
     "join_use_nulls": 1,
     "group_by_use_nulls": 1,
     "mutations_sync": 2,

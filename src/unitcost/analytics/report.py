@@ -449,13 +449,16 @@ def _merge_measures(
     """Put the latency percentiles and the unit measures beside the sums of the same group."""
     kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
     measures: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    key: tuple[Any, ...]
     for row in store.fetch(sql.latency()).to_pylist():
         key = tuple(row[k] for k in table_keys) if row["s"] == "table" else ()
         measures.setdefault((row["s"], key), {}).update(row)
     for row in store.fetch(sql.units(kinds)).to_pylist():
-        key = {"table": lambda r: tuple(r[k] for k in table_keys), "unit": lambda r: (r["uk"],)}.get(
-            row["s"], lambda r: ()
-        )(row)
+        key = ()
+        if row["s"] == "table":
+            key = tuple(row[k] for k in table_keys)
+        elif row["s"] == "unit":
+            key = (row["uk"],)
         measures.setdefault((row["s"], key), {}).update(row)
     empty: dict[str, Any] = {}
     for row in result:

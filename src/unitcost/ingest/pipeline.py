@@ -108,7 +108,8 @@ class Ingestor:
         self.allow_unknown_fields = allow_unknown_fields
         self.rejects = rejects
         self.append_rows = append_rows
-        self._con = duckdb.connect()
+        # The checks work on one chunk at a time: a small, fixed memory budget is plenty.
+        self._con = duckdb.connect(config={"memory_limit": "512MB"})
         self._con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from .._version import __version__
 from .base import AppendResult, LedgerBusyError
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
+DEFAULT_MEMORY = "1GB"
 _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
 
 
@@ -49,9 +50,9 @@ class DuckDBStore:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}
-        limit = memory_limit or os.environ.get("UNITCOST_DUCKDB_MEMORY")
-        if limit:
-            config["memory_limit"] = limit
+        # DuckDB would take 80 % of the machine; a ledger process shares it with its host,
+        # and bigger-than-memory joins and aggregates spill to disk instead.
+        config["memory_limit"] = memory_limit or os.environ.get("UNITCOST_DUCKDB_MEMORY") or DEFAULT_MEMORY
         if threads:
             config["threads"] = threads
         self._con = _connect(self.path, read_only, config)

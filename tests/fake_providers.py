@@ -40,7 +40,11 @@ CHAT_USAGE = {
 }
 RESPONSES_USAGE = {
     "input_tokens": 5120,
-    "input_tokens_details": {"cached_tokens": 4096},
+    "input_tokens_details": {
+        "cached_tokens": 4096,
+        "cache_write_tokens": 1024,
+        "cache_write_tokens_details": {"ttl_30m_tokens": 0, "ttl_12h_tokens": 1024},
+    },
     "output_tokens": 900,
     "output_tokens_details": {"reasoning_tokens": 640},
     "total_tokens": 6020,
@@ -51,6 +55,7 @@ ANTHROPIC_USAGE = {
     "cache_read_input_tokens": 12000,
     "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 2000},
     "output_tokens": 733,
+    "output_tokens_details": {"thinking_tokens": 412},
     "service_tier": "standard",
 }
 
@@ -85,7 +90,10 @@ def chat_chunks(model: str) -> list[dict[str, Any]]:
         "service_tier": "default",
     }
     return [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        },
         {**base, "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]},
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         {**base, "choices": [], "usage": CHAT_USAGE},

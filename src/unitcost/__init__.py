@@ -12,7 +12,7 @@ print(call.cost, call.price_ref)
 
 from ._version import __version__
 from .api import Ledger, RepriceResult
-from .connectors import Recorder, configure, flush, instrument, record, tags
+from .connectors import Recorder, configure, flush, instrument, record, tags, uninstrument
 from .events import UsageEvent
 from .pricing.book import CostBreakdown, PriceBook, PricedCall
 
@@ -30,4 +30,5 @@ __all__ = [
     "instrument",
     "record",
     "tags",
+    "uninstrument",
 ]

@@ -105,6 +105,7 @@ def openai_chat_usage(usage: Any) -> dict[str, Any]:
         "output_tokens": _int(get(usage, "completion_tokens"), "usage.completion_tokens"),
         "cache_read_tokens": _int(get(prompt, "cached_tokens"), "usage.prompt_tokens_details.cached_tokens"),
         "input_audio_tokens": _int(get(prompt, "audio_tokens"), "usage.prompt_tokens_details.audio_tokens"),
+        "input_image_tokens": _int(get(prompt, "image_tokens"), "usage.prompt_tokens_details.image_tokens"),
         "reasoning_tokens": _int(
             get(completion, "reasoning_tokens"), "usage.completion_tokens_details.reasoning_tokens"
         ),
@@ -112,16 +113,27 @@ def openai_chat_usage(usage: Any) -> dict[str, Any]:
             get(completion, "audio_tokens"), "usage.completion_tokens_details.audio_tokens"
         ),
     }
+    fields.update(_openai_cache_writes(prompt, "usage.prompt_tokens_details"))
     cost = get(usage, "cost")
     if cost is not None:  # OpenRouter reports what it charged, in USD
         fields["billed_cost"] = _money(cost, "usage.cost")
     return fields
 
 
+def _openai_cache_writes(details: Any, where: str) -> dict[str, int]:
+    """OpenAI's cache writes: 12-hour retention goes to the long-lived write column, the rest
+    (30-minute retention) to the short one. Without a write price both cost the input price."""
+    written = _int(get(details, "cache_write_tokens"), f"{where}.cache_write_tokens")
+    split = get(details, "cache_write_tokens_details")
+    long_lived = _int(get(split, "ttl_12h_tokens"), f"{where}.cache_write_tokens_details.ttl_12h_tokens")
+    long_lived = min(long_lived, written)
+    return {"cache_write_5m_tokens": written - long_lived, "cache_write_1h_tokens": long_lived}
+
+
 def openai_responses_usage(usage: Any) -> dict[str, Any]:
     inp = get(usage, "input_tokens_details")
     out = get(usage, "output_tokens_details")
-    return {
+    return _openai_cache_writes(inp, "usage.input_tokens_details") | {
         "input_tokens": _int(get(usage, "input_tokens"), "usage.input_tokens"),
         "output_tokens": _int(get(usage, "output_tokens"), "usage.output_tokens"),
         "cache_read_tokens": _int(get(inp, "cached_tokens"), "usage.input_tokens_details.cached_tokens"),
@@ -153,6 +165,10 @@ def anthropic_usage(usage: Any) -> dict[str, Any]:
         "cache_write_5m_tokens": w5,
         "cache_write_1h_tokens": w1h,
         "output_tokens": _int(get(usage, "output_tokens"), "usage.output_tokens"),
+        "reasoning_tokens": _int(
+            get(get(usage, "output_tokens_details"), "thinking_tokens"),
+            "usage.output_tokens_details.thinking_tokens",
+        ),
         "web_searches": _int(
             get(server_tools, "web_search_requests"), "usage.server_tool_use.web_search_requests"
         ),
@@ -324,6 +340,7 @@ def _anthropic_stream(events: list[Any]) -> dict[str, Any]:
             "cache_creation",
             "server_tool_use",
             "service_tier",
+            "output_tokens_details",
         ):
             value = get(source, key)
             if value is not None:

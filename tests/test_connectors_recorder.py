@@ -12,9 +12,9 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
-from fake_providers import ANTHROPIC_USAGE, CHAT_USAGE, RESPONSES_USAGE, fake_provider_app, serve_app
 
 import unitcost
+from fake_providers import ANTHROPIC_USAGE, CHAT_USAGE, RESPONSES_USAGE, fake_provider_app, serve_app
 from unitcost.api import Ledger
 from unitcost.config import Config
 from unitcost.connectors.recorder import Recorder

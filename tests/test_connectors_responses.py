@@ -11,6 +11,7 @@ import openai
 import openai.types.chat
 import openai.types.responses
 import pytest
+
 from fake_providers import (
     ANTHROPIC_USAGE,
     anthropic_events,
@@ -19,7 +20,6 @@ from fake_providers import (
     chat_completion,
     response_object,
 )
-
 from unitcost.connectors.responses import UnrecognisedResponseError, normalise_response
 
 GEMINI = {

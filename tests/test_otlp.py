@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import socket
@@ -17,13 +18,17 @@ import httpx
 import orjson
 import pytest
 from google.rpc.status_pb2 import Status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from fake_providers import CHAT_USAGE, fake_provider_app, serve_app
 from otlp_payloads import genai_attributes, json_request, json_span, protobuf_request
 from unitcost.api import Ledger
 from unitcost.config import Config
+from unitcost.otlp.decode import RequestError
 from unitcost.otlp.mapping import AttributeMapping, Span, SpanError, span_to_event
+from unitcost.otlp.receiver import extract
 from unitcost.otlp.server import otlp_app
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -387,3 +392,79 @@ def test_official_openai_instrumentation_exports_to_unitcost_serve(tmp_path: Pat
         assert row["event_id"] == f"otlp:{row['trace_id']}:{dict(row['tags'])['span_id']}"
     assert {r["model"] for r in rows} == {"gpt-4o", "gpt-4o-mini"}
     assert next(r for r in rows if r["model"] == "gpt-4o")["served_model"] == "gpt-4o-2024-08-06"
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+attribute_values = st.one_of(
+    st.integers(-10, 10**7).map(lambda n: {"intValue": str(n)}),
+    st.integers(0, 10**7).map(lambda n: {"intValue": n}),
+    st.text(max_size=8).map(lambda s: {"stringValue": s}),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: {"doubleValue": f}),
+    st.booleans().map(lambda b: {"boolValue": b}),
+    any_json,
+)
+attribute_keys = st.sampled_from(
+    [
+        "gen_ai.request.model", "gen_ai.response.model", "gen_ai.system", "gen_ai.provider.name",
+        "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.reasoning.output_tokens", "llm.token_count.prompt", "gen_ai.operation.name",
+        "service.name", "enduser.id", "http.response.status_code",
+    ]
+)  # fmt: skip
+fuzzed_span = st.builds(
+    lambda attrs, extra, base: {
+        **base,
+        "attributes": [{"key": k, "value": v} for k, v in attrs.items()],
+        **extra,
+    },
+    st.dictionaries(attribute_keys, attribute_values, max_size=7),
+    st.dictionaries(
+        st.sampled_from(["traceId", "spanId", "startTimeUnixNano", "status", "parentSpanId"]),
+        any_json,
+        max_size=2,
+    ),
+    st.just(None).map(lambda _: json_span({})),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(spans=st.lists(fuzzed_span | any_json, max_size=6))
+def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[Any]) -> None:
+    try:
+        extracted = extract(_body(spans), "application/json", AttributeMapping())
+    except RequestError:
+        return  # infinities are not JSON: the whole request is refused, nothing is written
+    assert len(extracted.records) + extracted.ignored + extracted.rejected == len(spans)
+    assert all(": " in e for e in extracted.errors)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spans=st.lists(fuzzed_span, min_size=1, max_size=5))
+def test_fuzzed_spans_written_or_rejected_by_name(spans: list[Any], ledger: Ledger) -> None:
+    try:
+        extracted = extract(_body(spans), "application/json", AttributeMapping())
+    except RequestError:
+        return
+    before = ledger.count()
+    summary = ledger.ingest_records(extracted.records, source="otlp")
+    assert summary.accepted + summary.duplicates + summary.rejected == len(extracted.records)
+    assert ledger.count() == before + summary.accepted
+    assert all(r.field and r.reason for r in summary.rejections)
+
+
+def _body(spans: list[Any]) -> bytes:
+    # The standard library writes integers of any size (as a hostile client may); infinities become
+    # the non-JSON `Infinity`, which the receiver must refuse as a whole.
+    return json.dumps(json_request(spans)).encode()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..events import MAX_TOKENS
 from ..ingest.normalise import Rejection
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ def _count(value: Any, name: str) -> int:
         raise ItemError(name, f"expected a count, got {type(value).__name__}")
     if value < 0:
         raise ItemError(name, f"negative count {value}")
+    if value > MAX_TOKENS:
+        raise ItemError(name, f"{value} is larger than any real count (limit {MAX_TOKENS:,})")
     return value
 
 

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..events import MAX_TOKENS
+
 
 class UnrecognisedResponseError(ValueError):
     """The object is not a response shape unitcost knows how to read usage from."""
@@ -67,6 +69,8 @@ def _int(value: Any, what: str) -> int:
         raise UnrecognisedResponseError(f"{what}: expected a token count, got {value!r}") from exc
     if number < 0 or number != float(value):
         raise UnrecognisedResponseError(f"{what}: expected a non-negative whole count, got {value!r}")
+    if number > MAX_TOKENS:
+        raise UnrecognisedResponseError(f"{what}: {number} is not a plausible count for one call")
     return number
 
 

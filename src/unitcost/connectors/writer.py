@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..ingest.normalise import Rejection
+from .typed import ingest_typed
 
 if TYPE_CHECKING:
     from ..api import Ledger
@@ -56,12 +57,15 @@ class BatchWriter:
         source: str,
         max_batch: int = 20_000,
         linger_s: float = 0.0,
+        typed: bool = False,
         name: str = "unitcost-writer",
     ) -> None:
         self._factory = ledger_factory
         self.source = source
         self.max_batch = max_batch
         self.linger_s = linger_s
+        self.typed = typed
+        """Records hold already-typed values (servers): skip the JSON round trip (see `typed`)."""
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -153,7 +157,11 @@ class BatchWriter:
         try:
             if self._ledger is None:
                 self._ledger = self._factory()
-            summary = self._ledger.ingestor().ingest_records(records, source=self.source)
+            ingestor = self._ledger.ingestor()
+            if self.typed:
+                summary = ingest_typed(ingestor, records, source=self.source)
+            else:
+                summary = ingestor.ingest_records(records, source=self.source)
         except BaseException as exc:  # the producers learn of it; the thread lives on
             self.failures += 1
             self.last_error = exc

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..events import ATTRIBUTION_FIELDS
+from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS
 
 INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
@@ -205,6 +205,8 @@ def _tokens(attrs: Mapping[str, Any], names: tuple[str, ...]) -> int:
         raise SpanError(f"{name}: expected a token count, got {type(value).__name__}")
     if value < 0:
         raise SpanError(f"{name}: negative token count {value}")
+    if value > MAX_TOKENS:
+        raise SpanError(f"{name}: {value} tokens is not a plausible count for one call")
     return value
 
 

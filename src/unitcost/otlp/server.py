@@ -39,8 +39,8 @@ def ledger_writer(
 
         return Ledger(ledger, config=config, prices=prices)
 
-    # A short linger lets concurrent exports share one commit.
-    return BatchWriter(open_ledger, source="otlp", linger_s=0.002, name="unitcost-serve-writer")
+    # While one commit runs, the exports arriving meanwhile queue up and share the next one.
+    return BatchWriter(open_ledger, source="otlp", typed=True, name="unitcost-serve-writer")
 
 
 async def _health(request: Request) -> Response:

@@ -42,7 +42,9 @@ class Recorder:
         self._lock = threading.Lock()
         self.max_batch = max_batch
         self.flush_interval = flush_interval
-        self._writer = BatchWriter(self._open, source=source, name="unitcost-recorder")
+        # Typed columns keep the writer's share of the GIL small, so callers are not held up;
+        # a batch with a wrongly typed field falls back to the general path, which names it.
+        self._writer = BatchWriter(self._open, source=source, typed=True, name="unitcost-recorder")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="unitcost-recorder-tick", daemon=True)
         self._ticker.start()

@@ -46,15 +46,18 @@ def get(obj: Any, key: str, default: Any = None) -> Any:
     """obj[key] for mappings, obj.key for SDK objects; `default` when absent or None."""
     if obj is None:
         return default
-    if isinstance(obj, Mapping):
-        value = obj.get(key, default)
+    if type(obj) is dict or isinstance(obj, Mapping):
+        value = obj.get(key)
+    elif hasattr(obj, "__pydantic_fields__"):
+        # The SDKs' pydantic models keep declared fields in __dict__ and the ones they do not
+        # declare (e.g. OpenRouter's `cost`) in __pydantic_extra__; reading both directly
+        # avoids pydantic's slow __getattr__ for absent names.
+        value = obj.__dict__.get(key)
+        if value is None:
+            extra = obj.__pydantic_extra__
+            value = extra.get(key) if extra else None
     else:
-        value = getattr(obj, key, default)
-        if value is None and not isinstance(obj, (str, bytes, int, float)):
-            # pydantic models of the SDKs keep fields they do not declare in `model_extra`
-            extra = getattr(obj, "model_extra", None)
-            if extra:
-                value = extra.get(key, default)
+        value = getattr(obj, key, None)
     return default if value is None else value
 
 

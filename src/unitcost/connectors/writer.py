@@ -72,6 +72,9 @@ class BatchWriter:
         self._busy = False
         self._ledger: Ledger | None = None
         self.failures = 0
+        self.commits = 0
+        """Ingest calls made: with `events_written`, how well concurrent producers share commits."""
+        self.events_written = 0
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -170,6 +173,8 @@ class BatchWriter:
                 if job.future is not None:
                     job.future.set_exception(exc)
             return
+        self.commits += 1
+        self.events_written += len(records)
         results = [BatchResult(len(job.records)) for job in jobs]
         rejected_per_job = [0] * len(jobs)
         for rejection in summary.rejections:

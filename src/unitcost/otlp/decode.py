@@ -93,8 +93,10 @@ def decode_protobuf(data: bytes) -> Iterator[SpanGroup]:
                         name=s.name,
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,
-                        attributes=_attrs(s.attributes),
+                        # values stay AnyValue messages until the mapping reads them
+                        attributes={kv.key: kv.value for kv in s.attributes},
                         error=s.status.code == STATUS_ERROR,
+                        decode=_any_value,
                     )
                     for s in scope_spans.spans
                 ],

@@ -26,7 +26,7 @@ and counted, like spans with no GenAI attributes at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -157,7 +157,11 @@ class AttributeMapping:
 
 @dataclass
 class Span:
-    """The parts of an OTLP span the mapping reads, whatever the wire encoding was."""
+    """The parts of an OTLP span the mapping reads, whatever the wire encoding was.
+
+    `attributes` values may be left in their wire form; `decode` turns one into a Python
+    value, so only the attributes the mapping reads are ever decoded.
+    """
 
     trace_id: str
     span_id: str
@@ -165,8 +169,9 @@ class Span:
     name: str
     start_ns: int
     end_ns: int
-    attributes: dict[str, Any]
+    attributes: Mapping[str, Any]
     error: bool
+    decode: Callable[[Any], Any] = field(default=lambda value: value)
 
 
 def _text(value: Any) -> str:
@@ -177,19 +182,40 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _first(attrs: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, Any] | None:
-    for name in names:
-        value = attrs.get(name)
-        if value is not None:
-            return name, value
-    return None
+# Each attribute the mapping reads -> (slot, rank): the lowest rank present fills the slot.
+_SLOTS: dict[str, tuple[str, int]] = {}
+for _slot, _names in (
+    ("input", INPUT),
+    ("output", OUTPUT),
+    ("cache_read", CACHE_READ),
+    ("cache_write", CACHE_WRITE),
+    ("reasoning", REASONING),
+    ("input_audio", INPUT_AUDIO),
+    ("output_audio", OUTPUT_AUDIO),
+    ("provider", PROVIDER),
+    ("request_model", REQUEST_MODEL),
+    ("response_model", RESPONSE_MODEL),
+    ("service_tier", SERVICE_TIER),
+    ("billed", BILLED),
+    ("operation", ("gen_ai.operation.name",)),
+    ("error_type", ("error.type",)),
+    ("http_status", ("http.response.status_code",)),
+):
+    for _rank, _name in enumerate(_names):
+        _SLOTS[_name] = (_slot, _rank)
+
+_TOKEN_SLOTS = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_tokens", "cache_read"),
+    ("cache_write_5m_tokens", "cache_write"),
+    ("reasoning_tokens", "reasoning"),
+    ("input_audio_tokens", "input_audio"),
+    ("output_audio_tokens", "output_audio"),
+)
 
 
-def _tokens(attrs: Mapping[str, Any], names: tuple[str, ...]) -> int:
-    found = _first(attrs, names)
-    if found is None:
-        return 0
-    name, value = found
+def _tokens(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise SpanError(f"{name}: expected a token count, got {value!r}")
     if isinstance(value, float):
@@ -214,73 +240,113 @@ def is_genai(attrs: Mapping[str, Any]) -> bool:
     return any(name.startswith(("gen_ai.", "llm.")) for name in attrs)
 
 
+@dataclass(frozen=True)
+class ResourceFields:
+    """What a resource's attributes contribute to each of its spans' events (computed once per resource)."""
+
+    fields: Mapping[str, str]
+    tags: Mapping[str, str]
+
+
+def resource_fields(resource: Mapping[str, Any], mapping: AttributeMapping) -> ResourceFields:
+    fields: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    mapping.apply(resource, fields, tags)
+    return ResourceFields(fields, tags)
+
+
 def span_to_event(
-    span: Span, resource: Mapping[str, Any], mapping: AttributeMapping, now: datetime | None = None
+    span: Span,
+    resource: Mapping[str, Any] | ResourceFields,
+    mapping: AttributeMapping,
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
     """The event for one span; None when it is not a model call; SpanError when it is one but unusable."""
-    attrs = span.attributes
-    if not is_genai(attrs):
+    if not isinstance(resource, ResourceFields):
+        resource = resource_fields(resource, mapping)
+    found: dict[str, tuple[int, str, Any]] = {}
+    targets = mapping.fields
+    mapped: list[tuple[str, Any]] = []
+    genai = False
+    for name, raw in span.attributes.items():
+        slot = _SLOTS.get(name)
+        if slot is not None:
+            genai = True
+            key, rank = slot
+            previous = found.get(key)
+            if previous is None or rank < previous[0]:
+                found[key] = (rank, name, raw)
+            continue
+        if name in targets or name.startswith("unitcost.tag."):
+            mapped.append((name, raw))
+        elif not genai and name.startswith(("gen_ai.", "llm.")):
+            genai = True
+    if not genai:
         return None
-    operation = attrs.get("gen_ai.operation.name")
-    if operation in NOT_A_MODEL_CALL:
+    decode = span.decode
+    values: dict[str, tuple[str, Any]] = {}
+    for key, (_, name, raw) in found.items():
+        value = decode(raw)
+        if value is not None:
+            values[key] = (name, value)
+    operation = values.get("operation")
+    if operation is not None and operation[1] in NOT_A_MODEL_CALL:
         return None
-    requested = _first(attrs, REQUEST_MODEL)
-    responded = _first(attrs, RESPONSE_MODEL)
-    has_usage = _first(attrs, INPUT + OUTPUT) is not None
+    requested = values.get("request_model")
+    responded = values.get("response_model")
     if requested is None and responded is None:
-        if not has_usage:
+        if "input" not in values and "output" not in values:
             return None  # a GenAI-flavoured span that is not a model call (e.g. a framework step)
         raise SpanError("gen_ai.request.model: missing (the span reports token usage but names no model)")
     model = _text((requested or responded)[1])  # type: ignore[index]
-    served = _text(responded[1]) if responded is not None else None
     event: dict[str, Any] = {
         "event_id": f"otlp:{span.trace_id}:{span.span_id}",
         "model": model,
-        "operation": _text(operation) if operation else "chat",
+        "operation": _text(operation[1]) if operation else "chat",
         "trace_id": span.trace_id or None,
         "parent_id": span.parent_span_id or None,
-        "input_tokens": _tokens(attrs, INPUT),
-        "output_tokens": _tokens(attrs, OUTPUT),
-        "cache_read_tokens": _tokens(attrs, CACHE_READ),
-        "cache_write_5m_tokens": _tokens(attrs, CACHE_WRITE),
-        "reasoning_tokens": _tokens(attrs, REASONING),
-        "input_audio_tokens": _tokens(attrs, INPUT_AUDIO),
-        "output_audio_tokens": _tokens(attrs, OUTPUT_AUDIO),
     }
-    if served and served != model:
-        event["served_model"] = served
-    provider = _first(attrs, PROVIDER)
+    for field_name, slot_name in _TOKEN_SLOTS:
+        found_value = values.get(slot_name)
+        event[field_name] = _tokens(*found_value) if found_value is not None else 0
+    if responded is not None:
+        served = _text(responded[1])
+        if served != model:
+            event["served_model"] = served
+    provider = values.get("provider")
     if provider is not None:
-        name = _text(provider[1]).lower()
-        event["provider"] = PROVIDERS.get(name, name)
-    if event.get("provider") == "anthropic":
-        parts = event["cache_read_tokens"] + event["cache_write_5m_tokens"]
-        if parts > event["input_tokens"]:
-            event["input_tokens"] += parts
+        provider_name = _text(provider[1]).lower()
+        event["provider"] = PROVIDERS.get(provider_name, provider_name)
+        if event["provider"] == "anthropic":
+            parts = event["cache_read_tokens"] + event["cache_write_5m_tokens"]
+            if parts > event["input_tokens"]:
+                event["input_tokens"] += parts
     if span.start_ns:
         event["ts"] = datetime.fromtimestamp(span.start_ns / 1e9, UTC)
         if span.end_ns >= span.start_ns:
             event["latency_ms"] = (span.end_ns - span.start_ns) / 1e6
     else:
         event["ts"] = now or datetime.now(UTC)
-    if span.error or attrs.get("error.type") is not None:
-        event["status"] = "timeout" if "timeout" in _text(attrs.get("error.type", "")).lower() else "error"
-    status_code = attrs.get("http.response.status_code")
-    if isinstance(status_code, int) and not isinstance(status_code, bool):
-        event["http_status"] = status_code
-    tier = _first(attrs, SERVICE_TIER)
+    error_type = values.get("error_type")
+    if span.error or error_type is not None:
+        event["status"] = "timeout" if error_type and "timeout" in _text(error_type[1]).lower() else "error"
+    status_code = values.get("http_status")
+    if status_code is not None and type(status_code[1]) is int and 100 <= status_code[1] <= 599:
+        event["http_status"] = status_code[1]
+    tier = values.get("service_tier")
     if tier is not None:
         text = _text(tier[1]).lower()
         event["service_tier"] = "standard" if text in ("default", "auto", "scale") else text
-    billed = _first(attrs, BILLED)
+    billed = values.get("billed")
     if billed is not None:
         try:
             event["billed_cost"] = Decimal(_text(billed[1]))
         except InvalidOperation as exc:
             raise SpanError(f"{billed[0]}: not an amount: {billed[1]!r}") from exc
     tags: dict[str, str] = {"span_id": span.span_id} if span.span_id else {}
-    mapping.apply(resource, event, tags)
-    mapping.apply(attrs, event, tags)
-    if tags:
-        event["tags"] = tags
+    event.update(resource.fields)
+    tags.update(resource.tags)
+    if mapped:
+        mapping.apply({name: decode(raw) for name, raw in mapped}, event, tags)
+    event["tags"] = tags
     return event

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from ..connectors.writer import BatchWriter
 from .decode import JsonSpanError, RequestError, decode_json, decode_protobuf, decompress, json_span
-from .mapping import AttributeMapping, Span, SpanError, span_to_event
+from .mapping import AttributeMapping, ResourceFields, Span, SpanError, resource_fields, span_to_event
 
 log = logging.getLogger("unitcost.otlp")
 
@@ -52,7 +52,7 @@ class Extracted:
         if len(self.errors) < SHOWN_ERRORS:
             self.errors.append(f"{label}: {reason}")
 
-    def take(self, span: Span, resource: Mapping[str, Any], mapping: AttributeMapping, now: datetime) -> None:
+    def take(self, span: Span, resource: ResourceFields, mapping: AttributeMapping, now: datetime) -> None:
         label = f"span {span.span_id or '?'} (trace {span.trace_id or '?'})"
         try:
             event = span_to_event(span, resource, mapping, now)
@@ -72,8 +72,9 @@ def extract(data: bytes, content_type: str, mapping: AttributeMapping) -> Extrac
     now = datetime.now(UTC)
     if content_type == PROTOBUF:
         for resource, spans in decode_protobuf(data):
+            fields = resource_fields(resource, mapping)
             for span in spans:
-                out.take(span, resource, mapping, now)
+                out.take(span, fields, mapping, now)
         return out
     _, groups = decode_json(data)
     for g, group in enumerate(groups):
@@ -93,6 +94,7 @@ def extract(data: bytes, content_type: str, mapping: AttributeMapping) -> Extrac
         except JsonSpanError as exc:
             out.reject(where, str(exc), max(len(spans_here), 1))
             continue
+        fields = resource_fields(resource, mapping)
         for s, scope in enumerate(scopes):
             raw_spans = scope.get("spans", []) if isinstance(scope, Mapping) else None
             if not isinstance(raw_spans, list):
@@ -104,7 +106,7 @@ def extract(data: bytes, content_type: str, mapping: AttributeMapping) -> Extrac
                 except JsonSpanError as exc:
                     out.reject("span", str(exc))
                     continue
-                out.take(span, resource, mapping, now)
+                out.take(span, fields, mapping, now)
     return out
 
 
@@ -132,7 +134,8 @@ class TraceReceiver:
         ]
 
     async def stats_endpoint(self, request: Request) -> Response:
-        return Response(orjson.dumps(self.stats.__dict__), media_type=JSON)
+        writer = {"commits": self.writer.commits, "events_written": self.writer.events_written}
+        return Response(orjson.dumps({**self.stats.__dict__, "writer": writer}), media_type=JSON)
 
     async def export(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -247,3 +247,23 @@ def test_buffered_events_are_flushed_at_exit(tmp_path: Path, upstream: str) -> N
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert len(rows(path)) == 25
+
+
+def test_transient_ledger_failures_are_retried_not_dropped(tmp_path: Path) -> None:
+    from unitcost.connectors.writer import BatchWriter
+
+    attempts = []
+
+    def flaky_ledger() -> Ledger:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("ledger busy (simulated)")
+        return Ledger(tmp_path / "l.duckdb", config=Config())
+
+    writer = BatchWriter(flaky_ledger, source="sdk")
+    record = {"event_id": "r-1", "model": "gpt-4o-mini", "input_tokens": 5, "ts": "2025-09-16T10:00:00Z"}
+    writer.submit([record], wait=False)
+    assert writer.flush(timeout=60)
+    writer.close()
+    assert len(attempts) == 3
+    assert [r["event_id"] for r in rows(tmp_path / "l.duckdb")] == ["r-1"]

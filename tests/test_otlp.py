@@ -286,6 +286,9 @@ def test_requests_that_cannot_be_read(receiver: tuple[str, Any, Path]) -> None:
     not_gzip = httpx.post(url + "/v1/traces", content=b"{}", headers={**JSON, "Content-Encoding": "gzip"})
     assert not_gzip.status_code == 400 and "gzip" in not_gzip.json()["message"]
     assert httpx.post(url + "/v1/traces", content=b"[1, 2", headers=JSON).status_code == 400
+    odd = {"resourceSpans": [{"scopeSpans": [{"spans": 5}]}, {"resource": 3, "scopeSpans": []}, 7]}
+    partial = httpx.post(url + "/v1/traces", content=orjson.dumps(odd), headers=JSON)
+    assert partial.status_code == 200 and partial.json()["partialSuccess"]["rejectedSpans"] == "3"
     assert (
         httpx.post(url + "/v1/traces", content=b"{}", headers={**JSON, "Content-Encoding": "br"}).status_code
         == 415

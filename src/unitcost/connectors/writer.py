@@ -72,6 +72,7 @@ class BatchWriter:
         self._busy = False
         self._ledger: Ledger | None = None
         self.failures = 0
+        self._attempts = 0
         self.commits = 0
         """Ingest calls made: with `events_written`, how well concurrent producers share commits."""
         self.events_written = 0
@@ -165,14 +166,15 @@ class BatchWriter:
                 summary = ingest_typed(ingestor, records, source=self.source)
             else:
                 summary = ingestor.ingest_records(records, source=self.source)
-        except BaseException as exc:  # the producers learn of it; the thread lives on
+        except Exception as exc:  # the producers learn of it; the thread lives on
             self.failures += 1
             self.last_error = exc
-            log.error("unitcost: could not write %d events to the ledger: %s", len(records), exc)
             for job in jobs:
                 if job.future is not None:
-                    job.future.set_exception(exc)
+                    job.future.set_exception(exc)  # a waiting producer (a server) answers "retry later"
+            self._retry_later([job for job in jobs if job.future is None], exc)
             return
+        self._attempts = 0
         self.commits += 1
         self.events_written += len(records)
         results = [BatchResult(len(job.records)) for job in jobs]
@@ -195,6 +197,31 @@ class BatchWriter:
             accepted -= result.accepted
             if job.future is not None:
                 job.future.set_result(result)
+
+    def _retry_later(self, jobs: list[_Job], exc: Exception) -> None:
+        """Fire-and-forget records (the recorder's) are not dropped on a transient failure (a busy
+        ledger, a full disk): they go back to the front of the queue and are retried with a growing
+        pause, up to RETRIES times, after which they are given up with an error in the log."""
+        if not jobs:
+            log.error("unitcost: could not write to the ledger: %s", exc)
+            return
+        count = sum(len(job.records) for job in jobs)
+        self._attempts += 1
+        if self._attempts > RETRIES:
+            log.error(
+                "unitcost: %d events lost after %d attempts to write the ledger: %s", count, RETRIES, exc
+            )
+            self._attempts = 0
+            return
+        log.warning(
+            "unitcost: could not write %d events (attempt %d, will retry): %s", count, self._attempts, exc
+        )
+        with self._cond:
+            self._jobs[:0] = jobs
+            self._cond.wait_for(lambda: self._closing, min(0.1 * 2**self._attempts, 5.0))
+
+
+RETRIES = 5
 
 
 def _job_of(starts: list[int], index: int) -> int:

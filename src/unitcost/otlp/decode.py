@@ -150,13 +150,13 @@ def _json_value(value: Any, where: str) -> Any:
         values = inner.get("values", []) if isinstance(inner, Mapping) else None
         if not isinstance(values, list):
             raise JsonSpanError(f"{where}: kvlistValue.values must be a list")
-        return _json_attrs(values, where)
+        return json_attributes(values, where)
     if kind == "bytesValue":
         return str(inner)
     raise JsonSpanError(f"{where}: unknown AnyValue kind {kind!r}")
 
 
-def _json_attrs(items: Any, where: str) -> dict[str, Any]:
+def json_attributes(items: Any, where: str) -> dict[str, Any]:
     if items is None:
         return {}
     if not isinstance(items, list):
@@ -213,7 +213,7 @@ def json_span(raw: Any, where: str) -> Span:
         name=str(raw.get("name", "")),
         start_ns=_nanos(raw.get("startTimeUnixNano"), f"{where}.startTimeUnixNano"),
         end_ns=_nanos(raw.get("endTimeUnixNano"), f"{where}.endTimeUnixNano"),
-        attributes=_json_attrs(raw.get("attributes"), f"{where}.attributes"),
+        attributes=json_attributes(raw.get("attributes"), f"{where}.attributes"),
         error=code in (STATUS_ERROR, "STATUS_CODE_ERROR"),
     )
 

@@ -26,7 +26,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..connectors.writer import BatchWriter
-from .decode import JsonSpanError, RequestError, decode_json, decode_protobuf, decompress, json_span
+from .decode import (
+    JsonSpanError,
+    RequestError,
+    decode_json,
+    decode_protobuf,
+    decompress,
+    json_attributes,
+    json_span,
+)
 from .mapping import AttributeMapping, ResourceFields, Span, SpanError, resource_fields, span_to_event
 
 log = logging.getLogger("unitcost.otlp")
@@ -83,14 +91,17 @@ def extract(data: bytes, content_type: str, mapping: AttributeMapping) -> Extrac
         if not isinstance(scopes, list):
             out.reject(where, "expected an object with a scopeSpans list")
             continue
-        spans_here = [s for scope in scopes if isinstance(scope, Mapping) for s in (scope.get("spans") or [])]
+        spans_here = [
+            s
+            for scope in scopes
+            if isinstance(scope, Mapping) and isinstance(scope.get("spans"), list)
+            for s in scope["spans"]
+        ]
         try:
-            from .decode import _json_attrs
-
             resource_obj = group.get("resource") or {}
             if not isinstance(resource_obj, Mapping):
                 raise JsonSpanError(f"{where}.resource: must be an object")
-            resource = _json_attrs(resource_obj.get("attributes"), f"{where}.resource.attributes")
+            resource = json_attributes(resource_obj.get("attributes"), f"{where}.resource.attributes")
         except JsonSpanError as exc:
             out.reject(where, str(exc), max(len(spans_here), 1))
             continue

@@ -362,7 +362,7 @@ def test_fuzzed_items_never_crash_and_every_item_is_accounted_for(kind: str, raw
         assert len(events) + len(rejections) + skipped == len(raw)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["litellm", "langfuse"]), raw=items)
 def test_fuzzed_files_import_all_or_name_each_rejection(
     kind: str, raw: list[Any], tmp_path_factory: Any

@@ -453,7 +453,7 @@ def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[
     assert all(": " in e for e in extracted.errors)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spans=st.lists(fuzzed_span, min_size=1, max_size=5))
 def test_fuzzed_spans_written_or_rejected_by_name(spans: list[Any], ledger: Ledger) -> None:
     try:

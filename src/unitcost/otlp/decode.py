@@ -93,8 +93,8 @@ def decode_protobuf(data: bytes) -> Iterator[SpanGroup]:
                         name=s.name,
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,
-                        # values stay AnyValue messages until the mapping reads them
-                        attributes={kv.key: kv.value for kv in s.attributes},
+                        # KeyValue messages, read (and their values decoded) only as the mapping needs
+                        attributes=s.attributes,
                         error=s.status.code == STATUS_ERROR,
                         decode=_any_value,
                     )

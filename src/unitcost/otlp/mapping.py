@@ -26,7 +26,7 @@ and counted, like spans with no GenAI attributes at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -155,12 +155,13 @@ class AttributeMapping:
                 event[target] = _text(value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Span:
     """The parts of an OTLP span the mapping reads, whatever the wire encoding was.
 
-    `attributes` values may be left in their wire form; `decode` turns one into a Python
-    value, so only the attributes the mapping reads are ever decoded.
+    `attributes` is a mapping of name -> value, or the wire's sequence of key/value messages
+    (with `.key` and `.value`); values may stay in their wire form, and `decode` turns one
+    into a Python value, so only the attributes the mapping reads are ever decoded.
     """
 
     trace_id: str
@@ -169,7 +170,7 @@ class Span:
     name: str
     start_ns: int
     end_ns: int
-    attributes: Mapping[str, Any]
+    attributes: Mapping[str, Any] | Sequence[Any]
     error: bool
     decode: Callable[[Any], Any] = field(default=lambda value: value)
 
@@ -236,10 +237,6 @@ def _tokens(name: str, value: Any) -> int:
     return value
 
 
-def is_genai(attrs: Mapping[str, Any]) -> bool:
-    return any(name.startswith(("gen_ai.", "llm.")) for name in attrs)
-
-
 @dataclass(frozen=True)
 class ResourceFields:
     """What a resource's attributes contribute to each of its spans' events (computed once per resource)."""
@@ -268,7 +265,11 @@ def span_to_event(
     targets = mapping.fields
     mapped: list[tuple[str, Any]] = []
     genai = False
-    for name, raw in span.attributes.items():
+    attributes = span.attributes
+    pairs: Iterable[tuple[str, Any]] = (
+        attributes.items() if isinstance(attributes, Mapping) else ((kv.key, kv.value) for kv in attributes)
+    )
+    for name, raw in pairs:
         slot = _SLOTS.get(name)
         if slot is not None:
             genai = True

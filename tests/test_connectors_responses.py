@@ -189,6 +189,9 @@ def test_openrouter_cost_is_billed_cost() -> None:
     assert fields["provider"] == "openrouter"
     assert fields["billed_cost"] == Decimal("0.000222")
     assert fields["model"] == "anthropic/claude-sonnet-4"
+    # Through the openai SDK (OpenRouter is used with it), `cost` is an undeclared extra field.
+    sdk = openai.types.chat.ChatCompletion.model_validate(OPENROUTER)
+    assert normalise_response(sdk)["billed_cost"] == Decimal("0.000222")
 
 
 def test_openai_compatible_server_leaves_provider_open() -> None:

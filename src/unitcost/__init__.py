@@ -12,7 +12,23 @@ print(call.cost, call.price_ref)
 
 from ._version import __version__
 from .api import Ledger, RepriceResult
+from .connectors import Recorder, configure, flush, instrument, record, tags, uninstrument
 from .events import UsageEvent
 from .pricing.book import CostBreakdown, PriceBook, PricedCall
 
-__all__ = ["CostBreakdown", "Ledger", "PriceBook", "PricedCall", "RepriceResult", "UsageEvent", "__version__"]
+__all__ = [
+    "CostBreakdown",
+    "Ledger",
+    "PriceBook",
+    "PricedCall",
+    "Recorder",
+    "RepriceResult",
+    "UsageEvent",
+    "__version__",
+    "configure",
+    "flush",
+    "instrument",
+    "record",
+    "tags",
+    "uninstrument",
+]

@@ -197,10 +197,21 @@ def report_cmd(
     top: Annotated[int | None, typer.Option("--top", help="Only the N biggest groups.")] = None,
     fmt: FormatOpt = Format.table,
     wide: Annotated[bool, typer.Option("--wide", help="Every column in the table view.")] = False,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile", help="Instead: computed vs billed cost per model (see `unitcost reconcile`)."
+        ),
+    ] = False,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Where the money goes: spend, trend, unit costs, caching, reasoning, waste, latency, unpriced calls."""
+    if reconcile:
+        from .connector_cmds import print_reconcile
+
+        print_reconcile(ledger, config, since, until, 5.0, False, fmt)
+        return
     with open_ledger(ledger, config, read_only=True) as book_ledger:
         report = book_ledger.report_sections(since, until, by, period, where or [], top)
         if report.headline.get("calls", 0) == 0:

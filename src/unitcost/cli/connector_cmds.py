@@ -1,0 +1,162 @@
+"""`unitcost serve`, `unitcost import <tool> FILE` and `unitcost reconcile`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..config import load_config
+from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger
+from .output import Col, Format, console, render
+
+import_app = typer.Typer(
+    help="Bring history from other tools (LiteLLM, Langfuse, OpenAI usage export) into the ledger.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+
+@app.command("serve")
+@friendly
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (4318 is the OTLP/HTTP default).")] = 4318,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Run the OTLP/HTTP receiver: point any OTLP exporter at http://HOST:PORT and GenAI spans
+    become priced events. The server owns the ledger's write connection."""
+    import uvicorn
+
+    from ..config import resolve_ledger
+    from ..otlp.server import otlp_app
+
+    cfg = load_config(config)
+    application, _ = otlp_app(ledger, config=cfg, prices=prices)
+    console().print(
+        f"unitcost serve: OTLP/HTTP on http://{host}:{port}/v1/traces -> {resolve_ledger(ledger, cfg)}",
+        markup=False,
+    )
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _import(
+    kind: str, file: Path, ledger: str | None, config: Path | None, prices: Path | None, show: int
+) -> None:
+    from ..connectors.importers import import_file
+
+    out = console()
+    with open_ledger(ledger, config, prices) as book_ledger:
+        result = import_file(book_ledger, kind, file)
+    out.print(
+        f"{file}: {result.read:,} items read, {result.accepted:,} events accepted, "
+        f"{result.duplicates:,} duplicates, {result.skipped:,} skipped (not model calls), "
+        f"{len(result.rejections):,} rejected, {result.unpriced:,} without a price",
+        markup=False,
+    )
+    for rejection in result.rejections[:show]:
+        out.print(f"  item {rejection.record}: {rejection.field}: {rejection.reason}", markup=False)
+    if result.rejections:
+        raise typer.Exit(1)
+
+
+FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+ShowOpt = Annotated[int, typer.Option("--show", help="How many rejections to print.")]
+
+
+@import_app.command("litellm")
+@friendly
+def import_litellm(
+    file: FileArg,
+    show: ShowOpt = 20,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """LiteLLM SpendLogs rows (CSV, JSON array or JSON lines). Its `spend` is kept as billed_cost."""
+    _import("litellm", file, ledger, config, prices, show)
+
+
+@import_app.command("langfuse")
+@friendly
+def import_langfuse(
+    file: FileArg,
+    show: ShowOpt = 20,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Langfuse observations export (JSON array or lines, CSV): generations with usage_details and
+    cost_details. Its total cost is kept as billed_cost."""
+    _import("langfuse", file, ledger, config, prices, show)
+
+
+@import_app.command("openai-usage")
+@friendly
+def import_openai_usage(
+    file: FileArg,
+    show: ShowOpt = 20,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """OpenAI organisation usage export (completions buckets, grouped by model): one event per bucket
+    and group, `requests` set to num_model_requests."""
+    _import("openai-usage", file, ledger, config, prices, show)
+
+
+@app.command("reconcile")
+@friendly
+def reconcile_cmd(
+    since: Annotated[str, typer.Option("--since", help="Start: an age (30d) or a date.")] = "30d",
+    until: Annotated[str | None, typer.Option("--until", help="End (default: now).")] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Show models whose costs differ by more than this percent.")
+    ] = 5.0,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every model, agreeing or not.")] = False,
+    fmt: FormatOpt = Format.table,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Where unitcost's computed cost and the cost the source reported (billed_cost) disagree, per model."""
+    print_reconcile(ledger, config, since, until, threshold, show_all, fmt)
+
+
+def print_reconcile(
+    ledger: str | None,
+    config: Path | None,
+    since: str,
+    until: str | None,
+    threshold: float,
+    show_all: bool,
+    fmt: Format,
+) -> None:
+    from ..connectors.reconcile import reconcile
+
+    with open_ledger(ledger, config, read_only=True) as book_ledger:
+        rows = reconcile(book_ledger, since=since, until=until, threshold_pct=threshold, show_all=show_all)
+    render(
+        [r.as_row() for r in rows],
+        [
+            Col("provider", "provider"),
+            Col("model", "model"),
+            Col("calls", "calls", "int"),
+            Col("computed", "unitcost $", "unit_money"),
+            Col("billed", "source $", "unit_money"),
+            Col("difference", "difference", "unit_money"),
+            Col("difference_pct", "diff", "pct"),
+            Col("unpriced", "unpriced", "int"),
+        ],
+        fmt,
+        title=f"Computed vs billed cost, models differing by more than {threshold:g}%"
+        if not show_all
+        else "Computed vs billed cost",
+    )
+    if not rows and fmt == Format.table:
+        console().print(
+            "nothing to show: no model with billed_cost differs by more than the threshold", markup=False
+        )

@@ -1,0 +1,505 @@
+"""History from other tools: LiteLLM SpendLogs, Langfuse observations, OpenAI's usage export.
+
+Each importer maps one item of the tool's export to one event (or skips it when it is not
+a model call) and names the field and reason when it cannot. The mapped events then take
+the one ingest path, so they are checked and priced like every other event; the tool's
+own cost is kept as `billed_cost` for `unitcost reconcile`.
+
+A file that cannot be read as a whole (not JSON, not CSV) is refused before anything is
+written; a bad item is rejected alone and named by its position in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..events import MAX_TOKENS
+from ..ingest.normalise import Rejection
+
+if TYPE_CHECKING:
+    from ..api import Ledger
+
+
+class ItemError(ValueError):
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read: nothing is written."""
+
+
+@dataclass
+class ImportResult:
+    read: int = 0
+    skipped: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    unpriced: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_items(path: Path) -> list[Any]:
+    """Items of a JSON array, a JSON object (its `data`), JSON lines, or CSV rows (as dicts of text)."""
+    raw = path.read_bytes()
+    text_start = raw.lstrip()[:1]
+    if text_start in (b"[", b"{"):
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            document = None
+        if document is not None:
+            if isinstance(document, list):
+                return document
+            if isinstance(document, dict):
+                data = document.get("data")
+                return data if isinstance(data, list) else [document]
+        if text_start == b"{":
+            return _json_lines(raw)
+        raise ImportFileError(f"{path.name}: not valid JSON")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(f"{path.name}: not UTF-8 text ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise ImportFileError(f"{path.name}: empty, or not CSV/JSON")
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise ImportFileError(f"{path.name}: not valid CSV ({exc})") from exc
+
+
+class _BadLine:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _json_lines(raw: bytes) -> list[Any]:
+    items: list[Any] = []
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            items.append(_BadLine(f"malformed JSON ({exc})"))
+    return items
+
+
+# --------------------------------------------------------------------------- field helpers
+
+
+def _obj(value: Any, name: str) -> Mapping[str, Any]:
+    """A nested object, which CSV exports carry as JSON text."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ItemError(name, "expected a JSON object") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ItemError(name, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise ItemError(name, f"expected a count, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ItemError(name, f"expected a whole count, got {value!r}")
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError as exc:
+            raise ItemError(name, f"expected a count, got {value[:40]!r}") from exc
+    if not isinstance(value, int):
+        raise ItemError(name, f"expected a count, got {type(value).__name__}")
+    if value < 0:
+        raise ItemError(name, f"negative count {value}")
+    if value > MAX_TOKENS:
+        raise ItemError(name, f"{value} is larger than any real count (limit {MAX_TOKENS:,})")
+    return value
+
+
+def _money(value: Any, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ItemError(name, f"expected an amount, got {type(value).__name__}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ItemError(name, f"not an amount: {str(value)[:40]!r}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ItemError(name, f"not a valid cost: {value!r}")
+    return amount
+
+
+def _time(value: Any, name: str) -> datetime:
+    if value is None or value == "":
+        raise ItemError(name, "missing")
+    if isinstance(value, bool):
+        raise ItemError(name, f"not a timestamp: {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if number > 1e11:  # milliseconds
+            number /= 1000
+        try:
+            return datetime.fromtimestamp(number, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ItemError(name, f"not a Unix time: {value!r}") from exc
+    if not isinstance(value, str):
+        raise ItemError(name, f"not a timestamp: {type(value).__name__}")
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ItemError(name, f"not a timestamp: {value[:40]!r}") from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _first(item: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = item.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------- LiteLLM
+
+LITELLM_PROVIDERS = {
+    "vertex_ai": "google",
+    "vertex_ai_beta": "google",
+    "gemini": "google",
+    "bedrock": "aws",
+    "bedrock_converse": "aws",
+    "azure": "azure",
+    "azure_ai": "azure",
+    "mistral": "mistral",
+    "xai": "x-ai",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+}
+_LITELLM_OPERATIONS = {
+    "embedding": "embeddings",
+    "responses": "responses",
+    "text_completion": "text_completion",
+}
+
+
+def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One LiteLLM_SpendLogs row. `spend` -> billed_cost; `api_key` (a hash) is never stored."""
+    request_id = _text(item.get("request_id"))
+    if request_id is None:
+        raise ItemError("request_id", "missing")
+    model = _text(_first(item, "model", "model_group"))
+    if model is None:
+        raise ItemError("model", "missing")
+    metadata = _obj(item.get("metadata"), "metadata")
+    usage = _obj(metadata.get("usage_object"), "metadata.usage_object")
+    prompt = _count(_first(usage, "prompt_tokens") or item.get("prompt_tokens"), "prompt_tokens")
+    completion = _count(
+        _first(usage, "completion_tokens") or item.get("completion_tokens"), "completion_tokens"
+    )
+    prompt_details = _obj(usage.get("prompt_tokens_details"), "metadata.usage_object.prompt_tokens_details")
+    completion_details = _obj(
+        usage.get("completion_tokens_details"), "metadata.usage_object.completion_tokens_details"
+    )
+    cache_read = _count(
+        _first(prompt_details, "cached_tokens") or usage.get("cache_read_input_tokens"),
+        "metadata.usage_object.cache_read_input_tokens",
+    )
+    cache_write = _count(
+        usage.get("cache_creation_input_tokens"), "metadata.usage_object.cache_creation_input_tokens"
+    )
+    if cache_read + cache_write > prompt:
+        prompt += cache_read + cache_write  # Anthropic-style uncached prompt count
+    start = _time(item.get("startTime"), "startTime")
+    event: dict[str, Any] = {
+        "event_id": f"litellm:{request_id}",
+        "ts": start,
+        "model": model,
+        "input_tokens": prompt,
+        "cache_read_tokens": cache_read,
+        "cache_write_5m_tokens": cache_write,
+        "output_tokens": completion,
+        "reasoning_tokens": _count(
+            completion_details.get("reasoning_tokens"),
+            "metadata.usage_object.completion_tokens_details.reasoning_tokens",
+        ),
+        "billed_cost": _money(item.get("spend"), "spend"),
+        "team": _text(_first(item, "team_id", "team_alias")),
+        "user": _text(_first(item, "end_user", "user")),
+        "session_id": _text(item.get("session_id")),
+        "trace_id": _text(item.get("trace_id")),
+    }
+    provider = _text(item.get("custom_llm_provider"))
+    if provider:
+        event["provider"] = LITELLM_PROVIDERS.get(provider, provider)
+    call_type = (_text(item.get("call_type")) or "completion").lower().removeprefix("a")
+    event["operation"] = _LITELLM_OPERATIONS.get(call_type, "chat")
+    if item.get("endTime"):
+        end = _time(item.get("endTime"), "endTime")
+        event["latency_ms"] = max((end - start).total_seconds() * 1000.0, 0.0)
+    status = (_text(item.get("status")) or "success").lower()
+    event["status"] = "ok" if status == "success" else "error"
+    if str(item.get("cache_hit", "")).lower() == "true":
+        event["cache_hit"] = True
+    tags = item.get("request_tags")
+    if isinstance(tags, str) and tags.strip().startswith("["):
+        try:
+            tags = orjson.loads(tags)
+        except orjson.JSONDecodeError as exc:
+            raise ItemError("request_tags", "expected a JSON list of tags") from exc
+    if isinstance(tags, list) and tags:
+        event["tags"] = {"request_tags": ",".join(str(t) for t in tags)}
+    return {k: v for k, v in event.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- Langfuse
+
+_LANGFUSE_CACHE_READ = ("input_cached_tokens", "input_cache_read", "cache_read_input_tokens")
+_LANGFUSE_CACHE_WRITE_1H = (
+    "input_cache_creation_1h",
+    "cache_creation_input_tokens_1h",
+    "input_cache_write_1h",
+)
+_LANGFUSE_CACHE_WRITE = ("input_cache_creation", "cache_creation_input_tokens", "input_cache_write")
+_LANGFUSE_REASONING = ("output_reasoning_tokens", "output_reasoning", "reasoning_tokens")
+_LANGFUSE_MODEL_CALLS = {"GENERATION", "EMBEDDING"}
+
+
+def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One Langfuse observation. Its usage types are disjoint (their sum is the total), so the
+    input total is `input` plus every input-side type, and likewise for output."""
+    kind = (_text(item.get("type")) or "").upper()
+    if kind and kind not in _LANGFUSE_MODEL_CALLS:
+        return None
+    ident = _text(item.get("id"))
+    if ident is None:
+        raise ItemError("id", "missing")
+    usage = dict(_obj(_first(item, "usage_details", "usageDetails"), "usage_details"))
+    if not usage:
+        legacy = _obj(item.get("usage"), "usage")
+        usage = {k: v for k, v in legacy.items() if k in ("input", "output")}
+    model = _text(_first(item, "provided_model_name", "providedModelName", "model"))
+    if model is None:
+        if not usage and not kind:
+            return None
+        raise ItemError("model", "missing (a generation without its model cannot be priced)")
+    counts = {str(k): _count(v, f"usage_details.{k}") for k, v in usage.items()}
+    cache_read = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_READ)
+    write_1h = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_WRITE_1H)
+    write_5m = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_WRITE)
+    reasoning = sum(counts.get(k, 0) for k in _LANGFUSE_REASONING)
+    input_total = sum(
+        v for k, v in counts.items() if k == "input" or k.startswith("input_") or k in _LANGFUSE_CACHE_READ
+    ) + sum(counts.get(k, 0) for k in ("cache_creation_input_tokens", "cache_creation_input_tokens_1h"))
+    output_total = sum(v for k, v in counts.items() if k == "output" or k.startswith("output_")) + counts.get(
+        "reasoning_tokens", 0
+    )
+    cost = _obj(_first(item, "cost_details", "costDetails"), "cost_details")
+    billed = _money(
+        _first(cost, "total") or _first(item, "calculated_total_cost", "calculatedTotalCost", "total_cost"),
+        "cost_details.total",
+    )
+    start = _time(_first(item, "start_time", "startTime"), "start_time")
+    event: dict[str, Any] = {
+        "event_id": f"langfuse:{ident}",
+        "ts": start,
+        "model": model,
+        "operation": "embeddings" if kind == "EMBEDDING" else "chat",
+        "input_tokens": input_total,
+        "cache_read_tokens": cache_read,
+        "cache_write_5m_tokens": write_5m,
+        "cache_write_1h_tokens": write_1h,
+        "input_audio_tokens": counts.get("input_audio_tokens", 0) + counts.get("input_audio", 0),
+        "output_tokens": output_total,
+        "reasoning_tokens": reasoning,
+        "output_audio_tokens": counts.get("output_audio_tokens", 0) + counts.get("output_audio", 0),
+        "billed_cost": billed,
+        "trace_id": _text(_first(item, "trace_id", "traceId")),
+        "parent_id": _text(_first(item, "parent_observation_id", "parentObservationId")),
+        "environment": _text(item.get("environment")),
+        "user": _text(_first(item, "user_id", "userId")),
+        "session_id": _text(_first(item, "session_id", "sessionId")),
+    }
+    end = _first(item, "end_time", "endTime")
+    if end:
+        event["latency_ms"] = max((_time(end, "end_time") - start).total_seconds() * 1000.0, 0.0)
+    first_token = _first(item, "completion_start_time", "completionStartTime")
+    if first_token:
+        event["ttft_ms"] = max(
+            (_time(first_token, "completion_start_time") - start).total_seconds() * 1000.0, 0.0
+        )
+    if (_text(item.get("level")) or "").upper() == "ERROR":
+        event["status"] = "error"
+    name = _text(item.get("name"))
+    if name:
+        event["tags"] = {"langfuse_name": name}
+    return {k: v for k, v in event.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- OpenAI usage export
+
+
+def _openai_results(items: list[Any]) -> Iterator[tuple[Any, Mapping[str, Any] | None]]:
+    """Each usage result with its bucket; pages, bucket lists and bare results are all accepted."""
+    for item in items:
+        if isinstance(item, Mapping) and item.get("object") == "page":
+            yield from _openai_results(list(item.get("data") or []))
+        elif isinstance(item, Mapping) and item.get("object") == "bucket":
+            results = item.get("results") or item.get("result") or []
+            if not isinstance(results, list):
+                yield results, item
+                continue
+            for result in results:
+                yield result, item
+        else:
+            yield item, None
+
+
+def openai_usage_event(result: Mapping[str, Any], bucket: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    kind = str(result.get("object", ""))
+    if kind and not kind.startswith("organization.usage."):
+        raise ItemError("object", f"not a usage result: {kind[:60]!r}")
+    operation = "embeddings" if kind.endswith(".embeddings.result") else "chat"
+    model = _text(result.get("model"))
+    if model is None:
+        raise ItemError("model", "missing: export the usage grouped by model (group_by=model)")
+    requests = _count(result.get("num_model_requests"), "num_model_requests")
+    input_tokens = _count(result.get("input_tokens"), "input_tokens")
+    output_tokens = _count(result.get("output_tokens"), "output_tokens")
+    if requests == 0 and input_tokens == 0 and output_tokens == 0:
+        return None
+    start = (bucket or {}).get("start_time", result.get("start_time"))
+    ts = _time(start, "start_time")
+    tier = _text(result.get("service_tier"))
+    if result.get("batch") is True:
+        tier = "batch"
+    key = orjson.dumps(
+        [
+            ts.isoformat(),
+            (bucket or {}).get("end_time"),
+            kind,
+            model,
+            result.get("project_id"),
+            result.get("user_id"),
+            result.get("api_key_id"),
+            result.get("batch"),
+            tier,
+        ]
+    )
+    event: dict[str, Any] = {
+        "event_id": "openai-usage:" + hashlib.sha256(key).hexdigest()[:32],
+        "ts": ts,
+        "provider": "openai",
+        "model": model,
+        "operation": operation,
+        "service_tier": tier if tier in ("batch", "flex", "priority") else "standard",
+        "input_tokens": input_tokens,
+        "cache_read_tokens": _count(result.get("input_cached_tokens"), "input_cached_tokens"),
+        "input_audio_tokens": _count(result.get("input_audio_tokens"), "input_audio_tokens"),
+        "output_tokens": output_tokens,
+        "output_audio_tokens": _count(result.get("output_audio_tokens"), "output_audio_tokens"),
+        "requests": max(requests, 1),
+        "user": _text(result.get("user_id")),
+    }
+    tags = {
+        name: str(result[name])
+        for name in ("project_id", "api_key_id")
+        if _text(result.get(name)) is not None
+    }
+    if tags:
+        event["tags"] = tags
+    return {k: v for k, v in event.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- driver
+
+Mapper = Callable[[Mapping[str, Any]], dict[str, Any] | None]
+IMPORTERS: Mapping[str, Mapper] = {"litellm": litellm_event, "langfuse": langfuse_event}
+KINDS = ("litellm", "langfuse", "openai-usage")
+
+
+def map_items(kind: str, items: list[Any]) -> tuple[list[dict[str, Any]], list[int], list[Rejection], int]:
+    """(events, item position of each event, rejections, skipped)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown import kind {kind!r}; expected one of {', '.join(KINDS)}")
+    events: list[dict[str, Any]] = []
+    positions: list[int] = []
+    rejections: list[Rejection] = []
+    skipped = 0
+    pairs: Iterator[tuple[Any, Mapping[str, Any] | None]] = (
+        _openai_results(items) if kind == "openai-usage" else ((item, None) for item in items)
+    )
+    for position, (item, bucket) in enumerate(pairs, start=1):
+        if isinstance(item, _BadLine):
+            rejections.append(Rejection(position, "record", item.reason))
+            continue
+        if not isinstance(item, Mapping):
+            rejections.append(Rejection(position, "record", f"expected an object, got {type(item).__name__}"))
+            continue
+        try:
+            event = openai_usage_event(item, bucket) if kind == "openai-usage" else IMPORTERS[kind](item)
+        except ItemError as exc:
+            rejections.append(Rejection(position, exc.field, exc.reason))
+            continue
+        if event is None:
+            skipped += 1
+            continue
+        events.append(event)
+        positions.append(position)
+    return events, positions, rejections, skipped
+
+
+def import_file(ledger: Ledger, kind: str, path: str | Path) -> ImportResult:
+    path = Path(path)
+    items = read_items(path)
+    events, positions, rejections, skipped = map_items(kind, items)
+    result = ImportResult(read=len(positions) + len(rejections) + skipped, skipped=skipped)
+    summary = ledger.ingest_records(events, source=f"import:{kind}:{path.name}")
+    result.accepted, result.duplicates, result.unpriced = (
+        summary.accepted,
+        summary.duplicates,
+        summary.unpriced,
+    )
+    for rejection in summary.rejections:
+        rejections.append(Rejection(positions[rejection.record - 1], rejection.field, rejection.reason))
+    result.rejections = sorted(rejections, key=lambda r: r.record)
+    return result

@@ -1,0 +1,96 @@
+"""Computed vs billed cost, per model: where a source's prices (or unitcost's) are wrong.
+
+Only events that carry a `billed_cost` take part, so the two sums cover the same calls.
+Unpriced events are counted apart: their computed cost is unknown, not zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ..analytics.dialect import dialect_for
+from ..analytics.window import Window
+
+if TYPE_CHECKING:
+    from ..api import Ledger
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    provider: str | None
+    model: str
+    calls: int
+    computed: Decimal
+    """unitcost's cost of the priced calls among them."""
+    billed: Decimal
+    """The source's cost of the same priced calls."""
+    unpriced: int
+    billed_unpriced: Decimal
+    """The source's cost of the calls unitcost has no price for."""
+
+    @property
+    def difference(self) -> Decimal:
+        return self.computed - self.billed
+
+    @property
+    def difference_pct(self) -> float | None:
+        if self.billed == 0:
+            return None if self.computed == 0 else float("inf")
+        return float(self.difference / self.billed * 100)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "calls": self.calls,
+            "computed": self.computed,
+            "billed": self.billed,
+            "difference": self.difference,
+            "difference_pct": self.difference_pct,
+            "unpriced": self.unpriced,
+            "billed_unpriced": self.billed_unpriced,
+        }
+
+
+def reconcile(
+    ledger: Ledger,
+    *,
+    since: str | datetime | date | None = "30d",
+    until: str | datetime | date | None = None,
+    threshold_pct: float = 5.0,
+    show_all: bool = False,
+) -> list[Reconciliation]:
+    """Per provider and model, sorted by the size of the disagreement (largest first)."""
+    window = Window.parse(since, until)
+    dialect = dialect_for(ledger.store.dialect)
+    sql = f"""
+        SELECT provider, model, count(*) AS calls,
+               sum(cost) AS computed,
+               sum(CASE WHEN cost IS NOT NULL THEN billed_cost END) AS billed,
+               sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS unpriced,
+               sum(CASE WHEN cost IS NULL THEN billed_cost END) AS billed_unpriced
+        FROM events
+        WHERE billed_cost IS NOT NULL
+          AND ts >= {dialect.ts_literal(window.since.isoformat())}
+          AND ts < {dialect.ts_literal(window.until.isoformat())}
+        GROUP BY provider, model
+    """
+    rows = []
+    for row in ledger.store.fetch(sql).to_pylist():
+        item = Reconciliation(
+            provider=row["provider"],
+            model=row["model"],
+            calls=int(row["calls"]),
+            computed=Decimal(row["computed"] or 0),
+            billed=Decimal(row["billed"] or 0),
+            unpriced=int(row["unpriced"] or 0),
+            billed_unpriced=Decimal(row["billed_unpriced"] or 0),
+        )
+        pct = item.difference_pct
+        if show_all or item.unpriced or (pct is not None and abs(pct) > threshold_pct):
+            rows.append(item)
+    rows.sort(key=lambda r: abs(r.difference), reverse=True)
+    return rows

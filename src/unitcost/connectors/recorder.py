@@ -1,0 +1,178 @@
+"""`unitcost.record(response, team=..., ...)`: one provider response -> one ledger event.
+
+The caller pays for reading the usage out of the response and appending to a list;
+checking, pricing and writing happen on a background thread in batches (see `writer`),
+and whatever is still buffered is flushed when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..events import FIELD_BY_NAME
+from . import tagging
+from .responses import UnrecognisedResponseError, normalise_response
+from .writer import BatchWriter
+
+if TYPE_CHECKING:
+    from ..api import Ledger
+
+
+class Recorder:
+    """Buffers events from provider responses and writes them to a ledger in the background."""
+
+    def __init__(
+        self,
+        ledger: str | Path | Ledger | None = None,
+        *,
+        flush_interval: float = 1.0,
+        max_batch: int = 5_000,
+        source: str = "sdk",
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.target = ledger
+        self.defaults = dict(defaults or {})
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.max_batch = max_batch
+        self.flush_interval = flush_interval
+        # Typed columns keep the writer's share of the GIL small, so callers are not held up;
+        # a batch with a wrongly typed field falls back to the general path, which names it.
+        self._writer = BatchWriter(self._open, source=source, typed=True, name="unitcost-recorder")
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="unitcost-recorder-tick", daemon=True)
+        self._ticker.start()
+        self.closed = False
+
+    def _open(self) -> Ledger:
+        from ..api import Ledger
+
+        if isinstance(self.target, Ledger):
+            return _Borrowed(self.target)  # type: ignore[return-value]
+        return Ledger(self.target)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            self._hand_over()
+
+    # ------------------------------------------------------------------ the caller's side
+
+    def record(self, response: Any = None, /, **fields: Any) -> str:
+        """Record one call. Returns its event_id. Raises ValueError when the response has no usable usage.
+
+        `fields` are event fields (team, feature, user, unit, unit_id, tags={...}, trace_id,
+        latency_ms, model for errors, ...); unknown names become free tags.
+        """
+        event = normalise_response(response) if response is not None else {}
+        context = tagging.current()
+        if context or self.defaults:
+            event = {**self.defaults, **context, **event}
+        for name, value in fields.items():
+            if value is None:
+                continue
+            if name == "tags":
+                event["tags"] = {**event.get("tags", {}), **{str(k): str(v) for k, v in value.items()}}
+            elif name in FIELD_BY_NAME:
+                # Explicit fields win over the response (a model alias, a provider the server hides).
+                event[name] = value
+            else:
+                event.setdefault("tags", {})[name] = str(value)
+        if not event.get("model"):
+            raise UnrecognisedResponseError("model: the response does not name the model; pass model=...")
+        event.setdefault("event_id", uuid.uuid4().hex)
+        event.setdefault("ts", datetime.now(UTC))
+        if event.get("provider") is None:
+            event.pop("provider", None)
+        with self._lock:
+            self._buffer.append(event)
+            full = len(self._buffer) >= self.max_batch
+        if full:
+            self._hand_over()
+        return str(event["event_id"])
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if batch:
+            self._writer.submit(batch, wait=False)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Write everything recorded so far. True when it is all in the ledger (or was rejected)."""
+        self._hand_over()
+        return self._writer.flush(timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        self._hand_over()
+        self._writer.close()
+
+    @property
+    def last_error(self) -> BaseException | None:
+        return self._writer.last_error
+
+
+class _Borrowed:
+    """A caller's Ledger used by the writer thread without closing it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def ingestor(self) -> Any:
+        return self._ledger.ingestor()
+
+    def close(self) -> None:
+        """The caller owns the ledger."""
+
+
+# --------------------------------------------------------------------------- module-level API
+
+
+class _Default:
+    """The process-wide recorder behind `unitcost.record`, created on first use."""
+
+    recorder: Recorder | None = None
+    lock = threading.Lock()
+
+
+def configure(ledger: str | Path | Ledger | None = None, **options: Any) -> Recorder:
+    """Choose where `unitcost.record` writes (default: $UNITCOST_LEDGER, the config file, the user ledger)."""
+    with _Default.lock:
+        if _Default.recorder is not None:
+            _Default.recorder.close()
+        _Default.recorder = Recorder(ledger, **options)
+        return _Default.recorder
+
+
+def recorder() -> Recorder:
+    current = _Default.recorder
+    if current is None:
+        with _Default.lock:
+            if _Default.recorder is None:
+                _Default.recorder = Recorder()
+            current = _Default.recorder
+    return current
+
+
+def record(response: Any = None, /, **fields: Any) -> str:
+    """Record a provider response (OpenAI, Anthropic, Gemini, OpenRouter, OpenAI-compatible) as a priced event."""
+    return recorder().record(response, **fields)
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    current = _Default.recorder
+    return current.flush(timeout) if current is not None else True
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _Default.recorder is not None:
+        _Default.recorder.close()

@@ -1,0 +1,235 @@
+"""One thread that owns the ledger's write connection and ingests in batches.
+
+A DuckDB ledger has one writer at a time, and the ingest path is cheapest per event on
+large batches. Every producer (the in-process recorder, each OTLP request) hands its
+records to this thread, which takes everything waiting, ingests it in one call and then
+resolves each producer's future with that producer's share of the summary. A producer
+that waits on its future knows its events are committed: that is how the OTLP receiver
+acknowledges only what is durably in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..ingest.normalise import Rejection
+from .typed import ingest_typed
+
+if TYPE_CHECKING:
+    from ..api import Ledger
+
+log = logging.getLogger("unitcost.writer")
+
+
+@dataclass
+class BatchResult:
+    """What happened to one producer's records."""
+
+    submitted: int
+    accepted: int = 0
+    duplicates: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    """Positions are 1-based within the producer's own records."""
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+
+@dataclass
+class _Job:
+    records: Sequence[Mapping[str, Any]]
+    future: Future[BatchResult] | None
+
+
+class BatchWriter:
+    """Background batch writer. `submit` never blocks on the ledger; `flush` waits for it."""
+
+    def __init__(
+        self,
+        ledger_factory: Callable[[], Ledger],
+        *,
+        source: str,
+        max_batch: int = 20_000,
+        linger_s: float = 0.0,
+        typed: bool = False,
+        name: str = "unitcost-writer",
+    ) -> None:
+        self._factory = ledger_factory
+        self.source = source
+        self.max_batch = max_batch
+        self.linger_s = linger_s
+        self.typed = typed
+        """Records hold already-typed values (servers): skip the JSON round trip (see `typed`)."""
+        self._jobs: list[_Job] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._ledger: Ledger | None = None
+        self.failures = 0
+        self._attempts = 0
+        self.commits = 0
+        """Ingest calls made: with `events_written`, how well concurrent producers share commits."""
+        self.events_written = 0
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ producers
+
+    def submit(self, records: Sequence[Mapping[str, Any]], *, wait: bool = True) -> Future[BatchResult]:
+        """Queue records; the future resolves once they are committed (or raises the write error)."""
+        future: Future[BatchResult] = Future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the ledger writer is closed")
+            self._jobs.append(_Job(records, future if wait else None))
+            self._cond.notify()
+        if not wait:
+            future.set_result(BatchResult(len(records)))
+        return future
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written. False on timeout."""
+        with self._cond:
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: not self._jobs and not self._busy, timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(j.records) for j in self._jobs)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _take(self) -> list[_Job]:
+        with self._cond:
+            while not self._jobs and not self._closing:
+                self._cond.wait()
+            if self.linger_s and not self._closing:
+                # Let concurrent producers join the batch: fewer, larger commits.
+                self._cond.wait_for(
+                    lambda: self._closing or sum(len(j.records) for j in self._jobs) >= self.max_batch,
+                    self.linger_s,
+                )
+            taken: list[_Job] = []
+            size = 0
+            while self._jobs and (not taken or size + len(self._jobs[0].records) <= self.max_batch):
+                job = self._jobs.pop(0)
+                taken.append(job)
+                size += len(job.records)
+            self._busy = bool(taken)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._take()
+            if not jobs:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                    if self._closing:
+                        return
+                continue
+            try:
+                self._write(jobs)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, jobs: list[_Job]) -> None:
+        records: list[Mapping[str, Any]] = []
+        starts: list[int] = []
+        for job in jobs:
+            starts.append(len(records))
+            records.extend(job.records)
+        try:
+            if self._ledger is None:
+                self._ledger = self._factory()
+            ingestor = self._ledger.ingestor()
+            if self.typed:
+                summary = ingest_typed(ingestor, records, source=self.source)
+            else:
+                summary = ingestor.ingest_records(records, source=self.source)
+        except Exception as exc:  # the producers learn of it; the thread lives on
+            self.failures += 1
+            self.last_error = exc
+            for job in jobs:
+                if job.future is not None:
+                    job.future.set_exception(exc)  # a waiting producer (a server) answers "retry later"
+            self._retry_later([job for job in jobs if job.future is None], exc)
+            return
+        self._attempts = 0
+        self.commits += 1
+        self.events_written += len(records)
+        results = [BatchResult(len(job.records)) for job in jobs]
+        rejected_per_job = [0] * len(jobs)
+        for rejection in summary.rejections:
+            index = _job_of(starts, rejection.record - 1)
+            rejected_per_job[index] += 1
+            results[index].rejections.append(
+                Rejection(rejection.record - starts[index], rejection.field, rejection.reason)
+            )
+        if summary.rejections and jobs[0].future is None:
+            for rejection in summary.rejections[:20]:
+                log.warning("unitcost: event not recorded: %s", rejection)
+        # Accepted/duplicate counts are per batch; share them out in order (exact when nothing is duplicated).
+        accepted = summary.accepted
+        for job, result, rejected in zip(jobs, results, rejected_per_job, strict=True):
+            good = len(job.records) - rejected
+            result.accepted = min(good, accepted)
+            result.duplicates = good - result.accepted
+            accepted -= result.accepted
+            if job.future is not None:
+                job.future.set_result(result)
+
+    def _retry_later(self, jobs: list[_Job], exc: Exception) -> None:
+        """Fire-and-forget records (the recorder's) are not dropped on a transient failure (a busy
+        ledger, a full disk): they go back to the front of the queue and are retried with a growing
+        pause, up to RETRIES times, after which they are given up with an error in the log."""
+        if not jobs:
+            log.error("unitcost: could not write to the ledger: %s", exc)
+            return
+        count = sum(len(job.records) for job in jobs)
+        self._attempts += 1
+        if self._attempts > RETRIES:
+            log.error(
+                "unitcost: %d events lost after %d attempts to write the ledger: %s", count, RETRIES, exc
+            )
+            self._attempts = 0
+            return
+        log.warning(
+            "unitcost: could not write %d events (attempt %d, will retry): %s", count, self._attempts, exc
+        )
+        with self._cond:
+            self._jobs[:0] = jobs
+            self._cond.wait_for(lambda: self._closing, min(0.1 * 2**self._attempts, 5.0))
+
+
+RETRIES = 5
+
+
+def _job_of(starts: list[int], index: int) -> int:
+    lo, hi = 0, len(starts) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if starts[mid] <= index:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,1 @@
+"""OpenTelemetry: an OTLP/HTTP receiver that turns GenAI spans into priced events."""

@@ -1,0 +1,76 @@
+"""`unitcost serve`: one long-running process that owns the ledger's write connection.
+
+The app is composed from parts so other long-running features (e.g. `watch`) can be
+hosted beside the OTLP receiver:
+
+    writer = ledger_writer("costs.duckdb")
+    app = build_app([TraceReceiver(writer).routes(), other_feature.routes()], on_shutdown=[writer.close])
+    uvicorn.run(app, host="127.0.0.1", port=4318)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..config import Config
+from ..connectors.writer import BatchWriter
+from .mapping import AttributeMapping
+from .receiver import TraceReceiver
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4318  # the OTLP/HTTP port exporters use by default
+
+
+def ledger_writer(
+    ledger: str | Path | None, *, config: Config | None = None, prices: Path | None = None
+) -> BatchWriter:
+    """A writer that opens the ledger on its own thread (DuckDB: one writer per file)."""
+
+    def open_ledger() -> Any:
+        from ..api import Ledger
+
+        return Ledger(ledger, config=config, prices=prices)
+
+    # While one commit runs, the exports arriving meanwhile queue up and share the next one.
+    return BatchWriter(open_ledger, source="otlp", typed=True, name="unitcost-serve-writer")
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def build_app(
+    parts: Iterable[Sequence[BaseRoute]],
+    *,
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+) -> Starlette:
+    """An ASGI app from route groups; `on_shutdown` callables run (in order) when the server stops."""
+    routes: list[BaseRoute] = [Route("/healthz", _health, methods=["GET"])]
+    for part in parts:
+        routes.extend(part)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for stop in on_shutdown:
+            stop()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def otlp_app(
+    ledger: str | Path | None, *, config: Config | None = None, prices: Path | None = None
+) -> tuple[Starlette, TraceReceiver]:
+    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver."""
+    config = config or Config()
+    writer = ledger_writer(ledger, config=config, prices=prices)
+    receiver = TraceReceiver(writer, AttributeMapping.from_config(config.section("otlp")))
+    return build_app([receiver.routes()], on_shutdown=[writer.close]), receiver

@@ -34,6 +34,7 @@ from .budgets import (
     Reservation,
     lines_for,
     pico_to_nano_ceil,
+    usd_text,
 )
 from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
 from .config import GatewayConfig, ModelTarget, Route, Upstream
@@ -412,7 +413,7 @@ class Gateway:
     ) -> dict[str, str]:
         out = {name: upstream[name] for name in _PASSED_RESPONSE_HEADERS if name in upstream}
         cost = call.cost()
-        out["x-unitcost-cost"] = "unpriced" if cost is None else str(cost.normalize() if cost else "0")
+        out["x-unitcost-cost"] = "unpriced" if cost is None else usd_text(cost)
         if call.attempts:
             out["x-unitcost-event-id"] = call.attempts[-1][0].event_id
             out["x-unitcost-model"] = call.attempts[-1][0].model
@@ -420,7 +421,7 @@ class Gateway:
             tightest = reservation.remaining()
             if tightest is not None:
                 out["x-unitcost-budget"] = tightest[0].budget.name
-                out["x-unitcost-budget-remaining"] = str(tightest[1].normalize() if tightest[1] else "0")
+                out["x-unitcost-budget-remaining"] = usd_text(tightest[1])
         out["x-unitcost-overhead-ms"] = f"{call.overhead_ms():.3f}"
         return out
 
@@ -445,7 +446,7 @@ class Gateway:
         headers = self._headers(call, None, {})
         headers["x-unitcost-cache"] = "hit"
         if saved.cost is not None:
-            headers["x-unitcost-saved"] = str(saved.cost.normalize() if saved.cost else "0")
+            headers["x-unitcost-saved"] = usd_text(saved.cost)
         return Response(entry["body"].encode(), media_type="application/json", headers=headers)
 
     # ------------------------------------------------------------------ upstream calls

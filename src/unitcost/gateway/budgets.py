@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ..events import ATTRIBUTION_FIELDS
 from .config import Budget
 
 log = logging.getLogger("unitcost.gateway.budget")
@@ -37,6 +38,11 @@ def pico_to_nano_ceil(pico: int) -> int:
 
 def nano_to_usd(nano: int) -> Decimal:
     return Decimal(nano).scaleb(-9)
+
+
+def usd_text(amount: Decimal) -> str:
+    """Plain decimal notation without trailing zeros: 0.00018, 0, 12.5 (never 1.8E-4)."""
+    return format(amount.normalize(), "f") if amount else "0"
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class Line:
             "value": self.value,
             "period": self.budget.period,
             "limit_usd": None if self.budget.limit_usd is None else str(self.budget.limit_usd),
-            "spend_usd": str(nano_to_usd(spend_nano)),
+            "spend_usd": usd_text(nano_to_usd(spend_nano)),
             "max_calls": self.budget.max_calls,
             "calls": calls,
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
@@ -94,8 +100,11 @@ def scope_value(budget: Budget, attrs: Mapping[str, Any]) -> str | None:
     if budget.scope == "global":
         return "*"
     if budget.scope.startswith("tag:"):
-        tags = attrs.get("tags") or {}
-        value = tags.get(budget.scope[4:])
+        # Tags named like attribution fields (feature=, customer=) are lifted into those fields.
+        name = budget.scope[4:]
+        value = (attrs.get("tags") or {}).get(name) or (
+            attrs.get(name) if name in ATTRIBUTION_FIELDS else None
+        )
     else:
         value = attrs.get(budget.scope)
     if value is None or (budget.match is not None and value != budget.match):
@@ -162,7 +171,8 @@ class BudgetExceededError(Exception):
         if budget.max_calls is not None and self.calls + 1 > budget.max_calls:
             what = f"{self.calls} of {budget.max_calls} calls used"
         else:
-            what = f"spend ${nano_to_usd(self.spend_nano)} + this request's worst case ${nano_to_usd(self.amount_nano)}"
+            what = f"spend ${usd_text(nano_to_usd(self.spend_nano))} + this request's worst case "
+            what += f"${usd_text(nano_to_usd(self.amount_nano))}"
             what += f" would pass the limit ${budget.limit_usd}"
         reset = f"; resets {self.line.describe(0, 0)['reset_at']}" if self.line.reset_at else ""
         return f"budget {budget.name!r} ({budget.scope}={self.line.value}, {budget.period}): {what}{reset}"

@@ -39,6 +39,7 @@ from .budgets import (
 from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
 from .config import GatewayConfig, ModelTarget, Route, Upstream
 from .errors import Api, GatewayError, error_response
+from .estimate import WorstCase
 from .keys import KeyRing
 from .records import Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
@@ -109,6 +110,7 @@ class Gateway:
         self.budgets = budgets
         self.cache = cache
         self.keys = KeyRing(config.keys)
+        self.estimator = WorstCase(book)
         self.alerts = AlertLog()
         self.client = make_client(config)
         self._background: set[asyncio.Future[None]] = set()
@@ -306,6 +308,9 @@ class Gateway:
                 reservation = await self._reserve(call, lines)
             except BudgetExceededError as exc:
                 return self._blocked(call, exc)
+            except Exception as exc:  # budget state unreachable: fail closed, never spend unguarded
+                log.error("budget state unavailable: %s", type(exc).__name__)
+                return error_response(call.api, GatewayError(503, "budget state unavailable; try again"))
 
         if call.stream:
             return await self._stream(call, reservation)
@@ -334,8 +339,9 @@ class Gateway:
         output = 0
         if call.operation != "embeddings":
             output = requested_output_cap(call.body) or self.config.default_max_tokens
-        usage = {"input_tokens": count_prompt(call.body), "output_tokens": output}
-        return price(self.book, upstream.provider, target.model, usage, "standard", None).pico
+        return self.estimator.worst_case_pico(
+            upstream.provider, target.model, count_prompt(call.body), output
+        )
 
     def _reservation_amount(self, call: Call) -> int:
         pico = self._worst_case_pico(call, call.target)

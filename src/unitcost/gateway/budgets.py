@@ -274,7 +274,10 @@ class RedisBudgetState:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url)
+        # A bounded pool that waits for a free connection: a burst of requests queues for a
+        # few milliseconds instead of failing with "too many connections".
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self._redis = redis.Redis(connection_pool=pool)
         self._reserve = self._redis.register_script(_RESERVE)
         self._adjust = self._redis.register_script(_ADJUST)
 

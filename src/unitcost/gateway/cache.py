@@ -66,7 +66,8 @@ class RedisCache:
     def __init__(self, url: str, prefix: str, ttl_s: int) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self._redis = redis.Redis(connection_pool=pool)
         self._prefix = prefix + "cache:"
         self._ttl = ttl_s
 

@@ -92,10 +92,12 @@ class DuckDBStore:
 
     def schema_version(self) -> int:
         try:
-            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection,
+            # and the next register() on a reopened ledger then fails with "unfinished result".
+            rows = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except duckdb.CatalogException:
             return 0
-        return int(row[0]) if row else 0
+        return int(rows[0][0]) if rows else 0
 
     def _check_version(self) -> None:
         version = self.schema_version()

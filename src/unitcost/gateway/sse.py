@@ -14,7 +14,8 @@ class EventSplitter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
+        # Normalise on the whole buffer: a CRLF can be split across two chunks.
+        self._buffer = (self._buffer + chunk).replace(b"\r\n", b"\n")
         events: list[bytes] = []
         while True:
             cut = self._buffer.find(b"\n\n")

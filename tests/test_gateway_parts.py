@@ -422,3 +422,42 @@ def test_backoff_has_jitter_and_honours_retry_after() -> None:
     assert len(delays) > 1 and all(0 <= d <= 2.0 for d in delays)
     assert backoff_delay(1, 0.5, 10, "3") == 3.0
     assert backoff_delay(1, 0.5, 10, "3600") == 10
+
+
+def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
+    from datetime import timedelta
+
+    from unitcost.gateway.restore import restore_budgets
+
+    now = datetime.now(UTC)
+    base = {
+        "model": "gpt-4o",
+        "provider": "openai",
+        "team": "search",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+    }
+    records = [
+        {**base, "event_id": "ok1", "ts": now.isoformat()},
+        {**base, "event_id": "retry", "ts": now.isoformat(), "attempt": 2},
+        {**base, "event_id": "hit", "ts": now.isoformat(), "cache_hit": True},
+        {
+            **base,
+            "event_id": "blocked",
+            "ts": now.isoformat(),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "tags": {"blocked_by_budget": "b"},
+        },
+        {**base, "event_id": "old", "ts": (now - timedelta(days=40)).isoformat()},
+        {**base, "event_id": "ads", "ts": now.isoformat(), "team": "ads"},
+    ]
+    ledger.ingest_records(records, source="gateway")
+    ledger.ingest_records([{**base, "event_id": "other-source", "ts": now.isoformat()}], source="otlp")
+    month = budget(name="m", period="month")
+    state = MemoryBudgetState()
+    assert restore_budgets(ledger.store, [month], state, "") == 2
+    line = lines_for([month], {"team": "search"}, "", now)[0]
+    spend, calls = asyncio.run(state.read([line]))[0]
+    one = ledger.book.price("gpt-4o", provider="openai", input_tokens=1000, output_tokens=100).cost
+    assert calls == 1 and Decimal(spend).scaleb(-9) == 2 * one  # ok1 + the paid retry; the hit cost 0

@@ -19,7 +19,7 @@ def gateway_cmd(
     host: Annotated[str | None, typer.Option("--host", help="Default: [gateway] host, 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Default: [gateway] port, 4000.")] = None,
 ) -> None:
-    """Run the OpenAI- and Anthropic-compatible gateway described in the [gateway] section."""
+    """Run the OpenAI- and Anthropic-compatible gateway configured in the gateway section of the config file."""
     import logging
 
     from ..gateway.config import load_gateway

@@ -131,6 +131,19 @@ class Gateway:
         yield
         await self.aclose()
 
+    def warm(self) -> None:
+        """Load the tokenizer and compile each model's prices now, not on the first request."""
+        count_prompt({"messages": [{"role": "user", "content": "warm up"}]})
+        for name in self.config.public_models():
+            target = self.config.target(name)
+            if target is None:
+                continue
+            provider = self.config.upstreams[target.upstream].provider
+            self.estimator.worst_case_pico(provider, target.model, 10, 10)
+            price(
+                self.book, provider, target.model, {"input_tokens": 1, "output_tokens": 1}, "standard", None
+            )
+
     async def aclose(self) -> None:
         await self.client.aclose()
         await self.budgets.close()

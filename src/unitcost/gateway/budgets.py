@@ -204,6 +204,9 @@ class MemoryBudgetState:
     def __init__(self) -> None:
         self._counters: dict[str, list[int]] = {}
 
+    def seed(self, key: str, spend_nano: int, calls: int) -> None:
+        self._counters[key] = [spend_nano, calls]
+
     async def reserve(self, lines: Sequence[Line], amount_nano: int) -> list[tuple[int, int]]:
         for line in lines:
             spend, calls = self._counters.get(line.key, (0, 0))

@@ -12,6 +12,7 @@ from .app import Gateway
 from .budgets import BudgetState, MemoryBudgetState, RedisBudgetState
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .config import GatewayConfig
+from .restore import restore_budgets
 from .spool import Spool
 
 log = logging.getLogger("unitcost.gateway")
@@ -28,14 +29,23 @@ def ledger_sink(ledger: Ledger) -> Any:
 
 def build_gateway(config: GatewayConfig, ledger: Ledger) -> Gateway:
     spool = Spool(config.spool_dir, ledger_sink(ledger), fsync_interval_ms=config.fsync_interval_ms)
-    budgets: BudgetState = RedisBudgetState(config.redis_url) if config.redis_url else MemoryBudgetState()
+    budgets: BudgetState
+    if config.redis_url:
+        budgets = RedisBudgetState(config.redis_url)
+    else:
+        budgets = MemoryBudgetState()
+        if config.budgets:
+            # The spool was replayed above, so the ledger holds every event of earlier runs.
+            restore_budgets(ledger.store, config.budgets, budgets, config.redis_prefix)
     cache: ResponseCache | None = None
     if config.cache_enabled:
         if config.cache_backend == "redis" and config.redis_url:
             cache = RedisCache(config.redis_url, config.redis_prefix, config.cache_ttl_s)
         else:
             cache = MemoryCache(config.cache_ttl_s, config.cache_max_entries)
-    return Gateway(config, ledger.book, spool, budgets, cache)
+    gateway = Gateway(config, ledger.book, spool, budgets, cache)
+    gateway.warm()
+    return gateway
 
 
 def serve(app: Any, host: str, port: int) -> None:

@@ -179,11 +179,13 @@ class Spool:
             self.sync()
 
     def sync(self) -> None:
+        # fsync outside the lock: appends (on the event loop) never wait for the disk.
         with self._lock:
             if not self._dirty:
                 return
             self._dirty = False
             fd = self._fd
+        with contextlib.suppress(OSError):  # rotated and closed meanwhile: rotation fsynced it
             os.fsync(fd)
 
     def _writer_loop(self) -> None:

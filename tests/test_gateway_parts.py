@@ -28,7 +28,7 @@ from unitcost.gateway.config import Budget, Route, parse_gateway
 from unitcost.gateway.estimate import WorstCase
 from unitcost.gateway.records import attribution, parse_tags
 from unitcost.gateway.routing import answer_passes, apply_caps, escalation_reason
-from unitcost.gateway.spool import Spool
+from unitcost.gateway.spool import Spool, drain
 from unitcost.gateway.sse import EventSplitter, event_data
 from unitcost.gateway.upstream import backoff_delay
 from unitcost.gateway.usage import anthropic_usage, openai_usage
@@ -233,45 +233,56 @@ def test_worst_case_is_an_upper_bound_of_the_exact_price(book) -> None:
 # ------------------------------------------------------------------ spool
 
 
-def test_spool_replays_after_a_crash_exactly_once(tmp_path: Path) -> None:
+def test_spool_drains_exactly_once_and_skips_a_torn_line(tmp_path: Path) -> None:
     delivered: list[str] = []
 
     def sink(batch: Any) -> None:
         delivered.extend(r["event_id"] for r in batch)
 
-    def ledger_down(batch: Any) -> None:
-        raise RuntimeError("ledger unavailable")
-
-    spool = Spool(tmp_path, ledger_down, fsync_interval_ms=1)
+    spool = Spool(tmp_path, fsync_interval_ms=1)
     for i in range(5):
         spool.append({"event_id": f"e{i}"})
-    spool.sync()
-    # A crash: nothing reached the ledger and the process dies without close().
+    # A crash: the process dies without close(), a write was cut by power loss.
     with (tmp_path / "events-00000001.jsonl").open("ab") as handle:
-        handle.write(b'{"event_id": "torn')  # a write cut by power loss
-    again = Spool(tmp_path, sink)
-    assert again.replayed == 5 and delivered == [f"e{i}" for i in range(5)]
+        handle.write(b'{"event_id": "torn')
+    assert drain(tmp_path, sink) == 5 and delivered == [f"e{i}" for i in range(5)]
+    again = Spool(tmp_path)  # a restart writes to a new segment
     again.append({"event_id": "e5"})
     again.close()
-    assert delivered[-1] == "e5"
-    third = Spool(tmp_path, sink)  # everything is behind the checkpoint now
-    third.close()
-    assert third.replayed == 0 and len(delivered) == 6
+    assert drain(tmp_path, sink) == 1 and delivered[-1] == "e5"
+    assert drain(tmp_path, sink) == 0  # everything is behind the checkpoint now
+    assert not (tmp_path / "events-00000001.jsonl").exists()  # consumed segments are removed
 
 
 def test_spool_keeps_lines_when_the_ledger_write_fails(tmp_path: Path) -> None:
     def broken(batch: Any) -> None:
         raise RuntimeError("disk full")
 
-    spool = Spool(tmp_path, broken)
+    spool = Spool(tmp_path)
     spool.append({"event_id": "kept"})
     spool.close()
+    with pytest.raises(RuntimeError):
+        drain(tmp_path, broken)
     delivered: list[Any] = []
-    assert Spool(tmp_path, delivered.extend).replayed == 1 and delivered[0]["event_id"] == "kept"
+    assert drain(tmp_path, delivered.extend) == 1 and delivered[0]["event_id"] == "kept"
+
+
+def test_a_line_being_written_is_left_for_the_next_drain(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append({"event_id": "a"})
+    path = tmp_path / "events-00000001.jsonl"
+    with path.open("ab") as handle:
+        handle.write(b'{"event_id": "b"')  # the rest of the line is not there yet
+    delivered: list[Any] = []
+    assert drain(tmp_path, delivered.extend, live=True) == 1
+    with path.open("ab") as handle:
+        handle.write(b"}\n")
+    assert drain(tmp_path, delivered.extend, live=True) == 1 and delivered[-1]["event_id"] == "b"
+    spool.close()
 
 
 def test_spool_files_are_private(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, None)
+    spool = Spool(tmp_path)
     spool.append({"event_id": "x"})
     spool.close()
     assert os.stat(tmp_path / "events-00000001.jsonl").st_mode & 0o077 == 0

@@ -88,28 +88,35 @@ def percentile(values: list[float], q: float) -> float:
 async def load(
     url: str, model: str, rate: int, duration: float, pid: int | None, headers: dict[str, str]
 ) -> dict[str, Any]:
+    """Open loop: request i leaves at t0 + i/rate whatever happened before; latency counts from then."""
+    import aiohttp
+
     total = int(rate * duration)
     latencies: list[float] = []
     reported: list[float] = []
     failures = 0
     peak = 0.0
-    limits = httpx.Limits(max_connections=4000, max_keepalive_connections=4000)
-    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as http:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
 
         async def one(i: int, scheduled: float) -> None:
             nonlocal failures
             body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": f"hello {i}"}]}
             try:
-                response = await http.post(url, json=body)
-            except httpx.HTTPError:
+                async with http.post(url, json=body) as response:
+                    await response.read()
+                    status = response.status
+                    own = response.headers.get("x-unitcost-overhead-ms")
+            except (TimeoutError, aiohttp.ClientError):
                 failures += 1
                 return
-            if response.status_code != 200:
+            if status != 200:
                 failures += 1
                 return
             latencies.append(time.perf_counter() - scheduled)
-            if "x-unitcost-overhead-ms" in response.headers:
-                reported.append(float(response.headers["x-unitcost-overhead-ms"]))
+            if own is not None:
+                reported.append(float(own))
 
         tasks = []
         start = time.perf_counter() + 0.05
@@ -283,7 +290,8 @@ def main() -> None:
                 )
             else:
                 port = free_port()
-                env = {"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"}
+                master = "sk-bench-" + os.urandom(16).hex()
+                env = {"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_MASTER_KEY": master}
                 cmd = [str(LITELLM), "--config", str(litellm_config(work, sim_url)), "--port", str(port)]
                 peer = start(cmd, work, env)
                 try:

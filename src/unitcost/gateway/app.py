@@ -165,7 +165,7 @@ class Gateway:
         return await self.proxy(request, "anthropic", "/messages", "messages")
 
     async def health(self, request: Request) -> Response:
-        stats = {"status": "ok", "spooled": self.spool.appended, "pending": self.spool.pending()}
+        stats = {"status": "ok", "spooled": self.spool.appended}
         return Response(orjson.dumps(stats), media_type="application/json")
 
     async def models(self, request: Request) -> Response:

@@ -1,49 +1,46 @@
-"""Assemble and run the gateway: ledger writer, spool, budget state, cache, HTTP server."""
+"""Assemble and run the gateway: spool replay, budget state, cache, ledger writer, HTTP server."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..api import Ledger
-from ..config import Config
+from ..config import Config, resolve_ledger
+from ..pricing.book import PriceBook
 from .app import Gateway
 from .budgets import BudgetState, MemoryBudgetState, RedisBudgetState
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .config import GatewayConfig
 from .restore import restore_budgets
-from .spool import Spool
+from .spool import Spool, drain
+from .writer import LedgerWriter, ledger_sink
 
 log = logging.getLogger("unitcost.gateway")
 
 
-def ledger_sink(ledger: Ledger) -> Any:
-    def sink(batch: Sequence[Mapping[str, Any]]) -> None:
-        summary = ledger.ingest_records(batch, source="gateway")
-        for rejection in summary.rejections[:10]:
-            log.error("gateway event rejected by the ledger: %s", rejection)
-
-    return sink
-
-
-def build_gateway(config: GatewayConfig, ledger: Ledger) -> Gateway:
-    spool = Spool(config.spool_dir, ledger_sink(ledger), fsync_interval_ms=config.fsync_interval_ms)
-    budgets: BudgetState
+def recover(config: GatewayConfig, ledger: Ledger) -> tuple[PriceBook, BudgetState]:
+    """Replay what a previous run left in the spool, then rebuild in-process budget counters."""
+    replayed = drain(config.spool_dir, ledger_sink(ledger))
+    if replayed:
+        log.info("spool: %d events of a previous run replayed into the ledger", replayed)
     if config.redis_url:
-        budgets = RedisBudgetState(config.redis_url)
-    else:
-        budgets = MemoryBudgetState()
-        if config.budgets:
-            # The spool was replayed above, so the ledger holds every event of earlier runs.
-            restore_budgets(ledger.store, config.budgets, budgets, config.redis_prefix)
+        return ledger.book, RedisBudgetState(config.redis_url)
+    budgets = MemoryBudgetState()
+    if config.budgets:
+        restore_budgets(ledger.store, config.budgets, budgets, config.redis_prefix)
+    return ledger.book, budgets
+
+
+def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) -> Gateway:
+    spool = Spool(config.spool_dir, fsync_interval_ms=config.fsync_interval_ms)
     cache: ResponseCache | None = None
     if config.cache_enabled:
         if config.cache_backend == "redis" and config.redis_url:
             cache = RedisCache(config.redis_url, config.redis_prefix, config.cache_ttl_s)
         else:
             cache = MemoryCache(config.cache_ttl_s, config.cache_max_entries)
-    gateway = Gateway(config, ledger.book, spool, budgets, cache)
+    gateway = Gateway(config, book, spool, budgets, cache)
     gateway.warm()
     return gateway
 
@@ -68,12 +65,15 @@ def serve(app: Any, host: str, port: int) -> None:
 
 
 def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, host: str, port: int) -> None:
-    ledger = Ledger(ledger_target, config=base)
+    target = resolve_ledger(ledger_target, base)
+    with Ledger(target, config=base) as ledger:
+        book, budgets = recover(config, ledger)
+    # The ledger is closed here: from now on the writer process is its only writer.
+    writer = LedgerWriter(config.spool_dir, target, base.path)
+    writer.start()
+    gateway = build_gateway(config, book, budgets)
     try:
-        gateway = build_gateway(config, ledger)
-        try:
-            serve(gateway.app, host, port)
-        finally:
-            gateway.spool.close()
+        serve(gateway.app, host, port)
     finally:
-        ledger.close()
+        gateway.spool.close()
+        writer.stop()

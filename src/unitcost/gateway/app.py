@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,7 +45,16 @@ from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
 from .sse import EventSplitter, event_data, json_data
 from .tokens import count_prompt, requested_output_cap
-from .upstream import RETRY_STATUSES, make_client, sleep_backoff, upstream_headers, upstream_url
+from .upstream import (
+    CONNECTION_ERRORS,
+    RETRY_STATUSES,
+    TIMEOUT_ERRORS,
+    Reply,
+    UpstreamClient,
+    sleep_backoff,
+    upstream_headers,
+    upstream_url,
+)
 from .usage import anthropic_usage, merge_anthropic_stream_usage, openai_usage
 
 log = logging.getLogger("unitcost.gateway")
@@ -112,7 +120,7 @@ class Gateway:
         self.keys = KeyRing(config.keys)
         self.estimator = WorstCase(book)
         self.alerts = AlertLog()
-        self.client = make_client(config)
+        self.upstream = UpstreamClient(config)
         self._background: set[asyncio.Future[None]] = set()
         self.app = Starlette(
             routes=[
@@ -145,7 +153,7 @@ class Gateway:
             )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()
         await self.budgets.close()
         if self.cache is not None:
             await self.cache.close()
@@ -489,7 +497,7 @@ class Gateway:
 
     async def _dispatch(
         self, call: Call, targets: list[ModelTarget]
-    ) -> tuple[httpx.Response, Attempt, ModelTarget, float] | Response:
+    ) -> tuple[Reply, Attempt, ModelTarget, float] | Response:
         """Send with retries then fallbacks. A 2xx comes back open (streams) or read; a failure
         that cannot be retried comes back as the response to give the client."""
         previous: str | None = None
@@ -511,42 +519,42 @@ class Gateway:
                     escalated_from=call.escalated_from if target is call.target else None,
                 )
                 sent = time.perf_counter()
-                response: httpx.Response | None = None
+                response: Reply | None = None
                 try:
-                    request = self.client.build_request("POST", url, content=content, headers=headers)
-                    response = await self.client.send(request, stream=call.stream)
-                except httpx.TimeoutException:
+                    response = await self.upstream.post(upstream, url, content, headers, stream=call.stream)
+                except TIMEOUT_ERRORS:
                     attempt.status = "timeout"
                     last_error = error_response(
                         call.api, GatewayError(504, f"upstream {upstream.name} timed out")
                     )
-                except httpx.HTTPError as exc:
+                except CONNECTION_ERRORS as exc:
                     attempt.status = "error"
                     last_error = error_response(
                         call.api,
                         GatewayError(502, f"upstream {upstream.name} unreachable: {type(exc).__name__}"),
                     )
-                if response is not None and response.status_code < 400:
+                if response is not None and response.status < 400:
                     return response, attempt, target, sent
                 retry_after = None
                 if response is not None:
-                    body = await response.aread()
-                    await response.aclose()
                     attempt.status = "error"
-                    attempt.http_status = response.status_code
+                    attempt.http_status = response.status
                     retry_after = response.headers.get("retry-after")
                     passed = {
                         n: response.headers[n] for n in _PASSED_RESPONSE_HEADERS if n in response.headers
                     }
                     last_error = Response(
-                        body, status_code=response.status_code, media_type="application/json", headers=passed
+                        response.body,
+                        status_code=response.status,
+                        media_type="application/json",
+                        headers=passed,
                     )
                 elapsed = time.perf_counter() - sent
                 call.upstream_s += elapsed
                 attempt.latency_ms = elapsed * 1000
                 self._finish(call, attempt, upstream)
                 previous = attempt.event_id
-                if response is not None and response.status_code not in RETRY_STATUSES:
+                if response is not None and response.status not in RETRY_STATUSES:
                     return last_error  # type: ignore[return-value]
                 if number <= self.config.retries:
                     waited = time.perf_counter()
@@ -574,11 +582,11 @@ class Gateway:
         if isinstance(outcome, Response):
             return outcome.status_code, bytes(outcome.body), outcome.headers
         response, attempt, target, sent = outcome
-        content = response.content
+        content = response.body or b""
         elapsed = time.perf_counter() - sent
         call.upstream_s += elapsed
         upstream = self.config.upstreams[target.upstream]
-        attempt.http_status = response.status_code
+        attempt.http_status = response.status
         attempt.latency_ms = elapsed * 1000
         try:
             payload = orjson.loads(content)
@@ -600,7 +608,7 @@ class Gateway:
                 call.escalated_from, call.escalation_reason = target.model, "cascade_check_failed"
                 call.target = strong
                 return await self._complete(call)
-        return response.status_code, content, response.headers
+        return response.status, content, response.headers
 
     # ------------------------------------------------------------------ streams
 
@@ -616,14 +624,14 @@ class Gateway:
             return outcome
         response, attempt, target, sent = outcome
         call.upstream_s += time.perf_counter() - sent
-        attempt.http_status = response.status_code
+        attempt.http_status = response.status
         headers = self._headers(call, reservation, response.headers)
         del headers["x-unitcost-cost"]  # known only at the end: it is in the ledger event
         headers["x-unitcost-event-id"] = attempt.event_id
         headers["cache-control"] = "no-cache"
         return StreamingResponse(
             self._relay(call, response, attempt, target, sent, reservation),
-            status_code=response.status_code,
+            status_code=response.status,
             media_type="text/event-stream",
             headers=headers,
         )
@@ -631,7 +639,7 @@ class Gateway:
     async def _relay(
         self,
         call: Call,
-        response: httpx.Response,
+        response: Reply,
         attempt: Attempt,
         target: ModelTarget,
         sent: float,
@@ -660,7 +668,7 @@ class Gateway:
             self._finish(call, attempt, upstream)
 
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.chunks():
                 if first is None:
                     first = time.perf_counter()
                 for raw in splitter.feed(chunk):
@@ -701,7 +709,7 @@ class Gateway:
                 finish("ok" if end_usage else "error")
                 await self._settle(call, reservation)
         finally:
-            await response.aclose()
+            response.close(reuse=finished)
             if not finished:
                 # Client went away (or the upstream broke) mid-stream: record what was used so far.
                 finish("cancelled")

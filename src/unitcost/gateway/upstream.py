@@ -1,12 +1,17 @@
-"""The pooled upstream client: only configured upstreams, keys from the environment only."""
+"""The pooled upstream client: only configured upstreams, keys from the environment only.
+
+aiohttp rather than httpx: under hundreds of concurrent requests httpx's connection pool
+spent more CPU choosing a connection than the rest of the gateway spent on the request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from .config import GatewayConfig, Upstream
 
@@ -14,14 +19,67 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _FORWARDED_ANTHROPIC = ("anthropic-beta",)
 
 
-def make_client(config: GatewayConfig) -> httpx.AsyncClient:
-    timeout = max((u.timeout_s for u in config.upstreams.values()), default=600.0)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=10.0),
-        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500, keepalive_expiry=60),
-        follow_redirects=False,
-        trust_env=False,
-    )
+TIMEOUT_ERRORS = (asyncio.TimeoutError,)
+"""aiohttp's connect and read timeouts are subclasses of asyncio.TimeoutError."""
+CONNECTION_ERRORS = (aiohttp.ClientError,)
+
+
+@dataclass
+class Reply:
+    """An upstream answer: read already, except a successful stream."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None
+    raw: aiohttp.ClientResponse
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.raw.content.iter_any():
+            yield chunk
+
+    def close(self, *, reuse: bool) -> None:
+        """Release the connection to the pool after a complete stream; drop it after a cut one."""
+        if reuse:
+            self.raw.release()
+        else:
+            self.raw.close()
+
+
+class UpstreamClient:
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use: an aiohttp session belongs to the running event loop.
+        connector = aiohttp.TCPConnector(
+            limit=2000, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+        return self._session
+
+    async def post(
+        self, upstream: Upstream, url: str, content: bytes, headers: Mapping[str, str], *, stream: bool
+    ) -> Reply:
+        session = self._session or self._open()
+        if stream:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=upstream.timeout_s)
+        else:
+            timeout = aiohttp.ClientTimeout(total=upstream.timeout_s, sock_connect=10)
+        raw = await session.post(
+            url, data=content, headers=dict(headers), timeout=timeout, allow_redirects=False
+        )
+        if stream and raw.status < 400:
+            return Reply(raw.status, raw.headers, None, raw)
+        try:
+            body = await raw.read()
+        finally:
+            raw.release()
+        return Reply(raw.status, raw.headers, body, raw)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def upstream_url(upstream: Upstream, endpoint: str) -> str:

@@ -296,9 +296,8 @@ def main() -> None:
                 peer = start(cmd, work, env)
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/health/liveliness", peer)
-                    rows += run_system(
-                        "litellm", f"http://127.0.0.1:{port}/v1/chat/completions", peer, args, {}
-                    )
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    rows += run_system("litellm", url, peer, args, {"authorization": f"Bearer {master}"})
                 finally:
                     stop(peer)
     finally:

@@ -472,3 +472,60 @@ def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
     spend, calls = asyncio.run(state.read([line]))[0]
     one = ledger.book.price("gpt-4o", provider="openai", input_tokens=1000, output_tokens=100).cost
     assert calls == 1 and Decimal(spend).scaleb(-9) == 2 * one  # ok1 + the paid retry; the hit cost 0
+
+
+def real_redis() -> str:
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    return url
+
+
+def test_redis_reservation_is_all_or_nothing_and_settles() -> None:
+    import uuid
+
+    from unitcost.gateway.budgets import RedisBudgetState
+
+    url = real_redis()
+    prefix = f"unitcost-test-{uuid.uuid4().hex}:"
+    wide = budget(name="wide", limit_usd=Decimal("10"))
+    narrow = budget(name="narrow", limit_usd=Decimal("0.000002"), max_calls=5)
+    lines = lines_for([wide, narrow], {"team": "x"}, prefix, datetime.now(UTC))
+
+    async def run() -> None:
+        state = RedisBudgetState(url)
+        try:
+            assert await state.reserve(lines, 1500) == [(1500, 1), (1500, 1)]
+            with pytest.raises(BudgetExceededError) as exc:
+                await state.reserve(lines, 600)
+            assert (exc.value.line.budget.name, exc.value.spend_nano, exc.value.calls) == ("narrow", 1500, 1)
+            assert await state.read(lines) == [(1500, 1), (1500, 1)]
+            await state.adjust(lines, -1000)
+            assert await state.read(lines) == [(500, 1), (500, 1)]
+        finally:
+            await state.close()
+
+    asyncio.run(run())
+
+
+def test_redis_cache_round_trip_with_ttl() -> None:
+    import uuid
+
+    from unitcost.gateway.cache import RedisCache
+
+    url = real_redis()
+
+    async def run() -> None:
+        cache = RedisCache(url, f"unitcost-test-{uuid.uuid4().hex}:", ttl_s=60)
+        try:
+            assert await cache.get("k") is None
+            await cache.put("k", b'{"body": "x"}')
+            assert await cache.get("k") == b'{"body": "x"}'
+        finally:
+            await cache.close()
+
+    asyncio.run(run())

@@ -92,12 +92,10 @@ class DuckDBStore:
 
     def schema_version(self) -> int:
         try:
-            # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the connection,
-            # and the next register() on a reopened ledger then fails with "unfinished result".
-            rows = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+            row = _one(self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
         except duckdb.CatalogException:
             return 0
-        return int(rows[0][0]) if rows else 0
+        return int(row[0]) if row else 0
 
     def _check_version(self) -> None:
         version = self.schema_version()
@@ -121,7 +119,7 @@ class DuckDBStore:
         n = table.num_rows
         if n == 0:
             return AppendResult(0, 0)
-        batch = _first_occurrences(table)
+        batch = first_occurrences(table)
         in_batch_duplicates = n - batch.num_rows
         with self._write:
             con = self._con
@@ -130,10 +128,10 @@ class DuckDBStore:
                 row = con.execute(
                     "INSERT INTO events BY NAME SELECT * FROM _unitcost_batch b "
                     "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)"
-                ).fetchone()
+                ).fetchall()
             finally:
                 con.unregister("_unitcost_batch")
-        inserted = int(row[0]) if row else 0
+        inserted = int(row[0][0]) if row else 0
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
 
     def insert(self, table_name: str, table: pa.Table) -> None:
@@ -163,10 +161,10 @@ class DuckDBStore:
             try:
                 row = self._con.execute(
                     f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id"
-                ).fetchone()
+                ).fetchall()
             finally:
                 self._con.unregister("_unitcost_updates")
-        return int(row[0]) if row else 0
+        return int(row[0][0]) if row else 0
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -207,6 +205,13 @@ class DuckDBStore:
             self._con.close()
 
 
+def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row, reading the result to its end: DuckDB refuses other work on a
+    connection while a result is only partly fetched."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + _LOCK_WAIT_S
     delay = 0.05
@@ -229,7 +234,7 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
             delay = min(delay * 2, 0.5)
 
 
-def _first_occurrences(table: pa.Table) -> pa.Table:
+def first_occurrences(table: pa.Table) -> pa.Table:
     ids = table.column("event_id")
     if pc.count_distinct(ids).as_py() == table.num_rows:
         return table

@@ -1,0 +1,718 @@
+"""The gateway ASGI app: OpenAI and Anthropic endpoints in front of configured upstreams.
+
+The life of a request: read and check the body -> identify the virtual key -> resolve the
+model (alias, route) -> response cache -> reserve the worst case on every budget line ->
+forward (retries, fallbacks, cascade) -> price, settle, spool the events -> respond with
+cost and overhead headers. Every attempt becomes one event in the spool before the
+response is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route as HttpRoute
+
+from ..pricing.book import PriceBook
+from .budgets import (
+    AlertLog,
+    BudgetExceededError,
+    BudgetState,
+    Reservation,
+    lines_for,
+    pico_to_nano_ceil,
+    usd_text,
+)
+from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
+from .config import GatewayConfig, ModelTarget, Route, Upstream
+from .errors import Api, GatewayError, error_response
+from .estimate import WorstCase
+from .keys import KeyRing
+from .records import Attempt, attribution, price, service_tier
+from .routing import answer_passes, answer_text, apply_caps, escalation_reason
+from .spool import Spool
+from .sse import EventSplitter, event_data, json_data
+from .tokens import count_prompt, requested_output_cap
+from .upstream import (
+    CONNECTION_ERRORS,
+    RETRY_STATUSES,
+    TIMEOUT_ERRORS,
+    Reply,
+    UpstreamClient,
+    sleep_backoff,
+    upstream_headers,
+    upstream_url,
+)
+from .usage import anthropic_usage, merge_anthropic_stream_usage, openai_usage
+
+log = logging.getLogger("unitcost.gateway")
+
+_PASSED_RESPONSE_HEADERS = ("retry-after", "x-request-id", "request-id")
+_STREAM_END_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+@dataclass
+class Call:
+    """What the gateway knows about one client request while it handles it."""
+
+    api: Api
+    endpoint: str
+    operation: str
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+    attrs: dict[str, Any]
+    public: str
+    target: ModelTarget
+    route: Route | None
+    started: float
+    stream: bool
+    wants_usage: bool
+    escalated_from: str | None = None
+    escalation_reason: str | None = None
+    upstream_s: float = 0.0
+    waited_s: float = 0.0
+    attempts: list[tuple[Attempt, Decimal | None]] = field(default_factory=list)
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def overhead_ms(self) -> float:
+        return (time.perf_counter() - self.started - self.upstream_s - self.waited_s) * 1000
+
+    def cost(self) -> Decimal | None:
+        total = Decimal(0)
+        for attempt, cost in self.attempts:
+            if cost is None:
+                if attempt.usage.get("input_tokens") or attempt.usage.get("output_tokens"):
+                    return None
+                continue
+            total += cost
+        return total
+
+    def pico(self) -> int:
+        return sum(int(cost * 10**12) for _, cost in self.attempts if cost is not None)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        book: PriceBook,
+        spool: Spool,
+        budgets: BudgetState,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.config = config
+        self.book = book
+        self.spool = spool
+        self.budgets = budgets
+        self.cache = cache
+        self.keys = KeyRing(config.keys)
+        self.estimator = WorstCase(book)
+        self.alerts = AlertLog()
+        self.upstream = UpstreamClient(config)
+        self._background: set[asyncio.Future[None]] = set()
+        self.app = Starlette(
+            routes=[
+                HttpRoute("/v1/chat/completions", self.chat, methods=["POST"]),
+                HttpRoute("/v1/responses", self.responses, methods=["POST"]),
+                HttpRoute("/v1/embeddings", self.embeddings, methods=["POST"]),
+                HttpRoute("/v1/messages", self.messages, methods=["POST"]),
+                HttpRoute("/v1/models", self.models, methods=["GET"]),
+                HttpRoute("/health", self.health, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.aclose()
+
+    def warm(self) -> None:
+        """Load the tokenizer and compile each model's prices now, not on the first request."""
+        count_prompt({"messages": [{"role": "user", "content": "warm up"}]})
+        for name in self.config.public_models():
+            target = self.config.target(name)
+            if target is None:
+                continue
+            provider = self.config.upstreams[target.upstream].provider
+            self.estimator.worst_case_pico(provider, target.model, 10, 10)
+            price(
+                self.book, provider, target.model, {"input_tokens": 1, "output_tokens": 1}, "standard", None
+            )
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        await self.budgets.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def chat(self, request: Request) -> Response:
+        return await self.proxy(request, "openai", "/chat/completions", "chat")
+
+    async def responses(self, request: Request) -> Response:
+        return await self.proxy(request, "openai", "/responses", "responses")
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self.proxy(request, "openai", "/embeddings", "embeddings")
+
+    async def messages(self, request: Request) -> Response:
+        return await self.proxy(request, "anthropic", "/messages", "messages")
+
+    async def health(self, request: Request) -> Response:
+        stats = {"status": "ok", "spooled": self.spool.appended}
+        return Response(orjson.dumps(stats), media_type="application/json")
+
+    async def models(self, request: Request) -> Response:
+        api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
+        try:
+            self._authenticate(request.headers)
+        except GatewayError as exc:
+            return error_response(api, exc)
+        names = self.config.public_models()
+        if api == "anthropic":
+            data: Any = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "2024-01-01T00:00:00Z"}
+                for n in names
+            ]
+            body = {"data": data, "has_more": False, "first_id": names[0] if names else None}
+            body["last_id"] = names[-1] if names else None
+        else:
+            data = [{"id": n, "object": "model", "created": 0, "owned_by": "unitcost"} for n in names]
+            body = {"object": "list", "data": data}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    # ------------------------------------------------------------------ request checks
+
+    def _authenticate(self, headers: Mapping[str, str]) -> Any:
+        presented = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if not presented and auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        key = self.keys.lookup(presented)
+        if key is None and self.config.require_key:
+            raise GatewayError(401, "invalid or missing unitcost virtual key", code="invalid_api_key")
+        return key
+
+    async def _read_body(self, request: Request) -> dict[str, Any]:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise GatewayError(
+                413, f"request body of {declared} bytes is over the gateway limit of {limit} bytes"
+            )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"request body is over the gateway limit of {limit} bytes")
+            chunks.append(chunk)
+        try:
+            body = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "request body must be a JSON object")
+        return body
+
+    def _resolve(
+        self, api: Api, public: Any, body: dict[str, Any]
+    ) -> tuple[ModelTarget, Route | None, str | None]:
+        if not isinstance(public, str) or not public:
+            raise GatewayError(400, "'model' is required and must be a string", param="model")
+        route = self.config.routes.get(public)
+        reason = None
+        name = public
+        if route is not None:
+            reason = escalation_reason(route, body) if route.mode == "rules" or body.get("stream") else None
+            if route.mode == "rules" or body.get("stream"):
+                name = route.strong if reason else route.light
+            else:
+                name = route.light
+        target = self.config.target(name)
+        if target is None:
+            raise GatewayError(
+                404,
+                f"The model `{public}` is not configured on this gateway. Configured models: "
+                + ", ".join(self.config.public_models()[:20]),
+                code="model_not_found",
+                param="model",
+            )
+        kind = self.config.upstreams[target.upstream].kind
+        if kind != api:
+            raise GatewayError(
+                400,
+                f"model `{public}` is served by an {kind}-format upstream; call it through the "
+                + ("/v1/messages" if kind == "anthropic" else "/v1/chat/completions")
+                + " endpoint",
+                param="model",
+            )
+        return target, route, reason
+
+    async def _prepare(
+        self, request: Request, api: Api, endpoint: str, operation: str, started: float
+    ) -> Call:
+        headers = request.headers
+        key = self._authenticate(headers)
+        body = await self._read_body(request)
+        target, route, reason = self._resolve(api, body.get("model"), body)
+        apply_caps(route, body, api)
+        stream = bool(body.get("stream"))
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        call = Call(
+            api=api,
+            endpoint=endpoint,
+            operation=operation,
+            body=body,
+            headers=headers,
+            attrs=attribution(headers, key, self.config.environment),
+            public=body["model"],
+            target=target,
+            route=route,
+            started=started,
+            stream=stream,
+            wants_usage=wants_usage,
+        )
+        if reason is not None and route is not None:
+            call.escalated_from = self.config.target(route.light).model  # type: ignore[union-attr]
+            call.escalation_reason = reason
+        return call
+
+    # ------------------------------------------------------------------ the proxy
+
+    async def proxy(self, request: Request, api: Api, endpoint: str, operation: str) -> Response:
+        started = time.perf_counter()
+        try:
+            call = await self._prepare(request, api, endpoint, operation, started)
+        except GatewayError as exc:
+            return error_response(api, exc)
+
+        cache_id = None
+        if (
+            self.cache is not None
+            and not call.stream
+            and call.headers.get(OPT_OUT_HEADER, "").lower()
+            not in (
+                "no",
+                "off",
+                "bypass",
+            )
+        ):
+            cache_id = cache_key(endpoint, call.body, call.target.model)
+            hit = await self.cache.get(cache_id)
+            if hit is not None:
+                return self._cache_hit(call, hit)
+
+        reservation: Reservation | None = None
+        lines = (
+            lines_for(self.config.budgets, call.attrs, self.config.redis_prefix, datetime.now(UTC))
+            if self.config.budgets
+            else []
+        )
+        if lines:
+            try:
+                reservation = await self._reserve(call, lines)
+            except BudgetExceededError as exc:
+                return self._blocked(call, exc)
+            except Exception as exc:  # budget state unreachable: fail closed, never spend unguarded
+                log.error("budget state unavailable: %s", type(exc).__name__)
+                return error_response(call.api, GatewayError(503, "budget state unavailable; try again"))
+
+        if call.stream:
+            return await self._stream(call, reservation)
+        try:
+            status, content, headers = await self._complete(call)
+        except BaseException:
+            await self._settle(call, reservation)
+            raise
+        await self._settle(call, reservation)
+        if status < 400 and cache_id is not None and self.cache is not None:
+            last, _ = call.attempts[-1]
+            entry = {
+                "body": content.decode(),
+                "usage": last.usage,
+                "served": last.served_model,
+                "tier": last.tier,
+            }
+            await self.cache.put(cache_id, orjson.dumps(entry))
+        out = self._headers(call, reservation, headers)
+        return Response(content, status_code=status, media_type="application/json", headers=out)
+
+    # ------------------------------------------------------------------ budgets
+
+    def _worst_case_pico(self, call: Call, target: ModelTarget) -> int:
+        upstream = self.config.upstreams[target.upstream]
+        output = 0
+        if call.operation != "embeddings":
+            output = requested_output_cap(call.body) or self.config.default_max_tokens
+        return self.estimator.worst_case_pico(
+            upstream.provider, target.model, count_prompt(call.body), output
+        )
+
+    def _reservation_amount(self, call: Call) -> int:
+        pico = self._worst_case_pico(call, call.target)
+        if call.route is not None and call.route.mode == "cascade" and call.escalated_from is None:
+            strong = self.config.target(call.route.strong)
+            if strong is not None:
+                pico += self._worst_case_pico(call, strong)
+        return pico_to_nano_ceil(pico)
+
+    async def _reserve(self, call: Call, lines: list[Any]) -> Reservation:
+        amount = self._reservation_amount(call)
+        spends = await self.budgets.reserve(lines, amount)
+        reservation = Reservation(lines, amount, spends)
+        downgrades = reservation.over("downgrade")
+        if downgrades:
+            cheaper = self.config.target(downgrades[0].budget.downgrade_to or "")
+            if cheaper is not None and cheaper.model != call.target.model:
+                await self.budgets.adjust(lines, -amount, -1)
+                call.extra_tags["downgraded_from"] = call.target.model
+                call.extra_tags["downgraded_by"] = downgrades[0].budget.name
+                call.target, call.route, call.escalated_from = cheaper, None, None
+                amount = self._reservation_amount(call)
+                reservation = Reservation(lines, amount, await self.budgets.reserve(lines, amount))
+        fired = self.alerts.check(reservation)
+        over_alert = reservation.over("alert")
+        if fired or over_alert:
+            call.extra_tags["budget_alert"] = ",".join(
+                dict.fromkeys([*fired, *(x.budget.name for x in over_alert)])
+            )
+        return reservation
+
+    async def _settle(self, call: Call, reservation: Reservation | None) -> None:
+        if reservation is None:
+            return
+        delta = pico_to_nano_ceil(call.pico()) - reservation.amount_nano
+        await self.budgets.adjust(reservation.lines, delta)
+        reservation.spends = [(spend + delta, calls) for spend, calls in reservation.spends]
+        reservation.amount_nano += delta
+
+    def _blocked(self, call: Call, exc: BudgetExceededError) -> Response:
+        upstream = self.config.upstreams[call.target.upstream]
+        attempt = Attempt(
+            upstream.provider, call.target.model, call.operation, status="error", http_status=429
+        )
+        attempt.extra_tags["blocked_by_budget"] = exc.line.budget.name
+        self._emit(call, attempt, Decimal(0))
+        detail = exc.line.describe(exc.spend_nano, exc.calls)
+        error = GatewayError(
+            429,
+            exc.message(),
+            code="budget_exceeded",
+            extra={"budget": detail},
+            headers={"x-unitcost-budget": exc.line.budget.name, "x-unitcost-event-id": attempt.event_id},
+        )
+        return error_response(call.api, error)
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, call: Call, attempt: Attempt, cost: Decimal | None) -> None:
+        attempt.extra_tags.update(call.extra_tags)
+        if call.escalation_reason and attempt.escalated_from:
+            attempt.extra_tags["escalation"] = call.escalation_reason
+        self.spool.append(attempt.record(call.attrs, call.public))
+        call.attempts.append((attempt, cost))
+
+    def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
+        priced = price(
+            self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
+        )
+        self._emit(call, attempt, priced.cost)
+        return priced.cost
+
+    def _headers(
+        self, call: Call, reservation: Reservation | None, upstream: Mapping[str, str]
+    ) -> dict[str, str]:
+        out = {name: upstream[name] for name in _PASSED_RESPONSE_HEADERS if name in upstream}
+        cost = call.cost()
+        out["x-unitcost-cost"] = "unpriced" if cost is None else usd_text(cost)
+        if call.attempts:
+            out["x-unitcost-event-id"] = call.attempts[-1][0].event_id
+            out["x-unitcost-model"] = call.attempts[-1][0].model
+        if reservation is not None:
+            tightest = reservation.remaining()
+            if tightest is not None:
+                out["x-unitcost-budget"] = tightest[0].budget.name
+                out["x-unitcost-budget-remaining"] = usd_text(tightest[1])
+        out["x-unitcost-overhead-ms"] = f"{call.overhead_ms():.3f}"
+        return out
+
+    def _cache_hit(self, call: Call, raw: bytes) -> Response:
+        entry = orjson.loads(raw)
+        upstream = self.config.upstreams[call.target.upstream]
+        attempt = Attempt(
+            upstream.provider,
+            call.target.model,
+            call.operation,
+            http_status=200,
+            usage=entry["usage"],
+            served_model=entry.get("served"),
+            tier=entry.get("tier", "standard"),
+            cache_hit=True,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+        )
+        saved = price(
+            self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
+        )
+        self._emit(call, attempt, Decimal(0))
+        headers = self._headers(call, None, {})
+        headers["x-unitcost-cache"] = "hit"
+        if saved.cost is not None:
+            headers["x-unitcost-saved"] = usd_text(saved.cost)
+        return Response(entry["body"].encode(), media_type="application/json", headers=headers)
+
+    # ------------------------------------------------------------------ upstream calls
+
+    def _upstream_body(self, call: Call, target: ModelTarget) -> bytes:
+        body = dict(call.body)
+        body["model"] = target.model
+        if call.stream and call.operation == "chat" and not call.wants_usage:
+            # Ask for the final usage chunk; it is taken out of what the client sees.
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    def _targets(self, call: Call) -> list[ModelTarget]:
+        targets = [call.target]
+        for name in call.target.fallbacks:
+            fallback = self.config.target(name)
+            if fallback is not None and self.config.upstreams[fallback.upstream].kind == call.api:
+                targets.append(fallback)
+        return targets
+
+    async def _dispatch(
+        self, call: Call, targets: list[ModelTarget]
+    ) -> tuple[Reply, Attempt, ModelTarget, float] | Response:
+        """Send with retries then fallbacks. A 2xx comes back open (streams) or read; a failure
+        that cannot be retried comes back as the response to give the client."""
+        previous: str | None = None
+        fallback_from: str | None = None
+        last_error: Response | None = None
+        for target in targets:
+            upstream = self.config.upstreams[target.upstream]
+            url = upstream_url(upstream, call.endpoint)
+            headers = upstream_headers(upstream, call.headers)
+            content = self._upstream_body(call, target)
+            for number in range(1, self.config.retries + 2):
+                attempt = Attempt(
+                    upstream.provider,
+                    target.model,
+                    call.operation,
+                    attempt=number,
+                    retry_of=previous,
+                    fallback_from=fallback_from,
+                    escalated_from=call.escalated_from if target is call.target else None,
+                )
+                sent = time.perf_counter()
+                response: Reply | None = None
+                try:
+                    response = await self.upstream.post(upstream, url, content, headers, stream=call.stream)
+                except TIMEOUT_ERRORS:
+                    attempt.status = "timeout"
+                    last_error = error_response(
+                        call.api, GatewayError(504, f"upstream {upstream.name} timed out")
+                    )
+                except CONNECTION_ERRORS as exc:
+                    attempt.status = "error"
+                    last_error = error_response(
+                        call.api,
+                        GatewayError(502, f"upstream {upstream.name} unreachable: {type(exc).__name__}"),
+                    )
+                if response is not None and response.status < 400:
+                    return response, attempt, target, sent
+                retry_after = None
+                if response is not None:
+                    attempt.status = "error"
+                    attempt.http_status = response.status
+                    retry_after = response.headers.get("retry-after")
+                    passed = {
+                        n: response.headers[n] for n in _PASSED_RESPONSE_HEADERS if n in response.headers
+                    }
+                    last_error = Response(
+                        response.body,
+                        status_code=response.status,
+                        media_type="application/json",
+                        headers=passed,
+                    )
+                elapsed = time.perf_counter() - sent
+                call.upstream_s += elapsed
+                attempt.latency_ms = elapsed * 1000
+                self._finish(call, attempt, upstream)
+                previous = attempt.event_id
+                if response is not None and response.status not in RETRY_STATUSES:
+                    return last_error  # type: ignore[return-value]
+                if number <= self.config.retries:
+                    waited = time.perf_counter()
+                    await sleep_backoff(
+                        number, self.config.backoff_base_s, self.config.backoff_max_s, retry_after
+                    )
+                    call.waited_s += time.perf_counter() - waited
+            fallback_from = target.model
+        assert last_error is not None
+        return last_error
+
+    def _read_usage(self, call: Call, attempt: Attempt, payload: Mapping[str, Any]) -> None:
+        if call.api == "anthropic":
+            usage = payload.get("usage")
+            attempt.usage = anthropic_usage(usage)
+            attempt.tier = service_tier(usage.get("service_tier") if isinstance(usage, dict) else None)
+        else:
+            attempt.usage = openai_usage(payload.get("usage"))
+            attempt.tier = service_tier(payload.get("service_tier"))
+        served = payload.get("model")
+        attempt.served_model = served if isinstance(served, str) else None
+
+    async def _complete(self, call: Call) -> tuple[int, bytes, Mapping[str, str]]:
+        outcome = await self._dispatch(call, self._targets(call))
+        if isinstance(outcome, Response):
+            return outcome.status_code, bytes(outcome.body), outcome.headers
+        response, attempt, target, sent = outcome
+        content = response.body or b""
+        elapsed = time.perf_counter() - sent
+        call.upstream_s += elapsed
+        upstream = self.config.upstreams[target.upstream]
+        attempt.http_status = response.status
+        attempt.latency_ms = elapsed * 1000
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            payload = {}
+        if isinstance(payload, dict):
+            self._read_usage(call, attempt, payload)
+        self._finish(call, attempt, upstream)
+        route = call.route
+        if (
+            route is not None
+            and route.mode == "cascade"
+            and call.escalated_from is None
+            and isinstance(payload, dict)
+            and not answer_passes(route, answer_text(call.api, payload))
+        ):
+            strong = self.config.target(route.strong)
+            if strong is not None:
+                call.escalated_from, call.escalation_reason = target.model, "cascade_check_failed"
+                call.target = strong
+                return await self._complete(call)
+        return response.status, content, response.headers
+
+    # ------------------------------------------------------------------ streams
+
+    async def _stream(self, call: Call, reservation: Reservation | None) -> Response:
+        try:
+            outcome = await self._dispatch(call, self._targets(call))
+        except BaseException:
+            await self._settle(call, reservation)
+            raise
+        if isinstance(outcome, Response):
+            await self._settle(call, reservation)
+            outcome.headers.update(self._headers(call, reservation, {}))
+            return outcome
+        response, attempt, target, sent = outcome
+        call.upstream_s += time.perf_counter() - sent
+        attempt.http_status = response.status
+        headers = self._headers(call, reservation, response.headers)
+        del headers["x-unitcost-cost"]  # known only at the end: it is in the ledger event
+        headers["x-unitcost-event-id"] = attempt.event_id
+        headers["cache-control"] = "no-cache"
+        return StreamingResponse(
+            self._relay(call, response, attempt, target, sent, reservation),
+            status_code=response.status,
+            media_type="text/event-stream",
+            headers=headers,
+        )
+
+    async def _relay(
+        self,
+        call: Call,
+        response: Reply,
+        attempt: Attempt,
+        target: ModelTarget,
+        sent: float,
+        reservation: Reservation | None,
+    ) -> AsyncIterator[bytes]:
+        """Pass events through as they complete; capture usage; write the event before the last one."""
+        upstream = self.config.upstreams[target.upstream]
+        splitter = EventSplitter()
+        start_usage: dict[str, Any] = {}
+        end_usage: dict[str, Any] = {}
+        finished = False
+        first: float | None = None
+
+        def finish(status: str) -> None:
+            nonlocal finished
+            finished = True
+            attempt.status = status
+            attempt.latency_ms = (time.perf_counter() - sent) * 1000
+            if first is not None:
+                attempt.ttft_ms = (first - sent) * 1000
+            if call.api == "anthropic":
+                attempt.usage = anthropic_usage(merge_anthropic_stream_usage(start_usage, end_usage))
+                attempt.tier = service_tier(start_usage.get("service_tier"))
+            else:
+                attempt.usage = openai_usage(end_usage)
+            self._finish(call, attempt, upstream)
+
+        try:
+            async for chunk in response.chunks():
+                if first is None:
+                    first = time.perf_counter()
+                for raw in splitter.feed(chunk):
+                    name, data = event_data(raw)
+                    payload = json_data(data)
+                    terminal = False
+                    if call.api == "anthropic":
+                        kind = name or (payload or {}).get("type")
+                        if kind == "message_start" and payload:
+                            message = payload.get("message") or {}
+                            start_usage = dict(message.get("usage") or {})
+                            attempt.served_model = message.get("model")
+                        elif kind == "message_delta" and payload:
+                            end_usage = dict(payload.get("usage") or {})
+                        terminal = kind == "message_stop"
+                    elif call.operation == "responses":
+                        if payload and payload.get("type") in _STREAM_END_TYPES:
+                            body = payload.get("response") or {}
+                            end_usage = dict(body.get("usage") or {})
+                            attempt.served_model = body.get("model")
+                            terminal = True
+                    elif data == "[DONE]":
+                        terminal = True
+                    elif payload is not None:
+                        attempt.served_model = attempt.served_model or payload.get("model")
+                        if payload.get("usage"):
+                            end_usage = payload["usage"]
+                            if not call.wants_usage and not payload.get("choices"):
+                                continue  # the usage chunk the gateway asked for, not the client
+                    if terminal and not finished:
+                        finish("ok")
+                        await self._settle(call, reservation)
+                    yield raw
+            rest = splitter.rest()
+            if rest:
+                yield rest
+            if not finished:
+                finish("ok" if end_usage else "error")
+                await self._settle(call, reservation)
+        finally:
+            response.close(reuse=finished)
+            if not finished:
+                # Client went away (or the upstream broke) mid-stream: record what was used so far.
+                finish("cancelled")
+                task = asyncio.ensure_future(self._settle(call, reservation))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)

@@ -1,0 +1,352 @@
+"""The `[gateway]` section of unitcost.toml as typed, validated objects.
+
+Secrets never live in the file: an upstream names the environment variable holding its key
+(`api_key_env`), and virtual keys are stored as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..config import Config, ConfigError
+
+ProviderKind = Literal["openai", "anthropic"]
+BudgetAction = Literal["alert", "downgrade", "block"]
+BudgetPeriod = Literal["day", "week", "month", "total"]
+BUDGET_SCOPES = ("global", "key", "team", "user", "app", "feature", "customer", "trace", "session")
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    kind: ProviderKind
+    base_url: str
+    api_key_env: str | None
+    provider: str
+    """Provider id for pricing (genai-prices ids: openai, anthropic, deepseek, ...)."""
+    models: tuple[str, ...] = ()
+    """Model names served as-is by this upstream (besides the aliases in [gateway.models])."""
+    timeout_s: float = 600.0
+    anthropic_version: str = "2023-06-01"
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """Where a public model name goes: an upstream and the model name it knows."""
+
+    public: str
+    upstream: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    """Public model names tried, in order, when this one fails after its retries."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A public model name that picks a light model by default and escalates to a strong one."""
+
+    name: str
+    light: str
+    strong: str
+    mode: Literal["rules", "cascade"] = "rules"
+    max_prompt_tokens: int | None = None
+    """Escalate when the prompt has more tokens than this."""
+    escalate_on_tools: bool = False
+    keywords: tuple[str, ...] = ()
+    scorer: str | None = None
+    """`module:function` taking the request body and returning True to escalate."""
+    check_json_schema: Mapping[str, Any] | None = None
+    check_regex: str | None = None
+    check_callable: str | None = None
+    """`module:function(text) -> bool`: cascade answers that fail it are escalated."""
+    max_tokens_cap: int | None = None
+    reasoning_effort_cap: str | None = None
+
+
+@dataclass(frozen=True)
+class VirtualKey:
+    name: str
+    sha256: str
+    team: str | None = None
+    user: str | None = None
+    app: str | None = None
+    environment: str | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    scope: str
+    """global, key, team, user, app, feature, customer, trace, session, or tag:<name>."""
+    limit_usd: Decimal | None
+    period: BudgetPeriod
+    action: BudgetAction = "block"
+    match: str | None = None
+    """Only this value of the scope (e.g. team "search"); None: one budget per value."""
+    max_calls: int | None = None
+    downgrade_to: str | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    alert_at: Decimal = Decimal("0.85")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    upstreams: Mapping[str, Upstream]
+    models: Mapping[str, ModelTarget]
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    keys: tuple[VirtualKey, ...] = ()
+    budgets: tuple[Budget, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 4000
+    require_key: bool = True
+    spool_dir: str = "unitcost-spool"
+    fsync_interval_ms: float = 20.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    default_max_tokens: int = 4096
+    """Output cap assumed for the worst-case reservation when a request sets none."""
+    retries: int = 2
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    cache_enabled: bool = False
+    cache_backend: Literal["memory", "redis"] = "memory"
+    cache_ttl_s: int = 3600
+    cache_max_entries: int = 10_000
+    redis_url: str | None = None
+    redis_prefix: str = "unitcost:"
+    store_bodies: bool = False
+    environment: str | None = None
+
+    def target(self, public: str) -> ModelTarget | None:
+        found = self.models.get(public)
+        if found is not None:
+            return found
+        for upstream in self.upstreams.values():
+            if public in upstream.models:
+                return ModelTarget(public, upstream.name, public)
+        return None
+
+    def public_models(self) -> list[str]:
+        names = dict.fromkeys([*self.models, *self.routes])
+        for upstream in self.upstreams.values():
+            names.update(dict.fromkeys(upstream.models))
+        return list(names)
+
+
+def _err(where: str, message: str) -> ConfigError:
+    return ConfigError(f"[{where}] {message}")
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise _err(where, f"{value!r} is not an amount") from exc
+    if not result.is_finite() or result < 0:
+        raise _err(where, f"{value!r} must be a non-negative amount")
+    return result
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _err(where, "must be a table")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _err(where, "must be a list of strings")
+    return tuple(value)
+
+
+def _upstream(name: str, raw: Mapping[str, Any]) -> Upstream:
+    where = f"gateway.upstreams.{name}"
+    kind = raw.get("kind", "openai")
+    if kind not in ("openai", "anthropic"):
+        raise _err(where, f"kind must be 'openai' or 'anthropic', not {kind!r}")
+    base_url = raw.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise _err(where, "base_url must be an http(s) URL")
+    if "api_key" in raw:
+        raise _err(
+            where, "keys are never written in the file: set api_key_env to an environment variable name"
+        )
+    return Upstream(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key_env=raw.get("api_key_env"),
+        provider=str(raw.get("provider", kind)),
+        models=_strings(raw.get("models"), where),
+        timeout_s=float(raw.get("timeout_s", 600.0)),
+        anthropic_version=str(raw.get("anthropic_version", "2023-06-01")),
+    )
+
+
+def _budget(raw: Mapping[str, Any], index: int) -> Budget:
+    where = f"gateway.budgets #{index + 1}"
+    name = raw.get("name") or f"budget-{index + 1}"
+    scope = str(raw.get("scope", "global"))
+    if scope not in BUDGET_SCOPES and not scope.startswith("tag:"):
+        raise _err(where, f"scope {scope!r} is not one of {', '.join(BUDGET_SCOPES)} or tag:<name>")
+    period = raw.get("period", "total" if scope in ("trace", "session") else "month")
+    if period not in ("day", "week", "month", "total"):
+        raise _err(where, f"period must be day, week, month or total, not {period!r}")
+    action = raw.get("action", "block")
+    if action not in ("alert", "downgrade", "block"):
+        raise _err(where, f"action must be alert, downgrade or block, not {action!r}")
+    if action == "downgrade" and not raw.get("downgrade_to"):
+        raise _err(where, "action 'downgrade' needs downgrade_to (a model name)")
+    limit = raw.get("limit_usd")
+    max_calls = raw.get("max_calls")
+    if limit is None and max_calls is None:
+        raise _err(where, "needs limit_usd, max_calls or both")
+    try:
+        tz = ZoneInfo(str(raw.get("timezone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _err(where, f"unknown time zone {raw.get('timezone')!r}") from exc
+    return Budget(
+        name=str(name),
+        scope=scope,
+        limit_usd=_decimal(limit, where) if limit is not None else None,
+        period=period,
+        action=action,
+        match=raw.get("match"),
+        max_calls=int(max_calls) if max_calls is not None else None,
+        downgrade_to=raw.get("downgrade_to"),
+        timezone=tz,
+        alert_at=_decimal(raw.get("alert_at", "0.85"), where),
+    )
+
+
+def _route(name: str, raw: Mapping[str, Any]) -> Route:
+    where = f"gateway.routes.{name}"
+    if "light" not in raw or "strong" not in raw:
+        raise _err(where, "needs light and strong model names")
+    mode = raw.get("mode", "rules")
+    if mode not in ("rules", "cascade"):
+        raise _err(where, f"mode must be 'rules' or 'cascade', not {mode!r}")
+    check = _table(raw.get("check", {}), where + ".check")
+    effort = raw.get("reasoning_effort_cap")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise _err(where, f"reasoning_effort_cap must be one of {', '.join(REASONING_EFFORTS)}")
+    if mode == "cascade" and not check:
+        raise _err(where, "cascade mode needs a [check] with json_schema, regex or callable")
+    return Route(
+        name=name,
+        light=str(raw["light"]),
+        strong=str(raw["strong"]),
+        mode=mode,
+        max_prompt_tokens=raw.get("max_prompt_tokens"),
+        escalate_on_tools=bool(raw.get("escalate_on_tools", False)),
+        keywords=_strings(raw.get("keywords"), where),
+        scorer=raw.get("scorer"),
+        check_json_schema=check.get("json_schema"),
+        check_regex=check.get("regex"),
+        check_callable=check.get("callable"),
+        max_tokens_cap=raw.get("max_tokens_cap"),
+        reasoning_effort_cap=effort,
+    )
+
+
+def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
+    """Build the gateway configuration from the `[gateway]` table; every problem names where it is."""
+    upstreams = {
+        name: _upstream(name, _table(raw, f"gateway.upstreams.{name}"))
+        for name, raw in _table(section.get("upstreams", {}), "gateway.upstreams").items()
+    }
+    if not upstreams:
+        raise _err("gateway", "declare at least one upstream in [gateway.upstreams.<name>]")
+    models: dict[str, ModelTarget] = {}
+    for public, raw in _table(section.get("models", {}), "gateway.models").items():
+        entry = _table(raw, f"gateway.models.{public}")
+        upstream = entry.get("upstream")
+        if upstream not in upstreams:
+            raise _err(f"gateway.models.{public}", f"upstream {upstream!r} is not declared")
+        models[public] = ModelTarget(
+            public, upstream, str(entry.get("model", public)), _strings(entry.get("fallbacks"), public)
+        )
+    routes = {
+        name: _route(name, _table(raw, f"gateway.routes.{name}"))
+        for name, raw in _table(section.get("routes", {}), "gateway.routes").items()
+    }
+    keys = []
+    for i, raw in enumerate(section.get("keys", [])):
+        entry = _table(raw, f"gateway.keys #{i + 1}")
+        digest = str(entry.get("sha256", "")).removeprefix("sha256:").lower()
+        if len(digest) != 64:
+            raise _err(
+                f"gateway.keys #{i + 1}", "sha256 must be the hex SHA-256 of the key (unitcost gateway-key)"
+            )
+        keys.append(
+            VirtualKey(
+                name=str(entry.get("name", f"key-{i + 1}")),
+                sha256=digest,
+                team=entry.get("team"),
+                user=entry.get("user"),
+                app=entry.get("app"),
+                environment=entry.get("environment"),
+            )
+        )
+    budgets = tuple(
+        _budget(_table(raw, "gateway.budgets"), i) for i, raw in enumerate(section.get("budgets", []))
+    )
+    cache = _table(section.get("cache", {}), "gateway.cache")
+    redis = _table(section.get("redis", {}), "gateway.redis")
+    config = GatewayConfig(
+        upstreams=upstreams,
+        models=models,
+        routes=routes,
+        keys=tuple(keys),
+        budgets=budgets,
+        host=str(section.get("host", "127.0.0.1")),
+        port=int(section.get("port", 4000)),
+        require_key=bool(section.get("require_key", bool(keys))),
+        spool_dir=str(section.get("spool_dir", "unitcost-spool")),
+        fsync_interval_ms=float(section.get("fsync_interval_ms", 20.0)),
+        max_body_bytes=int(section.get("max_body_bytes", 4 * 1024 * 1024)),
+        default_max_tokens=int(section.get("default_max_tokens", 4096)),
+        retries=int(section.get("retries", 2)),
+        backoff_base_s=float(section.get("backoff_base_s", 0.25)),
+        backoff_max_s=float(section.get("backoff_max_s", 8.0)),
+        cache_enabled=bool(cache.get("enabled", False)),
+        cache_backend="redis" if cache.get("backend") == "redis" else "memory",
+        cache_ttl_s=int(cache.get("ttl_s", 3600)),
+        cache_max_entries=int(cache.get("max_entries", 10_000)),
+        redis_url=redis.get("url"),
+        redis_prefix=str(redis.get("prefix", "unitcost:")),
+        store_bodies=bool(section.get("store_bodies", False)),
+        environment=section.get("environment"),
+    )
+    if config.cache_backend == "redis" and not config.redis_url:
+        raise _err("gateway.cache", "backend 'redis' needs [gateway.redis] url")
+    for route in routes.values():
+        for model in (route.light, route.strong):
+            if config.target(model) is None:
+                raise _err(f"gateway.routes.{route.name}", f"model {model!r} is not declared")
+    for budget in budgets:
+        if budget.downgrade_to and config.target(budget.downgrade_to) is None:
+            raise _err(
+                f"gateway.budgets {budget.name}", f"downgrade_to {budget.downgrade_to!r} is not declared"
+            )
+    return config
+
+
+def load_gateway(config: Config) -> GatewayConfig:
+    section = config.section("gateway")
+    if not section:
+        raise ConfigError(f"{config.path or 'no config file'}: no [gateway] section (see docs/gateway.md)")
+    spool = section.get("spool_dir")
+    if spool and config.path is not None and not os.path.isabs(str(spool)):
+        section = {**section, "spool_dir": str(config.path.parent / str(spool))}
+    return parse_gateway(section)

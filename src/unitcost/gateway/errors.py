@@ -1,0 +1,86 @@
+"""Errors in the caller's own API format, so SDKs raise their usual exception types.
+
+OpenAI: `{"error": {"message", "type", "param", "code"}}`.
+Anthropic: `{"type": "error", "error": {"type", "message"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response
+
+Api = Literal["openai", "anthropic"]
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "budget_exceeded",
+}
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+def error_body(api: Api, error: GatewayError) -> dict[str, Any]:
+    if api == "anthropic":
+        return {
+            "type": "error",
+            "error": {
+                "type": _ANTHROPIC_TYPES.get(error.status, "api_error"),
+                "message": error.message,
+                **error.extra,
+            },
+        }
+    return {
+        "error": {
+            "message": error.message,
+            "type": _OPENAI_TYPES.get(error.status, "api_error"),
+            "param": error.param,
+            "code": error.code,
+            **error.extra,
+        }
+    }
+
+
+def error_response(api: Api, error: GatewayError) -> Response:
+    headers = {"x-should-retry": "false"} if error.status < 500 else {}
+    headers.update(error.headers)
+    return Response(
+        orjson.dumps(error_body(api, error)),
+        status_code=error.status,
+        media_type="application/json",
+        headers=headers,
+    )

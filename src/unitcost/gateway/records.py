@@ -1,0 +1,145 @@
+"""Gateway events: who called, what it used, what it cost, as ledger records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..events import ATTRIBUTION_FIELDS, ServiceTier
+from ..money import usd_to_pico
+from ..pricing.book import PriceBook
+
+_TIERS = frozenset(t.value for t in ServiceTier)
+_TIER_ALIASES = {"default": "standard", "auto": "standard", "scale": "priority"}
+TAGS_HEADER = "x-unitcost-tags"
+TRACE_HEADER = "x-unitcost-trace-id"
+SESSION_HEADER = "x-unitcost-session-id"
+UNIT_HEADER = "x-unitcost-unit"
+MAX_TAGS = 32
+
+
+def parse_tags(header: str | None) -> dict[str, str]:
+    """`feature=rerank,customer=acme` -> {"feature": "rerank", "customer": "acme"}."""
+    tags: dict[str, str] = {}
+    if not header:
+        return tags
+    for part in header.split(",")[:MAX_TAGS]:
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if sep and name and value:
+            tags[name[:64]] = value[:256]
+    return tags
+
+
+def attribution(headers: Mapping[str, str], key: Any, environment: str | None) -> dict[str, Any]:
+    """Attribution fields from the virtual key and the request headers (headers name features, keys own spend)."""
+    tags = parse_tags(headers.get(TAGS_HEADER))
+    attrs: dict[str, Any] = {}
+    for name in ATTRIBUTION_FIELDS:
+        if name in tags and name not in ("unit", "unit_id"):
+            attrs[name] = tags.pop(name)
+    if key is not None:
+        attrs["key"] = key.name
+        for name in ("team", "user", "app", "environment"):
+            if getattr(key, name):
+                attrs[name] = getattr(key, name)
+    if environment and "environment" not in attrs:
+        attrs["environment"] = environment
+    unit = headers.get(UNIT_HEADER)
+    if unit:
+        kind, sep, unit_id = unit.partition(":")
+        attrs["unit"] = kind.strip()[:64] if sep else "unit"
+        attrs["unit_id"] = (unit_id if sep else kind).strip()[:256]
+    trace = headers.get(TRACE_HEADER)
+    attrs["trace"] = trace[:256] if trace else None
+    session = headers.get(SESSION_HEADER)
+    attrs["session"] = session[:256] if session else None
+    attrs["tags"] = tags
+    return attrs
+
+
+def service_tier(value: Any) -> str:
+    tier = _TIER_ALIASES.get(str(value), str(value)) if value else "standard"
+    return tier if tier in _TIERS else "standard"
+
+
+@dataclass
+class Priced:
+    cost: Decimal | None
+    pico: int
+    """Cost in pico-USD for budgets (0 when unpriced)."""
+
+
+def price(
+    book: PriceBook, provider: str, model: str, usage: Mapping[str, int], tier: str, served: str | None
+) -> Priced:
+    try:
+        priced = book.price(model, usage, provider=provider, tier=tier, served_model=served)
+    except ValueError:
+        return Priced(None, 0)
+    cost = priced.cost
+    return Priced(cost, usd_to_pico(cost) if cost is not None else 0)
+
+
+@dataclass
+class Attempt:
+    """One attempt of one call, ready to become a ledger record."""
+
+    provider: str
+    model: str
+    operation: str
+    attempt: int = 1
+    status: str = "ok"
+    http_status: int | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    served_model: str | None = None
+    tier: str = "standard"
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    retry_of: str | None = None
+    fallback_from: str | None = None
+    escalated_from: str | None = None
+    cache_hit: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def record(self, attrs: Mapping[str, Any], public_model: str) -> dict[str, Any]:
+        tags = dict(attrs.get("tags") or {})
+        tags.update(self.extra_tags)
+        if attrs.get("key"):
+            tags["key"] = attrs["key"]
+        if public_model != self.model:
+            tags["gateway_model"] = public_model
+        record: dict[str, Any] = {
+            "event_id": self.event_id,
+            "ts": self.ts.isoformat().replace("+00:00", "Z"),
+            "trace_id": attrs.get("trace"),
+            "session_id": attrs.get("session"),
+            "provider": self.provider,
+            "model": self.model,
+            "served_model": self.served_model
+            if self.served_model and self.served_model != self.model
+            else None,
+            "operation": self.operation,
+            "service_tier": self.tier,
+            "status": self.status,
+            "http_status": self.http_status,
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "attempt": self.attempt,
+            "retry_of": self.retry_of,
+            "fallback_from": self.fallback_from,
+            "escalated_from": self.escalated_from,
+            "cache_hit": self.cache_hit,
+            "tags": tags,
+            **self.usage,
+        }
+        for name in ATTRIBUTION_FIELDS:
+            if attrs.get(name) is not None:
+                record[name] = attrs[name]
+        return {k: v for k, v in record.items() if v is not None}

@@ -1,0 +1,89 @@
+"""Seed in-process budget counters from the ledger when the gateway starts.
+
+Without this, a restart would forget what the current periods already spent. Redis state
+survives restarts by itself; the in-process state is rebuilt from the gateway's own events:
+spend is the sum of their costs in the period, calls the requests that took a reservation
+(first attempts that were not a fallback, a cascade escalation, a cache hit or a rejection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from ..events import ATTRIBUTION_FIELDS
+from ..ledger.base import Store
+from ..money import usd_to_pico
+from .budgets import MemoryBudgetState, lines_for, period_bounds, pico_to_nano_ceil
+from .config import Budget
+
+log = logging.getLogger("unitcost.gateway.budget")
+
+_RESERVED_CALL = (
+    "attempt = 1 AND fallback_from IS NULL AND NOT coalesce(cache_hit, false) "
+    "AND tags['blocked_by_budget'] IS NULL AND coalesce(tags['escalation'], '') <> 'cascade_check_failed'"
+)
+
+
+def _scope_sql(budget: Budget) -> str:
+    scope = budget.scope
+    if scope == "global":
+        return "'*'"
+    if scope == "key":
+        return "tags['key']"
+    if scope in ("trace", "session"):
+        return f"{scope}_id"
+    if scope.startswith("tag:"):
+        name = scope[4:].replace("'", "''")
+        if name in ATTRIBUTION_FIELDS:
+            return f"coalesce(tags['{name}'], \"{name}\")"
+        return f"tags['{name}']"
+    return f'"{scope}"'
+
+
+def _period_start(budget: Budget, now: datetime) -> datetime | None:
+    label, _ = period_bounds(budget, now)
+    if label == "all":
+        return None
+    day = datetime.fromisoformat(label).replace(tzinfo=budget.timezone)
+    return day.astimezone(UTC)
+
+
+def restore_budgets(store: Store, budgets: Sequence[Budget], state: MemoryBudgetState, prefix: str) -> int:
+    """Load the current period's spend and calls of every budget line; returns the lines seeded."""
+    now = datetime.now(UTC)
+    seeded = 0
+    for budget in budgets:
+        scope = _scope_sql(budget)
+        start = _period_start(budget, now)
+        where = ["source = 'gateway'", f"{scope} IS NOT NULL"]
+        params: list[object] = []
+        if start is not None:
+            where.append("ts >= ?")
+            params.append(start)
+        if budget.match is not None:
+            where.append(f"{scope} = ?")
+            params.append(budget.match)
+        sql = (
+            f"SELECT {scope} AS value, sum(cost) AS spend, count(*) FILTER ({_RESERVED_CALL}) AS calls "
+            f"FROM events WHERE {' AND '.join(where)} GROUP BY 1"
+        )
+        for row in store.fetch(sql, params).to_pylist():
+            attrs = _attrs_for(budget, str(row["value"]))
+            for line in lines_for([budget], attrs, prefix, now):
+                spend = row["spend"] if isinstance(row["spend"], Decimal) else Decimal(0)
+                state.seed(line.key, pico_to_nano_ceil(usd_to_pico(spend)), int(row["calls"] or 0))
+                seeded += 1
+    if seeded:
+        log.info("budgets: %d budget lines restored from the ledger", seeded)
+    return seeded
+
+
+def _attrs_for(budget: Budget, value: str) -> dict[str, object]:
+    if budget.scope == "global":
+        return {}
+    if budget.scope.startswith("tag:"):
+        return {"tags": {budget.scope[4:]: value}}
+    return {budget.scope: value, "tags": {}}

@@ -1,0 +1,79 @@
+"""Assemble and run the gateway: spool replay, budget state, cache, ledger writer, HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..api import Ledger
+from ..config import Config, resolve_ledger
+from ..pricing.book import PriceBook
+from .app import Gateway
+from .budgets import BudgetState, MemoryBudgetState, RedisBudgetState
+from .cache import MemoryCache, RedisCache, ResponseCache
+from .config import GatewayConfig
+from .restore import restore_budgets
+from .spool import Spool, drain
+from .writer import LedgerWriter, ledger_sink
+
+log = logging.getLogger("unitcost.gateway")
+
+
+def recover(config: GatewayConfig, ledger: Ledger) -> tuple[PriceBook, BudgetState]:
+    """Replay what a previous run left in the spool, then rebuild in-process budget counters."""
+    replayed = drain(config.spool_dir, ledger_sink(ledger))
+    if replayed:
+        log.info("spool: %d events of a previous run replayed into the ledger", replayed)
+    if config.redis_url:
+        return ledger.book, RedisBudgetState(config.redis_url)
+    budgets = MemoryBudgetState()
+    if config.budgets:
+        restore_budgets(ledger.store, config.budgets, budgets, config.redis_prefix)
+    return ledger.book, budgets
+
+
+def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) -> Gateway:
+    spool = Spool(config.spool_dir, fsync_interval_ms=config.fsync_interval_ms)
+    cache: ResponseCache | None = None
+    if config.cache_enabled:
+        if config.cache_backend == "redis" and config.redis_url:
+            cache = RedisCache(config.redis_url, config.redis_prefix, config.cache_ttl_s)
+        else:
+            cache = MemoryCache(config.cache_ttl_s, config.cache_max_entries)
+    gateway = Gateway(config, book, spool, budgets, cache)
+    gateway.warm()
+    return gateway
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=75,
+            backlog=4096,
+        )
+    )
+    server.run()
+
+
+def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, host: str, port: int) -> None:
+    target = resolve_ledger(ledger_target, base)
+    with Ledger(target, config=base) as ledger:
+        book, budgets = recover(config, ledger)
+    # The ledger is closed here: from now on the writer process is its only writer.
+    writer = LedgerWriter(config.spool_dir, target, base.path)
+    writer.start()
+    gateway = build_gateway(config, book, budgets)
+    try:
+        serve(gateway.app, host, port)
+    finally:
+        gateway.spool.close()
+        writer.stop()

@@ -1,0 +1,323 @@
+"""A simulated OpenAI + Anthropic upstream (`unitcost simulate-provider`).
+
+It is a simulator, not a model: it answers instantly (or after a configured latency) with a
+made-up reply, but its payloads, usage objects, stream events and errors have the shapes of
+the real APIs, so a gateway, an SDK or a benchmark can be tested end to end without keys.
+
+- OpenAI: `/v1/chat/completions` (stream with `stream_options.include_usage`), `/v1/responses`
+  (stream ends with `response.completed`), `/v1/embeddings`, `/v1/models`;
+  usage has `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`.
+- Anthropic: `/v1/messages` (stream: message_start ... message_delta, message_stop); usage
+  has uncached `input_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens` and
+  the `cache_creation` 5m/1h split.
+
+Behaviour is steered by directives written anywhere in the prompt text, so they pass
+through any client and gateway unchanged:
+
+    sim:cached=1024        cached (read) prompt tokens
+    sim:reasoning=200      reasoning tokens (part of the output tokens)
+    sim:cache_write_5m=N   Anthropic 5-minute cache writes; sim:cache_write_1h=N one-hour writes
+    sim:output=N           output tokens (default: min(max tokens, 16))
+    sim:status=429         always answer this HTTP error (429, 500, 503, 529, 400, ...)
+    sim:fail_first=2       fail the first 2 requests with this prompt (503 unless sim:status names one)
+    sim:latency_ms=300     extra service time for this request
+    sim:input=N            report N prompt tokens (default: about one per 4 characters)
+
+Prompt tokens are estimated (one per four characters plus framing), not tokenised: the
+simulator is a stand-in for an upstream's *accounting*, which is what the gateway records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from .tokens import prompt_texts
+
+_DIRECTIVE = re.compile(r"sim:(\w+)=([\w.\-]+)")
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
+
+
+def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def _sse(name: str | None, payload: Any) -> bytes:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return (f"event: {name}\n".encode() if name else b"") + b"data: " + data + b"\n\n"
+
+
+class Plan:
+    """What to answer for one request: token counts, reply, latency, error."""
+
+    def __init__(self, body: Mapping[str, Any], default_latency_s: float, seen: Counter[str]) -> None:
+        texts = prompt_texts(body)
+        joined = " ".join(texts)
+        directives = {k: v for k, v in _DIRECTIVE.findall(joined)}
+        messages = body.get("messages")
+        framing = 3 + 4 * (len(messages) if isinstance(messages, list) else 1)
+        estimate = sum(len(t) for t in texts) // 4 + framing
+        self.input = int(directives.get("input", estimate))
+        self.cached = min(int(directives.get("cached", 0)), self.input)
+        self.write_5m = int(directives.get("cache_write_5m", 0))
+        self.write_1h = int(directives.get("cache_write_1h", 0))
+        self.input = max(self.input, self.cached + self.write_5m + self.write_1h)
+        cap = next(
+            (
+                body[k]
+                for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                if isinstance(body.get(k), int)
+            ),
+            None,
+        )
+        self.output = int(directives.get("output", min(cap or 16, 16)))
+        if cap is not None:
+            self.output = min(self.output, cap)
+        self.reasoning = min(int(directives.get("reasoning", 0)), self.output)
+        self.latency_s = default_latency_s + int(directives.get("latency_ms", 0)) / 1000
+        self.status = int(directives["status"]) if "status" in directives else None
+        if "fail_first" in directives and self.status is None:
+            seen[joined] += 1
+            if seen[joined] <= int(directives["fail_first"]):
+                self.status = int(directives.get("fail_status", 503))
+        model = str(body.get("model", "sim"))
+        visible = max(self.output - self.reasoning, 1)
+        self.reply = f"[{model}] " + " ".join(["ok"] * max(visible - 3, 1))
+        self.model = model
+
+
+class Simulator:
+    def __init__(self, *, latency_ms: float = 0.0) -> None:
+        self.latency_s = latency_ms / 1000
+        self.requests: Counter[str] = Counter()
+        self._seen: Counter[str] = Counter()
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/sim/stats", self.stats, methods=["GET"]),
+            ]
+        )
+
+    async def _plan(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Plan]:
+        self.requests[endpoint] += 1
+        body = orjson.loads(await request.body())
+        plan = Plan(body, self.latency_s, self._seen)
+        if plan.latency_s:
+            await asyncio.sleep(plan.latency_s)
+        return body, plan
+
+    async def stats(self, request: Request) -> Response:
+        return _json(dict(self.requests))
+
+    async def models(self, request: Request) -> Response:
+        return _json(
+            {"object": "list", "data": [{"id": "sim", "object": "model", "created": 0, "owned_by": "sim"}]}
+        )
+
+    # ------------------------------------------------------------------ OpenAI
+
+    def _openai_error(self, status: int) -> Response:
+        kind = _OPENAI_ERRORS.get(status, "server_error")
+        return _json(
+            {"error": {"message": f"simulated error {status}", "type": kind, "param": None, "code": kind}},
+            status,
+            {"retry-after": "0"} if status == 429 else None,
+        )
+
+    @staticmethod
+    def _chat_usage(plan: Plan) -> dict[str, Any]:
+        return {
+            "prompt_tokens": plan.input,
+            "completion_tokens": plan.output,
+            "total_tokens": plan.input + plan.output,
+            "prompt_tokens_details": {"cached_tokens": plan.cached, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": plan.reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    async def chat(self, request: Request) -> Response:
+        body, plan = await self._plan(request, "chat")
+        if plan.status:
+            return self._openai_error(plan.status)
+        cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+        base = {"id": cid, "object": "chat.completion", "created": created, "model": plan.model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": plan.reply, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            return _json(
+                {**base, "choices": [choice], "usage": self._chat_usage(plan), "service_tier": "default"}
+            )
+        options = body.get("stream_options") or {}
+        include = bool(options.get("include_usage"))
+
+        async def events() -> AsyncIterator[bytes]:
+            chunk = {**base, "object": "chat.completion.chunk", "system_fingerprint": None}
+            extra = {"usage": None} if include else {}
+            pieces = [plan.reply[i : i + 12] for i in range(0, len(plan.reply), 12)]
+            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            yield _sse(None, {**chunk, "choices": [first], **extra})
+            for piece in pieces:
+                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                yield _sse(None, {**chunk, "choices": [choice], **extra})
+            yield _sse(
+                None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}
+            )
+            if include:
+                yield _sse(None, {**chunk, "choices": [], "usage": self._chat_usage(plan)})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def responses(self, request: Request) -> Response:
+        body, plan = await self._plan(request, "responses")
+        if plan.status:
+            return self._openai_error(plan.status)
+        rid = "resp_" + uuid.uuid4().hex
+        usage = {
+            "input_tokens": plan.input,
+            "input_tokens_details": {"cached_tokens": plan.cached},
+            "output_tokens": plan.output,
+            "output_tokens_details": {"reasoning_tokens": plan.reasoning},
+            "total_tokens": plan.input + plan.output,
+        }
+        text = {"type": "output_text", "text": plan.reply, "annotations": []}
+        item: dict[str, Any] = {
+            "id": "msg_" + uuid.uuid4().hex,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+        }
+        item["content"] = [text]
+        done = {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": plan.model,
+            "output": [item],
+            "usage": usage,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        if not body.get("stream"):
+            return _json(done)
+
+        async def events() -> AsyncIterator[bytes]:
+            created = {**done, "status": "in_progress", "output": [], "usage": None}
+            yield _sse(
+                "response.created", {"type": "response.created", "sequence_number": 0, "response": created}
+            )
+            delta = {
+                "type": "response.output_text.delta",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "delta": plan.reply,
+                "sequence_number": 1,
+            }
+            yield _sse("response.output_text.delta", delta)
+            final = {"type": "response.completed", "sequence_number": 2, "response": done}
+            yield _sse("response.completed", final)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def embeddings(self, request: Request) -> Response:
+        body, plan = await self._plan(request, "embeddings")
+        if plan.status:
+            return self._openai_error(plan.status)
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.0, 0.25, -0.5, 1.0]} for i in range(count)
+        ]
+        usage = {"prompt_tokens": plan.input, "total_tokens": plan.input}
+        return _json({"object": "list", "data": data, "model": plan.model, "usage": usage})
+
+    # ------------------------------------------------------------------ Anthropic
+
+    async def messages(self, request: Request) -> Response:
+        body, plan = await self._plan(request, "messages")
+        if plan.status:
+            kind = _ANTHROPIC_ERRORS.get(plan.status, "api_error")
+            return _json(
+                {"type": "error", "error": {"type": kind, "message": f"simulated error {plan.status}"}},
+                plan.status,
+                {"retry-after": "0"} if plan.status == 429 else None,
+            )
+        uncached = plan.input - plan.cached - plan.write_5m - plan.write_1h
+        usage: dict[str, Any] = {
+            "input_tokens": uncached,
+            "cache_creation_input_tokens": plan.write_5m + plan.write_1h,
+            "cache_read_input_tokens": plan.cached,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": plan.write_5m,
+                "ephemeral_1h_input_tokens": plan.write_1h,
+            },
+            "output_tokens": plan.output,
+            "service_tier": "standard",
+        }
+        message = {
+            "id": "msg_" + uuid.uuid4().hex[:24],
+            "type": "message",
+            "role": "assistant",
+            "model": plan.model,
+            "content": [{"type": "text", "text": plan.reply}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return _json(message)
+
+        async def events() -> AsyncIterator[bytes]:
+            start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+            yield _sse("message_start", {"type": "message_start", "message": start})
+            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            yield _sse("content_block_start", block)
+            yield _sse("ping", {"type": "ping"})
+            for i in range(0, len(plan.reply), 12):
+                delta = {"type": "text_delta", "text": plan.reply[i : i + 12]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            final_usage = {
+                "output_tokens": plan.output,
+                "input_tokens": uncached,
+                "cache_creation_input_tokens": plan.write_5m + plan.write_1h,
+                "cache_read_input_tokens": plan.cached,
+            }
+            ending: dict[str, Any] = {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            }
+            yield _sse("message_delta", {**ending, "usage": final_usage})
+            yield _sse("message_stop", {"type": "message_stop"})
+
+        return StreamingResponse(events(), media_type="text/event-stream")

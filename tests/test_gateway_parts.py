@@ -1,0 +1,531 @@
+"""The gateway's parts on their own: usage shapes, SSE framing, budgets, spool, config, routing, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unitcost.config import ConfigError
+from unitcost.gateway.budgets import (
+    BudgetExceededError,
+    MemoryBudgetState,
+    Reservation,
+    lines_for,
+    period_bounds,
+)
+from unitcost.gateway.cache import MemoryCache, cache_key
+from unitcost.gateway.config import Budget, Route, parse_gateway
+from unitcost.gateway.estimate import WorstCase
+from unitcost.gateway.records import attribution, parse_tags
+from unitcost.gateway.routing import answer_passes, apply_caps, escalation_reason
+from unitcost.gateway.spool import Spool, drain
+from unitcost.gateway.sse import EventSplitter, event_data
+from unitcost.gateway.upstream import backoff_delay
+from unitcost.gateway.usage import anthropic_usage, openai_usage
+
+counts = st.integers(min_value=0, max_value=10**7)
+
+# ------------------------------------------------------------------ usage shapes
+
+
+@given(prompt=counts, cached=counts, completion=counts, reasoning=counts)
+def test_openai_usage_subsets_never_exceed_totals(
+    prompt: int, cached: int, completion: int, reasoning: int
+) -> None:
+    usage = openai_usage(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+    )
+    assert usage["input_tokens"] == prompt and usage["output_tokens"] == completion
+    assert usage["cache_read_tokens"] == min(cached, prompt)
+    assert usage["reasoning_tokens"] == min(reasoning, completion)
+
+
+@given(uncached=counts, read=counts, w5=counts, w1=counts, out=counts)
+def test_anthropic_usage_becomes_totals_with_subsets(
+    uncached: int, read: int, w5: int, w1: int, out: int
+) -> None:
+    usage = anthropic_usage(
+        {
+            "input_tokens": uncached,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": w5 + w1,
+            "cache_creation": {"ephemeral_5m_input_tokens": w5, "ephemeral_1h_input_tokens": w1},
+            "output_tokens": out,
+        }
+    )
+    assert usage["input_tokens"] == uncached + read + w5 + w1
+    assert (usage["cache_read_tokens"], usage["cache_write_5m_tokens"], usage["cache_write_1h_tokens"]) == (
+        read,
+        w5,
+        w1,
+    )
+
+
+def test_anthropic_usage_without_the_5m_1h_split_counts_writes_as_5m() -> None:
+    usage = anthropic_usage({"input_tokens": 10, "cache_creation_input_tokens": 30, "output_tokens": 1})
+    assert (usage["input_tokens"], usage["cache_write_5m_tokens"], usage["cache_write_1h_tokens"]) == (
+        40,
+        30,
+        0,
+    )
+
+
+def test_responses_api_usage_shape() -> None:
+    usage = openai_usage(
+        {
+            "input_tokens": 100,
+            "input_tokens_details": {"cached_tokens": 60},
+            "output_tokens": 30,
+            "output_tokens_details": {"reasoning_tokens": 20},
+        }
+    )
+    assert (usage["input_tokens"], usage["cache_read_tokens"], usage["reasoning_tokens"]) == (100, 60, 20)
+
+
+def test_garbage_usage_is_zero_not_an_exception() -> None:
+    assert openai_usage(None) == {}
+    assert openai_usage({"prompt_tokens": -5, "completion_tokens": "7"})["input_tokens"] == 0
+
+
+# ------------------------------------------------------------------ SSE
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12), crlf=st.booleans())
+def test_sse_events_survive_any_chunking(cuts: list[int], crlf: bool) -> None:
+    events = [b'event: message_start\ndata: {"a": 1}\n\n', b"data: [DONE]\n\n", b'data: {"x": "y\\n"}\n\n']
+    stream = b"".join(events)
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    splitter = EventSplitter()
+    out = [event for piece in pieces for event in splitter.feed(piece)]
+    assert out == events
+    assert event_data(out[0]) == ("message_start", '{"a": 1}')
+
+
+# ------------------------------------------------------------------ budgets
+
+
+def budget(**kw: Any) -> Budget:
+    base: dict[str, Any] = {"name": "b", "scope": "team", "limit_usd": Decimal("1"), "period": "day"}
+    base.update(kw)
+    return Budget(**base)
+
+
+def test_periods_are_calendar_aligned_in_the_budget_time_zone() -> None:
+    now = datetime(2025, 3, 30, 0, 30, tzinfo=UTC)  # 01:30 in Paris, the night clocks go forward
+    paris = ZoneInfo("Europe/Paris")
+    assert period_bounds(budget(timezone=paris), now) == (
+        "2025-03-30",
+        datetime(2025, 3, 30, 22, 0, tzinfo=UTC),
+    )
+    label, reset = period_bounds(budget(period="week", timezone=paris), now)
+    assert (label, reset) == ("2025-03-24", datetime(2025, 3, 30, 22, 0, tzinfo=UTC))
+    label, reset = period_bounds(budget(period="month"), datetime(2025, 12, 31, 23, 59, tzinfo=UTC))
+    assert (label, reset) == ("2025-12-01", datetime(2026, 1, 1, tzinfo=UTC))
+    assert period_bounds(budget(period="total"), now) == ("all", None)
+
+
+def test_lines_follow_scope_and_match() -> None:
+    now = datetime(2025, 9, 1, tzinfo=UTC)
+    budgets = [
+        budget(name="team-search", match="search"),
+        budget(name="per-team"),
+        budget(name="per-customer", scope="tag:customer"),
+        budget(name="per-trace", scope="trace", period="total", limit_usd=None, max_calls=5),
+    ]
+    attrs = {"team": "search", "customer": "acme", "tags": {}, "trace": "t1"}
+    lines = lines_for(budgets, attrs, "p:", now)
+    assert [(line.budget.name, line.value) for line in lines] == [
+        ("team-search", "search"),
+        ("per-team", "search"),
+        ("per-customer", "acme"),
+        ("per-trace", "t1"),
+    ]
+    assert lines[0].key == "p:budget:team-search:search:2025-09-01"
+    assert [line.budget.name for line in lines_for(budgets, {"team": "ads", "tags": {}}, "p:", now)] == [
+        "per-team"
+    ]
+
+
+def test_memory_reservation_is_all_or_nothing() -> None:
+    now = datetime(2025, 9, 1, tzinfo=UTC)
+    wide = budget(name="wide", limit_usd=Decimal("10"))
+    narrow = budget(name="narrow", limit_usd=Decimal("0.000002"))
+    lines = lines_for([wide, narrow], {"team": "x"}, "", now)
+    state = MemoryBudgetState()
+
+    async def run() -> None:
+        assert await state.reserve(lines, 1500) == [(1500, 1), (1500, 1)]
+        with pytest.raises(BudgetExceededError) as exc:
+            await state.reserve(lines, 600)
+        assert exc.value.line.budget.name == "narrow" and exc.value.spend_nano == 1500
+        assert await state.read(lines) == [(1500, 1), (1500, 1)]  # the wide line took nothing
+        await state.adjust(lines, -1000)
+        assert (await state.reserve(lines, 600))[1] == (1100, 2)
+
+    asyncio.run(run())
+
+
+def test_concurrent_reservations_never_pass_the_limit() -> None:
+    lines = lines_for([budget(limit_usd=Decimal("0.000050"))], {"team": "x"}, "", datetime.now(UTC))
+    state = MemoryBudgetState()
+
+    async def one() -> bool:
+        try:
+            await state.reserve(lines, 7_000)
+        except BudgetExceededError:
+            return False
+        await asyncio.sleep(0.001)
+        await state.adjust(lines, -1_000)  # settle: real cost below the worst case
+        return True
+
+    async def run() -> list[bool]:
+        return await asyncio.gather(*(one() for _ in range(100)))
+
+    admitted = sum(asyncio.run(run()))
+    spend, calls = asyncio.run(state.read(lines))[0]
+    assert calls == admitted and spend == admitted * 6_000 and spend <= 50_000
+
+
+def test_remaining_and_over_report_the_tightest_line() -> None:
+    lines = lines_for(
+        [
+            budget(name="a", limit_usd=Decimal("1")),
+            budget(name="b", limit_usd=Decimal("0.5"), action="alert"),
+        ],
+        {"team": "x"},
+        "",
+        datetime.now(UTC),
+    )
+    reservation = Reservation(lines, 600_000_000, [(600_000_000, 1), (600_000_000, 1)])
+    tightest = reservation.remaining()
+    assert tightest is not None and tightest[0].budget.name == "b" and tightest[1] == 0
+    assert [line.budget.name for line in reservation.over("alert")] == ["b"]
+
+
+def test_worst_case_is_an_upper_bound_of_the_exact_price(book) -> None:
+    estimator = WorstCase(book)
+    for model, provider in (("gpt-4o", "openai"), ("claude-sonnet-4-5", "anthropic")):
+        for inp in (10, 5_000, 250_000):
+            exact = book.price(model, provider=provider, input_tokens=inp, output_tokens=800).cost
+            bound = Decimal(estimator.worst_case_pico(provider, model, inp, 800)).scaleb(-12)
+            assert exact <= bound <= exact * Decimal("1.0001") + Decimal("1e-9")
+    assert estimator.worst_case_pico("nobody", "no-such-model", 10, 10) == 0
+
+
+# ------------------------------------------------------------------ spool
+
+
+def test_spool_drains_exactly_once_and_skips_a_torn_line(tmp_path: Path) -> None:
+    delivered: list[str] = []
+
+    def sink(batch: Any) -> None:
+        delivered.extend(r["event_id"] for r in batch)
+
+    spool = Spool(tmp_path, fsync_interval_ms=1)
+    for i in range(5):
+        spool.append({"event_id": f"e{i}"})
+    # A crash: the process dies without close(), a write was cut by power loss.
+    with (tmp_path / "events-00000001.jsonl").open("ab") as handle:
+        handle.write(b'{"event_id": "torn')
+    assert drain(tmp_path, sink) == 5 and delivered == [f"e{i}" for i in range(5)]
+    again = Spool(tmp_path)  # a restart writes to a new segment
+    again.append({"event_id": "e5"})
+    again.close()
+    assert drain(tmp_path, sink) == 1 and delivered[-1] == "e5"
+    assert drain(tmp_path, sink) == 0  # everything is behind the checkpoint now
+    assert not (tmp_path / "events-00000001.jsonl").exists()  # consumed segments are removed
+
+
+def test_spool_keeps_lines_when_the_ledger_write_fails(tmp_path: Path) -> None:
+    def broken(batch: Any) -> None:
+        raise RuntimeError("disk full")
+
+    spool = Spool(tmp_path)
+    spool.append({"event_id": "kept"})
+    spool.close()
+    with pytest.raises(RuntimeError):
+        drain(tmp_path, broken)
+    delivered: list[Any] = []
+    assert drain(tmp_path, delivered.extend) == 1 and delivered[0]["event_id"] == "kept"
+
+
+def test_a_line_being_written_is_left_for_the_next_drain(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append({"event_id": "a"})
+    path = tmp_path / "events-00000001.jsonl"
+    with path.open("ab") as handle:
+        handle.write(b'{"event_id": "b"')  # the rest of the line is not there yet
+    delivered: list[Any] = []
+    assert drain(tmp_path, delivered.extend, live=True) == 1
+    with path.open("ab") as handle:
+        handle.write(b"}\n")
+    assert drain(tmp_path, delivered.extend, live=True) == 1 and delivered[-1]["event_id"] == "b"
+    spool.close()
+
+
+def test_spool_files_are_private(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append({"event_id": "x"})
+    spool.close()
+    assert os.stat(tmp_path / "events-00000001.jsonl").st_mode & 0o077 == 0
+
+
+def test_ledger_reopened_accepts_records(ledger_path: Path, book) -> None:
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+
+    record = {"event_id": "a", "ts": "2025-09-01T00:00:00Z", "model": "gpt-4o", "input_tokens": 5}
+    with Ledger(ledger_path, book=book, config=Config()) as first:
+        first.ingest_records([record])
+    with Ledger(ledger_path, book=book, config=Config()) as second:  # failed before the schema_version fix
+        summary = second.ingest_records([record, {**record, "event_id": "b"}])
+    assert (summary.accepted, summary.duplicates) == (1, 1)
+
+
+# ------------------------------------------------------------------ config
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {"upstreams": {"o": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}}}
+    section.update(extra)
+    return section
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({}, "at least one upstream"),
+        (minimal(upstreams={"o": {"base_url": "x"}}), "base_url"),
+        (minimal(upstreams={"o": {"base_url": "http://h", "api_key": "sk-1"}}), "never written in the file"),
+        (minimal(models={"m": {"upstream": "nope"}}), "not declared"),
+        (minimal(budgets=[{"scope": "planet", "limit_usd": 1}]), "scope"),
+        (minimal(budgets=[{"action": "downgrade", "limit_usd": 1}]), "downgrade_to"),
+        (minimal(budgets=[{"scope": "team"}]), "limit_usd, max_calls"),
+        (minimal(budgets=[{"limit_usd": 1, "timezone": "Mars/Olympus"}]), "time zone"),
+        (minimal(routes={"r": {"light": "a", "strong": "b"}}), "not declared"),
+        (minimal(keys=[{"sha256": "abc"}]), "SHA-256"),
+    ],
+)
+def test_config_errors_say_where_and_why(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_gateway(section)
+
+
+def test_config_targets_aliases_and_pass_through_models() -> None:
+    config = parse_gateway(
+        minimal(
+            upstreams={"o": {"base_url": "http://h/v1", "models": ["gpt-4o"], "api_key_env": "K"}},
+            models={"fast": {"upstream": "o", "model": "gpt-4o-mini"}},
+        )
+    )
+    assert config.target("fast").model == "gpt-4o-mini"  # type: ignore[union-attr]
+    assert config.target("gpt-4o").upstream == "o"  # type: ignore[union-attr]
+    assert config.target("other") is None
+    assert config.require_key is False
+
+
+# ------------------------------------------------------------------ attribution, routing, cache, retries
+
+
+def test_tags_header_parsing() -> None:
+    assert parse_tags("feature=rerank, customer=acme,bad,=x,y=") == {"feature": "rerank", "customer": "acme"}
+    attrs = attribution(
+        {"x-unitcost-tags": "feature=f,env2=x", "x-unitcost-unit": "ticket:T-1", "x-unitcost-trace-id": "t"},
+        None,
+        "prod",
+    )
+    assert (attrs["feature"], attrs["unit"], attrs["unit_id"], attrs["environment"]) == (
+        "f",
+        "ticket",
+        "T-1",
+        "prod",
+    )
+    assert attrs["tags"] == {"env2": "x"}
+
+
+def scorer_escalates(body: Any) -> bool:
+    return "urgent" in orjson.dumps(body).decode()
+
+
+def test_routing_rules_and_cascade_checks() -> None:
+    route = Route(
+        "r",
+        "light",
+        "strong",
+        keywords=("Prove",),
+        escalate_on_tools=True,
+        max_prompt_tokens=50,
+        scorer="test_gateway_parts:scorer_escalates",
+    )
+    user = {"messages": [{"role": "user", "content": "hi"}]}
+    assert escalation_reason(route, user) is None
+    assert escalation_reason(route, {**user, "tools": [{"type": "function"}]}) == "tools"
+    assert (
+        escalation_reason(route, {"messages": [{"role": "user", "content": "please prove it"}]})
+        == "keyword:Prove"
+    )
+    assert (
+        escalation_reason(route, {"messages": [{"role": "user", "content": "word " * 200}]})
+        == "prompt_length"
+    )
+    assert escalation_reason(route, {"messages": [{"role": "user", "content": "urgent"}]}) == "scorer"
+    schema = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
+    checked = Route("c", "l", "s", mode="cascade", check_json_schema=schema)
+    assert answer_passes(checked, '{"answer": 4}')
+    assert not answer_passes(checked, '{"answer": "four"}')
+    assert not answer_passes(checked, "four")
+    assert not answer_passes(Route("c", "l", "s", check_regex=r"^\d+$"), "n/a")
+
+
+def test_caps_lower_max_tokens_and_reasoning_effort() -> None:
+    route = Route("r", "l", "s", max_tokens_cap=100, reasoning_effort_cap="low")
+    body: dict[str, Any] = {"max_tokens": 500, "reasoning_effort": "high", "reasoning": {"effort": "medium"}}
+    apply_caps(route, body, "openai")
+    assert body == {"max_tokens": 100, "reasoning_effort": "low", "reasoning": {"effort": "low"}}
+    unset: dict[str, Any] = {"messages": []}
+    apply_caps(route, unset, "anthropic")
+    assert unset["max_tokens"] == 100
+
+
+def test_cache_key_ignores_stream_and_user_but_not_content() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "a"}], "temperature": 0}
+    same = {"temperature": 0, "messages": [{"content": "a", "role": "user"}], "model": "m", "user": "u"}
+    assert cache_key("/chat/completions", body, "m") == cache_key("/chat/completions", same, "m")
+    assert cache_key("/chat/completions", body, "m") != cache_key("/responses", body, "m")
+    assert cache_key("/chat/completions", body, "m") != cache_key(
+        "/chat/completions", {**body, "temperature": 1}, "m"
+    )
+
+
+def test_memory_cache_expires_and_evicts() -> None:
+    async def run() -> None:
+        cache = MemoryCache(ttl_s=0, max_entries=2)
+        await cache.put("a", b"1")
+        assert await cache.get("a") is None  # expired at once
+        cache = MemoryCache(ttl_s=60, max_entries=2)
+        for key in "abc":
+            await cache.put(key, key.encode())
+        assert await cache.get("a") is None and await cache.get("c") == b"c"
+
+    asyncio.run(run())
+
+
+def test_backoff_has_jitter_and_honours_retry_after() -> None:
+    delays = {backoff_delay(3, 0.5, 10, None) for _ in range(50)}
+    assert len(delays) > 1 and all(0 <= d <= 2.0 for d in delays)
+    assert backoff_delay(1, 0.5, 10, "3") == 3.0
+    assert backoff_delay(1, 0.5, 10, "3600") == 10
+
+
+def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
+    from datetime import timedelta
+
+    from unitcost.gateway.restore import restore_budgets
+
+    now = datetime.now(UTC)
+    base = {
+        "model": "gpt-4o",
+        "provider": "openai",
+        "team": "search",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+    }
+    records = [
+        {**base, "event_id": "ok1", "ts": now.isoformat()},
+        {**base, "event_id": "retry", "ts": now.isoformat(), "attempt": 2},
+        {**base, "event_id": "hit", "ts": now.isoformat(), "cache_hit": True},
+        {
+            **base,
+            "event_id": "blocked",
+            "ts": now.isoformat(),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "tags": {"blocked_by_budget": "b"},
+        },
+        {**base, "event_id": "old", "ts": (now - timedelta(days=40)).isoformat()},
+        {**base, "event_id": "ads", "ts": now.isoformat(), "team": "ads"},
+    ]
+    ledger.ingest_records(records, source="gateway")
+    ledger.ingest_records([{**base, "event_id": "other-source", "ts": now.isoformat()}], source="otlp")
+    month = budget(name="m", period="month")
+    state = MemoryBudgetState()
+    assert restore_budgets(ledger.store, [month], state, "") == 2
+    line = lines_for([month], {"team": "search"}, "", now)[0]
+    spend, calls = asyncio.run(state.read([line]))[0]
+    one = ledger.book.price("gpt-4o", provider="openai", input_tokens=1000, output_tokens=100).cost
+    assert calls == 1 and Decimal(spend).scaleb(-9) == 2 * one  # ok1 + the paid retry; the hit cost 0
+
+
+def real_redis() -> str:
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    return url
+
+
+def test_redis_reservation_is_all_or_nothing_and_settles() -> None:
+    import uuid
+
+    from unitcost.gateway.budgets import RedisBudgetState
+
+    url = real_redis()
+    prefix = f"unitcost-test-{uuid.uuid4().hex}:"
+    wide = budget(name="wide", limit_usd=Decimal("10"))
+    narrow = budget(name="narrow", limit_usd=Decimal("0.000002"), max_calls=5)
+    lines = lines_for([wide, narrow], {"team": "x"}, prefix, datetime.now(UTC))
+
+    async def run() -> None:
+        state = RedisBudgetState(url)
+        try:
+            assert await state.reserve(lines, 1500) == [(1500, 1), (1500, 1)]
+            with pytest.raises(BudgetExceededError) as exc:
+                await state.reserve(lines, 600)
+            assert (exc.value.line.budget.name, exc.value.spend_nano, exc.value.calls) == ("narrow", 1500, 1)
+            assert await state.read(lines) == [(1500, 1), (1500, 1)]
+            await state.adjust(lines, -1000)
+            assert await state.read(lines) == [(500, 1), (500, 1)]
+        finally:
+            await state.close()
+
+    asyncio.run(run())
+
+
+def test_redis_cache_round_trip_with_ttl() -> None:
+    import uuid
+
+    from unitcost.gateway.cache import RedisCache
+
+    url = real_redis()
+
+    async def run() -> None:
+        cache = RedisCache(url, f"unitcost-test-{uuid.uuid4().hex}:", ttl_s=60)
+        try:
+            assert await cache.get("k") is None
+            await cache.put("k", b'{"body": "x"}')
+            assert await cache.get("k") == b'{"body": "x"}'
+        finally:
+            await cache.close()
+
+    asyncio.run(run())

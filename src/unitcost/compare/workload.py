@@ -1,0 +1,242 @@
+"""The recorded workload, aggregated in SQL into groups that price identically.
+
+A group holds every call of one (priced provider, model, service tier) whose calls fall on
+the same side of every *cut*: the start of each price segment (`instants`), the edges of
+each time-of-day window (`seconds_of_day`) and each prompt-length threshold
+(`prompt_sizes`, compared as `input_tokens > size`). Inside a group every call is priced by
+the same rates, so pricing the group's summed quantities once is exact. The cuts come from
+the timelines of the recorded models and of every alternative asked for, so one scan of
+the ledger serves them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..analytics.dialect import Dialect, dialect_for
+from ..analytics.report import where_sql
+from ..analytics.window import Window
+from ..events import USAGE_FIELDS
+from ..money import usd_to_pico
+from ..pricing.book import PriceBook
+from ..pricing.genai_layer import ModelRef
+from ..pricing.model import PriceError
+from ..pricing.quantities import BREAKDOWN_COLUMNS, split_usage
+
+if TYPE_CHECKING:
+    from ..ledger.base import Store
+
+ModelKey = tuple[str, str, str]
+"""(provider, model, service tier) as the PriceBook knows them."""
+
+
+@dataclass(frozen=True)
+class Cuts:
+    instants: frozenset[int] = frozenset()
+    seconds_of_day: frozenset[int] = frozenset()
+    prompt_sizes: frozenset[int] = frozenset()
+
+    def __or__(self, other: Cuts) -> Cuts:
+        return Cuts(
+            self.instants | other.instants,
+            self.seconds_of_day | other.seconds_of_day,
+            self.prompt_sizes | other.prompt_sizes,
+        )
+
+
+def timeline_cuts(book: PriceBook, provider: str, model: str, tier: str) -> Cuts:
+    """Every instant, time of day and prompt size at which this model's price can change."""
+    try:
+        timeline = book.timeline(ModelRef(provider, model), tier)
+    except PriceError:
+        return Cuts()
+    instants, sods, sizes = set(), set(), set()
+    for segment in timeline.segments:
+        if segment.start is not None:
+            instants.add(int(segment.start.timestamp()))
+        for option in segment.options:
+            if option.window is not None:
+                sods |= {option.window.start, option.window.end}
+            if option.price is not None:
+                try:
+                    sizes |= set(book.plan(option.price).thresholds)
+                except PriceError:
+                    continue
+    return Cuts(frozenset(instants), frozenset(sods), frozenset(sizes))
+
+
+@dataclass
+class Group:
+    provider: str
+    model: str
+    tier: str
+    response_cache_hit: bool
+    """Served from unitcost's own response cache: costs nothing whatever the model."""
+    calls: int
+    requests: int
+    first_ts: int
+    """Epoch seconds of the group's earliest call: every call of the group prices like it."""
+    min_input: int
+    """The group's smallest prompt: every call of the group is in its prompt-length tier."""
+    usage: dict[str, int]
+    recorded: dict[str, int]
+    """Recorded cost per breakdown column and `cost`, in pico-USD."""
+    quantities: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.quantities:
+            arrays = {k: np.asarray([v], dtype=np.int64) for k, v in self.usage.items()}
+            self.quantities = [int(x) for x in split_usage(arrays)[0]]
+
+
+@dataclass
+class Workload:
+    groups: list[Group]
+    window: Window
+    where: Sequence[str]
+    unpriced: dict[str, int]
+    """Calls with no recorded cost, by reason: excluded from every comparison and counted."""
+    units: int = 0
+    successes: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+    @property
+    def calls(self) -> int:
+        return sum(g.calls for g in self.groups)
+
+    @property
+    def requests(self) -> int:
+        return sum(g.requests for g in self.groups)
+
+    @property
+    def recorded_cost(self) -> int:
+        return sum(g.recorded["cost"] for g in self.groups)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(self.unpriced.values())
+
+    def models(self) -> list[ModelKey]:
+        return sorted({(g.provider, g.model, g.tier) for g in self.groups})
+
+    def span_seconds(self) -> int:
+        if self.first_ts is None or self.last_ts is None:
+            return 0
+        return self.last_ts - self.first_ts
+
+
+def epoch_seconds(dialect: Dialect) -> str:
+    if dialect.name == "clickhouse":
+        return "toUnixTimestamp(ts)"
+    return "CAST(epoch_us(ts) // 1000000 AS BIGINT)"
+
+
+def selection_sql(window: Window, where: Sequence[str], dialect: Dialect) -> str:
+    return (
+        f"ts >= {dialect.ts_literal(window.since.isoformat())} "
+        f"AND ts < {dialect.ts_literal(window.until.isoformat())} AND {where_sql(where, dialect)}"
+    )
+
+
+def _bucket(conditions: Iterable[str]) -> str:
+    parts = [f"CAST({c} AS INTEGER)" for c in conditions]
+    return " + ".join(parts) if parts else "0"
+
+
+def load_workload(
+    store: Store,
+    window: Window,
+    where: Sequence[str],
+    cuts_for: Callable[[list[ModelKey]], Cuts],
+    *,
+    with_units: bool = True,
+) -> Workload:
+    """Aggregate the selected, priced calls into groups that `cuts_for(recorded models)` keeps apart."""
+    dialect = dialect_for(store.dialect)
+    selected = selection_sql(window, where, dialect)
+    recorded_models = [
+        (str(r["p"]), str(r["m"]), str(r["t"]))
+        for r in store.fetch(
+            "SELECT DISTINCT priced_provider AS p, priced_model AS m, COALESCE(service_tier, 'standard') AS t "
+            f"FROM events WHERE {selected} AND cost IS NOT NULL"
+        ).to_pylist()
+    ]
+    cuts = cuts_for(recorded_models)
+    lo, hi = int(window.since.timestamp()), int(window.until.timestamp())
+    sec = "_s"
+    time_bucket = _bucket(f"{sec} >= {t}" for t in sorted(cuts.instants) if lo < t < hi)
+    sod_bucket = _bucket(f"{sec} % 86400 >= {s}" for s in sorted(cuts.seconds_of_day) if 0 < s < 86400)
+    size_bucket = _bucket(f"input_tokens > {z}" for z in sorted(cuts.prompt_sizes))
+    usage_sums = ", ".join(f'sum("{f}") AS "{f}"' for f in USAGE_FIELDS)
+    cost_sums = ", ".join(f'sum("{c}") AS "{c}"' for c in ("cost", *BREAKDOWN_COLUMNS))
+    sql = (
+        "SELECT priced_provider AS p, priced_model AS m, COALESCE(service_tier, 'standard') AS t, "
+        "COALESCE(cache_hit, false) AS h, "
+        f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
+        f"count(*) AS calls, sum(requests) AS requests, min({sec}) AS first_ts, max({sec}) AS last_ts, "
+        f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
+        f"FROM (SELECT *, {epoch_seconds(dialect)} AS {sec} FROM events WHERE {selected} AND cost IS NOT NULL) "
+        "GROUP BY p, m, t, h, tb, sb, zb ORDER BY p, m, t, h, tb, sb, zb"
+    )
+    groups = []
+    first: int | None = None
+    last: int | None = None
+    for row in store.fetch(sql).to_pylist():
+        groups.append(
+            Group(
+                provider=row["p"],
+                model=row["m"],
+                tier=row["t"],
+                response_cache_hit=bool(row["h"]),
+                calls=int(row["calls"]),
+                requests=int(row["requests"] or 0),
+                first_ts=int(row["first_ts"]),
+                min_input=int(row["min_input"] or 0),
+                usage={f: int(row[f] or 0) for f in USAGE_FIELDS},
+                recorded={c: usd_to_pico(row[c] or Decimal(0)) for c in ("cost", *BREAKDOWN_COLUMNS)},
+            )
+        )
+        first = int(row["first_ts"]) if first is None else min(first, int(row["first_ts"]))
+        last = int(row["last_ts"]) if last is None else max(last, int(row["last_ts"]))
+    unpriced = {
+        str(r["reason"] or "no price"): int(r["n"])
+        for r in store.fetch(
+            "SELECT unpriced_reason AS reason, count(*) AS n FROM events "
+            f"WHERE {selected} AND cost IS NULL GROUP BY 1 ORDER BY 2 DESC"
+        ).to_pylist()
+    }
+    workload = Workload(groups, window, list(where), unpriced, first_ts=first, last_ts=last)
+    if with_units:
+        workload.units, workload.successes = unit_counts(store, window, where)
+    return workload
+
+
+def unit_counts(store: Store, window: Window, where: Sequence[str]) -> tuple[int, int]:
+    """Business units and successful units among the selected priced calls (outcomes by unit, trace, event)."""
+    from ..analytics.report import _outcome_join
+
+    dialect = dialect_for(store.dialect)
+    columns, joins = _outcome_join(dialect)
+    unit_key = dialect.concat('"unit"', "':'", '"unit_id"')
+    selected = selection_sql(window, where, dialect)
+    sql = (
+        f"SELECT count(DISTINCT CASE WHEN unit_id IS NOT NULL THEN {unit_key} END) AS units, "
+        "count(DISTINCT CASE WHEN _success THEN _outcome_key END) AS successes "
+        f"FROM (SELECT e.unit, e.unit_id, {columns} "
+        f"FROM (SELECT * FROM events WHERE {selected} AND cost IS NOT NULL) AS e {joins}) AS x"
+    )
+    row = store.fetch(sql).to_pylist()[0]
+    return int(row["units"] or 0), int(row["successes"] or 0)
+
+
+def instant(seconds: int) -> datetime:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(seconds, UTC)

@@ -201,8 +201,8 @@ def _complete(
     """An undefined factor takes the other period's value (or 0): it then moves by nothing."""
     fa: dict[str, Fraction] = {}
     fb: dict[str, Fraction] = {}
-    for key in a:
-        va, vb = a[key], b[key]
+    for key, va in a.items():
+        vb = b[key]
         fa[key] = va if va is not None else (vb if vb is not None else Fraction(0))
         fb[key] = vb if vb is not None else fa[key]
     return fa, fb

@@ -175,6 +175,16 @@ class WhatIfResult:
         out = []
         for s in [self.baseline, *self.scenarios]:
             priced_calls = s.costed.calls - s.costed.unpriced_calls
+            if priced_calls == 0:
+                out.append(
+                    {
+                        "scenario": s.label,
+                        "unpriced_calls": s.costed.unpriced_calls,
+                        "calls": s.costed.calls,
+                        "assumptions": "; ".join(s.assumptions),
+                    }
+                )
+                continue
             total = pico_to_usd(s.total)
             base = pico_to_usd(s.compared_baseline)
             row: dict[str, object] = {
@@ -274,8 +284,22 @@ def alternative_line(book: PriceBook, alt: Alternative, group: Group, notes: set
         q = _scale_reasoning(q, alt.reasoning_multiplier)
     min_prompt = Decimal(group.min_input) * ratio
     q = _apply_cache(alt.cache, q, provider, model, min_prompt, notes)
+    if alt.cache.mode == "keep" and provider != group.provider:
+        _note_cache_mismatch(q, provider, model, notes)
     when = at_date(alt.at, group.first_ts) if alt.at else group.first_ts
     return Line(provider, model, tier, when, min_prompt, q, group.calls, free=group.response_cache_hit)
+
+
+def _note_cache_mismatch(q: tuple[int, ...], provider: str, model: str, notes: set[str]) -> None:
+    rule = cache_rule_for(provider, model)
+    writes = q[Q["cache_write_5m"]] + q[Q["cache_write_1h"]]
+    if writes and not rule.writes_billed:
+        notes.add(f"{provider} charges no cache-write premium: recorded cache writes are billed as its input")
+    if rule.writes_billed and not writes and q[Q["cache_read_text"]]:
+        notes.add(
+            f"{provider} bills cache writes but the recorded calls wrote none: --cache keep under-states "
+            "the target; --cache prefix models its writes"
+        )
 
 
 def _scale_reasoning(q: tuple[int, ...], multiplier: Decimal) -> tuple[int, ...]:
@@ -347,9 +371,10 @@ def run_whatif(book: PriceBook, workload: Workload, alternatives: Sequence[Alter
         if alt.at:
             assumptions.append(f"prices in force on {alt.at:%Y-%m-%d}, at each call's time of day")
         if costed.unpriced_calls:
+            reason = max((costed.unpriced_reasons or {}).items(), key=lambda kv: kv[1], default=("", 0))[0]
             assumptions.append(
-                f"{costed.unpriced_calls:,} calls have no price under this alternative and are left out "
-                "of its total and of the recorded total it is compared with"
+                f"{costed.unpriced_calls:,} calls have no price under this alternative ({reason}) and are left "
+                "out of its total and of the recorded total it is compared with"
             )
         scenarios.append(
             ScenarioResult(

@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unitcost.analytics.window import Window
-from unitcost.compare.whatif import Alternative, CacheAssumption, needed_cuts, run_whatif
+from unitcost.compare.whatif import (
+    Alternative,
+    CacheAssumption,
+    needed_cuts,
+    needs_recorded_models,
+    run_whatif,
+)
 from unitcost.compare.workload import load_workload
 from unitcost.money import pico_to_usd
 
@@ -26,8 +32,19 @@ def ev(ts: str, provider: str, model: str, **usage: Any) -> dict[str, Any]:
 
 
 def whatif(ledger: Any, *alts: Alternative, where: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    workload = load_workload(ledger.store, SEPT, list(where), needed_cuts(ledger.book, alts))
-    return run_whatif(ledger.book, workload, alts).rows()
+    """Rows of a what-if, checked to be the same with and without the scan of recorded models."""
+    results = []
+    for with_recorded in {True, needs_recorded_models(alts)}:
+        workload = load_workload(
+            ledger.store,
+            SEPT,
+            list(where),
+            needed_cuts(ledger.book, alts),
+            with_recorded_models=with_recorded,
+        )
+        results.append(run_whatif(ledger.book, workload, alts).rows())
+    assert all(r == results[0] for r in results)
+    return results[0]
 
 
 def test_deepseek_v31_to_v32_by_hand(ledger) -> None:
@@ -101,7 +118,12 @@ def test_long_context_tier_is_decided_per_call(ledger) -> None:
             ev("2025-09-10T09:05:00Z", "openai", "gpt-4o-mini", input_tokens=250_000, output_tokens=1_000),
         ]
     )
-    rows = whatif(ledger, Alternative.parse("anthropic:claude-sonnet-4-5", token_ratio=Decimal(1)))
+    rows = whatif(
+        ledger,
+        Alternative.parse("anthropic:claude-sonnet-4-5", token_ratio=Decimal(1)),
+        Alternative.parse("anthropic:claude-sonnet-4-5"),
+    )
+    assert rows[2]["total"] == rows[1]["total"]  # no published OpenAI/Anthropic ratio: 1
     # <= 200k: 100000 x 3 + 1000 x 15 = 315000; > 200k: 250000 x 6 + 1000 x 22.5 = 1522500 micro-USD
     assert rows[1]["total"] == Decimal("1.8375")
 

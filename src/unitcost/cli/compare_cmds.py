@@ -108,7 +108,7 @@ def whatif_cmd(
     """Reprice the selected workload, token for token, under other models, dates, tiers or cache behaviour."""
     from ..analytics.window import Window
     from ..compare.charts import check_path
-    from ..compare.whatif import Alternative, CacheAssumption, needed_cuts, run_whatif
+    from ..compare.whatif import Alternative, CacheAssumption, needed_cuts, needs_recorded_models, run_whatif
     from ..compare.workload import load_workload
 
     if chart:
@@ -135,7 +135,13 @@ def whatif_cmd(
     with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
         alts = [Alternative.parse(spec, **common) for spec in specs]
         window = Window.parse(since, until)
-        workload = load_workload(book_ledger.store, window, where or [], needed_cuts(book_ledger.book, alts))
+        workload = load_workload(
+            book_ledger.store,
+            window,
+            where or [],
+            needed_cuts(book_ledger.book, alts),
+            with_recorded_models=needs_recorded_models(alts),
+        )
         if not workload.groups:
             raise UserError(f"no priced calls in {window.describe()} for the filters given")
         result = run_whatif(book_ledger.book, workload, alts)

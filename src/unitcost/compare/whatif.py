@@ -17,6 +17,7 @@ from decimal import Decimal
 from ..analytics.window import parse_instant
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
+from ..pricing.layers import TIERS
 from .costing import (
     COMPONENT_OF_BREAKDOWN,
     COMPONENTS,
@@ -29,7 +30,7 @@ from .costing import (
     text_prompt,
     with_cache,
 )
-from .rules import cache_rule_for, tokenizer_ratio
+from .rules import cache_rule_for, tokenizer_families, tokenizer_ratio
 from .workload import Cuts, Group, ModelKey, Workload, timeline_cuts
 
 
@@ -210,6 +211,11 @@ class WhatIfResult:
         return out
 
 
+def needs_recorded_models(alternatives: Sequence[Alternative]) -> bool:
+    """Whether some alternative keeps the recorded models (their price changes then matter)."""
+    return any(alt.model is None for alt in alternatives)
+
+
 def needed_cuts(book: PriceBook, alternatives: Sequence[Alternative]) -> Callable[[list[ModelKey]], Cuts]:
     """A `cuts_for` function for `load_workload`: recorded models' cuts plus every alternative's."""
 
@@ -217,7 +223,13 @@ def needed_cuts(book: PriceBook, alternatives: Sequence[Alternative]) -> Callabl
         cuts = Cuts()
         for provider, model, tier in recorded:
             cuts |= timeline_cuts(book, provider, model, tier)
+        # Without the recorded models (see needs_recorded_models), every alternative names its
+        # model: take its cuts for every source tokenizer family it could be scaled from.
+        sources = recorded or [(p, "", t) for p in (*tokenizer_families(), "") for t in TIERS]
+        for provider, model, tier in sources:
             for alt in alternatives:
+                if alt.model is None and not model:
+                    continue
                 target_p, target_m, target_t = _target(book, alt, provider, model, tier)
                 ratio = _ratio(alt, provider, target_p)[0]
                 alt_cuts = timeline_cuts(book, target_p, target_m, target_t)

@@ -157,17 +157,25 @@ def load_workload(
     cuts_for: Callable[[list[ModelKey]], Cuts],
     *,
     with_units: bool = True,
+    with_recorded_models: bool = True,
 ) -> Workload:
-    """Aggregate the selected, priced calls into groups that `cuts_for(recorded models)` keeps apart."""
+    """Aggregate the selected, priced calls into groups that `cuts_for(recorded models)` keeps apart.
+
+    `with_recorded_models=False` skips the scan that lists the recorded models (cuts_for then
+    gets an empty list): right when every alternative names its own model, so the recorded
+    models' price changes cannot matter (their cost is read from the ledger, not repriced).
+    """
     dialect = dialect_for(store.dialect)
     selected = selection_sql(window, where, dialect)
-    recorded_models = [
-        (str(r["p"]), str(r["m"]), str(r["t"]))
-        for r in store.fetch(
-            "SELECT DISTINCT priced_provider AS p, priced_model AS m, COALESCE(service_tier, 'standard') AS t "
-            f"FROM events WHERE {selected} AND cost IS NOT NULL"
-        ).to_pylist()
-    ]
+    recorded_models: list[ModelKey] = []
+    if with_recorded_models:
+        recorded_models = [
+            (str(r["p"]), str(r["m"]), str(r["t"]))
+            for r in store.fetch(
+                "SELECT DISTINCT priced_provider AS p, priced_model AS m, "
+                f"COALESCE(service_tier, 'standard') AS t FROM events WHERE {selected} AND cost IS NOT NULL"
+            ).to_pylist()
+        ]
     cuts = cuts_for(recorded_models)
     lo, hi = int(window.since.timestamp()), int(window.until.timestamp())
     sec = "_s"
@@ -175,14 +183,26 @@ def load_workload(
     sod_bucket = _bucket(f"{sec} % 86400 >= {s}" for s in sorted(cuts.seconds_of_day) if 0 < s < 86400)
     size_bucket = _bucket(f"input_tokens > {z}" for z in sorted(cuts.prompt_sizes))
     usage_sums = ", ".join(f'sum("{f}") AS "{f}"' for f in USAGE_FIELDS)
-    cost_sums = ", ".join(f'sum("{c}") AS "{c}"' for c in ("cost", *BREAKDOWN_COLUMNS))
+    cost_sums = ", ".join(f'sum({expr}) AS "{name}"' for name, expr in _SUMMED_COSTS.items())
+    needed = ", ".join(
+        f'"{c}"'
+        for c in (
+            "priced_provider",
+            "priced_model",
+            "service_tier",
+            "cache_hit",
+            *USAGE_FIELDS,
+            *COST_COLUMNS,
+        )
+    )
     sql = (
         "SELECT priced_provider AS p, priced_model AS m, COALESCE(service_tier, 'standard') AS t, "
         "COALESCE(cache_hit, false) AS h, "
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
         f"count(*) AS calls, sum(requests) AS requests, min({sec}) AS first_ts, max({sec}) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
-        f"FROM (SELECT *, {epoch_seconds(dialect)} AS {sec} FROM events WHERE {selected} AND cost IS NOT NULL) "
+        f"FROM (SELECT {needed}, {epoch_seconds(dialect)} AS {sec} FROM events "
+        f"WHERE {selected} AND cost IS NOT NULL) AS selected "
         "GROUP BY p, m, t, h, tb, sb, zb ORDER BY p, m, t, h, tb, sb, zb"
     )
     groups = []
@@ -200,7 +220,7 @@ def load_workload(
                 first_ts=int(row["first_ts"]),
                 min_input=int(row["min_input"] or 0),
                 usage={f: int(row[f] or 0) for f in USAGE_FIELDS},
-                recorded={c: usd_to_pico(row[c] or Decimal(0)) for c in ("cost", *BREAKDOWN_COLUMNS)},
+                recorded=_recorded(row),
             )
         )
         first = int(row["first_ts"]) if first is None else min(first, int(row["first_ts"]))
@@ -218,22 +238,42 @@ def load_workload(
     return workload
 
 
+# The two cache-write columns are summed as one: what-ifs show cache writes as one component.
+COST_COLUMNS = ("cost", *BREAKDOWN_COLUMNS)
+_SUMMED_COSTS = {
+    **{c: f'"{c}"' for c in COST_COLUMNS if not c.startswith("cost_cache_write")},
+    "cost_cache_write": '"cost_cache_write_5m" + "cost_cache_write_1h"',
+}
+
+
+def _recorded(row: dict[str, object]) -> dict[str, int]:
+    out = {c: usd_to_pico(row[c] or Decimal(0)) for c in _SUMMED_COSTS}  # type: ignore[arg-type]
+    out["cost_cache_write_5m"] = out.pop("cost_cache_write")
+    out["cost_cache_write_1h"] = 0
+    return out
+
+
 def unit_counts(store: Store, window: Window, where: Sequence[str]) -> tuple[int, int]:
     """Business units and successful units among the selected priced calls (outcomes by unit, trace, event)."""
     from ..analytics.report import _outcome_join
 
     dialect = dialect_for(store.dialect)
+    selected = f"{selection_sql(window, where, dialect)} AND cost IS NOT NULL"
+    units_row = store.fetch(
+        "SELECT count(*) AS n FROM (SELECT DISTINCT unit, unit_id FROM events "
+        f"WHERE {selected} AND unit_id IS NOT NULL) AS u"
+    ).to_pylist()[0]
+    units = int(units_row["n"] or 0)
+    if not int(store.fetch("SELECT count(*) AS n FROM outcomes").to_pylist()[0]["n"] or 0):
+        return units, 0
     columns, joins = _outcome_join(dialect)
-    unit_key = dialect.concat('"unit"', "':'", '"unit_id"')
-    selected = selection_sql(window, where, dialect)
     sql = (
-        f"SELECT count(DISTINCT CASE WHEN unit_id IS NOT NULL THEN {unit_key} END) AS units, "
-        "count(DISTINCT CASE WHEN _success THEN _outcome_key END) AS successes "
-        f"FROM (SELECT e.unit, e.unit_id, {columns} "
-        f"FROM (SELECT * FROM events WHERE {selected} AND cost IS NOT NULL) AS e {joins}) AS x"
+        "SELECT count(DISTINCT CASE WHEN _success THEN _outcome_key END) AS successes "
+        f"FROM (SELECT {columns} "
+        f"FROM (SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected}) AS e {joins}) AS x"
     )
     row = store.fetch(sql).to_pylist()[0]
-    return int(row["units"] or 0), int(row["successes"] or 0)
+    return units, int(row["successes"] or 0)
 
 
 def instant(seconds: int) -> datetime:

@@ -80,7 +80,7 @@ def test_each_lever_by_hand_on_gpt5(ledger) -> None:
 
 def test_combined_is_applied_in_sequence_not_summed(ledger) -> None:
     record(ledger, 10, "gpt-5", input_tokens=10_000, output_tokens=2_000, reasoning_tokens=1_000)
-    spend, result = levers(ledger)
+    _, result = levers(ledger)
     combined = result["combined"].saving
     parts = [result[name].saving for name in ("light-by-default routing", "batch mode", "reasoning effort")]
     assert max(parts) < combined < sum(r.saving for n, r in result.items() if n != "combined")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..money import pico_to_usd
 from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, UserError, app, friendly, open_ledger
 from .output import Col, Format, console, render, to_json
 
@@ -350,7 +351,7 @@ def explain_price_change_cmd(
     config: ConfigOpt = None,
     prices: PricesOpt = None,
 ) -> None:
-    """Split the change in effective cost between two periods into price, mix and volume, beside the list-price change."""
+    """Split the change in effective cost between two periods into price, mix and volume, beside list prices."""
     from ..compare import price_change as pc
     from ..compare.charts import check_path
     from ..compare.costing import Pricer
@@ -399,9 +400,9 @@ def explain_price_change_cmd(
         waterfall(
             chart,
             f"Effective cost change: {title}",
-            (e.a.label, float(pc.pico_to_usd(e.a.total))),
+            (e.a.label, float(pico_to_usd(e.a.total))),
             [(pc.LABELS[k], float(v)) for k, v in e.contributions.items() if v],
-            (e.b.label, float(pc.pico_to_usd(e.b.total))),
+            (e.b.label, float(pico_to_usd(e.b.total))),
         )
         console().print(f"chart written to {chart}", markup=False)
 
@@ -459,7 +460,6 @@ def _ledger_explanation(
 def _print_explanations(
     explanations: list[tuple[str, Any]], ref: Any, fmt: Format, notes: list[str], period_a: Any, period_b: Any
 ) -> None:
-    from ..compare import price_change as pc
 
     if fmt == Format.json:
         console().print(
@@ -469,8 +469,8 @@ def _print_explanations(
                         "workload": title,
                         "model": f"{ref.provider}/{ref.model}" if ref else None,
                         "periods": [
-                            {"label": e.a.label, "cost": pc.pico_to_usd(e.a.total), "calls": e.a.calls},
-                            {"label": e.b.label, "cost": pc.pico_to_usd(e.b.total), "calls": e.b.calls},
+                            {"label": e.a.label, "cost": pico_to_usd(e.a.total), "calls": e.a.calls},
+                            {"label": e.b.label, "cost": pico_to_usd(e.b.total), "calls": e.b.calls},
                         ],
                         "effective_change_pct": e.change_pct(),
                         "list_change_on_first_mix_pct": e.list_change_on_a_mix,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SUFFIXES = (".png", ".svg", ".html")
 COMPONENT_COLOURS = {
@@ -105,7 +106,7 @@ def waterfall(
     plt.close(fig)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

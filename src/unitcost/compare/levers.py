@@ -20,7 +20,7 @@ from typing import Any
 
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
-from .costing import COMPONENTS, Costed, Line, Pricer, Q, TOKEN_QUANTITIES, scale, scale_all
+from .costing import COMPONENTS, TOKEN_QUANTITIES, Costed, Line, Pricer, Q, scale, scale_all
 from .whatif import CacheAssumption, _apply_cache, group_line
 from .workload import Workload
 

@@ -27,6 +27,7 @@ from ..analytics.window import Window, parse_instant
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
 from ..pricing.genai_layer import ModelRef
+from ..pricing.model import Price, Tiered
 from .costing import COMPONENT_OF_BREAKDOWN, COMPONENTS, Line, Pricer, Q, component_tokens
 from .decompose import shapley
 from .whatif import at_date, group_line
@@ -219,16 +220,15 @@ def explain(a: PeriodCost, b: PeriodCost) -> Explanation:
 def list_price_rows(
     book: PriceBook, ref: ModelRef, at_a: datetime, at_b: datetime
 ) -> list[dict[str, object]]:
-    """The published price of each component at both instants (standard tier, default option)."""
-    rows = []
-    pa_, pb_ = (book.timeline(ref, "standard").segment_at(at).default.price for at in (at_a, at_b))
-    keys = sorted({*(pa_.components if pa_ else {}), *(pb_.components if pb_ else {})})
+    """The published price of each component at both instants (standard tier, default option).
+
+    A price tiered by prompt length shows its base tier.
+    """
+    rows: list[dict[str, object]] = []
+    price_a, price_b = (book.timeline(ref, "standard").segment_at(at).default.price for at in (at_a, at_b))
+    keys = sorted({*(price_a.components if price_a else {}), *(price_b.components if price_b else {})})
     for key in keys:
-        before = pa_.components.get(key) if pa_ else None
-        after = pb_.components.get(key) if pb_ else None
-        if not isinstance(before, Decimal | type(None)) or not isinstance(after, Decimal | type(None)):
-            before = getattr(before, "base", before)
-            after = getattr(after, "base", after)
+        before, after = _base(price_a, key), _base(price_b, key)
         change = (after - before) / before * 100 if before and after is not None else None
         rows.append(
             {
@@ -236,11 +236,16 @@ def list_price_rows(
                 "before": before,
                 "after": after,
                 "change_pct": change,
-                "before_ref": pa_.ref if pa_ else None,
-                "after_ref": pb_.ref if pb_ else None,
+                "before_ref": price_a.ref if price_a else None,
+                "after_ref": price_b.ref if price_b else None,
             }
         )
     return rows
+
+
+def _base(price: Price | None, key: str) -> Decimal | None:
+    component = price.components.get(key) if price else None
+    return component.base if isinstance(component, Tiered) else component
 
 
 def parse_period(text: str, window: str) -> Window:

@@ -54,10 +54,12 @@ def _compact(row: dict) -> dict:
 
 
 def write_jsonl(table: pa.Table, path: Path) -> None:
-    with open(path, "wb") as handle:
+    partial = path.with_name(path.name + ".partial")  # a killed run leaves no half file behind
+    with open(partial, "wb") as handle:
         for batch in table.to_batches(max_chunksize=50_000):
             lines = [orjson.dumps(_compact(row)) for row in batch.to_pylist()]
             handle.write(b"\n".join(lines) + b"\n")
+    partial.replace(path)
 
 
 def main() -> None:

@@ -389,7 +389,7 @@ def _accumulate(
             ("new", "sum"),
             ("old_unpriced", "sum"),
             ("new_unpriced", "sum"),
-            ("provider", "count_all"),
+            ([], "count_all"),
         ]
     )
     for row in grouped.to_pylist():

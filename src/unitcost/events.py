@@ -228,14 +228,34 @@ COST_COLUMNS: tuple[str, ...] = (
     "cache_savings",
     "avoided_cost",
 )
+_COST_DOCS: Mapping[str, str] = {
+    "cost": "Total cost in USD (DECIMAL(18, 12)); NULL when no price applies, never 0 for unknown.",
+    "cost_input": "Uncached input tokens.",
+    "cost_cache_read": "Input tokens read from the prompt cache.",
+    "cost_cache_write_5m": "Prompt-cache writes with a 5-minute lifetime.",
+    "cost_cache_write_1h": "Prompt-cache writes with a 1-hour lifetime.",
+    "cost_output": "Output tokens other than reasoning.",
+    "cost_reasoning": "Reasoning tokens (at the output price unless the model prices them apart).",
+    "cost_other": "Audio and image tokens, web searches, per-request fees.",
+    "cache_savings": "What prompt caching saved against paying every cached token as uncached input "
+    "(negative when cache writes cost more than they saved).",
+    "avoided_cost": "For a response served from unitcost's own cache (cost 0): what the call would have cost.",
+}
 PRICED_FIELDS: tuple[Field, ...] = (
-    *(Field(name, "money", "", group="priced") for name in COST_COLUMNS),
-    Field("price_ref", "str", "", group="priced"),
-    Field("unpriced_reason", "str", "", group="priced"),
-    Field("priced_provider", "str", "", group="priced"),
-    Field("priced_model", "str", "", group="priced"),
-    Field("source", "str", "", group="priced"),
-    Field("ingested_at", "ts", "", group="priced"),
+    *(Field(name, "money", _COST_DOCS[name], group="priced") for name in COST_COLUMNS),
+    Field(
+        "price_ref",
+        "str",
+        "Which price was applied: layer, provider/model, tier, window and the date it is effective from.",
+        group="priced",
+    ),
+    Field("unpriced_reason", "str", "Why no price applies (set exactly when cost is NULL).", group="priced"),
+    Field("priced_provider", "str", "Provider of the price-book entry that matched.", group="priced"),
+    Field("priced_model", "str", "Model id of the price-book entry that matched.", group="priced"),
+    Field(
+        "source", "str", "Where the event came from (file name, python, gateway, otlp, ...).", group="priced"
+    ),
+    Field("ingested_at", "ts", "When the event entered the ledger.", group="priced"),
 )
 LEDGER_FIELDS: tuple[Field, ...] = FIELDS + PRICED_FIELDS
 

@@ -5,7 +5,7 @@ $x per million tokens is x * 1e6 pico-USD per token, so any published price with
 six decimals per million tokens is represented exactly, and costs are exact integer
 products and sums. Nothing on a money path is ever a float.
 
-The ledger stores costs as DECIMAL(18, 12): an int64 of pico-USD, up to $9.2M per call.
+The ledger stores costs as DECIMAL(18, 12): an int64 of pico-USD, below $1M per call.
 Aggregates are summed as 128-bit decimals by the engine.
 """
 
@@ -19,7 +19,8 @@ import pyarrow as pa
 PICO_PER_USD = 10**12
 MONEY_SCALE = 12
 MONEY_ARROW_TYPE = pa.decimal128(18, MONEY_SCALE)
-MAX_EVENT_PICO = 2**63 - 1  # what fits DECIMAL(18, 12): about $9.2M for a single call
+MAX_EVENT_PICO = 10**18 - 1  # the largest DECIMAL(18, 12): $999,999.999999999999 for one call
+TOO_BIG_REASON = "cost of $1M or more for one call: check the usage counts"
 
 _PICO = Decimal(1).scaleb(-MONEY_SCALE)
 

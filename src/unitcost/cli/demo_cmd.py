@@ -119,7 +119,8 @@ def _prepare(path: Path) -> None:
     try:
         con = duckdb.connect(str(path), read_only=True)
         try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'demo'").fetchone()
+            rows = con.execute("SELECT value FROM meta WHERE key = 'demo'").fetchall()
+            row = rows[0] if rows else None
         finally:
             con.close()
     except duckdb.Error:

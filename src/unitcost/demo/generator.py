@@ -266,7 +266,9 @@ def generate(seed: int = 7, scale: float = 1.0, workloads: tuple[Workload, ...] 
     events = pa.concat_tables(tables).cast(EVENT_SCHEMA)
     order = np.argsort(np.asarray(events.column("ts").cast(pa.int64()).to_numpy()), kind="stable")
     events = events.take(pa.array(order))
-    outcomes = _outcomes(rng, [o for _, o in parts])
+    # The looping agent never finished its task: a failure that cost money.
+    failed_task = pa.table({"unit": ["task"], "unit_id": ["TAS-runaway-1"], "success": [False]})
+    outcomes = _outcomes(rng, [o for _, o in parts] + [failed_task])
     trace = runaway.column("trace_id")[0].as_py()
     return DemoMonth(
         events,

@@ -92,7 +92,7 @@ class DuckDBStore:
 
     def schema_version(self) -> int:
         try:
-            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            row = _one(self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
         except duckdb.CatalogException:
             return 0
         return int(row[0]) if row else 0
@@ -128,10 +128,10 @@ class DuckDBStore:
                 row = con.execute(
                     "INSERT INTO events BY NAME SELECT * FROM _unitcost_batch b "
                     "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)"
-                ).fetchone()
+                ).fetchall()
             finally:
                 con.unregister("_unitcost_batch")
-        inserted = int(row[0]) if row else 0
+        inserted = int(row[0][0]) if row else 0
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
 
     def insert(self, table_name: str, table: pa.Table) -> None:
@@ -161,10 +161,10 @@ class DuckDBStore:
             try:
                 row = self._con.execute(
                     f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id"
-                ).fetchone()
+                ).fetchall()
             finally:
                 self._con.unregister("_unitcost_updates")
-        return int(row[0]) if row else 0
+        return int(row[0][0]) if row else 0
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -203,6 +203,13 @@ class DuckDBStore:
     def close(self) -> None:
         with self._write:
             self._con.close()
+
+
+def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row, reading the result to its end: DuckDB refuses other work on a
+    connection while a result is only partly fetched."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
 
 
 def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:

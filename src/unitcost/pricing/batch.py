@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events import MAX_TOKENS, USAGE_FIELDS
-from ..money import MAX_EVENT_PICO, pico_array_to_arrow
+from ..events import USAGE_FIELDS
+from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_array_to_arrow
 from .book import PriceBook, cached_pair_indexes
 from .genai_layer import ModelRef
 from .layers import TIERS
@@ -26,8 +26,7 @@ from .quantities import BREAKDOWN_COLUMNS, BREAKDOWN_OF_QUANTITY, N_QUANTITIES, 
 
 _SPAN = np.int64(1) << np.int64(36)  # seconds per timeline slot in the composite search key (~2177 years)
 _NO_THRESHOLD = np.iinfo(np.int64).max
-# Largest rate for which quantities <= MAX_TOKENS can be multiplied and summed in int64.
-_SAFE_RATE = (2**63 - 1) // (N_QUANTITIES * MAX_TOKENS)
+_INT64_SAFE = 2**62  # below this bound every sum of products fits int64 with room to spare
 
 
 @dataclass
@@ -60,13 +59,17 @@ def price_table(book: PriceBook, table: pa.Table) -> PricedColumns:
     safe_opt = np.maximum(option, 0)
     no_price = (option >= 0) & (resolved.row_base[safe_opt] < 0)
     has_rates = (option >= 0) & ~no_price
-    thresholds = resolved.thresholds[safe_opt]  # (n, max_tiers)
-    row = resolved.row_base[safe_opt] + np.sum(input_tokens[:, None] > thresholds, axis=1)
-    rates = resolved.rates[np.where(has_rates, row, 0)]  # (n, Q); row 0 is all zeros
+    row = resolved.row_base[safe_opt]
+    for level in range(resolved.thresholds.shape[1]):
+        level_threshold = resolved.thresholds[:, level]
+        if (level_threshold != _NO_THRESHOLD).any():
+            row = row + (input_tokens > level_threshold[safe_opt])
 
     # An option whose price is missing, or has no rate for a quantity the event used, is unpriced.
     reason_code = np.where(no_price, resolved.option_reason[safe_opt], reason_code)
-    used = (quantities > 0).astype(np.int64) @ (np.int64(1) << np.arange(N_QUANTITIES, dtype=np.int64))
+    used = np.zeros(n, dtype=np.int64)
+    for q_index in _active(quantities):
+        used |= (quantities[q_index] > 0).astype(np.int64) << q_index
     missing = resolved.missing_bits[safe_opt] & used
     has_missing = has_rates & (missing != 0)
     if has_missing.any():
@@ -75,45 +78,32 @@ def price_table(book: PriceBook, table: pa.Table) -> PricedColumns:
         )
 
     priced = reason_code < 0
-    if int(rates.max(initial=0)) > _SAFE_RATE:
-        products = quantities.astype(object) * rates.astype(object)
-    else:
-        products = quantities * rates
-    parts = np.zeros((n, len(BREAKDOWN_COLUMNS)), dtype=products.dtype)
-    for q_index, b_index in enumerate(BREAKDOWN_OF_QUANTITY):
-        parts[:, b_index] += products[:, q_index]
-    total = parts.sum(axis=1)
-    savings = np.zeros(n, dtype=products.dtype)
-    for cached, uncached in cached_pair_indexes():
-        savings += quantities[:, cached] * (rates[:, uncached] - rates[:, cached])
-
-    too_big = priced & np.asarray(np.abs(total) > MAX_EVENT_PICO, dtype=bool)
+    parts, total, savings, absurd = _multiply(quantities, resolved, np.where(has_rates, row, 0))
+    too_big = priced & (absurd | (total > MAX_EVENT_PICO))
     if too_big.any():
-        reason_code = np.where(
-            too_big, resolved.add_reason("cost exceeds $9.2M for one call; check usage"), reason_code
-        )
+        reason_code = np.where(too_big, resolved.add_reason(TOO_BIG_REASON), reason_code)
         priced = reason_code < 0
 
     # A response served from unitcost's own cache costs nothing; what it would have cost is kept.
     cache_hit = (
         _bool_column(table.column("cache_hit")) if "cache_hit" in table.column_names else np.zeros(n, bool)
     )
-    avoided = np.where(cache_hit, total, 0)
+    avoided = np.zeros(n, dtype=np.int64)
     if cache_hit.any():
-        parts[cache_hit] = 0
-        total = np.where(cache_hit, 0, total)
-        savings = np.where(cache_hit, 0, savings)
+        avoided = np.where(cache_hit, total, 0)
+        parts[:, cache_hit] = 0
+        total[cache_hit] = 0
+        savings[cache_hit] = 0
 
-    zero = np.zeros(n, dtype=np.int64)
-    columns: dict[str, pa.Array] = {
-        "cost": pico_array_to_arrow(np.where(priced, total, zero).astype(np.int64), priced),
-    }
+    unpriced = ~priced
+    if unpriced.any():
+        for values in (total, parts, savings, avoided):
+            values[..., unpriced] = 0
+    columns: dict[str, pa.Array] = {"cost": pico_array_to_arrow(total, priced)}
     for b_index, name in enumerate(BREAKDOWN_COLUMNS):
-        columns[name] = pico_array_to_arrow(
-            np.where(priced, parts[:, b_index], zero).astype(np.int64), priced
-        )
-    columns["cache_savings"] = pico_array_to_arrow(np.where(priced, savings, zero).astype(np.int64), priced)
-    columns["avoided_cost"] = pico_array_to_arrow(np.where(priced, avoided, zero).astype(np.int64), priced)
+        columns[name] = pico_array_to_arrow(parts[b_index], priced)
+    columns["cache_savings"] = pico_array_to_arrow(savings, priced)
+    columns["avoided_cost"] = pico_array_to_arrow(avoided, priced)
     columns["price_ref"] = _take_strings(resolved.option_refs, np.where(priced, option, -1))
     columns["unpriced_reason"] = _take_strings(resolved.reasons, np.where(priced, -1, reason_code))
     columns["priced_provider"] = _take_strings(resolved.key_provider, key_index)
@@ -267,6 +257,46 @@ class _Resolved:
             code = self.add_reason(f"{ref} has no price for {', '.join(names)}")
             out[mask & (option == opt) & (missing == bits)] = code
         return out
+
+
+def _active(quantities: np.ndarray) -> list[int]:
+    """Quantities some event in the batch uses; most batches use a handful of the fourteen."""
+    return [q for q in range(N_QUANTITIES) if quantities[q].any()]
+
+
+def _multiply(
+    quantities: np.ndarray, resolved: _Resolved, row: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Breakdown (B × n), total, cache savings, and which events are absurdly expensive.
+
+    Integer pico-USD throughout. Overflow cannot happen: a float estimate of each event's
+    largest sum flags events far beyond what a DECIMAL(18, 12) can hold before the exact
+    int64 arithmetic runs, and their quantities are left out of it.
+    """
+    n = quantities.shape[1]
+    active = _active(quantities)
+    rates = {q: resolved.rates[:, q][row] for q in active}
+    uncached_rates = {c: resolved.rates[:, u][row] for c, u in cached_pair_indexes() if c in rates}
+    bound = sum(int(quantities[q].max()) * int(rates[q].max(initial=0)) for q in active) + sum(
+        int(quantities[c].max()) * int(r.max(initial=0)) for c, r in uncached_rates.items()
+    )
+    absurd = np.zeros(n, dtype=bool)
+    if bound >= _INT64_SAFE:
+        estimate = np.zeros(n, dtype=np.float64)
+        for q in active:
+            estimate += quantities[q] * rates[q].astype(np.float64)
+        for c, r in uncached_rates.items():
+            estimate += quantities[c] * r.astype(np.float64)
+        absurd = estimate > 2.0 * MAX_EVENT_PICO
+        quantities = np.where(absurd, 0, quantities)
+    parts = np.zeros((len(BREAKDOWN_COLUMNS), n), dtype=np.int64)
+    for q in active:
+        parts[BREAKDOWN_OF_QUANTITY[q]] += quantities[q] * rates[q]
+    total = parts.sum(axis=0)
+    savings = np.zeros(n, dtype=np.int64)
+    for c, uncached in uncached_rates.items():
+        savings += quantities[c] * (uncached - rates[c])
+    return parts, total, savings, absurd
 
 
 def _quantity_position(name: str) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..money import pico_to_usd
+from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
 from .genai_layer import GenaiLayer, ModelRef
 from .layers import TIERS, Layer, Period, load_layer
 from .model import Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
@@ -137,14 +137,15 @@ class PriceBook:
                 return Resolution(ModelRef(*found))
         try:
             p, m = self.genai.resolve(provider or None, model)
-        except LookupError as exc:
+        except LookupError:
             by_id = self.genai.find_by_id(provider or None, model)
             if by_id is not None:
                 return Resolution(by_id)
             where = f"provider {provider!r}" if provider else "any provider"
             return Resolution(
                 None,
-                f"unknown model {model!r} for {where} in {self.genai.label} and the override layers ({exc})",
+                f"unknown model {model!r} for {where} in {self.genai.label} and the override layers: "
+                "add its price to your overrides file (see docs/pricing.md)",
             )
         return Resolution(ModelRef(p.id, m.id))
 
@@ -310,7 +311,7 @@ class PriceBook:
             plan = self.plan(option.price)
         except PriceError as exc:
             return _unpriced(ref.provider, ref.model, tier, at, str(exc))
-        quantities = split_usage({k: np.asarray([v], dtype=np.int64) for k, v in full.items()})[0]
+        quantities = split_usage({k: np.asarray([v], dtype=np.int64) for k, v in full.items()})[:, 0]
         missing = [q for q in plan.missing if quantities[_quantity_index(q)] > 0]
         if missing:
             return _unpriced(
@@ -320,6 +321,8 @@ class PriceBook:
         parts = [0] * len(BREAKDOWN_COLUMNS)
         for i, amount in enumerate(quantities):
             parts[BREAKDOWN_OF_QUANTITY[i]] += int(amount) * row[i]
+        if sum(parts) > MAX_EVENT_PICO:
+            return _unpriced(ref.provider, ref.model, tier, at, TOO_BIG_REASON)
         savings = cache_savings_pico(quantities, row)
         components = {
             name.removeprefix("cost_"): pico_to_usd(p)

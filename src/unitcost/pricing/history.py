@@ -173,6 +173,31 @@ def _first_change(timeline: Timeline, start: datetime, end: datetime) -> datetim
     return None
 
 
+# Quantities that, unless priced on their own, cost what another one costs.
+_DERIVED_FROM = {
+    "input_audio": "input_text",
+    "input_image": "input_text",
+    "cache_audio_read": "cache_read_text",
+    "cache_image_read": "cache_read_text",
+    "cache_write_5m": "input_text",
+    "cache_write_1h": "input_text",
+    "output_audio": "output_text",
+    "output_image": "output_text",
+    "reasoning": "output_text",
+}
+
+
+def _index_of(name: str) -> int:
+    return next(i for i, q in enumerate(QUANTITIES) if q.name == name)
+
+
+def _follows(old_plan: RatePlan | None, new_plan: RatePlan | None, index: int, base: int) -> bool:
+    """Whether a quantity's rate equals its base quantity's rate before and after."""
+    return all(
+        plan is None or _rate_usd(plan, 0, index) == _rate_usd(plan, 0, base) for plan in (old_plan, new_plan)
+    )
+
+
 def _compare(
     book: PriceBook, ref: ModelRef, tier: str, before: Segment, after: Segment, changed_at: datetime | None
 ) -> list[dict[str, Any]]:
@@ -198,6 +223,9 @@ def _compare(
             new = _rate_usd(new_plan, 0, index) if new_plan else None
             if old == new or (not old and not new):
                 continue
+            base_name = _DERIVED_FROM.get(quantity.name)
+            if base_name is not None and _follows(old_plan, new_plan, index, _index_of(base_name)):
+                continue  # e.g. audio input at the text price: the text row already says it
             change = float((new - old) / old * 100) if old and new is not None else None
             rows.append(
                 {

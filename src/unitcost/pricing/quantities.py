@@ -93,7 +93,8 @@ BREAKDOWN_OF_QUANTITY: tuple[int, ...] = tuple(BREAKDOWN_COLUMNS.index(q.breakdo
 
 
 def split_usage(usage: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Quantities (rows × N_QUANTITIES, int64) from usage columns of validated events.
+    """Quantities (N_QUANTITIES × events, int64; one contiguous row per quantity) from usage
+    columns of validated events.
 
     Works for one event too: pass arrays of length 1. Usage must already satisfy the
     subset rules (see `usage_problem`), so every quantity is >= 0.
@@ -116,21 +117,21 @@ def split_usage(usage: Mapping[str, np.ndarray]) -> np.ndarray:
         col("output_image_tokens"),
     )
 
-    q = np.empty((len(inp), N_QUANTITIES), dtype=np.int64)
-    q[:, 0] = inp - cache_read - cw5 - cw1 - (audio_in - cache_audio) - (image_in - cache_image)
-    q[:, 1] = cache_read - cache_audio - cache_image
-    q[:, 2] = cw5
-    q[:, 3] = cw1
-    q[:, 4] = audio_in - cache_audio
-    q[:, 5] = cache_audio
-    q[:, 6] = image_in - cache_image
-    q[:, 7] = cache_image
-    q[:, 8] = out - reasoning - audio_out - image_out
-    q[:, 9] = reasoning
-    q[:, 10] = audio_out
-    q[:, 11] = image_out
-    q[:, 12] = col("web_searches")
-    q[:, 13] = col("requests")
+    q = np.empty((N_QUANTITIES, len(inp)), dtype=np.int64)
+    q[0] = inp - cache_read - cw5 - cw1 - (audio_in - cache_audio) - (image_in - cache_image)
+    q[1] = cache_read - cache_audio - cache_image
+    q[2] = cw5
+    q[3] = cw1
+    q[4] = audio_in - cache_audio
+    q[5] = cache_audio
+    q[6] = image_in - cache_image
+    q[7] = cache_image
+    q[8] = out - reasoning - audio_out - image_out
+    q[9] = reasoning
+    q[10] = audio_out
+    q[11] = image_out
+    q[12] = col("web_searches")
+    q[13] = col("requests")
     return q
 
 

@@ -1,0 +1,260 @@
+"""The commands a user types, run through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from unitcost.cli import app
+from unitcost.ledger.schema import SCHEMA_VERSION
+
+runner = CliRunner()
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_price_prints_the_breakdown_with_source_and_date() -> None:
+    out = run(
+        "price", "gpt-4o", "--input", "12000", "--cache-read", "8000", "--output", "900", "--at", "2025-06-01"
+    )
+    # 4,000 × $2.50/M + 8,000 × $1.25/M + 900 × $10/M = $0.01 + $0.01 + $0.009
+    assert "$0.029" in out
+    assert "cache read" in out
+    assert "genai-prices" in out
+
+
+def test_price_json_is_exact_decimal_text() -> None:
+    out = run(
+        "price",
+        "gpt-4o",
+        "--input",
+        "1000000",
+        "--output",
+        "1000000",
+        "--at",
+        "2025-06-01",
+        "--format",
+        "json",
+    )
+    data = json.loads(out)
+    assert Decimal(data["cost"]) == Decimal("12.5")
+    assert data["price_ref"] == "genai-prices:openai/gpt-4o"
+
+
+def test_price_of_an_unknown_model_is_unpriced_not_zero() -> None:
+    out = run("price", "no-such-model-xyz", "--input", "10", code=1)
+    assert "no price" in out.lower() or "unknown model" in out.lower()
+    assert "$0.00" not in out
+
+
+def test_prices_show_lists_the_deepseek_periods() -> None:
+    out = run("prices", "show", "deepseek-chat", "--format", "csv")
+    lines = out.strip().splitlines()
+    header = lines[0].split(",")
+    assert "from" in header[0] or "from" in header
+    assert any("2025-09-05" in line for line in lines)
+    assert any("2025-09-29" in line for line in lines)
+
+
+def test_prices_diff_between_two_dates() -> None:
+    out = run(
+        "prices",
+        "diff",
+        "--from",
+        "2025-09-20",
+        "--to",
+        "2025-10-05",
+        "--model",
+        "deepseek-chat",
+        "--format",
+        "json",
+    )
+    changes = json.loads(out)
+    assert changes, "V3.2-Exp changed deepseek-chat's prices on 2025-09-29"
+    chat = [c for c in changes if c["model"] == "deepseek/deepseek-chat"]
+    assert {c["component"] for c in chat} == {"input", "cache_read", "output"}
+    assert all("deepseek-chat" in c["model"] for c in changes)
+
+
+def _write_events(path: Path) -> None:
+    lines = [
+        {
+            "event_id": "a",
+            "ts": "2025-09-10T10:00:00Z",
+            "model": "gpt-4o",
+            "input_tokens": 1000,
+            "output_tokens": 10,
+        },
+        {
+            "event_id": "b",
+            "ts": "2025-09-10T10:01:00Z",
+            "model": "gpt-4o",
+            "input_tokens": -5,
+            "output_tokens": 10,
+        },
+        {
+            "event_id": "c",
+            "ts": "2025-09-10T10:02:00Z",
+            "model": "gpt-4o",
+            "input_tokens": 10,
+            "output_tokens": 1,
+        },
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+
+def test_ingest_names_the_bad_record_keeps_the_rest_and_exits_1(tmp_path: Path) -> None:
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
+    _write_events(events)
+    out = run("ingest", str(events), "--ledger", str(ledger), "--format", "json", code=1)
+    summary = json.loads(out)
+    assert (summary["accepted"], summary["rejected"]) == (2, 1)
+    assert summary["rejections"][0]["record"] == 2
+    assert summary["rejections"][0]["field"] == "input_tokens"
+    again = json.loads(run("ingest", str(events), "--ledger", str(ledger), "--format", "json", code=1))
+    assert (again["accepted"], again["duplicates"]) == (0, 2)
+
+
+def test_ledger_from_the_environment_and_report_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "env.duckdb"
+    _write_events(events)
+    monkeypatch.setenv("UNITCOST_LEDGER", str(ledger))
+    run("ingest", str(events), code=1)
+    assert ledger.exists()
+    window = ("--since", "2025-09-10", "--until", "2025-09-11")
+    data = json.loads(run("report", *window, "--format", "json"))
+    assert data["headline"]["calls"] == 2
+    # 1,010 input tokens at $2.50/M and 11 output at $10/M
+    assert Decimal(data["headline"]["spend"]) == Decimal("0.002635")
+    csv_out = run("report", *window, "--by", "model", "--format", "csv")
+    assert csv_out.splitlines()[0].startswith("model,calls,spend")
+    markdown = run("report", *window, "--format", "markdown")
+    assert "| model |" in markdown
+
+
+def test_report_on_a_missing_ledger_says_what_to_do(tmp_path: Path) -> None:
+    out = run("report", "--ledger", str(tmp_path / "none.duckdb"), code=2)
+    assert "unitcost demo" in out
+
+
+def test_a_new_ledger_is_at_the_current_schema_version(tmp_path: Path) -> None:
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    con = duckdb.connect(str(ledger), read_only=True)
+    try:
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
+    finally:
+        con.close()
+    assert version == (str(SCHEMA_VERSION),)
+
+
+def test_reprice_after_a_correction_audits_old_and_new(tmp_path: Path) -> None:
+    events, ledger, prices = tmp_path / "e.jsonl", tmp_path / "l.duckdb", tmp_path / "prices.toml"
+    events.write_text(
+        json.dumps(
+            {
+                "event_id": "s1",
+                "ts": "2025-09-10T10:00:00Z",
+                "provider": "self-hosted",
+                "model": "acme-x",
+                "input_tokens": 1_000_000,
+                "output_tokens": 1_000_000,
+            }
+        )
+        + "\n"
+    )
+    run("ingest", str(events), "--ledger", str(ledger))
+    prices.write_text(
+        '[[price]]\nprovider = "self-hosted"\nmodel = "acme-x"\nfrom = "2025-01-01"\n'
+        'source = "our GPU cost model, 2025-09"\ninput_mtok = "0.20"\noutput_mtok = "0.60"\n'
+    )
+    out = run(
+        "reprice",
+        "--since",
+        "2025-09-01",
+        "--ledger",
+        str(ledger),
+        "--prices",
+        str(prices),
+        "--format",
+        "json",
+    )
+    audit = json.loads(out)
+    assert audit["events_changed"] == 1
+    assert (audit["old_unpriced"], audit["new_unpriced"]) == (1, 0)
+    assert Decimal(audit["new_total"]) == Decimal("0.80")
+    con = duckdb.connect(str(ledger), read_only=True)
+    try:
+        [(cost, ref)] = con.execute("SELECT cost, price_ref FROM events").fetchall()
+        runs = con.execute("SELECT events_changed, new_total FROM reprice_runs").fetchall()
+    finally:
+        con.close()
+    assert cost == Decimal("0.8")
+    assert "user" in ref
+    assert runs == [(1, Decimal("0.8"))]
+
+
+class _Prices(BaseHTTPRequestHandler):
+    payload = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def price_server() -> Iterator[str]:
+    """A price feed in genai-prices' data format where gpt-4o costs $1/$2 per million."""
+    feed = [
+        {
+            "id": "openai",
+            "name": "OpenAI",
+            "api_pattern": "https://api\\.openai\\.com",
+            "pricing_urls": ["https://example.test/pricing"],
+            "models": [
+                {"id": "gpt-4o", "match": {"equals": "gpt-4o"}, "prices": {"input_mtok": 1, "output_mtok": 2}}
+            ],
+        }
+    ]
+    _Prices.payload = json.dumps(feed).encode()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prices)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/data.json"
+    server.shutdown()
+
+
+def test_prices_update_is_explicit_and_reversible(
+    price_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNITCOST_PRICES_DIR", str(tmp_path / "prices"))
+    before = json.loads(run("price", "gpt-4o", "--input", "1000000", "--format", "json"))
+    out = run("prices", "update", "--url", price_server)
+    assert "Fetched" in out
+    after = json.loads(run("price", "gpt-4o", "--input", "1000000", "--format", "json"))
+    assert Decimal(after["cost"]) == Decimal("1")
+    assert Decimal(before["cost"]) == Decimal("2.5")
+    run("prices", "update", "--bundled")
+    reverted = json.loads(run("price", "gpt-4o", "--input", "1000000", "--format", "json"))
+    assert reverted["cost"] == before["cost"]

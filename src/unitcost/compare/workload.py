@@ -92,7 +92,7 @@ class Group:
     def __post_init__(self) -> None:
         if not self.quantities:
             arrays = {k: np.asarray([v], dtype=np.int64) for k, v in self.usage.items()}
-            self.quantities = [int(x) for x in split_usage(arrays)[0]]
+            self.quantities = [int(x) for x in split_usage(arrays)[:, 0]]
 
 
 @dataclass

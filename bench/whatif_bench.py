@@ -13,6 +13,7 @@ then:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -56,6 +57,19 @@ def main() -> None:
         cuts = needed_cuts(ledger.book, alts)
         n_events = int(ledger.sql("SELECT count(*) AS n FROM events")["n"].iloc[0])
         print(f"ledger: {n_events:,} events; alternatives: {', '.join(a.label for a in alts)}")
+        print(f"load average before the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        floor = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            since, until = window.since.isoformat(), window.until.isoformat()
+            ledger.store.fetch(
+                "SELECT count(*) AS n, sum(cost) AS c FROM events "
+                f"WHERE ts >= TIMESTAMPTZ '{since}' AND ts < TIMESTAMPTZ '{until}'"
+            )
+            floor.append(time.perf_counter() - started)
+        print(
+            f"reference scan (count and sum(cost) of the selection): median {statistics.median(floor):.2f} s"
+        )
         for with_units in (False, True):
             timings = []
             for _ in range(args.repeat):

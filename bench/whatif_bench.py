@@ -74,6 +74,7 @@ def main() -> None:
             timings = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
+                cpu_started = time.process_time()
                 workload = load_workload(
                     ledger.store,
                     window,
@@ -85,12 +86,15 @@ def main() -> None:
                 loaded = time.perf_counter()
                 result = run_whatif(ledger.book, workload, alts)
                 done = time.perf_counter()
-                timings.append((done - started, loaded - started, done - loaded))
-            total, sql, pricing = (statistics.median(t[i] for t in timings) for i in range(3))
+                timings.append(
+                    (done - started, loaded - started, done - loaded, time.process_time() - cpu_started)
+                )
+            total, sql, pricing, cpu = (statistics.median(t[i] for t in timings) for i in range(4))
             what = "with units and successes" if with_units else "totals and components"
             print(
                 f"whatif ({what}): {workload.calls:,} priced calls in {len(workload.groups)} groups, "
-                f"median of {args.repeat}: {total:.2f} s (SQL aggregation {sql:.2f} s, pricing {pricing:.3f} s)"
+                f"median of {args.repeat}: {total:.2f} s wall (SQL aggregation {sql:.2f} s, pricing {pricing:.3f} s), "
+                f"{cpu:.2f} s CPU over all threads"
             )
         for row in result.rows():
             print(f"  {row['scenario']:<40} {row.get('total')}")

@@ -196,14 +196,15 @@ def load_workload(
         )
     )
     sql = (
-        "SELECT priced_provider AS p, priced_model AS m, COALESCE(service_tier, 'standard') AS t, "
-        "COALESCE(cache_hit, false) AS h, "
+        # Raw key columns (NULL tier = standard, NULL cache_hit = false, resolved in Python):
+        # grouping on the columns themselves is cheaper than on expressions over them.
+        "SELECT priced_provider AS p, priced_model AS m, service_tier AS t, cache_hit AS h, "
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
         f"count(*) AS calls, sum(requests) AS requests, min({sec}) AS first_ts, max({sec}) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
         f"FROM (SELECT {needed}, {epoch_seconds(dialect)} AS {sec} FROM events "
         f"WHERE {selected} AND cost IS NOT NULL) AS selected "
-        "GROUP BY p, m, t, h, tb, sb, zb ORDER BY p, m, t, h, tb, sb, zb"
+        "GROUP BY p, m, t, h, tb, sb, zb"
     )
     groups = []
     first: int | None = None
@@ -213,7 +214,7 @@ def load_workload(
             Group(
                 provider=row["p"],
                 model=row["m"],
-                tier=row["t"],
+                tier=row["t"] or "standard",
                 response_cache_hit=bool(row["h"]),
                 calls=int(row["calls"]),
                 requests=int(row["requests"] or 0),

@@ -276,3 +276,24 @@ def test_exactness_does_not_depend_on_float(ledger) -> None:
 def test_bad_cache_assumptions_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         CacheAssumption.parse(text)
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-4-5"])
+def test_cache_rule_multipliers_match_the_price_book(book, model: str) -> None:
+    from unitcost.compare.rules import cache_rule_for
+
+    rule = cache_rule_for("anthropic", model)
+    price = book.price(model, provider="anthropic", at=datetime(2025, 9, 10, tzinfo=UTC), input_tokens=1)
+    rates = price.rates  # USD per Mtok actually applied
+    assert rates["cache_write_5m"] == rates["input_text"] * rule.write_premium_5m
+    assert rates["cache_write_1h"] == rates["input_text"] * rule.write_premium_1h
+    assert rates["cache_read_text"] == rates["input_text"] * rule.read_multiplier
+    assert rule.writes_billed and rule.min_prefix_tokens == (4096 if "haiku" in model else 1024)
+
+
+def test_every_cache_rule_and_tokenizer_family_has_a_source() -> None:
+    from unitcost.compare.rules import cache_rule_for, cache_rules, tokenizer_families
+
+    assert all(r.source.startswith(("https://", "unitcost default")) for r in cache_rules())
+    assert all(f.source.startswith("https://") for f in tokenizer_families().values())
+    assert cache_rule_for("nobody", "x").provider == "*"  # the catch-all is last

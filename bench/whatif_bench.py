@@ -54,7 +54,7 @@ def main() -> None:
         alts = [Alternative.parse(a) for a in ALTERNATIVES]
         alts.append(Alternative.parse("anthropic:claude-haiku-4-5", cache=CacheAssumption.parse("prefix")))
         alts = alts[:5]
-        cuts = needed_cuts(ledger.book, alts)
+        cuts = needed_cuts(ledger.book, alts, window)
         n_events = int(ledger.sql("SELECT count(*) AS n FROM events")["n"].iloc[0])
         print(f"ledger: {n_events:,} events; alternatives: {', '.join(a.label for a in alts)}")
         print(f"load average before the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -99,8 +99,12 @@ def main() -> None:
         for row in result.rows():
             print(f"  {row['scenario']:<40} {row.get('total')}")
         started = time.perf_counter()
-        workload = load_workload(ledger.store, window, [], cuts, with_units=False)
-        baseline, levers = run_levers(ledger.book, workload, Settings.build())
+        settings = Settings.build()
+        light = [Alternative(provider=p, model=m) for p, m in settings.light.items()]
+        workload = load_workload(
+            ledger.store, window, [], needed_cuts(ledger.book, light, window), with_units=False
+        )
+        baseline, levers = run_levers(ledger.book, workload, settings)
         print(
             f"levers: {len(levers)} rows on {pico_to_usd(baseline.total):,.2f} USD in "
             f"{time.perf_counter() - started:.2f} s"

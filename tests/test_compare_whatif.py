@@ -32,17 +32,18 @@ def ev(ts: str, provider: str, model: str, **usage: Any) -> dict[str, Any]:
 
 
 def whatif(ledger: Any, *alts: Alternative, where: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of a what-if, checked to be the same with and without the scan of recorded models."""
+    """Rows of a what-if, checked to be the same however the cuts are narrowed."""
     results = []
     for with_recorded in {True, needs_recorded_models(alts)}:
-        workload = load_workload(
-            ledger.store,
-            SEPT,
-            list(where),
-            needed_cuts(ledger.book, alts),
-            with_recorded_models=with_recorded,
-        )
-        results.append(run_whatif(ledger.book, workload, alts).rows())
+        for window in (None, SEPT):  # with the window, cuts that cannot matter are dropped
+            workload = load_workload(
+                ledger.store,
+                SEPT,
+                list(where),
+                needed_cuts(ledger.book, alts, window),
+                with_recorded_models=with_recorded,
+            )
+            results.append(run_whatif(ledger.book, workload, alts).rows())
     assert all(r == results[0] for r in results)
     return results[0]
 
@@ -297,3 +298,15 @@ def test_every_cache_rule_and_tokenizer_family_has_a_source() -> None:
     assert all(r.source.startswith(("https://", "unitcost default")) for r in cache_rules())
     assert all(f.source.startswith("https://") for f in tokenizer_families().values())
     assert cache_rule_for("nobody", "x").provider == "*"  # the catch-all is last
+
+
+def test_a_price_change_during_the_at_day_splits_it_by_time_of_day(ledger) -> None:
+    # DeepSeek V3.1 starts 2025-09-05 16:00 UTC: on that day, 10:00 is V3 (0.27) and 17:00 is V3.1 (0.56).
+    ledger.ingest_records(
+        [
+            ev("2025-09-20T10:00:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
+            ev("2025-09-20T17:00:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
+        ]
+    )
+    rows = whatif(ledger, Alternative.parse("deepseek:deepseek-chat@2025-09-05", token_ratio=Decimal(1)))
+    assert rows[1]["total"] == Decimal("0.83")

@@ -140,7 +140,7 @@ def whatif_cmd(
             book_ledger.store,
             window,
             where or [],
-            needed_cuts(book_ledger.book, alts),
+            needed_cuts(book_ledger.book, alts, window),
             with_recorded_models=needs_recorded_models(alts),
         )
         if not workload.groups:
@@ -247,7 +247,7 @@ def levers_cmd(
         light = [Alternative(provider=p, model=m) for p, m in chosen.light.items()]
         window = Window.parse(since, until)
         workload = load_workload(
-            book_ledger.store, window, where or [], needed_cuts(book, light), with_units=False
+            book_ledger.store, window, where or [], needed_cuts(book, light, window), with_units=False
         )
         if not workload.groups:
             raise UserError(f"no priced calls in {window.describe()} for the filters given")

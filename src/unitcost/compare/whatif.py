@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from ..analytics.window import parse_instant
+from ..analytics.window import Window, parse_instant
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
 from ..pricing.layers import TIERS
@@ -31,7 +31,7 @@ from .costing import (
     with_cache,
 )
 from .rules import cache_rule_for, tokenizer_families, tokenizer_ratio
-from .workload import Cuts, Group, ModelKey, Workload, timeline_cuts
+from .workload import Cuts, Group, ModelKey, Workload, day_span, timeline_cuts, window_span
 
 
 class WhatIfError(ValueError):
@@ -216,13 +216,20 @@ def needs_recorded_models(alternatives: Sequence[Alternative]) -> bool:
     return any(alt.model is None for alt in alternatives)
 
 
-def needed_cuts(book: PriceBook, alternatives: Sequence[Alternative]) -> Callable[[list[ModelKey]], Cuts]:
-    """A `cuts_for` function for `load_workload`: recorded models' cuts plus every alternative's."""
+def needed_cuts(
+    book: PriceBook, alternatives: Sequence[Alternative], window: Window | None = None
+) -> Callable[[list[ModelKey]], Cuts]:
+    """A `cuts_for` function for `load_workload`: recorded models' cuts plus every alternative's.
+
+    With the selection `window`, cuts that cannot matter are left out: an alternative priced
+    `--at` a date only needs that day's time-of-day windows, not the selection's price changes.
+    """
+    selection = [window_span(window)] if window is not None else None
 
     def cuts_for(recorded: list[ModelKey]) -> Cuts:
         cuts = Cuts()
         for provider, model, tier in recorded:
-            cuts |= timeline_cuts(book, provider, model, tier)
+            cuts |= timeline_cuts(book, provider, model, tier, selection)
         # Without the recorded models (see needs_recorded_models), every alternative names its
         # model: take its cuts for every source tokenizer family it could be scaled from.
         sources = recorded or [(p, "", t) for p in (*tokenizer_families(), "") for t in TIERS]
@@ -232,12 +239,19 @@ def needed_cuts(book: PriceBook, alternatives: Sequence[Alternative]) -> Callabl
                     continue
                 target_p, target_m, target_t = _target(book, alt, provider, model, tier)
                 ratio = _ratio(alt, provider, target_p)[0]
-                alt_cuts = timeline_cuts(book, target_p, target_m, target_t)
+                spans = [day_span(alt.at)] if alt.at else selection
+                alt_cuts = timeline_cuts(book, target_p, target_m, target_t, spans)
                 # A target threshold t on r x input is crossed when input > floor(t / r).
                 sizes = {int(Decimal(t) / ratio) for t in alt_cuts.prompt_sizes}
                 if alt.cache.mode == "prefix":
                     sizes.add(_prefix_cut(alt.cache, target_p, target_m, ratio))
-                cuts |= Cuts(alt_cuts.instants, alt_cuts.seconds_of_day, frozenset(sizes))
+                if alt.at:
+                    # Priced on one day, the selection's own price changes do not matter, but a
+                    # price change during that day splits it by time of day.
+                    day_cuts = frozenset(t % 86400 for t in alt_cuts.instants)
+                    cuts |= Cuts(frozenset(), alt_cuts.seconds_of_day | day_cuts, frozenset(sizes))
+                else:
+                    cuts |= Cuts(alt_cuts.instants, alt_cuts.seconds_of_day, frozenset(sizes))
         return cuts
 
     return cuts_for

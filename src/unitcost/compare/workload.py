@@ -11,9 +11,10 @@ the ledger serves them all.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -50,16 +51,33 @@ class Cuts:
         )
 
 
-def timeline_cuts(book: PriceBook, provider: str, model: str, tier: str) -> Cuts:
-    """Every instant, time of day and prompt size at which this model's price can change."""
+Span = tuple[int, int]
+"""[start, end) in epoch seconds."""
+
+
+def timeline_cuts(
+    book: PriceBook, provider: str, model: str, tier: str, spans: Sequence[Span] | None = None
+) -> Cuts:
+    """Every instant, time of day and prompt size at which this model's price can change.
+
+    With `spans`, only what can matter inside them: instants strictly inside a span, and
+    the windows and thresholds of the segments that overlap one.
+    """
     try:
         timeline = book.timeline(ModelRef(provider, model), tier)
     except PriceError:
         return Cuts()
     instants, sods, sizes = set(), set(), set()
-    for segment in timeline.segments:
-        if segment.start is not None:
-            instants.add(int(segment.start.timestamp()))
+    starts = [None if seg.start is None else int(seg.start.timestamp()) for seg in timeline.segments]
+    for index, segment in enumerate(timeline.segments):
+        begin = starts[index]
+        end = starts[index + 1] if index + 1 < len(starts) else None
+        if spans is not None and not any(
+            (begin is None or begin < hi) and (end is None or end > lo) for lo, hi in spans
+        ):
+            continue
+        if begin is not None and (spans is None or any(lo < begin < hi for lo, hi in spans)):
+            instants.add(begin)
         for option in segment.options:
             if option.window is not None:
                 sods |= {option.window.start, option.window.end}
@@ -69,6 +87,16 @@ def timeline_cuts(book: PriceBook, provider: str, model: str, tier: str) -> Cuts
                 except PriceError:
                     continue
     return Cuts(frozenset(instants), frozenset(sods), frozenset(sizes))
+
+
+def day_span(at: datetime) -> Span:
+    """The UTC day of `at`: where an alternative priced `--at` that date can fall."""
+    midnight = int(datetime(at.year, at.month, at.day, tzinfo=UTC).timestamp())
+    return midnight, midnight + 86400
+
+
+def window_span(window: Window) -> Span:
+    return int(window.since.timestamp()), int(window.until.timestamp())
 
 
 @dataclass
@@ -132,6 +160,12 @@ class Workload:
         return self.last_ts - self.first_ts
 
 
+def _seconds(value: datetime) -> int:
+    """Whole seconds since the epoch (calls are priced by the second they started in)."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return calendar.timegm(aware.utctimetuple())
+
+
 def epoch_seconds(dialect: Dialect) -> str:
     if dialect.name == "clickhouse":
         return "toUnixTimestamp(ts)"
@@ -177,16 +211,21 @@ def load_workload(
             ).to_pylist()
         ]
     cuts = cuts_for(recorded_models)
-    lo, hi = int(window.since.timestamp()), int(window.until.timestamp())
-    sec = "_s"
-    time_bucket = _bucket(f"{sec} >= {t}" for t in sorted(cuts.instants) if lo < t < hi)
-    sod_bucket = _bucket(f"{sec} % 86400 >= {s}" for s in sorted(cuts.seconds_of_day) if 0 < s < 86400)
+    lo, hi = window_span(window)
+    instants = [t for t in sorted(cuts.instants) if lo < t < hi]
+    sods = [s for s in sorted(cuts.seconds_of_day) if 0 < s < 86400]
+    # Time cuts compare timestamps directly; seconds since the epoch are computed per call
+    # only when a time-of-day window needs them.
+    time_bucket = _bucket(f"ts >= {dialect.ts_literal(instant(t).isoformat())}" for t in instants)
+    sec = epoch_seconds(dialect)
+    sod_bucket = _bucket(f"{sec} % 86400 >= {s}" for s in sods)
     size_bucket = _bucket(f"input_tokens > {z}" for z in sorted(cuts.prompt_sizes))
     usage_sums = ", ".join(f'sum("{f}") AS "{f}"' for f in USAGE_FIELDS)
     cost_sums = ", ".join(f'sum({expr}) AS "{name}"' for name, expr in _SUMMED_COSTS.items())
     needed = ", ".join(
         f'"{c}"'
         for c in (
+            "ts",
             "priced_provider",
             "priced_model",
             "service_tier",
@@ -200,10 +239,9 @@ def load_workload(
         # grouping on the columns themselves is cheaper than on expressions over them.
         "SELECT priced_provider AS p, priced_model AS m, service_tier AS t, cache_hit AS h, "
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
-        f"count(*) AS calls, sum(requests) AS requests, min({sec}) AS first_ts, max({sec}) AS last_ts, "
+        "count(*) AS calls, sum(requests) AS requests, min(ts) AS first_ts, max(ts) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
-        f"FROM (SELECT {needed}, {epoch_seconds(dialect)} AS {sec} FROM events "
-        f"WHERE {selected} AND cost IS NOT NULL) AS selected "
+        f"FROM (SELECT {needed} FROM events WHERE {selected} AND cost IS NOT NULL) AS selected "
         "GROUP BY p, m, t, h, tb, sb, zb"
     )
     groups = []
@@ -218,14 +256,14 @@ def load_workload(
                 response_cache_hit=bool(row["h"]),
                 calls=int(row["calls"]),
                 requests=int(row["requests"] or 0),
-                first_ts=int(row["first_ts"]),
+                first_ts=_seconds(row["first_ts"]),
                 min_input=int(row["min_input"] or 0),
                 usage={f: int(row[f] or 0) for f in USAGE_FIELDS},
                 recorded=_recorded(row),
             )
         )
-        first = int(row["first_ts"]) if first is None else min(first, int(row["first_ts"]))
-        last = int(row["last_ts"]) if last is None else max(last, int(row["last_ts"]))
+        first = _seconds(row["first_ts"]) if first is None else min(first, _seconds(row["first_ts"]))
+        last = _seconds(row["last_ts"]) if last is None else max(last, _seconds(row["last_ts"]))
     unpriced = {
         str(r["reason"] or "no price"): int(r["n"])
         for r in store.fetch(
@@ -278,6 +316,4 @@ def unit_counts(store: Store, window: Window, where: Sequence[str]) -> tuple[int
 
 
 def instant(seconds: int) -> datetime:
-    from datetime import UTC
-
     return datetime.fromtimestamp(seconds, UTC)

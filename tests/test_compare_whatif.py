@@ -301,11 +301,13 @@ def test_every_cache_rule_and_tokenizer_family_has_a_source() -> None:
 
 
 def test_a_price_change_during_the_at_day_splits_it_by_time_of_day(ledger) -> None:
-    # DeepSeek V3.1 starts 2025-09-05 16:00 UTC: on that day, 10:00 is V3 (0.27) and 17:00 is V3.1 (0.56).
+    # DeepSeek V3.1 starts 2025-09-05 16:00 UTC: on that day 15:50 is V3 (0.27, before the 16:30
+    # off-peak window) and 16:10 is V3.1 (0.56). No window edge lies between them: only the day's
+    # price change can split them.
     ledger.ingest_records(
         [
-            ev("2025-09-20T10:00:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
-            ev("2025-09-20T17:00:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
+            ev("2025-09-20T15:50:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
+            ev("2025-09-20T16:10:00Z", "openai", "gpt-4o-mini", input_tokens=1_000_000, output_tokens=0),
         ]
     )
     rows = whatif(ledger, Alternative.parse("deepseek:deepseek-chat@2025-09-05", token_ratio=Decimal(1)))

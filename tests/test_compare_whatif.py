@@ -312,3 +312,28 @@ def test_a_price_change_during_the_at_day_splits_it_by_time_of_day(ledger) -> No
     )
     rows = whatif(ledger, Alternative.parse("deepseek:deepseek-chat@2025-09-05", token_ratio=Decimal(1)))
     assert rows[1]["total"] == Decimal("0.83")
+
+
+def test_units_and_successes_count_like_the_report(ledger) -> None:
+    ledger.ingest_records(
+        [
+            ev(
+                "2025-09-10T09:00:00Z",
+                "openai",
+                "gpt-4o-mini",
+                input_tokens=100,
+                output_tokens=10,
+                unit="ticket",
+                unit_id=f"t{i % 4}",
+                trace_id=f"tr{i}",
+            )
+            for i in range(8)
+        ]
+    )
+    ledger.record_outcome(unit="ticket", unit_id="t0", success=True)
+    ledger.record_outcome(unit="ticket", unit_id="t1", success=False)
+    ledger.record_outcome(trace_id="tr2", success=True)  # judges ticket t2 through one of its calls
+    workload = load_workload(ledger.store, SEPT, [], needed_cuts(ledger.book, []))
+    headline = ledger.report_sections(SEPT.since, SEPT.until).headline
+    assert (workload.units, workload.successes) == (4, 2)
+    assert (headline["units"], headline["successes"]) == (4, 2)

@@ -133,3 +133,13 @@ def test_the_python_api_returns_an_arrow_backed_frame(filled: Ledger) -> None:
     assert list(frame["team"]) == ["a", "b"]
     assert str(frame["spend"].dtype).startswith("decimal128")
     assert frame["spend"].sum() == D("4.95")
+
+
+def test_a_judgement_kept_per_trace_applies_to_the_unit_of_its_events(filled: Ledger) -> None:
+    filled.ingest_records(
+        [_event("e6", 5, input_tokens=100_000, output_tokens=0, unit="ticket", unit_id="T3", trace_id="tr-9")]
+    )
+    filled.record_outcome(trace_id="tr-9", success=True)
+    ticket = {u["unit"]: u for u in filled.report_sections(*WINDOW).units}["ticket"]
+    assert (ticket["units"], ticket["successes"], ticket["judged"]) == (3, 3, 3)
+    assert ticket["cost_per_success"] == D("1.583333333333")  # ($4.50 + $0.25) / 3

@@ -68,6 +68,8 @@ def load_config(path: str | Path | None = None) -> Config:
             raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
     base = chosen.parent if chosen else Path.cwd()
     ledger_section = raw.get("ledger", {})
+    if isinstance(ledger_section, str):  # `ledger = "clickhouse://..."` at the top level
+        ledger_section = {"url": ledger_section}
     pricing_section = raw.get("pricing", {})
     ledger = ledger_section.get("url") or _relative(ledger_section.get("path"), base)
     overrides = _relative(pricing_section.get("overrides"), base)

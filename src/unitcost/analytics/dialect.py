@@ -25,9 +25,11 @@ class Dialect:
         return f"TIMESTAMPTZ {self.literal(iso)}"
 
     def quantile(self, expr: str, q: float) -> str:
+        # Both interpolate linearly at rank (n - 1) * q (R7, Excel PERCENTILE.INC), but the
+        # engines round the last bit differently; to the nanosecond the numbers are equal.
         if self.name == "clickhouse":
-            return f"quantileExactInclusive({q})({expr})"
-        return f"quantile_cont({expr}, {q})"
+            return f"round(quantileExactInclusive({q})({expr}), 6)"
+        return f"round(quantile_cont({expr}, {q}), 6)"
 
     def trunc(self, period: str, expr: str) -> str:
         if self.name == "clickhouse":
@@ -37,8 +39,9 @@ class Dialect:
                 "week": "toMonday",
                 "month": "toStartOfMonth",
             }[period]
-            inner = f"{fn}({expr})"
-            return f"toDateTime64({inner}, 6, 'UTC')" if period in ("week", "month") else inner
+            # toStartOfDay/Hour return DateTime and toMonday/toStartOfMonth a Date: bring
+            # every period back to the column's type so both engines return timestamps.
+            return f"toDateTime64({fn}({expr}), 6, 'UTC')"
         return f"date_trunc('{period}', {expr})"
 
     def tag(self, key: str) -> str:
@@ -52,6 +55,16 @@ class Dialect:
     def money_sum(self, expr: str) -> str:
         # ClickHouse widens Decimal64 sums to Decimal128 itself; DuckDB widens DECIMAL(18) to DECIMAL(38).
         return f"sum({expr})"
+
+    def null_if_empty(self, aggregate: str) -> str:
+        """SQL's sum/min/max of no rows is NULL; ClickHouse's is 0 (or 1970) unless told -OrNull."""
+        if self.name == "clickhouse":
+            cast = "CAST(" if aggregate.startswith("CAST(") else ""
+            inner = aggregate[len(cast) :]
+            for name in ("sum(", "min(", "max("):
+                if inner.startswith(name):
+                    return f"{cast}{name[:-1]}OrNull({inner[len(name) :]}"
+        return aggregate
 
     def count_if(self, condition: str) -> str:
         return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"

@@ -107,9 +107,9 @@ class Report:
 # --------------------------------------------------------------------------- aggregation
 
 _SUMS: tuple[tuple[str, str], ...] = (
-    ("calls", "count(*)"),
-    ("requests", "sum(requests)"),
-    ("priced_requests", "sum(CASE WHEN cost IS NOT NULL THEN requests ELSE 0 END)"),
+    ("calls", "CAST(count(*) AS BIGINT)"),
+    ("requests", "CAST(sum(requests) AS BIGINT)"),
+    ("priced_requests", "CAST(sum(CASE WHEN cost IS NOT NULL THEN requests ELSE 0 END) AS BIGINT)"),
     ("spend", "sum(cost)"),
     ("cost_input", "sum(cost_input)"),
     ("cost_cache_read", "sum(cost_cache_read)"),
@@ -119,109 +119,207 @@ _SUMS: tuple[tuple[str, str], ...] = (
     ("cost_other", "sum(cost_other)"),
     ("cache_savings", "sum(cache_savings)"),
     ("avoided_cost", "sum(avoided_cost)"),
-    ("input_tokens", "sum(input_tokens)"),
-    ("cache_read_tokens", "sum(cache_read_tokens)"),
-    ("output_tokens", "sum(output_tokens)"),
-    ("reasoning_tokens", "sum(reasoning_tokens)"),
-    ("priced_input_tokens", "sum(CASE WHEN cost IS NOT NULL THEN input_tokens ELSE 0 END)"),
-    ("priced_output_tokens", "sum(CASE WHEN cost IS NOT NULL THEN output_tokens ELSE 0 END)"),
-    ("errors", "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END)"),
-    ("timeouts", "sum(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END)"),
+    ("input_tokens", "CAST(sum(input_tokens) AS BIGINT)"),
+    ("cache_read_tokens", "CAST(sum(cache_read_tokens) AS BIGINT)"),
+    ("output_tokens", "CAST(sum(output_tokens) AS BIGINT)"),
+    ("reasoning_tokens", "CAST(sum(reasoning_tokens) AS BIGINT)"),
+    ("priced_input_tokens", "CAST(sum(CASE WHEN cost IS NOT NULL THEN input_tokens ELSE 0 END) AS BIGINT)"),
+    ("priced_output_tokens", "CAST(sum(CASE WHEN cost IS NOT NULL THEN output_tokens ELSE 0 END) AS BIGINT)"),
+    ("errors", "CAST(sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS BIGINT)"),
+    ("timeouts", "CAST(sum(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END) AS BIGINT)"),
     ("failed_cost", "sum(CASE WHEN status <> 'ok' THEN cost END)"),
     ("retry_cost", "sum(CASE WHEN attempt > 1 THEN cost END)"),
-    ("retries", "sum(CASE WHEN attempt > 1 THEN 1 ELSE 0 END)"),
-    ("response_cache_hits", "sum(CASE WHEN cache_hit THEN 1 ELSE 0 END)"),
-    ("unpriced_calls", "sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END)"),
-    ("unpriced_tokens", "sum(CASE WHEN cost IS NULL THEN input_tokens + output_tokens ELSE 0 END)"),
+    ("retries", "CAST(sum(CASE WHEN attempt > 1 THEN 1 ELSE 0 END) AS BIGINT)"),
+    ("response_cache_hits", "CAST(sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS BIGINT)"),
+    ("unpriced_calls", "CAST(sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS BIGINT)"),
+    (
+        "unpriced_tokens",
+        "CAST(sum(CASE WHEN cost IS NULL THEN input_tokens + output_tokens ELSE 0 END) AS BIGINT)",
+    ),
     ("unit_spend", "sum(CASE WHEN unit_id IS NOT NULL THEN cost END)"),
     ("billed_cost", "sum(billed_cost)"),
-    ("billed_calls", "count(billed_cost)"),
+    ("billed_calls", "CAST(count(billed_cost) AS BIGINT)"),
     ("first_seen", "min(ts)"),
     ("last_seen", "max(ts)"),
 )
 
 
-def _aggregates(dialect: Dialect, with_outcomes: bool) -> list[tuple[str, str]]:
-    unit_key = dialect.concat('"unit"', "':'", '"unit_id"')
-    aggregates = [
-        *_SUMS,
-        ("latency_p50_ms", dialect.quantile("latency_ms", 0.5)),
-        ("latency_p95_ms", dialect.quantile("latency_ms", 0.95)),
-        ("units", f"count(DISTINCT CASE WHEN unit_id IS NOT NULL THEN {unit_key} END)"),
-    ]
-    if with_outcomes:
-        aggregates += [
-            ("judged_cost", "sum(CASE WHEN _outcome_key IS NOT NULL THEN cost END)"),
-            ("judged", "count(DISTINCT _outcome_key)"),
-            ("successes", "count(DISTINCT CASE WHEN _success THEN _outcome_key END)"),
+# What the per-period and per-unit-kind sections use; the rest is only for table rows.
+_LIGHT = (
+    "calls",
+    "requests",
+    "priced_requests",
+    "spend",
+    "unit_spend",
+    "unpriced_calls",
+    "unpriced_tokens",
+    "input_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
+_UNPRICED = ("calls", "unpriced_calls", "unpriced_tokens", "first_seen", "last_seen")
+
+
+@dataclass(frozen=True)
+class ReportSQL:
+    """The report's queries. Additive sums come from one GROUPING SETS scan; the measures
+    that do not add up (latency percentiles, distinct units, judged units and successes)
+    come from two smaller queries, so no grouping set pays for what it does not show, and
+    no join touches the events table when outcomes are kept per unit (the usual case)."""
+
+    query: ReportQuery
+    dialect: Dialect
+    labels: list[str]
+    dim_exprs: list[str]
+
+    @classmethod
+    def build(cls, query: ReportQuery, dialect: Dialect) -> ReportSQL:
+        dims = [dimension_sql(d, dialect) for d in query.by]
+        labels = [label for _, label in dims]
+        if len(set(labels)) != len(labels):
+            raise ReportError(f"a dimension is repeated in --by: {', '.join(labels)}")
+        if query.period is not None and query.period not in PERIODS:
+            raise ReportError(f"unknown period {query.period!r}; use one of {', '.join(PERIODS)}")
+        return cls(query, dialect, labels, [expr for expr, _ in dims])
+
+    @property
+    def table_keys(self) -> list[str]:
+        return [f"d{i}" for i in range(len(self.dim_exprs))] + (["p"] if self.query.period else [])
+
+    def source(self) -> str:
+        """The window's events with every grouping key computed once."""
+        d = self.dialect
+        trend_period = self.query.period or _auto_period(self.query.window)
+        keys = [f"{expr} AS d{i}" for i, expr in enumerate(self.dim_exprs)]
+        if self.query.period:
+            keys.append(f"{d.trunc(self.query.period, 'ts')} AS p")
+        keys += [
+            f"{d.trunc(trend_period, 'ts')} AS tp",
+            "unit AS u",
+            "priced_provider AS up",
+            "COALESCE(priced_model, model) AS um",
+            "unpriced_reason AS ur",
         ]
-    return aggregates
+        since = d.ts_literal(self.query.window.since.isoformat())
+        until = d.ts_literal(self.query.window.until.isoformat())
+        return (
+            f"SELECT *, {', '.join(keys)} FROM events "
+            f"WHERE ts >= {since} AND ts < {until} AND {where_sql(self.query.where, d)}"
+        )
 
+    def sums(self) -> list[str]:
+        """Exact sums for every section, one query per shape of section: everything for the
+        table rows and the headline; what the sparkline and the unit kinds need per period
+        and per unit kind; the unpriced calls alone for their section."""
+        keys = self.table_keys
+        src = f"({self.source()}) s"
 
-def _outcome_join(dialect: Dialect) -> tuple[str, str]:
-    """Extra columns and joins linking each event to its outcome: by unit, else trace, else event."""
-    columns = (
-        "COALESCE(CASE WHEN ou.key IS NOT NULL THEN "
-        + dialect.concat("'u:'", "e.unit", "':'", "e.unit_id")
-        + " END, "
-        "CASE WHEN ot.key IS NOT NULL THEN " + dialect.concat("'t:'", "e.trace_id") + " END, "
-        "CASE WHEN oe.key IS NOT NULL THEN "
-        + dialect.concat("'e:'", "e.event_id")
-        + " END) AS _outcome_key, "
-        "COALESCE(ou.success, ot.success, oe.success) AS _success"
-    )
-    joins = (
-        "LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = e.unit AND ou.key = e.unit_id "
-        "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = e.trace_id "
-        "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = e.event_id"
-    )
-    return columns, joins
+        def select(names: Sequence[str]) -> str:
+            return ", ".join(
+                f"{self.dialect.null_if_empty(sql)} AS {name}" for name, sql in _SUMS if name in names
+            )
 
+        everything = [name for name, _ in _SUMS]
+        if keys:
+            grouping = ", ".join(f"grouping({k}) AS g_{k}" for k in keys)
+            main = (
+                f"SELECT {', '.join(keys)}, {grouping}, {select(everything)} FROM {src} "
+                f"GROUP BY GROUPING SETS (({', '.join(keys)}), ())"
+            )
+        else:
+            main = f"SELECT {select(everything)} FROM {src}"
+        light = (
+            f"SELECT tp, u, grouping(tp) AS g_tp, grouping(u) AS g_u, {select(_LIGHT)} FROM {src} "
+            "GROUP BY GROUPING SETS ((tp), (u))"
+        )
+        unpriced = (
+            f"SELECT up, um, ur, 0 AS g_up, 0 AS g_um, 0 AS g_ur, {select(_UNPRICED)} FROM {src} "
+            "WHERE cost IS NULL GROUP BY up, um, ur"
+        )
+        return [main, light, unpriced]
 
-def build_report_sql(query: ReportQuery, dialect: Dialect, with_outcomes: bool) -> tuple[str, list[str]]:
-    dims = [dimension_sql(d, dialect) for d in query.by]
-    labels = [label for _, label in dims]
-    if len(set(labels)) != len(labels):
-        raise ReportError(f"a dimension is repeated in --by: {', '.join(labels)}")
-    period = query.period
-    if period is not None and period not in PERIODS:
-        raise ReportError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
-    trend_period = period or _auto_period(query.window)
+    @property
+    def grouping_columns(self) -> list[str]:
+        return list(dict.fromkeys([*self.table_keys, "tp", "u", "up", "um", "ur"]))
 
-    select_dims = [f"{expr} AS d{i}" for i, (expr, _) in enumerate(dims)]
-    if period:
-        select_dims.append(f"{dialect.trunc(period, 'ts')} AS p")
-    select_dims += [
-        f"{dialect.trunc(trend_period, 'ts')} AS tp",
-        "unit AS u",
-        "priced_provider AS up",
-        "COALESCE(priced_model, model) AS um",
-        "unpriced_reason AS ur",
-    ]
-    table_keys = [f"d{i}" for i in range(len(dims))] + (["p"] if period else [])
-    sets = [
-        f"({', '.join(table_keys)})" if table_keys else "()",
-        "()",
-        "(tp)",
-        "(u)",
-        "(up, um, ur)",
-    ]
-    outcome_cols, outcome_joins = _outcome_join(dialect) if with_outcomes else ("", "")
-    since = dialect.ts_literal(query.window.since.isoformat())
-    until = dialect.ts_literal(query.window.until.isoformat())
-    source = (
-        f"SELECT e.*{', ' + outcome_cols if outcome_cols else ''} FROM events e {outcome_joins} "
-        f"WHERE e.ts >= {since} AND e.ts < {until} AND {where_sql(query.where, dialect)}"
-    )
-    aggregates = ", ".join(f"{sql} AS {name}" for name, sql in _aggregates(dialect, with_outcomes))
-    grouping_cols = [*table_keys, "tp", "u", "up", "um", "ur"]
-    grouping = ", ".join(f"grouping({c}) AS g_{c}" for c in dict.fromkeys(grouping_cols))
-    sql = (
-        f"SELECT {', '.join(dict.fromkeys(grouping_cols))}, {grouping}, {aggregates} "
-        f"FROM (SELECT *, {', '.join(select_dims)} FROM ({source}) src) s "
-        f"GROUP BY GROUPING SETS ({', '.join(sets)})"
-    )
-    return sql, labels
+    def latency(self) -> str:
+        keys = self.table_keys
+        d = self.dialect
+        measures = (
+            f"{d.quantile('latency_ms', 0.5)} AS latency_p50_ms, "
+            f"{d.quantile('latency_ms', 0.95)} AS latency_p95_ms"
+        )
+        if not keys:
+            return f"SELECT 'total' AS s, {measures} FROM ({self.source()}) s"
+        return (
+            f"SELECT CASE WHEN grouping({keys[0]}) = 0 THEN 'table' ELSE 'total' END AS s, "
+            f"{', '.join(keys)}, {measures} FROM ({self.source()}) s "
+            f"GROUP BY GROUPING SETS (({', '.join(keys)}), ())"
+        )
+
+    def _unit_sets(self) -> tuple[str, str, str]:
+        keys = self.table_keys
+        prefix = f"{', '.join(keys)}, " if keys else ""
+        sets = [f"({prefix}u, unit_id)"] + (["(u, unit_id)"] if keys else [])
+        whole = f"grouping({keys[0]})" if keys else "1"
+        return prefix, f"GROUPING SETS ({', '.join(sets)})", whole
+
+    def units(self, outcome_kinds: set[str]) -> str:
+        """Units, judged units, successes and the cost of judged units: per table row, in
+        total and per unit kind. A unit counts once in each group it has events in."""
+        prefix, sets, whole = self._unit_sets()
+        if outcome_kinds <= {"unit"}:
+            per_unit = (
+                f"SELECT {prefix}u, unit_id, {whole} AS whole, sum(cost) AS cost FROM ({self.source()}) s "
+                f"WHERE unit_id IS NOT NULL GROUP BY {sets}"
+            )
+            judged = (
+                f"SELECT p.*, o.key IS NOT NULL AS judged, o.success AS success FROM ({per_unit}) p "
+                "LEFT JOIN outcomes o ON o.key_kind = 'unit' AND o.unit = COALESCE(p.u, '') "
+                "AND o.key = p.unit_id"
+            )
+        else:
+            judged = self._judged_per_event()
+        measures = (
+            "count(*) AS units, sum(CASE WHEN judged THEN cost END) AS judged_cost, "
+            "CAST(sum(CASE WHEN judged THEN 1 ELSE 0 END) AS BIGINT) AS judged, "
+            "CAST(sum(CASE WHEN success THEN 1 ELSE 0 END) AS BIGINT) AS successes"
+        )
+        keys = self.table_keys
+        parts = []
+        if keys:
+            parts.append(
+                f"SELECT 'table' AS s, {', '.join(keys)}, CAST(NULL AS VARCHAR) AS uk, {measures} "
+                f"FROM j WHERE whole = 0 GROUP BY {', '.join(keys)}"
+            )
+        nulls = "".join(f"NULL AS {k}, " for k in keys)
+        parts.append(
+            f"SELECT CASE WHEN grouping(u) = 0 THEN 'unit' ELSE 'total' END AS s, {nulls}u AS uk, {measures} "
+            "FROM j WHERE whole = 1 GROUP BY GROUPING SETS ((u), ())"
+        )
+        return f"WITH j AS ({judged}) " + " UNION ALL ".join(parts)
+
+    def _judged_per_event(self) -> str:
+        """When judgements are kept per trace or per event too, each event finds its own
+        (unit first, then trace, then event); a unit is judged if any of its events is."""
+        prefix, sets, whole = self._unit_sets()
+        events = (
+            "SELECT s.*, COALESCE(ou.success, ot.success, oe.success) AS _success, "
+            "(ou.key IS NOT NULL OR ot.key IS NOT NULL OR oe.key IS NOT NULL) AS _judged "
+            f"FROM ({self.source()}) s "
+            "LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = COALESCE(s.u, '') "
+            "AND ou.key = s.unit_id "
+            "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = s.trace_id "
+            "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = s.event_id "
+            "WHERE s.unit_id IS NOT NULL"
+        )
+        return (
+            f"SELECT {prefix}u, unit_id, {whole} AS whole, "
+            "sum(CASE WHEN _judged THEN cost END) AS cost, "
+            "max(CASE WHEN _judged THEN 1 ELSE 0 END) = 1 AS judged, "
+            "max(CASE WHEN _success THEN 1 ELSE 0 END) = 1 AS success "
+            f"FROM ({events}) e GROUP BY {sets}"
+        )
 
 
 def _auto_period(window: Window) -> str:
@@ -250,13 +348,23 @@ def previous_spend_sql(query: ReportQuery, dialect: Dialect) -> str:
 
 def run_report(store: Store, query: ReportQuery) -> Report:
     dialect = dialect_for(store.dialect)
-    with_outcomes = _has_outcomes(store)
-    sql, labels = build_report_sql(query, dialect, with_outcomes)
-    result = store.fetch(sql).to_pylist()
+    sql = ReportSQL.build(query, dialect)
+    labels = sql.labels
+    result = []
+    for part in sql.sums():
+        for row in store.fetch(part).to_pylist():
+            # Every row carries every grouping flag and measure: 1 / None where its set has none.
+            for column in sql.grouping_columns:
+                row.setdefault(column, None)
+                row.setdefault(f"g_{column}", 1)
+            for name, _ in _SUMS:
+                row.setdefault(name, None)
+            result.append(row)
     previous = store.fetch(previous_spend_sql(query, dialect)).to_pylist()
 
     dim_keys = [f"d{i}" for i in range(len(labels))]
-    table_keys = dim_keys + (["p"] if query.period else [])
+    table_keys = sql.table_keys
+    _merge_measures(result, store, sql, table_keys)
 
     def in_set(row: Mapping[str, Any], keys: Sequence[str]) -> bool:
         # grouping(c) is 0 when c is part of the row's grouping set.
@@ -292,10 +400,10 @@ def run_report(store: Store, query: ReportQuery) -> Report:
             out["trend_pct"] = _pct_change(derived.get("spend"), prev)
         rows.append(out)
     if query.period:
-        rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0)))
+        rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
         _add_period_trend(rows, labels)
     else:
-        rows.sort(key=lambda x: -(x.get("spend") or 0))
+        rows.sort(key=lambda x: (-(x.get("spend") or 0), _names(x, labels)))
         if query.top:
             rows = rows[: query.top]
     if not table_keys:
@@ -307,7 +415,7 @@ def run_report(store: Store, query: ReportQuery) -> Report:
     )
     units = sorted(
         ({"unit": r["u"], **_derive(r, total)} for r in result if in_set(r, ["u"]) and r["u"]),
-        key=lambda x: -(x.get("spend") or 0),
+        key=lambda x: (-(x.get("spend") or 0), _names(x, ["unit"])),
     )
     unpriced = sorted(
         (
@@ -323,16 +431,53 @@ def run_report(store: Store, query: ReportQuery) -> Report:
             for r in result
             if in_set(r, ["up", "um", "ur"]) and r["ur"] is not None
         ),
-        key=lambda x: -x["calls"],
+        key=lambda x: (-x["calls"], _names(x, ["provider", "model", "reason"])),
     )
     return Report(
         query, headline, rows, periods, units, unpriced, labels + (["period"] if query.period else [])
     )
 
 
-def _has_outcomes(store: Store) -> bool:
-    rows = store.fetch("SELECT count(*) AS n FROM (SELECT 1 FROM outcomes LIMIT 1) x").to_pylist()
-    return bool(rows and rows[0]["n"])
+def _names(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[tuple[bool, str], ...]:
+    """Tie-breaker for rows of equal spend, so every engine lists them in the same order."""
+    return tuple((row.get(label) is not None, str(row.get(label) or "")) for label in labels)
+
+
+def _merge_measures(
+    result: list[dict[str, Any]], store: Store, sql: ReportSQL, table_keys: list[str]
+) -> None:
+    """Put the latency percentiles and the unit measures beside the sums of the same group."""
+    kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
+    measures: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    key: tuple[Any, ...]
+    for row in store.fetch(sql.latency()).to_pylist():
+        key = tuple(row[k] for k in table_keys) if row["s"] == "table" else ()
+        measures.setdefault((row["s"], key), {}).update(row)
+    for row in store.fetch(sql.units(kinds)).to_pylist():
+        key = ()
+        if row["s"] == "table":
+            key = tuple(row[k] for k in table_keys)
+        elif row["s"] == "unit":
+            key = (row["uk"],)
+        measures.setdefault((row["s"], key), {}).update(row)
+    empty: dict[str, Any] = {}
+    for row in result:
+        groups = {k for k in row if k.startswith("g_") and row[k] == 0}
+        if table_keys and groups == {f"g_{k}" for k in table_keys}:
+            found = measures.get(("table", tuple(row[k] for k in table_keys)), empty)
+        elif not groups:
+            found = measures.get(("total", ()), empty)
+        elif groups == {"g_u"}:
+            found = measures.get(("unit", (row["u"],)), empty)
+        else:
+            found = empty
+        row["latency_p50_ms"] = found.get("latency_p50_ms")
+        row["latency_p95_ms"] = found.get("latency_p95_ms")
+        row["units"] = found.get("units") or 0
+        row["judged_cost"] = found.get("judged_cost")
+        # With no judgement recorded at all there is no success rate (None), not 0 %.
+        row["judged"] = (found.get("judged") or 0) if kinds else None
+        row["successes"] = (found.get("successes") or 0) if kinds else None
 
 
 def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None:

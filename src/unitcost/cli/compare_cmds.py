@@ -450,10 +450,8 @@ def _ledger_explanation(
         a = pc.period_from_groups(label_a, wa.groups)
         b = pc.period_from_groups(label_b, wb.groups)
     e = pc.explain(a, b)
-    base_groups = wa.groups or wb.groups
-    e.list_change_on_a_mix = (
-        pc.list_change_on_mix(pricer, pc.lines_of(base_groups), period_b.since) if wa.groups else None
-    )
+    if wa.groups:
+        e.list_change_on_a_mix = pc.list_change_on_mix(pricer, pc.lines_of(wa.groups), period_b.since)
     return e
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
 from .costing import COMPONENTS, TOKEN_QUANTITIES, Costed, Line, Pricer, Q, scale, scale_all
-from .whatif import CacheAssumption, _apply_cache, group_line
+from .whatif import CacheAssumption, apply_cache, group_line
 from .workload import Workload
 
 MONTH_SECONDS = 30 * 86400
@@ -159,7 +159,7 @@ def prompt_caching(pricer: Pricer, settings: Settings, lines: list[Line]) -> tup
     out = []
     for line in lines:
         cached = line.with_quantities(
-            _apply_cache(assumption, line.quantities, line.provider, line.model, line.min_prompt, set())
+            apply_cache(assumption, line.quantities, line.provider, line.model, line.min_prompt, set())
         )
         out.append(cached if _cheaper(pricer, [cached], line) else line)
     return out, Costed.zero()

@@ -249,13 +249,19 @@ def _base(price: Price | None, key: str) -> Decimal | None:
 
 
 def parse_period(text: str, window: str) -> Window:
-    """`2025-09-20` (a period of `window` from that date) or `2025-09-01..2025-09-15`."""
+    """`2025-09-20` (a period of `window`, e.g. 7d, from that date) or `2025-09-01..2025-09-15`."""
     if ".." in text:
         start, _, end = text.partition("..")
         return Window(parse_instant(start), parse_instant(end))
     start_at = parse_instant(text)
-    length = parse_instant(window, now=datetime(2000, 1, 1, tzinfo=UTC))
-    return Window(start_at, start_at + (datetime(2000, 1, 1, tzinfo=UTC) - length))
+    reference = datetime(2000, 1, 1, tzinfo=UTC)
+    length = reference - parse_instant(window, now=reference)
+    if (
+        length <= timedelta(0)
+        or parse_instant(window, now=reference + timedelta(days=1)) == reference - length
+    ):
+        raise ValueError(f"--window is a length like 7d, 36h or 2w, got {window!r}")
+    return Window(start_at, start_at + length)
 
 
 def shifted(lines: Sequence[Line], to: datetime) -> list[Line]:
@@ -302,7 +308,3 @@ def change_summary(e: Explanation) -> str:
         + (f" ({float(pct):+.1f}%)" if pct is not None else "")
         + (f" = {parts}" if parts else "")
     )
-
-
-def days(text: str) -> timedelta:
-    return datetime(2000, 1, 1, tzinfo=UTC) - parse_instant(text, now=datetime(2000, 1, 1, tzinfo=UTC))

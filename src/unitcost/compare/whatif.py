@@ -309,7 +309,7 @@ def alternative_line(book: PriceBook, alt: Alternative, group: Group, notes: set
     if alt.reasoning_multiplier != 1:
         q = _scale_reasoning(q, alt.reasoning_multiplier)
     min_prompt = Decimal(group.min_input) * ratio
-    q = _apply_cache(alt.cache, q, provider, model, min_prompt, notes)
+    q = apply_cache(alt.cache, q, provider, model, min_prompt, notes)
     if alt.cache.mode == "keep" and provider != group.provider:
         _note_cache_mismatch(q, provider, model, notes)
     when = at_date(alt.at, group.first_ts) if alt.at else group.first_ts
@@ -334,7 +334,7 @@ def _scale_reasoning(q: tuple[int, ...], multiplier: Decimal) -> tuple[int, ...]
     return tuple(out)
 
 
-def _apply_cache(
+def apply_cache(
     cache: CacheAssumption,
     q: tuple[int, ...],
     provider: str,

@@ -293,26 +293,38 @@ def _recorded(row: dict[str, object]) -> dict[str, int]:
 
 
 def unit_counts(store: Store, window: Window, where: Sequence[str]) -> tuple[int, int]:
-    """Business units and successful units among the selected priced calls (outcomes by unit, trace, event)."""
-    from ..analytics.report import _outcome_join
+    """Business units and successful units among the selected priced calls.
 
+    Same rule as `unitcost report`: a unit is (unit, unit_id); it succeeded when a judgement
+    found for it says so - kept per unit, or per trace or event of one of its calls (unit
+    first, then trace, then event).
+    """
     dialect = dialect_for(store.dialect)
-    selected = f"{selection_sql(window, where, dialect)} AND cost IS NOT NULL"
-    units_row = store.fetch(
-        "SELECT count(*) AS n FROM (SELECT DISTINCT unit, unit_id FROM events "
-        f"WHERE {selected} AND unit_id IS NOT NULL) AS u"
-    ).to_pylist()[0]
-    units = int(units_row["n"] or 0)
-    if not int(store.fetch("SELECT count(*) AS n FROM outcomes").to_pylist()[0]["n"] or 0):
-        return units, 0
-    columns, joins = _outcome_join(dialect)
-    sql = (
-        "SELECT count(DISTINCT CASE WHEN _success THEN _outcome_key END) AS successes "
-        f"FROM (SELECT {columns} "
-        f"FROM (SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected}) AS e {joins}) AS x"
-    )
+    selected = f"{selection_sql(window, where, dialect)} AND cost IS NOT NULL AND unit_id IS NOT NULL"
+    kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
+    if kinds <= {"unit"}:
+        per_unit = f"SELECT unit AS u, unit_id FROM events WHERE {selected} GROUP BY unit, unit_id"
+        sql = (
+            "SELECT count(*) AS units, sum(CASE WHEN o.success THEN 1 ELSE 0 END) AS successes "
+            f"FROM ({per_unit}) AS p LEFT JOIN outcomes o ON o.key_kind = 'unit' "
+            "AND o.unit = COALESCE(p.u, '') AND o.key = p.unit_id"
+        )
+    else:
+        per_event = (
+            "SELECT s.unit AS u, s.unit_id, COALESCE(ou.success, ot.success, oe.success) AS success "
+            f"FROM (SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected}) AS s "
+            "LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = COALESCE(s.unit, '') "
+            "AND ou.key = s.unit_id "
+            "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = s.trace_id "
+            "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = s.event_id"
+        )
+        per_unit = (
+            "SELECT max(CASE WHEN success THEN 1 ELSE 0 END) AS success "
+            f"FROM ({per_event}) AS e GROUP BY u, unit_id"
+        )
+        sql = f"SELECT count(*) AS units, sum(success) AS successes FROM ({per_unit}) AS p"
     row = store.fetch(sql).to_pylist()[0]
-    return units, int(row["successes"] or 0)
+    return int(row["units"] or 0), int(row["successes"] or 0)
 
 
 def instant(seconds: int) -> datetime:

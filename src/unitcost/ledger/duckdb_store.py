@@ -119,7 +119,7 @@ class DuckDBStore:
         n = table.num_rows
         if n == 0:
             return AppendResult(0, 0)
-        batch = _first_occurrences(table)
+        batch = first_occurrences(table)
         in_batch_duplicates = n - batch.num_rows
         with self._write:
             con = self._con
@@ -234,7 +234,7 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
             delay = min(delay * 2, 0.5)
 
 
-def _first_occurrences(table: pa.Table) -> pa.Table:
+def first_occurrences(table: pa.Table) -> pa.Table:
     ids = table.column("event_id")
     if pc.count_distinct(ids).as_py() == table.num_rows:
         return table

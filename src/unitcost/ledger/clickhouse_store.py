@@ -1,0 +1,354 @@
+"""The scale-out ledger: ClickHouse, on a server or in-process (chDB), same queries as DuckDB.
+
+Both targets go through `clickhouse-connect`: `clickhouse://` / `clickhouses://` reach a
+server over HTTP(S), `chdb://PATH` (or `chdb://` in memory) runs the ClickHouse engine
+inside this process through clickhouse-connect's chDB backend. One client API, one code path.
+
+Idempotency on `event_id` (see docs/scale-out.md):
+- `append` first drops duplicates inside the batch (first occurrence wins, as in DuckDB),
+  then asks ClickHouse which of the batch's ids are already stored (ids are staged in a
+  Memory table and looked up through the `events` primary key) and inserts only new rows.
+  So `AppendResult.duplicates` is exact and report queries need neither FINAL nor argMax.
+- `events` is a ReplacingMergeTree ordered by `event_id`: should two writer processes race
+  on the same new id, the second copy collapses at the next merge (`deduplicate()` forces
+  it). Within one process appends are serialised, so there is no such race.
+
+Writes that must replace rows (outcome upserts, reprices) delete or mutate synchronously
+rather than append a newer version, for the same reason: plain `sum()` stays right.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._version import __version__
+from .base import AppendResult
+from .clickhouse_schema import (
+    META_DDL,
+    all_tables,
+    aux_keys,
+    event_columns,
+    quote,
+    table_ddl,
+)
+from .duckdb_store import first_occurrences
+from .schema import SCHEMA_VERSION
+
+# Sessions settings that make ClickHouse answer the report's standard SQL as DuckDB does:
+# NULL (not a default value) for unmatched LEFT JOIN columns and for the keys a grouping
+# set leaves out; a column name wins over an alias of the same name (`sum(requests) AS
+# requests` must not be read inside another aggregate); ALTER UPDATE/DELETE return only
+# once applied.
+SESSION_SETTINGS: dict[str, Any] = {
+    "prefer_column_name_to_alias": 1,
+    "cast_keep_nullable": 1,
+    "join_use_nulls": 1,
+    "group_by_use_nulls": 1,
+    "mutations_sync": 2,
+    "allow_nondeterministic_mutations": 1,
+}
+
+
+class ClickHouseStore:
+    """A `Store` on ClickHouse. Build it with `from_url`, or pass a clickhouse-connect client."""
+
+    dialect = "clickhouse"
+
+    def __init__(self, client: Any, *, target: str = "clickhouse") -> None:
+        self.client = client
+        self.target = target
+        self._write = threading.RLock()
+        self.database: str = str(self._scalar("SELECT currentDatabase()"))
+        self.migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> ClickHouseStore:
+        """`clickhouse[s]://user:pass@host:port/db?setting=value`, `chdb://PATH` or `chdb://` (memory).
+
+        The password may instead come from $UNITCOST_CLICKHOUSE_PASSWORD so it never sits in a
+        config file. Query parameters are passed on as ClickHouse settings, except `database`
+        for chdb (`chdb://PATH?database=NAME`), which picks the database as the URL path does
+        for a server. In-memory chdb ledgers open at the same time share one engine: give
+        each its own database to keep them apart."""
+        import clickhouse_connect
+
+        parts = urlsplit(url)
+        settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
+        if parts.scheme == "chdb":
+            location = url[len("chdb://") :].split("?", 1)[0]
+            path = None if location in ("", "memory", ":memory:") else location
+            database = str(settings.pop("database", "")) or None
+            client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
+        else:
+            secure = parts.scheme == "clickhouses"
+            database = parts.path.strip("/") or None
+            password = (
+                unquote(parts.password)
+                if parts.password
+                else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
+            )
+            client = clickhouse_connect.get_client(
+                host=parts.hostname or "localhost",
+                port=parts.port or (8443 if secure else 8123),
+                username=unquote(parts.username) if parts.username else "default",
+                password=password,
+                secure=secure,
+                settings=settings,
+                # No server session: queries from several threads would lock it, and unitcost keeps
+                # no session state (settings travel with every query, staging tables are real tables).
+                autogenerate_session_id=False,
+            )
+        if database:
+            # Create it only when missing: a user allowed to write tables may not create databases.
+            if not client.command(
+                f"SELECT count() FROM system.databases WHERE name = {bind('?', [database])}"
+            ):
+                client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
+            client.database = database
+        return cls(client, target=redact(url))
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        """Bring the tables to this unitcost's schema and record the version in `meta`.
+
+        ClickHouse's schema is converged rather than replayed: every table is created from
+        FIELDS / AUX_TABLES if missing and every missing column is added, which is what each
+        DuckDB migration does for its own engine."""
+        with self._write:
+            self.client.command(META_DDL)
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.target} has schema version {current}, newer than this unitcost "
+                    f"({SCHEMA_VERSION}); upgrade unitcost"
+                )
+            if current == SCHEMA_VERSION:
+                return current
+            for name, columns in all_tables().items():
+                self.client.command(table_ddl(name))
+                present = set(self._columns(name))
+                for column, kind in columns.items():
+                    if column not in present:
+                        self.client.command(
+                            f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS {quote(column)} {kind}"
+                        )
+            if current == 0:
+                self._set_meta("created_at", datetime.now(UTC).isoformat())
+            self._set_meta("migrated_by", f"unitcost {__version__}")
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+            return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        value = self.meta("schema_version")
+        return int(value) if value else 0
+
+    def meta(self, key: str) -> str | None:
+        rows = self.fetch(
+            "SELECT argMax(value, at) AS value, count() AS n FROM meta WHERE key = ?", [key]
+        ).to_pylist()
+        return rows[0]["value"] if rows and rows[0]["n"] else None
+
+    def _columns(self, table: str) -> list[str]:
+        rows = self.fetch(
+            "SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY position",
+            [self.database, table],
+        )
+        return [str(n) for n in rows.column("name").to_pylist()]
+
+    def _set_meta(self, key: str, value: str) -> None:
+        row = pa.table(
+            {
+                "key": pa.array([key]),
+                "value": pa.array([value]),
+                "at": pa.array([datetime.now(UTC)], type=pa.timestamp("us", tz="UTC")),
+            }
+        )
+        self.client.insert_arrow("meta", row)
+
+    def insert_meta(self, key: str, value: str) -> None:
+        with self._write:
+            self._set_meta(key, value)
+
+    # ------------------------------------------------------------------ writes
+
+    def append(self, table: pa.Table) -> AppendResult:
+        """Insert events whose event_id is new; return how many went in and how many were already there."""
+        n = table.num_rows
+        if n == 0:
+            return AppendResult(0, 0)
+        batch = first_occurrences(table)
+        in_batch_duplicates = n - batch.num_rows
+        with self._write:
+            with self._staged("events", ["event_id"], batch.select(["event_id"])) as stage:
+                existing = self.fetch(
+                    f"SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM {stage})"
+                ).column("event_id")
+            if len(existing):
+                batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=existing)))
+            if batch.num_rows:
+                self.client.insert_arrow("events", batch)
+        inserted = batch.num_rows
+        return AppendResult(inserted, n - inserted, in_batch_duplicates)
+
+    def insert(self, table_name: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        with self._write:
+            self.client.insert_arrow(table_name, table)
+
+    def upsert(self, table_name: str, table: pa.Table) -> None:
+        """Replace rows with the same key (the table's DuckDB primary key), then insert.
+
+        Delete-then-insert, not a newer version beside the old: a reader may briefly miss the
+        row, but never sees it twice (report joins on outcomes would double-count)."""
+        key = list(aux_keys().get(table_name, ()))
+        if table.num_rows == 0:
+            return
+        with self._write:
+            if key:
+                columns = ", ".join(quote(k) for k in key)
+                with self._staged(table_name, key, table.select(key)) as stage:
+                    self.client.command(
+                        f"DELETE FROM {quote(table_name)} WHERE ({columns}) IN (SELECT {columns} FROM {stage})"
+                    )
+            self.client.insert_arrow(table_name, table)
+
+    def update_costs(self, table: pa.Table) -> int:
+        """Overwrite the priced columns of the events in `table` (event_id + priced columns).
+
+        The new values go into a Join-engine table and one synchronous ALTER TABLE UPDATE
+        reads them with joinGet: the ClickHouse way to update many rows with different values."""
+        if table.num_rows == 0:
+            return 0
+        table = first_occurrences(table)
+        types = event_columns()
+        columns = [c for c in table.column_names if c != "event_id"]
+        name = f"_unitcost_update_{uuid.uuid4().hex}"
+        body = ", ".join(f"{quote(c)} {types[c]}" for c in ["event_id", *columns])
+        with self._write:
+            self.client.command(
+                f"CREATE TABLE {quote(name)} ({body}) ENGINE = Join(ANY, LEFT, event_id) "
+                "SETTINGS join_use_nulls = 1"
+            )
+            try:
+                self.client.insert_arrow(name, table)
+                changed = self._scalar(
+                    f"SELECT count() FROM events WHERE event_id IN (SELECT event_id FROM {quote(name)})"
+                )
+                if changed:
+                    qualified = self.database + "." + name
+                    assignments = ", ".join(
+                        f"{quote(c)} = joinGet('{qualified}', '{c}', event_id)" for c in columns
+                    )
+                    self.client.command(
+                        f"ALTER TABLE events UPDATE {assignments} "
+                        f"WHERE event_id IN (SELECT event_id FROM {quote(name)})"
+                    )
+            finally:
+                self.client.command(f"DROP TABLE IF EXISTS {quote(name)}")
+        return int(changed)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Best effort: ClickHouse has no multi-statement transactions.
+
+        The block's writes are serialised with every other write of this store and each
+        statement is atomic on its own (an INSERT block, a synchronous mutation), but an
+        exception in the block does not undo the statements already run. unitcost's own
+        uses are safe to repeat: a reprice interrupted half-way converges when run again."""
+        with self._write:
+            yield
+
+    def deduplicate(self) -> None:
+        """Collapse rows that racing writers stored twice under one key (merges every part: costly)."""
+        with self._write:
+            for name in all_tables():
+                self.client.command(f"OPTIMIZE TABLE {quote(name)} FINAL DEDUPLICATE")
+
+    @contextmanager
+    def _staged(self, like: str, columns: Sequence[str], rows: pa.Table) -> Iterator[str]:
+        """A temporary Memory table holding `rows` (columns typed as in table `like`)."""
+        name = quote(f"_unitcost_stage_{uuid.uuid4().hex}")
+        select = ", ".join(quote(c) for c in columns)
+        self.client.command(
+            f"CREATE TABLE {name} ENGINE = Memory AS SELECT {select} FROM {quote(like)} LIMIT 0"
+        )
+        try:
+            self.client.insert_arrow(name.strip("`"), rows)
+            yield name
+        finally:
+            self.client.command(f"DROP TABLE IF EXISTS {name}")
+
+    # ------------------------------------------------------------------ reads
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        result: pa.Table = self.client.query_arrow(bind(sql, params))
+        return result
+
+    def scan(
+        self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
+    ) -> Iterator[pa.RecordBatch]:
+        with self.client.query_arrow_stream(bind(sql, params)) as stream:
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in stream:
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= batch_size:
+                    yield from pa.Table.from_batches(pending).combine_chunks().to_batches(batch_size)
+                    pending, rows = [], 0
+            if pending:
+                yield from pa.Table.from_batches(pending).combine_chunks().to_batches(batch_size)
+
+    def _scalar(self, sql: str) -> Any:
+        return self.client.command(sql)
+
+    def close(self) -> None:
+        with self._write:
+            self.client.close()
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^'\\]|\\.|'')*'|\?")
+
+
+def bind(sql: str, params: Sequence[Any] | None) -> str:
+    """Replace DuckDB-style `?` placeholders (outside string literals) with ClickHouse literals."""
+    if not params:
+        return sql
+    from clickhouse_connect.driver.binding import format_query_value
+
+    values = iter(params)
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) != "?":
+            return match.group(0)
+        try:
+            return str(format_query_value(next(values)))
+        except StopIteration:
+            raise ValueError(f"more ? placeholders than parameters in {sql!r}") from None
+
+    bound = _PLACEHOLDER.sub(substitute, sql)
+    if next(values, None) is not None:
+        raise ValueError(f"more parameters than ? placeholders in {sql!r}")
+    return bound
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,548 @@
+"""`unitcost whatif`, `levers`, `explain-price-change`: what the recorded workload would cost otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..money import pico_to_usd
+from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, UserError, app, friendly, open_ledger
+from .output import Col, Format, console, render, to_json
+
+SinceOpt = Annotated[str, typer.Option("--since", help="Start: an age (30d, 12h, 2w) or a date.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End (default: now).")]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option("--where", "-w", help="Filter, e.g. feature=support or tag:region=eu (repeatable)."),
+]
+ChartOpt = Annotated[
+    Path | None,
+    typer.Option("--chart", help="Also draw the comparison to FILE.png, FILE.svg or FILE.html (offline)."),
+]
+
+_COMPONENT_LABELS = {
+    "input": "uncached input",
+    "cache_read": "cache read",
+    "cache_write": "cache write",
+    "output": "output",
+    "reasoning": "reasoning",
+    "other": "other",
+}
+
+
+def _print_lines(lines: Sequence[str], fmt: Format) -> None:
+    out = console()
+    for line in lines:
+        if fmt == Format.markdown:
+            out.file.write(f"- {line}\n")
+        else:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if fmt == Format.markdown:
+        out.file.write("\n")
+
+
+def _excluded_note(unpriced: dict[str, int]) -> list[str]:
+    if not unpriced:
+        return []
+    total = sum(unpriced.values())
+    top = "; ".join(f"{n:,}: {reason}" for reason, n in list(unpriced.items())[:3])
+    return [f"{total:,} selected calls have no recorded price and are left out of every total ({top})"]
+
+
+# --------------------------------------------------------------------------- whatif
+
+
+@app.command("whatif")
+@friendly
+def whatif_cmd(
+    alternatives: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as",
+            help="An alternative: provider:model, optionally @DATE and /tier "
+            "(anthropic:claude-sonnet-4-5, deepseek-chat@2025-10-01/batch). Repeatable.",
+        ),
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Price every alternative at this date.")] = None,
+    tier: Annotated[
+        str | None, typer.Option("--tier", help="Service tier: standard, batch, flex, priority.")
+    ] = None,
+    cache: Annotated[
+        str,
+        typer.Option(
+            "--cache",
+            help="Cache assumption: keep (recorded), prefix (provider rules) or a hit ratio (0.6, 60%).",
+        ),
+    ] = "keep",
+    prefix_share: Annotated[
+        float | None,
+        typer.Option("--prefix-share", help="With --cache prefix: stable share of each prompt (0.5)."),
+    ] = None,
+    prefix_reuse: Annotated[
+        int | None, typer.Option("--prefix-reuse", help="With --cache prefix: calls per cached prefix (5).")
+    ] = None,
+    token_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--token-ratio", help="Target tokens per recorded token (default: documented family ratio)."
+        ),
+    ] = None,
+    reasoning_multiplier: Annotated[
+        float,
+        typer.Option(
+            "--reasoning-multiplier", help="Scale reasoning tokens on the target (1 = as recorded)."
+        ),
+    ] = 1.0,
+    since: SinceOpt = "30d",
+    until: UntilOpt = None,
+    where: WhereOpt = None,
+    fmt: FormatOpt = Format.table,
+    chart: ChartOpt = None,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Reprice the selected workload, token for token, under other models, dates, tiers or cache behaviour."""
+    from ..analytics.window import Window
+    from ..compare.charts import check_path
+    from ..compare.whatif import Alternative, CacheAssumption, needed_cuts, needs_recorded_models, run_whatif
+    from ..compare.workload import load_workload
+
+    if chart:
+        check_path(chart)
+    assumption = CacheAssumption.parse(
+        cache,
+        Decimal(str(prefix_share)) if prefix_share is not None else None,
+        prefix_reuse,
+    )
+    common: dict[str, Any] = {
+        "at": at,
+        "tier": tier,
+        "cache": assumption,
+        "token_ratio": Decimal(str(token_ratio)) if token_ratio is not None else None,
+        "reasoning_multiplier": Decimal(str(reasoning_multiplier)),
+    }
+    specs: list[str | None] = list(alternatives or [])
+    if not specs:
+        if not (at or tier or assumption.mode != "keep" or token_ratio or reasoning_multiplier != 1):
+            raise UserError(
+                "say what to compare with: --as provider:model (repeatable), --at DATE or --tier batch"
+            )
+        specs = [None]
+    with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
+        alts = [Alternative.parse(spec, **common) for spec in specs]
+        window = Window.parse(since, until)
+        workload = load_workload(
+            book_ledger.store,
+            window,
+            where or [],
+            needed_cuts(book_ledger.book, alts, window),
+            with_recorded_models=needs_recorded_models(alts),
+        )
+        if not workload.groups:
+            raise UserError(f"no priced calls in {window.describe()} for the filters given")
+        result = run_whatif(book_ledger.book, workload, alts)
+    rows = result.rows()
+    if chart:
+        from ..compare.charts import stacked_bars
+
+        stacked_bars(
+            chart,
+            f"What-if: {workload.calls:,} calls, {window.describe()}",
+            [str(r["scenario"]) for r in rows],
+            {c: [float(r.get(c) or 0) for r in rows] for c in _COMPONENT_LABELS},  # type: ignore[arg-type]
+        )
+    notes = _excluded_note(workload.unpriced)
+    if fmt == Format.json:
+        console().print(
+            to_json(
+                {
+                    "window": {"since": window.since, "until": window.until},
+                    "where": list(where or []),
+                    "calls": workload.calls,
+                    "requests": workload.requests,
+                    "units": workload.units,
+                    "successes": workload.successes,
+                    "excluded_unpriced": workload.unpriced,
+                    "scenarios": rows,
+                }
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    component_cols = [Col(c, label, "money") for c, label in _COMPONENT_LABELS.items()]
+    delta_cols = [Col(f"delta_{c}", f"Δ {label}", "money") for c, label in _COMPONENT_LABELS.items()]
+    summary_cols = [
+        Col("scenario", "scenario"),
+        Col("total", "total", "money"),
+        Col("delta", "Δ", "money"),
+        Col("delta_pct", "Δ %", "pct"),
+        Col("cost_per_request", "$/request", "unit_money"),
+        Col("cost_per_unit", "$/unit", "unit_money"),
+        Col("cost_per_success", "$/success", "unit_money"),
+        Col("unpriced_calls", "unpriced", "int"),
+    ]
+    if fmt == Format.csv:
+        render(rows, [*summary_cols, *component_cols, *delta_cols, Col("assumptions", "assumptions")], fmt)
+        return
+    title = (
+        f"What-if on {workload.calls:,} calls, {workload.units:,} units, {workload.successes:,} successes — "
+        f"{window.describe()}" + (f" where {' and '.join(where)}" if where else "")
+    )
+    render(rows, summary_cols, fmt, title=title)
+    render(rows, [Col("scenario", "scenario"), *component_cols], fmt, title="Cost per component")
+    render(
+        rows[1:], [Col("scenario", "scenario"), *delta_cols], fmt, title="Change per component vs recorded"
+    )
+    lines = [f"{r['scenario']}: {r['assumptions']}" for r in rows[1:]]
+    _print_lines([*lines, *notes, *([f"chart written to {chart}"] if chart else [])], fmt)
+
+
+# --------------------------------------------------------------------------- levers
+
+
+@app.command("levers")
+@friendly
+def levers_cmd(
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a lever default, e.g. batch_share=0.4 or light.openai=gpt-5-mini."
+        ),
+    ] = None,
+    since: SinceOpt = "30d",
+    until: UntilOpt = None,
+    where: WhereOpt = None,
+    fmt: FormatOpt = Format.table,
+    chart: ChartOpt = None,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Simulate the cost levers on the recorded workload, one at a time and combined."""
+    from ..analytics.window import Window
+    from ..compare.charts import check_path
+    from ..compare.levers import Settings, run_levers
+    from ..compare.whatif import Alternative, needed_cuts
+    from ..compare.workload import load_workload
+    from ..config import load_config
+    from ..money import pico_to_usd
+
+    if chart:
+        check_path(chart)
+    overrides: dict[str, object] = dict(load_config(config).section("levers"))
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set takes name=value, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    chosen = Settings.build(overrides)
+    with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
+        book = book_ledger.book
+        light = [Alternative(provider=p, model=m) for p, m in chosen.light.items()]
+        window = Window.parse(since, until)
+        workload = load_workload(
+            book_ledger.store, window, where or [], needed_cuts(book, light, window), with_units=False
+        )
+        if not workload.groups:
+            raise UserError(f"no priced calls in {window.describe()} for the filters given")
+        baseline, results = run_levers(book, workload, chosen)
+    rows = [
+        {
+            "lever": r.lever,
+            "assumption": r.assumption,
+            "cost_after": pico_to_usd(r.cost_after),
+            "saving": pico_to_usd(r.saving),
+            "monthly_saving": r.monthly_saving,
+            "share_of_spend": r.share_of_spend,
+            "needs": r.needs,
+        }
+        for r in results
+    ]
+    if chart:
+        from ..compare.charts import stacked_bars
+
+        stacked_bars(
+            chart,
+            "Monthly saving per lever",
+            [str(r["lever"]) for r in rows],
+            {"saving": [float(r["monthly_saving"]) for r in rows]},  # type: ignore[arg-type]
+            ylabel="USD per month",
+        )
+    if fmt == Format.json:
+        console().print(
+            to_json(
+                {
+                    "window": {"since": window.since, "until": window.until},
+                    "where": list(where or []),
+                    "spend": pico_to_usd(baseline.total),
+                    "span_days": Decimal(workload.span_seconds()) / 86400,
+                    "settings": chosen.values,
+                    "light_models": chosen.light,
+                    "excluded_unpriced": workload.unpriced,
+                    "levers": rows,
+                }
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    columns = [
+        Col("lever", "lever"),
+        Col("assumption", "assumption"),
+        Col("monthly_saving", "monthly saving", "money"),
+        Col("share_of_spend", "share of spend", "ratio"),
+        Col("needs", "what it would need to be true"),
+    ]
+    if fmt == Format.csv:
+        render(
+            rows,
+            [*columns, Col("saving", "saving in window", "money"), Col("cost_after", "cost after", "money")],
+            fmt,
+        )
+        return
+    span_days = workload.span_seconds() / 86400
+    render(
+        rows,
+        columns,
+        fmt,
+        title=f"Cost levers on {workload.calls:,} calls, {pico_to_usd(baseline.total):,.2f} USD over "
+        f"{span_days:.1f} days (monthly = 30 days)",
+    )
+    _print_lines(
+        [
+            "defaults are conservative; override any with --set name=value or a [levers] section in the config",
+            *_excluded_note(workload.unpriced),
+            *([f"chart written to {chart}"] if chart else []),
+        ],
+        fmt,
+    )
+
+
+# --------------------------------------------------------------------------- explain-price-change
+
+
+@app.command("explain-price-change")
+@friendly
+def explain_price_change_cmd(
+    date_from: Annotated[
+        str, typer.Option("--from", help="First period: a date (a --window from it) or A..B.")
+    ],
+    date_to: Annotated[str, typer.Option("--to", help="Second period: a date (a --window from it) or A..B.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model whose price changed (provider:model or model).")
+    ] = None,
+    window: Annotated[str, typer.Option("--window", help="Length of a period given as one date.")] = "7d",
+    examples: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--example", help="Explain on an example workload instead: cache-heavy, cache-miss-heavy."
+        ),
+    ] = None,
+    where: WhereOpt = None,
+    fmt: FormatOpt = Format.table,
+    chart: ChartOpt = None,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Split the change in effective cost between two periods into price, mix and volume, beside list prices."""
+    from ..compare import price_change as pc
+    from ..compare.charts import check_path
+    from ..compare.costing import Pricer
+
+    if chart:
+        check_path(chart)
+    period_a, period_b = pc.parse_period(date_from, window), pc.parse_period(date_to, window)
+    provider, model_name = _split_model(model)
+    explanations: list[tuple[str, Any]] = []
+    notes: list[str] = []
+    if examples:
+        if model_name is None:
+            raise UserError("--example needs --model (the model whose price changed)")
+        from ..config import load_config, resolve_overrides
+        from ..pricing.book import PriceBook
+
+        book = PriceBook.load(resolve_overrides(prices, load_config(config)))
+        pricer = Pricer(book)
+        for name in examples:
+            if name not in pc.EXAMPLES:
+                raise UserError(f"unknown example {name!r}; use one of {', '.join(pc.EXAMPLES)}")
+            lines = pc.example_lines(book, name, provider, model_name, period_a.since)
+            a = pc.period_from_lines(pricer, f"{period_a.since:%Y-%m-%d}", lines)
+            b = pc.period_from_lines(pricer, f"{period_b.since:%Y-%m-%d}", pc.shifted(lines, period_b.since))
+            e = pc.explain(a, b)
+            e.list_change_on_a_mix = e.change_pct()
+            explanations.append((f"{name} ({pc.EXAMPLES[name][3]})", e))
+    else:
+        with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
+            book = book_ledger.book
+            explanations.append(
+                (
+                    "your ledger",
+                    _ledger_explanation(book_ledger, period_a, period_b, model_name, where or [], notes),
+                )
+            )
+    ref = book.require(provider, model_name) if model_name else None
+    for _, e in explanations:
+        if ref is not None:
+            e.list_prices = pc.list_price_rows(book, ref, period_a.since, period_b.since)
+    _print_explanations(explanations, ref, fmt, notes, period_a, period_b)
+    if chart:
+        from ..compare.charts import waterfall
+
+        title, e = explanations[0]
+        waterfall(
+            chart,
+            f"Effective cost change: {title}",
+            (e.a.label, float(pico_to_usd(e.a.total))),
+            [(pc.LABELS[k], float(v)) for k, v in e.contributions.items() if v],
+            (e.b.label, float(pico_to_usd(e.b.total))),
+        )
+        console().print(f"chart written to {chart}", markup=False)
+
+
+def _split_model(model: str | None) -> tuple[str | None, str | None]:
+    if not model:
+        return None, None
+    provider, sep, name = model.partition(":")
+    return (provider, name) if sep else (None, model)
+
+
+def _ledger_explanation(
+    book_ledger: Any, period_a: Any, period_b: Any, model: str | None, where: list[str], notes: list[str]
+) -> Any:
+    from ..compare import price_change as pc
+    from ..compare.costing import Pricer
+    from ..compare.whatif import Alternative, needed_cuts
+    from ..compare.workload import load_workload
+
+    filters = [*where, *([f"model={model}"] if model else [])]
+    cuts = needed_cuts(book_ledger.book, [Alternative()])
+    wa = load_workload(book_ledger.store, period_a, filters, cuts, with_units=False)
+    wb = load_workload(book_ledger.store, period_b, filters, cuts, with_units=False)
+    pricer = Pricer(book_ledger.book)
+    for w, name in ((wa, "first"), (wb, "second")):
+        notes.extend(f"{name} period: {n}" for n in _excluded_note(w.unpriced))
+    label_a = f"{period_a.since:%Y-%m-%d}..{period_a.until:%Y-%m-%d}"
+    label_b = f"{period_b.since:%Y-%m-%d}..{period_b.until:%Y-%m-%d}"
+    if not wa.groups and not wb.groups:
+        raise UserError("neither period has priced calls for these filters")
+    if not wb.groups:
+        notes.append(
+            f"no recorded calls in {label_b}: the first period's workload is priced at {period_b.since:%Y-%m-%d} "
+            "(same calls, same time of day), so only prices move"
+        )
+        a = pc.period_from_groups(label_a, wa.groups)
+        b = pc.period_from_lines(pricer, label_b, pc.shifted(pc.lines_of(wa.groups), period_b.since))
+    elif not wa.groups:
+        notes.append(
+            f"no recorded calls in {label_a}: the second period's workload is priced at {period_a.since:%Y-%m-%d}"
+        )
+        a = pc.period_from_lines(pricer, label_a, pc.shifted(pc.lines_of(wb.groups), period_a.since))
+        b = pc.period_from_groups(label_b, wb.groups)
+    else:
+        a = pc.period_from_groups(label_a, wa.groups)
+        b = pc.period_from_groups(label_b, wb.groups)
+    e = pc.explain(a, b)
+    if wa.groups:
+        e.list_change_on_a_mix = pc.list_change_on_mix(pricer, pc.lines_of(wa.groups), period_b.since)
+    return e
+
+
+def _print_explanations(
+    explanations: list[tuple[str, Any]], ref: Any, fmt: Format, notes: list[str], period_a: Any, period_b: Any
+) -> None:
+
+    if fmt == Format.json:
+        console().print(
+            to_json(
+                [
+                    {
+                        "workload": title,
+                        "model": f"{ref.provider}/{ref.model}" if ref else None,
+                        "periods": [
+                            {"label": e.a.label, "cost": pico_to_usd(e.a.total), "calls": e.a.calls},
+                            {"label": e.b.label, "cost": pico_to_usd(e.b.total), "calls": e.b.calls},
+                        ],
+                        "effective_change_pct": e.change_pct(),
+                        "list_change_on_first_mix_pct": e.list_change_on_a_mix,
+                        "list_prices": e.list_prices,
+                        "contributions": e.rows(),
+                        "notes": notes,
+                    }
+                    for title, e in explanations
+                ]
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    for title, e in explanations:
+        rows = e.rows()
+        if fmt == Format.csv:
+            render(
+                [{**r, "workload": title} for r in rows],
+                [
+                    Col("workload", "workload"),
+                    Col("factor", "factor"),
+                    Col("before", "before"),
+                    Col("after", "after"),
+                    Col("contribution", "contribution", "money"),
+                    Col("points", "points", "float"),
+                ],
+                fmt,
+            )
+            continue
+        headline = _headline(e)
+        render(
+            rows,
+            [
+                Col("factor", "factor"),
+                Col("before", e.a.label),
+                Col("after", e.b.label),
+                Col("contribution", "contribution", "money"),
+                Col("points", "pts of first period", "pct"),
+            ],
+            fmt,
+            title=f"Effective cost change — {title}",
+        )
+        if e.list_prices:
+            render(
+                e.list_prices,
+                [
+                    Col("component", "list price ($/Mtok)"),
+                    Col("before", e.a.label),
+                    Col("after", e.b.label),
+                    Col("change_pct", "change", "pct"),
+                ],
+                fmt,
+                title=f"List price of {ref.provider}/{ref.model}" if ref else "List price",
+            )
+        _print_lines([*headline, *notes], fmt)
+
+
+def _headline(e: Any) -> list[str]:
+    from ..compare import price_change as pc
+
+    lines = [pc.change_summary(e)]
+    cut = next((r for r in e.list_prices if r["component"] == "input_mtok"), None)
+    if cut and cut["change_pct"] is not None:
+        lines.append(f"headline list-price change (cache-miss input): {float(cut['change_pct']):+.1f}%")
+    if e.list_change_on_a_mix is not None:
+        lines.append(
+            f"list-price change weighted by the first period's workload: {float(e.list_change_on_a_mix):+.1f}%"
+        )
+    pct = e.change_pct()
+    if cut and cut["change_pct"] is not None and pct is not None:
+        gap = float(pct) - float(cut["change_pct"])
+        lines.append(
+            f"the bill moved {float(pct):+.1f}% against a headline of {float(cut['change_pct']):+.1f}%: "
+            f"{gap:+.1f} points come from the other components' prices, the workload mix and volume (table above)"
+        )
+    return lines

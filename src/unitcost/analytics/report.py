@@ -162,10 +162,11 @@ _UNPRICED = ("calls", "unpriced_calls", "unpriced_tokens", "first_seen", "last_s
 
 @dataclass(frozen=True)
 class ReportSQL:
-    """The report's queries. Additive sums come from one GROUPING SETS scan; the measures
-    that do not add up (latency percentiles, distinct units, judged units and successes)
-    come from two smaller queries, so no grouping set pays for what it does not show, and
-    no join touches the events table when outcomes are kept per unit (the usual case)."""
+    """The report's queries: one scan for the table rows and the headline (exact sums and
+    latency percentiles), a light one for periods and unit kinds, one over unpriced calls
+    only, and one for the measures that do not add up (distinct units, judged units,
+    successes). No set pays for what it does not show, and no join touches the events
+    table when outcomes are kept per unit (the usual case)."""
 
     query: ReportQuery
     dialect: Dialect
@@ -219,15 +220,20 @@ class ReportSQL:
                 f"{self.dialect.null_if_empty(sql)} AS {name}" for name, sql in _SUMS if name in names
             )
 
-        everything = [name for name, _ in _SUMS]
+        d = self.dialect
+        everything = (
+            f"{select([name for name, _ in _SUMS])}, "
+            f"{d.quantile('latency_ms', 0.5)} AS latency_p50_ms, "
+            f"{d.quantile('latency_ms', 0.95)} AS latency_p95_ms"
+        )
         if keys:
             grouping = ", ".join(f"grouping({k}) AS g_{k}" for k in keys)
             main = (
-                f"SELECT {', '.join(keys)}, {grouping}, {select(everything)} FROM {src} "
+                f"SELECT {', '.join(keys)}, {grouping}, {everything} FROM {src} "
                 f"GROUP BY GROUPING SETS (({', '.join(keys)}), ())"
             )
         else:
-            main = f"SELECT {select(everything)} FROM {src}"
+            main = f"SELECT {everything} FROM {src}"
         light = (
             f"SELECT tp, u, grouping(tp) AS g_tp, grouping(u) AS g_u, {select(_LIGHT)} FROM {src} "
             "GROUP BY GROUPING SETS ((tp), (u))"
@@ -241,21 +247,6 @@ class ReportSQL:
     @property
     def grouping_columns(self) -> list[str]:
         return list(dict.fromkeys([*self.table_keys, "tp", "u", "up", "um", "ur"]))
-
-    def latency(self) -> str:
-        keys = self.table_keys
-        d = self.dialect
-        measures = (
-            f"{d.quantile('latency_ms', 0.5)} AS latency_p50_ms, "
-            f"{d.quantile('latency_ms', 0.95)} AS latency_p95_ms"
-        )
-        if not keys:
-            return f"SELECT 'total' AS s, {measures} FROM ({self.source()}) s"
-        return (
-            f"SELECT CASE WHEN grouping({keys[0]}) = 0 THEN 'table' ELSE 'total' END AS s, "
-            f"{', '.join(keys)}, {measures} FROM ({self.source()}) s "
-            f"GROUP BY GROUPING SETS (({', '.join(keys)}), ())"
-        )
 
     def _unit_sets(self) -> tuple[str, str, str]:
         keys = self.table_keys
@@ -446,13 +437,10 @@ def _names(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[tuple[bool, s
 def _merge_measures(
     result: list[dict[str, Any]], store: Store, sql: ReportSQL, table_keys: list[str]
 ) -> None:
-    """Put the latency percentiles and the unit measures beside the sums of the same group."""
+    """Put the unit measures beside the sums of the same group."""
     kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
     measures: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
     key: tuple[Any, ...]
-    for row in store.fetch(sql.latency()).to_pylist():
-        key = tuple(row[k] for k in table_keys) if row["s"] == "table" else ()
-        measures.setdefault((row["s"], key), {}).update(row)
     for row in store.fetch(sql.units(kinds)).to_pylist():
         key = ()
         if row["s"] == "table":
@@ -471,8 +459,9 @@ def _merge_measures(
             found = measures.get(("unit", (row["u"],)), empty)
         else:
             found = empty
-        row["latency_p50_ms"] = found.get("latency_p50_ms")
-        row["latency_p95_ms"] = found.get("latency_p95_ms")
+        # Percentiles come with the sums of the table rows and the headline; other sets have none.
+        row.setdefault("latency_p50_ms", None)
+        row.setdefault("latency_p95_ms", None)
         row["units"] = found.get("units") or 0
         row["judged_cost"] = found.get("judged_cost")
         # With no judgement recorded at all there is no success rate (None), not 0 %.

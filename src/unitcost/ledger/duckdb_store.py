@@ -92,10 +92,11 @@ class DuckDBStore:
 
     def schema_version(self) -> int:
         try:
-            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            # fetchall, not fetchone: an unfinished result blocks register() on this connection (DuckDB 2).
+            rows = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except duckdb.CatalogException:
             return 0
-        return int(row[0]) if row else 0
+        return int(rows[0][0]) if rows else 0
 
     def _check_version(self) -> None:
         version = self.schema_version()

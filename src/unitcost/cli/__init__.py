@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import demo_cmd, ledger_cmds, pricing_cmds  # noqa: F401 - registration
+from . import watch_cmds  # noqa: F401 - registration
 from .app import app
 
 

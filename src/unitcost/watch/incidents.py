@@ -160,14 +160,21 @@ def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> 
     return rows
 
 
-def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None) -> dict[str, Any]:
-    """Acknowledge an open incident (a prefix of its id is enough when it is unambiguous)."""
-    rows = store.fetch("SELECT * FROM alerts WHERE alert_id LIKE ? || '%'", [alert_id]).to_pylist()
+def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
+    """One alert by id or unambiguous id prefix."""
+    rows: list[dict[str, Any]] = store.fetch(
+        "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert_id]
+    ).to_pylist()
     if not rows:
         raise ValueError(f"no alert with id {alert_id!r}: see `unitcost alerts`")
     if len(rows) > 1:
         raise ValueError(f"alert id {alert_id!r} is ambiguous: {', '.join(r['alert_id'] for r in rows)}")
-    row = rows[0]
+    return rows[0]
+
+
+def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None) -> dict[str, Any]:
+    """Acknowledge an open incident (a prefix of its id is enough when it is unambiguous)."""
+    row = find_alert(store, alert_id)
     if row["status"] == "resolved":
         raise ValueError(f"alert {row['alert_id']} is already resolved")
     when = at or datetime.now(UTC)

@@ -23,6 +23,7 @@ from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
 from .settings import WatchSettings
 from .sinks import Dispatcher, Sink, build_sinks
 from .state import WatchState
+from .tables import ROLLUP_DIMS
 
 log = logging.getLogger("unitcost.watch")
 
@@ -101,6 +102,8 @@ class Watcher:
         frame = hourly_frame(self.store, earliest, eval_end).to_pandas()
         if not frame.empty:
             frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
+            for dim in ROLLUP_DIMS:  # plain objects: grouping Arrow-backed strings is slower here
+                frame[dim] = frame[dim].astype(object)
         findings: list[Finding] = []
         for detector, hours, state in plans:
             start = hours[0] - detector.lookback

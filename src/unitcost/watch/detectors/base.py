@@ -100,6 +100,13 @@ class Context:
     settings: ScopedValue
     state: dict[str, Any]
 
+    def at_hours(self, hours: Sequence[pd.Timestamp]) -> pd.DataFrame:
+        """The rollup rows of the given hours (indexed once per cycle: contributors ask often)."""
+        if not hasattr(self, "_by_hour"):
+            self._by_hour = {h: part for h, part in self.frame.groupby("hour")} if not self.frame.empty else {}
+        parts = [self._by_hour[h] for h in dict.fromkeys(pd.Timestamp(x) for x in hours) if h in self._by_hour]
+        return pd.concat(parts) if parts else self.frame.iloc[0:0]
+
     def hours(self) -> pd.DatetimeIndex:
         return pd.date_range(self.start, self.end - HOUR, freq="h", tz="UTC")
 
@@ -152,21 +159,23 @@ def contributors(
     unit: str = "$",
 ) -> list[dict[str, Any]]:
     """Which groups inside the scope moved most between the baseline hours and `hour`."""
-    frame = ctx.frame
+    frame = ctx.at_hours([hour, *baseline_hours])
     for key, wanted in scope.dims:
         if key in frame.columns:
             frame = frame[frame[key] == wanted]
     out: list[dict[str, Any]] = []
+    n_base = max(len(baseline_hours), 1)
     for dim in dims:
-        if dim in dict(scope.dims):
+        if dim in dict(scope.dims) or frame.empty:
             continue
-        wide = ctx.pivot(value, dim, frame)
-        if wide.empty or hour not in wide.index:
-            continue
-        now = wide.loc[hour]
-        known = [h for h in baseline_hours if h in wide.index]
-        base = wide.loc[known].median() if known else now * 0
-        delta = (now - base).sort_values(ascending=False)
+        at_hour = frame["hour"] == pd.Timestamp(hour)
+        now = frame[at_hour].groupby(dim, dropna=False)[value].sum()
+        # Median over baseline hours, counting hours where a group had nothing as 0.
+        per_hour = frame[~at_hour].groupby(["hour", dim], dropna=False)[value].sum().unstack(dim)
+        per_hour = per_hour.reindex(range(n_base)) if per_hour.empty else per_hour
+        padded = np.vstack([per_hour.to_numpy(), np.zeros((n_base - len(per_hour), per_hour.shape[1]))])
+        base = pd.Series(np.nanmedian(np.nan_to_num(padded), axis=0), index=per_hour.columns)
+        delta = now.sub(base, fill_value=0.0).sort_values(ascending=False)
         for name, d in delta.head(3).items():
             if d <= 0:
                 continue
@@ -174,10 +183,10 @@ def contributors(
                 {
                     "dimension": dim,
                     "name": str(name),
-                    "observed": float(now[name]),
-                    "expected": float(base[name]),
+                    "observed": float(now.get(name, 0.0)),
+                    "expected": float(base.get(name, 0.0)),
                     "delta": float(d),
-                    "label": f"{'+' if d >= 0 else ''}{unit}{d:,.2f}",
+                    "label": f"+{unit}{d:,.2f}",
                 }
             )
     out.sort(key=lambda c: c["delta"], reverse=True)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .base import HOUR, Context, Finding, run_start, scope_for
-from .windows import trailing
+from .windows import Trailing
 
 
 class BilledDrift:
@@ -34,12 +34,12 @@ class BilledDrift:
             scope = scope_for("provider", provider)
             p = ctx.params(scope)
             width = int(p["window"])
-            b, c, n = billed[provider].to_numpy(), computed[provider].to_numpy(), calls[provider].to_numpy()
+            b, c, n = (Trailing(x[provider].to_numpy()) for x in (billed, computed, calls))
             flags = np.zeros(len(index), dtype=bool)
             for i in range(max(0, min(wanted) - width), max(wanted) + 1):
-                tb, tc = trailing(b, i, width), trailing(c, i, width)
+                tb, tc = b.sum(i, width), c.sum(i, width)
                 flags[i] = (
-                    trailing(n, i, width) >= int(p["min_calls"])
+                    n.sum(i, width) >= int(p["min_calls"])
                     and tc > 0
                     and abs(tb - tc) > float(p["threshold"]) * tc
                     and abs(tb - tc) >= float(p["min_delta"])
@@ -47,7 +47,7 @@ class BilledDrift:
             for i in wanted:
                 if not flags[i]:
                     continue
-                tb, tc = trailing(b, i, width), trailing(c, i, width)
+                tb, tc = b.sum(i, width), c.sum(i, width)
                 findings.append(
                     Finding(
                         detector=self.name,

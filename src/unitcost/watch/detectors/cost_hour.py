@@ -125,9 +125,7 @@ def baseline(cost: pd.Series, cost_sq: pd.Series, weeks: int) -> tuple[pd.Series
 
 def _same_kind_lags(index: pd.DatetimeIndex) -> list[np.ndarray]:
     """For each hour, which of the previous 7 days (0 = yesterday) are the same kind of day."""
-    weekend = index.dayofweek >= 5
-    out = []
-    for i, hour in enumerate(index):
-        lags = [d for d in range(7) if ((hour - pd.Timedelta(days=d + 1)).dayofweek >= 5) == weekend[i]]
-        out.append(np.array(lags, dtype=int))
-    return out
+    dow = np.asarray(index.dayofweek)
+    lag_dow = (dow[:, None] - np.arange(1, 8)[None, :]) % 7
+    same = (lag_dow >= 5) == (dow[:, None] >= 5)
+    return [np.flatnonzero(row) for row in same]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .base import HOUR, Context, Finding, contributors, run_start, scope_for
-from .windows import trailing, window_start
+from .windows import Trailing, window_start
 
 
 class CostPerRequest:
@@ -54,11 +54,12 @@ class CostPerRequest:
         wanted = [positions[h] for h in (index[index.isin(ctx.eval_hours)])]
         if not wanted:
             return []
+        cost_t, calls_t, sq_t = Trailing(cost), Trailing(calls), Trailing(sq)
         flags = np.zeros(len(index), dtype=bool)
         best: dict[int, tuple[float, float, int]] = {}
         for i in range(max(0, min(wanted) - 48), max(wanted) + 1):
             for width in params["windows"]:
-                verdict = self._window(cost, calls, sq, i, int(width), ref_hours, params)
+                verdict = self._window(cost, cost_t, calls_t, sq_t, i, int(width), ref_hours, params)
                 if verdict is not None:
                     flags[i] = True
                     best.setdefault(i, (*verdict, int(width)))
@@ -88,26 +89,27 @@ class CostPerRequest:
     @staticmethod
     def _window(
         cost: np.ndarray,
-        calls: np.ndarray,
-        sq: np.ndarray,
+        cost_t: Trailing,
+        calls_t: Trailing,
+        sq_t: Trailing,
         i: int,
         width: int,
         ref_hours: int,
         params: dict[str, Any],
     ) -> tuple[float, float] | None:
-        n = trailing(calls, i, width)
+        n = calls_t.sum(i, width)
         if n < int(params["min_calls"]):
             return None
         start = window_start(i, width)
         if start - ref_hours < 0 or np.isnan(cost[start - ref_hours]):
             return None
-        ref_n = trailing(calls, start - 1, ref_hours)
+        ref_n = calls_t.sum(start - 1, ref_hours)
         if ref_n < int(params["min_calls"]):
             return None
-        mean = trailing(cost, i, width) / n
-        ref_mean = trailing(cost, start - 1, ref_hours) / ref_n
-        var = max(trailing(sq, i, width) / n - mean * mean, 0.0)
-        ref_var = max(trailing(sq, start - 1, ref_hours) / ref_n - ref_mean * ref_mean, 0.0)
+        mean = cost_t.sum(i, width) / n
+        ref_mean = cost_t.sum(start - 1, ref_hours) / ref_n
+        var = max(sq_t.sum(i, width) / n - mean * mean, 0.0)
+        ref_var = max(sq_t.sum(start - 1, ref_hours) / ref_n - ref_mean * ref_mean, 0.0)
         se = math.sqrt(var / n + ref_var / ref_n)
         if mean >= ref_mean * (1 + float(params["threshold"])) and mean - ref_mean >= float(params["sigmas"]) * se:
             return mean, ref_mean

@@ -51,10 +51,13 @@ class RunawayTrace:
             GROUP BY 1, 2
             """,
             [first, last, first - timedelta(days=2), last],
-        ).to_pandas()
-        if candidates.empty or norms.empty:
+        )
+        if candidates.num_rows == 0 or norms.empty:
             return []
-        merged = candidates.merge(norms, on=["key_kind", "feature"], how="inner")
+        # Keep only traces above the loosest factor any scope uses before looking at them one by one.
+        loosest = min([float(params["factor"])] + [float(v["factor"]) for _, v in ctx.settings.overrides if "factor" in v])
+        wide = candidates.to_pandas().merge(norms, on=["key_kind", "feature"], how="inner")
+        merged = wide[(wide["cost"] >= loosest * wide["p99_cost"]) | (wide["calls"] >= loosest * wide["p99_calls"])]
         findings: list[Finding] = []
         for row in merged.itertuples(index=False):
             scope = Scope.of(feature=str(row.feature))

@@ -1,9 +1,10 @@
 """Retries and failed attempts costing more than 5 % of spend.
 
 Spend on failed attempts (error, timeout, cancelled) and on retries is money a first-time
-success would not have cost. Judged over trailing windows (3 and 24 hours by default) so
-a burst of rate limits is seen within hours and a slow drift within a day; a window needs
-`min_spend` dollars and `min_calls` wasted calls to count.
+success would not have cost. Judged over trailing windows (24 hours by default; add 3 or 6
+to see a burst of rate limits within hours, at the price of noisier alerts when a few
+expensive calls are retried); a window needs `min_spend` dollars and `min_calls` wasted
+calls to count.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from .base import HOUR, Context, Finding, run_start, scope_for
-from .windows import trailing
+from .windows import Trailing
 
 
 class RetryWaste:
     name = "retry_waste"
     lookback = timedelta(days=2)
-    defaults: dict[str, Any] = {"threshold": 0.05, "windows": [3, 24], "min_spend": 5.0, "min_calls": 20}
+    defaults: dict[str, Any] = {"threshold": 0.05, "windows": [24], "min_spend": 10.0, "min_calls": 20}
     by: tuple[str | None, ...] = (None, "team")
 
     def detect(self, ctx: Context) -> list[Finding]:
@@ -35,15 +36,15 @@ class RetryWaste:
             for column in cost.columns:
                 scope = scope_for(by, column)
                 params = ctx.params(scope)
-                c, w, wc = cost[column].to_numpy(), waste[column].to_numpy(), waste_calls[column].to_numpy()
+                c, w, wc = (Trailing(x[column].to_numpy()) for x in (cost, waste, waste_calls))
                 flags = np.zeros(len(index), dtype=bool)
                 seen: dict[int, tuple[float, float, int]] = {}
                 for i in range(max(0, min(wanted) - 24), max(wanted) + 1):
                     for width in params["windows"]:
-                        spend, wasted = trailing(c, i, int(width)), trailing(w, i, int(width))
+                        spend, wasted = c.sum(i, int(width)), w.sum(i, int(width))
                         if (
                             spend >= float(params["min_spend"])
-                            and trailing(wc, i, int(width)) >= int(params["min_calls"])
+                            and wc.sum(i, int(width)) >= int(params["min_calls"])
                             and wasted > float(params["threshold"]) * spend
                         ):
                             flags[i] = True

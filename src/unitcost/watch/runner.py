@@ -95,6 +95,8 @@ class Watcher:
             hours = list(pd.date_range(first, eval_end - HOUR, freq="h", tz="UTC").to_pydatetime())
             if hours:
                 plans.append((detector, hours, state))
+            elif watermark is None:
+                self.state.put(detector.name, eval_end, state)  # no backfill asked: start from now on
         if not plans:
             return []
         report.hours_judged = max(len(h) for _, h, _ in plans)

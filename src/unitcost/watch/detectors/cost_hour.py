@@ -125,7 +125,7 @@ def baseline(cost: pd.Series, cost_sq: pd.Series, weeks: int) -> tuple[pd.Series
 
 def _same_kind_lags(index: pd.DatetimeIndex) -> list[np.ndarray]:
     """For each hour, which of the previous 7 days (0 = yesterday) are the same kind of day."""
-    dow = np.asarray(index.dayofweek)
+    dow = np.asarray(index.day_of_week)
     lag_dow = (dow[:, None] - np.arange(1, 8)[None, :]) % 7
     same = (lag_dow >= 5) == (dow[:, None] >= 5)
     return [np.flatnonzero(row) for row in same]

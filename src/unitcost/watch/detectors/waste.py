@@ -21,8 +21,8 @@ from .windows import Trailing
 class RetryWaste:
     name = "retry_waste"
     lookback = timedelta(days=2)
-    defaults: dict[str, Any] = {"threshold": 0.05, "windows": [24], "min_spend": 10.0, "min_calls": 20}
-    by: tuple[str | None, ...] = (None, "team")
+    defaults: dict[str, Any] = {"threshold": 0.05, "windows": [24], "min_spend": 5.0, "min_calls": 20}
+    by: tuple[str | None, ...] = (None, "team", "feature")
 
     def detect(self, ctx: Context) -> list[Finding]:
         findings: list[Finding] = []

@@ -17,8 +17,8 @@ from unitcost.watch.settings import WatchSettings
 from unitcost.watch.synthetic import FEATURES, Incident, Workload
 
 START = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
-DAYS = 17
-EVAL = START + timedelta(days=15)  # Tuesday 18 March
+DAYS = 10
+EVAL = START + timedelta(days=8)  # Tuesday 11 March: a week of history before it
 SMALL = tuple(replace(f, peak_calls=f.peak_calls / 3) for f in FEATURES)
 BY_NAME = {f.feature: f for f in SMALL}
 
@@ -73,7 +73,7 @@ def test_each_injected_incident_is_found_on_its_scope(caught_up: dict[str, Any])
     # The runaway agent's growing context also lifts its feature's tokens per request: a true finding.
     assert {n.details["scope"]["feature"] for n in leak} <= {"triage", "agent"}
     triage = [n for n in leak if n.details["scope"]["feature"] == "triage"][0]
-    assert triage.details["since"].startswith("2025-03-18T10:00")  # the change point, not a later crossing
+    assert triage.details["since"].startswith("2025-03-11T10:00")  # the change point, not a later crossing
     assert triage.details["change"] >= 0.25
     runaway = _opened(report, "runaway_trace")
     assert runaway and all(n.details["scope"] == {"feature": "agent"} for n in runaway)
@@ -90,7 +90,7 @@ def test_cost_spike_is_explained_with_contributors(caught_up: dict[str, Any]) ->
     legal = [n for n in spikes if n.details["scope"] == {"team": "legal"}]
     assert legal, [n.details["scope"] for n in spikes]
     alert = legal[0]
-    assert alert.details["since"].startswith("2025-03-18T09:00")
+    assert alert.details["since"].startswith("2025-03-11T09:00")
     top = alert.details["contributors"][0]
     assert (top["dimension"], top["name"]) in {("feature", "review"), ("model", "gpt-4.1")}
     assert "what changed" in alert.message and "since" in alert.message and "top contributors" in alert.message
@@ -117,7 +117,7 @@ def test_alert_history_is_in_the_ledger(caught_up: dict[str, Any]) -> None:
 
 def test_hourly_cycles_find_what_one_catch_up_finds(workload: Workload, tmp_path: Path) -> None:
     """Incremental: each cycle rolls up only the new hour, yet the incidents are the same."""
-    end = EVAL + timedelta(hours=16)
+    end = EVAL + timedelta(hours=13)
 
     def keys(hourly: bool, path: Path) -> set[str]:
         store = _ledger(path, workload)

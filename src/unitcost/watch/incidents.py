@@ -190,7 +190,7 @@ def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None
 
 def alert_history(store: Store, alert_id: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = store.fetch(
-        "SELECT * FROM alert_log WHERE alert_id = ? ORDER BY at", [alert_id]
+        'SELECT * FROM alert_log WHERE alert_id = ? ORDER BY "at"', [alert_id]
     ).to_pylist()
     return rows
 

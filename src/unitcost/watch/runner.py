@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -89,6 +90,7 @@ class Watcher:
         self, eval_end: datetime, data_start: datetime, backfill: timedelta, report: CycleReport
     ) -> list[Finding]:
         plans = []
+        progress: list[tuple[str, datetime | None, dict[str, Any] | None]] = []
         for detector in self.settings.detectors:
             watermark, state = self.state.get(detector.name)
             first = watermark or max(floor_hour(data_start), eval_end - backfill)
@@ -96,8 +98,9 @@ class Watcher:
             if hours:
                 plans.append((detector, hours, state))
             elif watermark is None:
-                self.state.put(detector.name, eval_end, state)  # no backfill asked: start from now on
+                progress.append((detector.name, eval_end, state))  # no backfill asked: start from now on
         if not plans:
+            self.state.put_many(progress)
             return []
         report.hours_judged = max(len(h) for _, h, _ in plans)
         earliest = min(h[0] - d.lookback for d, h, _ in plans)
@@ -124,7 +127,8 @@ class Watcher:
             except Exception:  # one broken detector must not silence the others
                 log.exception("detector %s failed; its watermark is not advanced", detector.name)
                 continue
-            self.state.put(detector.name, eval_end, ctx.state)
+            progress.append((detector.name, eval_end, ctx.state))
+        self.state.put_many(progress)
         return findings
 
     def run_forever(self, stop: threading.Event | None = None) -> None:

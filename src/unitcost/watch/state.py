@@ -25,13 +25,18 @@ class WatchState:
         return watermark, (orjson.loads(row["state"]) if row["state"] else {})
 
     def put(self, name: str, watermark: datetime | None, state: dict[str, Any] | None = None) -> None:
-        row = {
-            "name": name,
-            "watermark": watermark,
-            "state": orjson.dumps(state or {}, default=str).decode(),
-            "updated_at": datetime.now(UTC),
-        }
-        self.store.upsert("watch_state", pa.Table.from_pylist([row], schema=STATE_SCHEMA))
+        self.put_many([(name, watermark, state)])
+
+    def put_many(self, entries: list[tuple[str, datetime | None, dict[str, Any] | None]]) -> None:
+        """Several watermarks in one write: a cycle commits its detectors' progress together."""
+        if not entries:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {"name": name, "watermark": mark, "state": orjson.dumps(st or {}, default=str).decode(), "updated_at": now}
+            for name, mark, st in entries
+        ]
+        self.store.upsert("watch_state", pa.Table.from_pylist(rows, schema=STATE_SCHEMA))
 
     def reset(self) -> None:
         self.store.fetch("DELETE FROM watch_state")

@@ -49,7 +49,9 @@ class CostPerHour:
         params: dict[str, Any],
         weeks: int,
     ) -> list[Finding]:
-        base, spread, sample_hours = baseline(cost, cost_sq, int(params.get("weeks", weeks)))
+        first_eval = cost.index.searchsorted(pd.Timestamp(ctx.eval_hours[0])) if ctx.eval_hours else len(cost)
+        # Baselines are only needed for the judged hours and the run of hours before them (for `since`).
+        base, spread, sample_hours = baseline(cost, cost_sq, int(params.get("weeks", weeks)), max(0, first_eval - 48))
         excess = cost - base
         flagged = (
             (cost >= base * (1 + float(params["threshold"])))
@@ -81,7 +83,9 @@ class CostPerHour:
         return findings
 
 
-def baseline(cost: pd.Series, cost_sq: pd.Series, weeks: int) -> tuple[pd.Series, pd.Series, Any]:
+def baseline(
+    cost: pd.Series, cost_sq: pd.Series, weeks: int, from_position: int = 0
+) -> tuple[pd.Series, pd.Series, Any]:
     """Median and noise of the same hour-of-week over `weeks` weeks (same hour, same day kind as fallback)."""
     weekly = [cost.shift(168 * k) for k in range(1, weeks + 1)]
     weekly_sq = [cost_sq.shift(168 * k) for k in range(1, weeks + 1)]
@@ -92,7 +96,7 @@ def baseline(cost: pd.Series, cost_sq: pd.Series, weeks: int) -> tuple[pd.Series
     fallback_sq = np.full(len(cost), np.nan)
     daily = np.vstack([cost.shift(24 * d).to_numpy() for d in range(1, 8)]).T
     daily_sq = np.vstack([cost_sq.shift(24 * d).to_numpy() for d in range(1, 8)]).T
-    for i in np.flatnonzero(~enough):
+    for i in np.flatnonzero(~enough[from_position:]) + from_position:
         lags = same_kind_lags[i]
         values = daily[i, lags]
         values = values[~np.isnan(values)]

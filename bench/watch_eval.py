@@ -93,7 +93,9 @@ def run_seed(seed: int, workdir: Path) -> tuple[list[Incident], list[dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=1)
     args = parser.parse_args()
@@ -137,7 +139,9 @@ def main() -> None:
             }
         )
     print()
-    print("| detector | injected | detected | recall | alerts | false positives | precision | median TTD (h) |")
+    print(
+        "| detector | injected | detected | recall | alerts | false positives | precision | median TTD (h) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

@@ -31,24 +31,33 @@ FEATURES = [
 ]
 
 
-def insert_events(store: DuckDBStore, first: int, n: int, start: datetime, per_hour: int, ingested: datetime) -> None:
+def insert_events(
+    store: DuckDBStore, first: int, n: int, start: datetime, per_hour: int, ingested: datetime
+) -> None:
     """Events first..first+n, `per_hour` of them per hour from `start`, built inside DuckDB."""
+
     def pick(column: int) -> str:
-        return "CASE (i % 6) " + " ".join(f"WHEN {i} THEN '{f[column]}'" for i, f in enumerate(FEATURES)) + " END"
+        return (
+            "CASE (i % 6) "
+            + " ".join(f"WHEN {i} THEN '{f[column]}'" for i, f in enumerate(FEATURES))
+            + " END"
+        )
 
     con = store._con  # the bench writes in bulk with SQL; the product writes through Ledger.ingest
     con.execute(
         f"""
         INSERT INTO events BY NAME
         SELECT 'ev-' || i AS event_id,
-               ?::TIMESTAMPTZ + to_microseconds(CAST((i // {per_hour}) * 3600000000 + (hash(i) % 3600000000) AS BIGINT)) AS ts,
+               ?::TIMESTAMPTZ
+                 + to_microseconds(CAST((i // {per_hour}) * 3600000000 + (hash(i) % 3600000000) AS BIGINT)) AS ts,
                'tr-' || (i // 4) AS trace_id,
                {pick(0)} AS team, {pick(0)} AS app, {pick(1)} AS feature, {pick(2)} AS provider, {pick(3)} AS model,
                CASE WHEN hash(i * 7) % 100 = 0 THEN 'error' ELSE 'ok' END AS status,
                1 AS attempt,
                CAST(500 + hash(i * 3) % 4000 AS BIGINT) AS input_tokens,
                CAST(20 + hash(i * 5) % 600 AS BIGINT) AS output_tokens,
-               CAST((500 + hash(i * 3) % 4000) * 0.000002 + (20 + hash(i * 5) % 600) * 0.000008 AS DECIMAL(18, 12)) AS cost,
+               CAST((500 + hash(i * 3) % 4000) * 0.000002 + (20 + hash(i * 5) % 600) * 0.000008
+                    AS DECIMAL(18, 12)) AS cost,
                ?::TIMESTAMPTZ AS ingested_at
         FROM range({first}, {first + n}) t(i)
         """,
@@ -57,7 +66,9 @@ def insert_events(store: DuckDBStore, first: int, n: int, start: datetime, per_h
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--hour-events", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None)
@@ -70,19 +81,22 @@ def main() -> None:
         t = time.perf_counter()
         insert_events(store, 0, hours * args.hour_events, start, args.hour_events, now - timedelta(hours=1))
         store.checkpoint()
-        print(f"built {hours * args.hour_events:,} events over {hours} hours in {time.perf_counter() - t:.1f} s")
+        print(
+            f"built {hours * args.hour_events:,} events over {hours} hours in {time.perf_counter() - t:.1f} s"
+        )
         watcher = Watcher(store, WatchSettings(), sinks=[])
         t = time.perf_counter()
         report = watcher.run_once(now=now - timedelta(hours=1), backfill_hours=0)
-        print(f"first catch-up (roll up everything once): {time.perf_counter() - t:.2f} s, {report.rollup.events:,} events")
+        caught_up = time.perf_counter() - t
+        print(f"first catch-up (roll up everything once): {caught_up:.2f} s, {report.rollup.events:,} events")
         # The new hour: events of hour `hours` (the one just ended), ingested now.
         insert_events(store, hours * args.hour_events, args.hour_events, start, args.hour_events, now)
         t, cpu = time.perf_counter(), time.process_time()
         report = watcher.run_once(now=now)
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         print(
-            f"incremental cycle: {wall:.2f} s wall ({cpu:.2f} s CPU, all threads) for {report.rollup.events:,} new events "
-            f"({report.hours_judged} hour judged, {len(report.findings)} findings)"
+            f"incremental cycle: {wall:.2f} s wall ({cpu:.2f} s CPU, all threads) for "
+            f"{report.rollup.events:,} new events ({report.hours_judged} hour judged, {len(report.findings)} findings)"
         )
         t = time.perf_counter()
         report = watcher.run_once(now=now)

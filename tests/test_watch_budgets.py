@@ -78,8 +78,15 @@ def test_periods_follow_the_calendar_of_their_time_zone() -> None:
 
 def test_budget_config_is_validated() -> None:
     (b,) = parse_budgets(
-        [{"name": "x", "amount": 500, "period": "week", "timezone": "Europe/Paris",
-          "scope": {"team": "search", "tags": {"env": "prod"}}}]
+        [
+            {
+                "name": "x",
+                "amount": 500,
+                "period": "week",
+                "timezone": "Europe/Paris",
+                "scope": {"team": "search", "tags": {"env": "prod"}},
+            }
+        ]
     )
     assert b.thresholds == (50.0, 85.0, 100.0)
     assert b.scope.label == "team=search,tags.env=prod"

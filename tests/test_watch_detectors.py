@@ -72,37 +72,47 @@ def test_each_injected_incident_is_found_on_its_scope(caught_up: dict[str, Any])
     leak = _opened(report, "tokens_per_request")
     # The runaway agent's growing context also lifts its feature's tokens per request: a true finding.
     assert {n.details["scope"]["feature"] for n in leak} <= {"triage", "agent"}
-    triage = [n for n in leak if n.details["scope"]["feature"] == "triage"][0]
+    triage = next(n for n in leak if n.details["scope"]["feature"] == "triage")
     assert triage.details["since"].startswith("2025-03-11T10:00")  # the change point, not a later crossing
     assert triage.details["change"] >= 0.25
     runaway = _opened(report, "runaway_trace")
     assert runaway and all(n.details["scope"] == {"feature": "agent"} for n in runaway)
     assert "runaway" in runaway[0].details["subject"]
     unpriced = _opened(report, "unpriced_model")
-    assert [n.details["scope"] for n in unpriced][0] == {"model": "selfhosted-llm", "provider": "selfhosted"}
+    assert next(n.details["scope"] for n in unpriced) == {"model": "selfhosted-llm", "provider": "selfhosted"}
     drift = _opened(report, "billed_drift")
     assert drift and drift[0].details["scope"] == {"provider": "anthropic"}
     assert drift[0].details["observed"] > drift[0].details["expected"] * 1.02
 
 
 def test_cost_spike_is_explained_with_contributors(caught_up: dict[str, Any]) -> None:
-    spikes = [n for n in caught_up["report"].notifications if n.detector == "cost_per_hour" and n.kind == "opened"]
+    spikes = [
+        n for n in caught_up["report"].notifications if n.detector == "cost_per_hour" and n.kind == "opened"
+    ]
     legal = [n for n in spikes if n.details["scope"] == {"team": "legal"}]
     assert legal, [n.details["scope"] for n in spikes]
     alert = legal[0]
     assert alert.details["since"].startswith("2025-03-11T09:00")
     top = alert.details["contributors"][0]
     assert (top["dimension"], top["name"]) in {("feature", "review"), ("model", "gpt-4.1")}
-    assert "what changed" in alert.message and "since" in alert.message and "top contributors" in alert.message
+    assert (
+        "what changed" in alert.message and "since" in alert.message and "top contributors" in alert.message
+    )
 
 
 def test_quiet_features_raise_nothing(caught_up: dict[str, Any]) -> None:
     # Only the injected features (and the runaway's own feature) raise tokens or waste alerts.
     notes = caught_up["report"].notifications
     assert not [
-        n for n in notes if n.detector == "tokens_per_request" and n.details["scope"]["feature"] not in ("triage", "agent")
+        n
+        for n in notes
+        if n.detector == "tokens_per_request" and n.details["scope"]["feature"] not in ("triage", "agent")
     ]
-    assert not [n for n in notes if n.detector == "retry_waste" and n.details["scope"].get("team", "support") != "support"]
+    assert not [
+        n
+        for n in notes
+        if n.detector == "retry_waste" and n.details["scope"].get("team", "support") != "support"
+    ]
 
 
 def test_alert_history_is_in_the_ledger(caught_up: dict[str, Any]) -> None:
@@ -159,7 +169,9 @@ def test_rollup_counts_late_events_once(workload: Workload, tmp_path: Path) -> N
     result = roll_up(store)
     assert result.events == late.num_rows
     assert result.first_hour == EVAL - timedelta(hours=1)
-    totals = store.fetch("SELECT CAST(sum(calls) AS BIGINT) AS n, sum(cost) AS c FROM watch_hourly").to_pylist()[0]
+    totals = store.fetch(
+        "SELECT CAST(sum(calls) AS BIGINT) AS n, sum(cost) AS c FROM watch_hourly"
+    ).to_pylist()[0]
     events = store.fetch("SELECT count(*) AS n, sum(cost) AS c FROM events").to_pylist()[0]
     assert totals["n"] == events["n"]
     assert totals["c"] == events["c"]  # exact: Decimal sums, not floats

@@ -19,7 +19,9 @@ T0 = datetime(2025, 9, 17, 9, tzinfo=UTC)
 
 def finding(hour: int, observed: float = 15.0, scope: Scope | None = None) -> Finding:
     at = T0 + timedelta(hours=hour)
-    return Finding("cost_per_hour", scope or Scope.of(team="eng"), at, T0, "Cost per hour up", observed, 10.0, "$/hour")
+    return Finding(
+        "cost_per_hour", scope or Scope.of(team="eng"), at, T0, "Cost per hour up", observed, 10.0, "$/hour"
+    )
 
 
 @pytest.fixture
@@ -64,7 +66,11 @@ def test_quiet_incident_resolves_and_a_new_one_opens(store: DuckDBStore) -> None
 def test_other_scopes_are_other_incidents(store: DuckDBStore) -> None:
     inc = incidents(store)
     sent = inc.apply([finding(1), finding(1, scope=Scope.of(team="legal")), finding(1, scope=Scope())], T0)
-    assert sorted(n.key for n in sent) == ["cost_per_hour:org", "cost_per_hour:team=eng", "cost_per_hour:team=legal"]
+    assert sorted(n.key for n in sent) == [
+        "cost_per_hour:org",
+        "cost_per_hour:team=eng",
+        "cost_per_hour:team=legal",
+    ]
 
 
 def test_acknowledged_incident_stays_quiet(store: DuckDBStore) -> None:

@@ -123,7 +123,9 @@ def test_email_reaches_a_real_smtp_server() -> None:
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        sink = EmailSink("mail", host="127.0.0.1", port=port, sender="unitcost@example.org", to=["finops@example.org"])
+        sink = EmailSink(
+            "mail", host="127.0.0.1", port=port, sender="unitcost@example.org", to=["finops@example.org"]
+        )
         dispatcher = Dispatcher([sink])
         dispatcher.submit([_notification()])
         assert dispatcher.flush(timeout=10)
@@ -190,7 +192,9 @@ def test_a_hung_receiver_does_not_hold_up_detection(receiver: Receiver, tmp_path
     finding = Finding("cost_per_hour", Scope.of(team="eng"), at, at, "Cost up", 10.0, 5.0, "$/hour")
     dispatcher.submit(incidents.apply([finding], at))
     # Detection carries on while the delivery is stuck: the next cycle is folded and recorded.
-    later = Finding("cost_per_hour", Scope.of(team="eng"), at.replace(hour=11), at, "Cost up", 11.0, 5.0, "$/hour")
+    later = Finding(
+        "cost_per_hour", Scope.of(team="eng"), at.replace(hour=11), at, "Cost up", 11.0, 5.0, "$/hour"
+    )
     incidents.apply([later], at.replace(hour=11))
     assert dispatcher.pending == 1 and receiver.bodies == []
     rows = store.fetch("SELECT updates FROM alerts").to_pylist()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from . import demo_cmd, ledger_cmds, pricing_cmds  # noqa: F401 - registration
-from . import watch_cmds  # noqa: F401 - registration
+from . import (  # noqa: F401 - registration
+    demo_cmd,
+    ledger_cmds,
+    pricing_cmds,
+    watch_cmds,
+)
 from .app import app
 
 

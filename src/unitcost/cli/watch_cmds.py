@@ -14,12 +14,18 @@ from ..config import load_config
 from .app import ConfigOpt, FormatOpt, LedgerOpt, app, friendly, open_ledger
 from .output import Col, Format, console, render
 
-alerts_app = typer.Typer(help="List, show and acknowledge alerts (incidents) from the ledger.", no_args_is_help=False)
+alerts_app = typer.Typer(
+    help="List, show and acknowledge alerts (incidents) from the ledger.", no_args_is_help=False
+)
 app.add_typer(alerts_app, name="alerts")
 
 NowOpt = Annotated[
     str | None,
-    typer.Option("--now", help="Pretend it is this instant (ISO 8601), e.g. to replay a past month.", show_default=False),
+    typer.Option(
+        "--now",
+        help="Pretend it is this instant (ISO 8601), e.g. to replay a past month.",
+        show_default=False,
+    ),
 ]
 
 
@@ -42,13 +48,18 @@ def _settings(config: Path | None) -> Any:
 def watch_cmd(
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
-    once: Annotated[bool, typer.Option("--once", help="Run one cycle, deliver its alerts, and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one cycle, deliver its alerts, and exit.")
+    ] = False,
     interval: Annotated[
-        float | None, typer.Option("--interval", help="Seconds between cycles (default: [watch] interval_seconds).")
+        float | None,
+        typer.Option("--interval", help="Seconds between cycles (default: [watch] interval_seconds)."),
     ] = None,
     backfill_hours: Annotated[
         float | None,
-        typer.Option("--backfill-hours", help="On a ledger never watched, how many past hours to judge first."),
+        typer.Option(
+            "--backfill-hours", help="On a ledger never watched, how many past hours to judge first."
+        ),
     ] = None,
     now: NowOpt = None,
 ) -> None:
@@ -68,9 +79,13 @@ def watch_cmd(
                 _print_cycle(report)
                 delivered = watcher.dispatcher.flush(timeout=30)
                 if not delivered:
-                    out.print(f"{watcher.dispatcher.pending} deliveries still failing after 30 s; see alert_log.")
+                    out.print(
+                        f"{watcher.dispatcher.pending} deliveries still failing after 30 s; see alert_log."
+                    )
                 return
-            out.print(f"Watching {opened.target} every {settings.interval_s:g} s (Ctrl-C to stop).", markup=False)
+            out.print(
+                f"Watching {opened.target} every {settings.interval_s:g} s (Ctrl-C to stop).", markup=False
+            )
             stop = threading.Event()
             try:
                 watcher.run_forever(stop)
@@ -159,7 +174,11 @@ def alerts_show(
         history = alert_history(opened.store, row["alert_id"])
     out = console()
     out.print(f"{row['alert_id']} · {row['status']} · {row['severity']}\n{row['message']}\n", markup=False)
-    render(history, [Col("at", "at", "ts"), Col("kind", "event"), Col("sink", "sink"), Col("message", "detail")], fmt)
+    render(
+        history,
+        [Col("at", "at", "ts"), Col("kind", "event"), Col("sink", "sink"), Col("message", "detail")],
+        fmt,
+    )
 
 
 BUDGET_COLUMNS = [
@@ -181,13 +200,17 @@ BUDGET_COLUMNS = [
 
 @app.command("budgets")
 @friendly
-def budgets_cmd(ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table) -> None:
+def budgets_cmd(
+    ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
+) -> None:
     """Each [[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
     from ..watch.budgets import budget_status
 
     settings = _settings(config)
     if not settings.budgets:
-        console().print("No budgets: add [[budget]] tables to the config file (see docs/watch.md).", markup=False)
+        console().print(
+            "No budgets: add [[budget]] tables to the config file (see docs/watch.md).", markup=False
+        )
         raise typer.Exit(1)
     at = _instant(now) or datetime.now(UTC)
     rows = []

@@ -82,7 +82,7 @@ def parse_budgets(raw: Sequence[Mapping[str, Any]]) -> list[Budget]:
             raise ValueError(f"{where} ({name}): unknown time zone {zone!r}") from exc
         scope_raw = entry.get("scope", {})
         if not isinstance(scope_raw, Mapping):
-            raise ValueError(f"{where} ({name}): scope must be a table, e.g. {{ team = \"search\" }}")
+            raise ValueError(f'{where} ({name}): scope must be a table, e.g. {{ team = "search" }}')
         thresholds = tuple(float(t) for t in entry.get("thresholds", DEFAULT_THRESHOLDS))
         budgets.append(
             Budget(
@@ -239,6 +239,7 @@ def budget_findings(status: BudgetStatus) -> list[Finding]:
                 expected=float(b.amount),
                 unit=f"$ spent this {b.period}",
                 subject=f"{b.name}:{period}:{top:g}",
+                what=f"${status.spent:,.2f} spent of ${b.amount:,.2f} ({status.used:.0%}) this {b.period}",
                 severity="critical" if top >= 100 else "warning",
                 notes=_budget_notes(status),
             )
@@ -252,6 +253,7 @@ def budget_findings(status: BudgetStatus) -> list[Finding]:
                 expected=float(b.amount),
                 unit=f"$ forecast at {b.period} end",
                 subject=f"{b.name}:{period}:forecast",
+                what=f"forecast at {b.period} end ${status.forecast:,.2f} for a budget of ${b.amount:,.2f}",
                 notes=_budget_notes(status),
             )
         )

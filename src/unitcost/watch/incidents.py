@@ -183,7 +183,9 @@ def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None
         store.upsert("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
         store.insert(
             "alert_log",
-            pa.Table.from_pylist([_log(row["alert_id"], when, "acknowledged", f"by {by}")], schema=ALERT_LOG_SCHEMA),
+            pa.Table.from_pylist(
+                [_log(row["alert_id"], when, "acknowledged", f"by {by}")], schema=ALERT_LOG_SCHEMA
+            ),
         )
     return row
 

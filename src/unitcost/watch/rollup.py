@@ -103,11 +103,14 @@ def hourly_frame(store: Store, since: datetime, until: datetime) -> pa.Table:
     return store.fetch(
         f"""
         SELECT hour, {_DIMS},
-            CAST(sum(calls) AS BIGINT) AS calls, CAST(sum(priced_calls) AS BIGINT) AS priced_calls, CAST(sum(unpriced_calls) AS BIGINT) AS unpriced_calls,
-            CAST(sum(tokens) AS BIGINT) AS tokens, CAST(sum(input_tokens) AS BIGINT) AS input_tokens, CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
+            CAST(sum(calls) AS BIGINT) AS calls, CAST(sum(priced_calls) AS BIGINT) AS priced_calls,
+            CAST(sum(unpriced_calls) AS BIGINT) AS unpriced_calls, CAST(sum(tokens) AS BIGINT) AS tokens,
+            CAST(sum(input_tokens) AS BIGINT) AS input_tokens, CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
             CAST(coalesce(sum(cost), 0) AS DOUBLE) AS cost, sum(cost_sq) AS cost_sq,
-            CAST(sum(waste_calls) AS BIGINT) AS waste_calls, CAST(coalesce(sum(waste_cost), 0) AS DOUBLE) AS waste_cost,
-            CAST(sum(billed_calls) AS BIGINT) AS billed_calls, CAST(coalesce(sum(billed_cost), 0) AS DOUBLE) AS billed_cost,
+            CAST(sum(waste_calls) AS BIGINT) AS waste_calls,
+            CAST(coalesce(sum(waste_cost), 0) AS DOUBLE) AS waste_cost,
+            CAST(sum(billed_calls) AS BIGINT) AS billed_calls,
+            CAST(coalesce(sum(billed_cost), 0) AS DOUBLE) AS billed_cost,
             CAST(coalesce(sum(billed_computed_cost), 0) AS DOUBLE) AS billed_computed_cost
         FROM watch_hourly WHERE hour >= ? AND hour < ?
         GROUP BY ALL ORDER BY hour

@@ -6,6 +6,7 @@ incidents, hand notifications to the delivery thread. One cycle is `Watcher.run_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -75,7 +76,9 @@ class Watcher:
         report = CycleReport(roll_up(self.store))
         eval_end = floor_hour(now)
         data_start, _ = rollup_span(self.store)
-        backfill = timedelta(hours=backfill_hours if backfill_hours is not None else self.settings.backfill_hours)
+        backfill = timedelta(
+            hours=backfill_hours if backfill_hours is not None else self.settings.backfill_hours
+        )
         if data_start is not None:
             report.findings.extend(self._detect(eval_end, data_start, backfill, report))
         for budget in self.settings.budgets:
@@ -155,7 +158,5 @@ async def watch_task(watcher: Watcher, stop: asyncio.Event | None = None) -> Non
             await asyncio.to_thread(watcher.run_once)
         except Exception:
             log.exception("watch cycle failed")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=watcher.settings.interval_s)
-        except TimeoutError:
-            pass

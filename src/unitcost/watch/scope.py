@@ -10,7 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCOPE_DIMS: tuple[str, ...] = ("team", "app", "feature", "user", "customer", "model", "provider", "environment")
+SCOPE_DIMS: tuple[str, ...] = (
+    "team",
+    "app",
+    "feature",
+    "user",
+    "customer",
+    "model",
+    "provider",
+    "environment",
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,9 @@ class Scope:
             elif key in SCOPE_DIMS:
                 dims.append((key, str(value)))
             elif key != "org":
-                raise ValueError(f"{where}: unknown scope key {key!r} (use {', '.join(SCOPE_DIMS)}, tags or org)")
+                raise ValueError(
+                    f"{where}: unknown scope key {key!r} (use {', '.join(SCOPE_DIMS)}, tags or org)"
+                )
         return cls(tuple(sorted(dims)), tuple(sorted(tags)))
 
     @classmethod

@@ -72,7 +72,9 @@ def load_watch_settings(config: Config) -> WatchSettings:
     for i, raw in enumerate(watch.get("sink", [])):
         kind = raw.get("type")
         if kind not in SINK_TYPES:
-            raise ConfigError(f"{where}: [[watch.sink]] #{i + 1}: type must be one of {', '.join(SINK_TYPES)}")
+            raise ConfigError(
+                f"{where}: [[watch.sink]] #{i + 1}: type must be one of {', '.join(SINK_TYPES)}"
+            )
         sinks.append(SinkConfig(kind, str(raw.get("name", f"{kind}-{i + 1}")), raw))
     try:
         budgets = parse_budgets(config.raw.get("budget", []))

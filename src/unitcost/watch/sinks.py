@@ -40,11 +40,15 @@ class Sink(Protocol):
 class WebhookSink:
     """POST the alert as JSON (`Notification.payload`) to any URL."""
 
-    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> None:
         self.name, self.url, self.headers, self.timeout = name, url, headers or {}, timeout
 
     def send(self, notification: Notification) -> None:
-        response = httpx.post(self.url, json=notification.payload(), headers=self.headers, timeout=self.timeout)
+        response = httpx.post(
+            self.url, json=notification.payload(), headers=self.headers, timeout=self.timeout
+        )
         response.raise_for_status()
 
 
@@ -185,7 +189,9 @@ class Dispatcher:
         with self._cv:
             for notification in notifications:
                 for sink in self.sinks:
-                    heapq.heappush(self._queue, _Delivery(time.monotonic(), next(self._seq), sink, notification))
+                    heapq.heappush(
+                        self._queue, _Delivery(time.monotonic(), next(self._seq), sink, notification)
+                    )
             self._cv.notify()
 
     @property

@@ -33,7 +33,12 @@ class WatchState:
             return
         now = datetime.now(UTC)
         rows = [
-            {"name": name, "watermark": mark, "state": orjson.dumps(st or {}, default=str).decode(), "updated_at": now}
+            {
+                "name": name,
+                "watermark": mark,
+                "state": orjson.dumps(st or {}, default=str).decode(),
+                "updated_at": now,
+            }
             for name, mark, st in entries
         ]
         self.store.upsert("watch_state", pa.Table.from_pylist(rows, schema=STATE_SCHEMA))

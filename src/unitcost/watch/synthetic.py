@@ -21,7 +21,9 @@ import pyarrow as pa
 from ..money import MONEY_ARROW_TYPE
 
 PICO = 10**12
-_HOUR_SHAPE = np.array([1, 1, 1, 1, 1, 2, 4, 7, 10, 11, 11, 10, 8, 9, 10, 10, 9, 8, 6, 4, 3, 2, 2, 1], dtype=float)
+_HOUR_SHAPE = np.array(
+    [1, 1, 1, 1, 1, 2, 4, 7, 10, 11, 11, 10, 8, 9, 10, 10, 9, 8, 6, 4, 3, 2, 2, 1], dtype=float
+)
 _HOUR_SHAPE /= _HOUR_SHAPE.max()
 
 
@@ -103,11 +105,7 @@ class Workload:
 
     def events(self, since: datetime, until: datetime, ingested_at: datetime | None = None) -> pa.Table:
         """All events with ts in [since, until); `ingested_at` defaults to the end of each event's hour."""
-        parts = [
-            self._hour(h, ingested_at)
-            for h in self.hours()
-            if since <= h < until
-        ]
+        parts = [self._hour(h, ingested_at) for h in self.hours() if since <= h < until]
         return pa.concat_tables(parts) if parts else _empty()
 
     def _hour(self, hour: datetime, ingested_at: datetime | None) -> pa.Table:
@@ -144,15 +142,21 @@ class Workload:
                 "cost": _money(cost),
                 "billed_cost": _money(billed),
                 "unpriced_reason": pa.array(
-                    np.where(cost < 0, "no price for this model", None).tolist(), pa.string()
+                    ["no price for this model" if c < 0 else None for c in cost.tolist()], pa.string()
                 ),
-                "ingested_at": pa.array(np.full(n, int(ingested.timestamp() * 1e6)), pa.timestamp("us", tz="UTC")),
+                "ingested_at": pa.array(
+                    np.full(n, int(ingested.timestamp() * 1e6)), pa.timestamp("us", tz="UTC")
+                ),
             }
         )
 
     def _active(self, kind: str, feature: Feature, hour: datetime) -> Incident | None:
         for incident in self.incidents:
-            if incident.kind == kind and incident.feature == feature and incident.start <= hour < incident.end:
+            if (
+                incident.kind == kind
+                and incident.feature == feature
+                and incident.start <= hour < incident.end
+            ):
                 return incident
         return None
 
@@ -178,16 +182,22 @@ class Workload:
             m = int(rng.poisson(max(rate * 0.2, 3)))
             inp = rng.lognormal(np.log(feature.input_median), 0.5, m)
             out = rng.lognormal(np.log(feature.output_median), 0.6, m)
-            yield self._calls(rng, hour, f_index, feature, inp, out, None, None, None, "selfhosted-llm", unpriced=True)
+            yield self._calls(
+                rng, hour, f_index, feature, inp, out, None, None, None, "selfhosted-llm", unpriced=True
+            )
         runaway = self._active("runaway", feature, hour)
         if runaway:
             step = int((hour - runaway.start).total_seconds() // 3600)
             m = int(runaway.magnitude)
             growth = 1 + 0.02 * (step * m + np.arange(m))  # the context grows every turn
-            inp = feature.input_median * growth
-            out = np.full(m, feature.output_median)
-            part = self._calls(rng, hour, f_index, feature, inp, out, None, None, None, feature.model)
-            part["trace"] = np.full(m, f"runaway-{self.seed}-{f_index}-{int(runaway.start.timestamp())}", dtype=object)
+            turns_in = np.asarray(feature.input_median * growth, dtype=np.float64)
+            turns_out = np.full(m, feature.output_median)
+            part = self._calls(
+                rng, hour, f_index, feature, turns_in, turns_out, None, None, None, feature.model
+            )
+            part["trace"] = np.full(
+                m, f"runaway-{self.seed}-{f_index}-{int(runaway.start.timestamp())}", dtype=object
+            )
             yield part
 
     def incidents_since(self, kind: str, feature: Feature, hour: datetime) -> Incident | None:
@@ -265,10 +275,24 @@ def default_incidents(
     incidents: list[Incident] = []
     order = rng.permutation(len(features))
     busy: dict[str, list[tuple[datetime, datetime]]] = {}
-    durations = {"cost_spike": 3, "token_leak": 48, "price_rise": 48, "retry_storm": 12, "runaway": 4,
-                 "unpriced_model": 48, "billed_drift": 48}
-    magnitudes = {"cost_spike": 2.0, "token_leak": 1.4, "price_rise": 1.3, "retry_storm": 0.15, "runaway": 150,
-                  "unpriced_model": 1.0, "billed_drift": 1.06}
+    durations = {
+        "cost_spike": 3,
+        "token_leak": 48,
+        "price_rise": 48,
+        "retry_storm": 12,
+        "runaway": 4,
+        "unpriced_model": 48,
+        "billed_drift": 48,
+    }
+    magnitudes = {
+        "cost_spike": 2.0,
+        "token_leak": 1.4,
+        "price_rise": 1.3,
+        "retry_storm": 0.15,
+        "runaway": 150,
+        "unpriced_model": 1.0,
+        "billed_drift": 1.06,
+    }
     for i, kind in enumerate(KINDS):
         candidates = [features[j] for j in np.roll(order, i)]
         if kind == "billed_drift":
@@ -301,7 +325,9 @@ def default_incidents(
 def daily_spend(feature: Feature) -> float:
     """Approximate weekday spend of a feature, in dollars."""
     calls = feature.peak_calls * float(_HOUR_SHAPE.sum())
-    per_call = (feature.input_median * feature.input_price + feature.output_median * feature.output_price) / 1e6
+    per_call = (
+        feature.input_median * feature.input_price + feature.output_median * feature.output_price
+    ) / 1e6
     return calls * per_call
 
 

@@ -84,7 +84,9 @@ ALERT_LOG_SCHEMA = pa.schema(
     [
         pa.field("alert_id", pa.string(), nullable=False),
         pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # opened | updated | resolved | acknowledged | delivered | failed
+        pa.field(
+            "kind", pa.string(), nullable=False
+        ),  # opened | updated | resolved | acknowledged | delivered | failed
         pa.field("sink", pa.string()),
         pa.field("message", pa.string()),
     ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,8 @@ class Finding:
     subject: str = ""
     """Distinguishes incidents of one detector in one scope (a trace id, a model)."""
     notes: list[str] = field(default_factory=list)
+    what: str = ""
+    """Overrides the generic "observed against expected" line when a plainer sentence exists."""
 
     @property
     def key(self) -> str:
@@ -49,13 +51,15 @@ class Finding:
         how_much = f"{change:+.0%}" if change is not None else "new"
         lines = [
             f"{self.title} [{self.scope.label}]",
-            f"what changed: {self.unit} {_fmt(self.observed)} against {_fmt(self.expected)} expected ({how_much})",
+            "what changed: "
+            + (
+                self.what
+                or f"{self.unit} {_fmt(self.observed)} against {_fmt(self.expected)} expected ({how_much})"
+            ),
             f"since: {self.since:%Y-%m-%d %H:%M} UTC (seen by {self.at:%Y-%m-%d %H:%M} UTC)",
         ]
         if self.contributors:
-            top = "; ".join(
-                f"{c['dimension']}={c['name']} {c['label']}" for c in self.contributors[:3]
-            )
+            top = "; ".join(f"{c['dimension']}={c['name']} {c['label']}" for c in self.contributors[:3])
             lines.append(f"top contributors: {top}")
         lines.extend(self.notes)
         return "\n".join(lines)
@@ -103,8 +107,12 @@ class Context:
     def at_hours(self, hours: Sequence[pd.Timestamp]) -> pd.DataFrame:
         """The rollup rows of the given hours (indexed once per cycle: contributors ask often)."""
         if not hasattr(self, "_by_hour"):
-            self._by_hour = {h: part for h, part in self.frame.groupby("hour")} if not self.frame.empty else {}
-        parts = [self._by_hour[h] for h in dict.fromkeys(pd.Timestamp(x) for x in hours) if h in self._by_hour]
+            self._by_hour = (
+                {h: part for h, part in self.frame.groupby("hour")} if not self.frame.empty else {}
+            )
+        parts = [
+            self._by_hour[h] for h in dict.fromkeys(pd.Timestamp(x) for x in hours) if h in self._by_hour
+        ]
         return pd.concat(parts) if parts else self.frame.iloc[0:0]
 
     def hours(self) -> pd.DatetimeIndex:
@@ -132,7 +140,7 @@ class Context:
 class Detector(Protocol):
     name: str
     lookback: timedelta
-    defaults: Mapping[str, Any]
+    defaults: ClassVar[dict[str, Any]]
 
     def detect(self, ctx: Context) -> list[Finding]: ...
 
@@ -141,7 +149,7 @@ def scope_for(by: str | None, value: Any) -> Scope:
     return ORG if by is None else Scope.of(**{by: "" if value is None else str(value)})
 
 
-def run_start(flags: Sequence[bool], position: int) -> int:
+def run_start(flags: Sequence[bool] | np.ndarray, position: int) -> int:
     """The first index of the run of True values that ends at `position`."""
     start = position
     while start > 0 and flags[start - 1]:

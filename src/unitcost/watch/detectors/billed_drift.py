@@ -7,7 +7,7 @@ a billed cost is compared with the cost unitcost computed for the same calls.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .windows import Trailing
 class BilledDrift:
     name = "billed_drift"
     lookback = timedelta(days=2)
-    defaults: dict[str, Any] = {"threshold": 0.02, "window": 24, "min_calls": 20, "min_delta": 0.10}
+    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.02, "window": 24, "min_calls": 20, "min_delta": 0.10}
 
     def detect(self, ctx: Context) -> list[Finding]:
         index = ctx.hours()
@@ -59,8 +59,10 @@ class BilledDrift:
                         expected=tc,
                         unit=f"$ billed over {width} h",
                         contributors=_models(ctx, str(provider), index[max(0, i - width + 1) : i + 1]),
-                        notes=["a price in the book (or a discount in the overrides) is probably wrong; "
-                               "check `unitcost prices show` for these models"],
+                        notes=[
+                            "a price in the book (or a discount in the overrides) is probably wrong; "
+                            "check `unitcost prices show` for these models"
+                        ],
                     )
                 )
         return findings
@@ -72,9 +74,14 @@ def _models(ctx: Context, provider: str, hours: Any) -> list[dict[str, Any]]:
     grouped["delta"] = grouped["billed_cost"] - grouped["billed_computed_cost"]
     grouped = grouped.reindex(grouped["delta"].abs().sort_values(ascending=False).index).head(3)
     return [
-        {"dimension": "model", "name": str(m), "observed": float(r.billed_cost),
-         "expected": float(r.billed_computed_cost), "delta": float(r.delta),
-         "label": f"billed ${r.billed_cost:,.2f} vs computed ${r.billed_computed_cost:,.2f}"}
+        {
+            "dimension": "model",
+            "name": str(m),
+            "observed": float(r.billed_cost),
+            "expected": float(r.billed_computed_cost),
+            "delta": float(r.delta),
+            "label": f"billed ${r.billed_cost:,.2f} vs computed ${r.billed_computed_cost:,.2f}",
+        }
         for m, r in grouped.iterrows()
         if r.delta != 0
     ]

@@ -11,10 +11,9 @@ few calls are noisy; this keeps them from paging anyone.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 import warnings
+from datetime import timedelta
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from .base import HOUR, Context, Finding, contributors, run_start, scope_for
 class CostPerHour:
     name = "cost_per_hour"
     lookback = timedelta(days=29)
-    defaults: dict[str, Any] = {"threshold": 0.30, "sigmas": 4.0, "min_excess": 1.0, "weeks": 4}
+    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.30, "sigmas": 4.0, "min_excess": 1.0, "weeks": 4}
     by: tuple[str | None, ...] = (None, "team")
 
     def detect(self, ctx: Context) -> list[Finding]:
@@ -49,9 +48,13 @@ class CostPerHour:
         params: dict[str, Any],
         weeks: int,
     ) -> list[Finding]:
-        first_eval = cost.index.searchsorted(pd.Timestamp(ctx.eval_hours[0])) if ctx.eval_hours else len(cost)
+        first_eval = (
+            int(cost.index.searchsorted(pd.Timestamp(ctx.eval_hours[0]))) if ctx.eval_hours else len(cost)
+        )
         # Baselines are only needed for the judged hours and the run of hours before them (for `since`).
-        base, spread, sample_hours = baseline(cost, cost_sq, int(params.get("weeks", weeks)), max(0, first_eval - 48))
+        base, spread, sample_hours = baseline(
+            cost, cost_sq, int(params.get("weeks", weeks)), max(0, first_eval - 48)
+        )
         excess = cost - base
         flagged = (
             (cost >= base * (1 + float(params["threshold"])))
@@ -89,7 +92,7 @@ def baseline(
     """Median and noise of the same hour-of-week over `weeks` weeks (same hour, same day kind as fallback)."""
     weekly = [cost.shift(168 * k) for k in range(1, weeks + 1)]
     weekly_sq = [cost_sq.shift(168 * k) for k in range(1, weeks + 1)]
-    same_kind_lags = _same_kind_lags(cost.index)
+    same_kind_lags = _same_kind_lags(pd.DatetimeIndex(cost.index))
     stacked = np.vstack([s.to_numpy() for s in weekly]).T
     enough = np.sum(~np.isnan(stacked), axis=1) >= 2
     fallback = np.full(len(cost), np.nan)

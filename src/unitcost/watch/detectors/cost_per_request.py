@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .windows import Trailing, window_start
 class CostPerRequest:
     name = "cost_per_request"
     lookback = timedelta(days=9)
-    defaults: dict[str, Any] = {
+    defaults: ClassVar[dict[str, Any]] = {
         "threshold": 0.15,
         "sigmas": 4.0,
         "min_calls": 100,
@@ -40,13 +40,24 @@ class CostPerRequest:
                 params = ctx.params(scope)
                 findings.extend(
                     self._series(
-                        ctx, scope, params, cost[column].to_numpy(), calls[column].to_numpy(), sq[column].to_numpy()
+                        ctx,
+                        scope,
+                        params,
+                        cost[column].to_numpy(),
+                        calls[column].to_numpy(),
+                        sq[column].to_numpy(),
                     )
                 )
         return findings
 
     def _series(
-        self, ctx: Context, scope: Any, params: dict[str, Any], cost: np.ndarray, calls: np.ndarray, sq: np.ndarray
+        self,
+        ctx: Context,
+        scope: Any,
+        params: dict[str, Any],
+        cost: np.ndarray,
+        calls: np.ndarray,
+        sq: np.ndarray,
     ) -> list[Finding]:
         index = ctx.hours()
         positions = {h: i for i, h in enumerate(index)}
@@ -81,7 +92,9 @@ class CostPerRequest:
                     observed=observed,
                     expected=expected,
                     unit="$/request",
-                    contributors=contributors(ctx, "cost", index[i], list(ref[-24 * 7 :: 24]), scope, ("model",)),
+                    contributors=contributors(
+                        ctx, "cost", index[i], list(ref[-24 * 7 :: 24]), scope, ("model",)
+                    ),
                 )
             )
         return findings
@@ -111,6 +124,9 @@ class CostPerRequest:
         var = max(sq_t.sum(i, width) / n - mean * mean, 0.0)
         ref_var = max(sq_t.sum(start - 1, ref_hours) / ref_n - ref_mean * ref_mean, 0.0)
         se = math.sqrt(var / n + ref_var / ref_n)
-        if mean >= ref_mean * (1 + float(params["threshold"])) and mean - ref_mean >= float(params["sigmas"]) * se:
+        if (
+            mean >= ref_mean * (1 + float(params["threshold"]))
+            and mean - ref_mean >= float(params["sigmas"]) * se
+        ):
             return mean, ref_mean
         return None

@@ -10,7 +10,7 @@ from the trace's own hourly rows.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -21,7 +21,13 @@ from .base import HOUR, Context, Finding
 class RunawayTrace:
     name = "runaway_trace"
     lookback = timedelta(days=1)
-    defaults: dict[str, Any] = {"factor": 5.0, "min_cost": 2.0, "min_calls": 50, "norm_days": 7, "min_traces": 50}
+    defaults: ClassVar[dict[str, Any]] = {
+        "factor": 5.0,
+        "min_cost": 2.0,
+        "min_calls": 50,
+        "norm_days": 7,
+        "min_traces": 50,
+    }
 
     def detect(self, ctx: Context) -> list[Finding]:
         if not ctx.eval_hours:
@@ -45,7 +51,8 @@ class RunawayTrace:
             """
             WITH active AS (SELECT DISTINCT key_kind, key FROM watch_traces WHERE hour >= ? AND hour < ?)
             SELECT t.key_kind, t.key, any_value(t.feature) AS feature, any_value(t.team) AS team,
-                   CAST(sum(t.calls) AS BIGINT) AS calls, CAST(sum(t.cost) AS DOUBLE) AS cost, min(t.first_ts) AS first_ts
+                   CAST(sum(t.calls) AS BIGINT) AS calls, CAST(sum(t.cost) AS DOUBLE) AS cost,
+                   min(t.first_ts) AS first_ts
             FROM watch_traces t JOIN active a USING (key_kind, key)
             WHERE t.hour >= ? AND t.hour < ?
             GROUP BY 1, 2
@@ -55,9 +62,14 @@ class RunawayTrace:
         if candidates.num_rows == 0 or norms.empty:
             return []
         # Keep only traces above the loosest factor any scope uses before looking at them one by one.
-        loosest = min([float(params["factor"])] + [float(v["factor"]) for _, v in ctx.settings.overrides if "factor" in v])
+        loosest = min(
+            [float(params["factor"])]
+            + [float(v["factor"]) for _, v in ctx.settings.overrides if "factor" in v]
+        )
         wide = candidates.to_pandas().merge(norms, on=["key_kind", "feature"], how="inner")
-        merged = wide[(wide["cost"] >= loosest * wide["p99_cost"]) | (wide["calls"] >= loosest * wide["p99_calls"])]
+        merged = wide[
+            (wide["cost"] >= loosest * wide["p99_cost"]) | (wide["calls"] >= loosest * wide["p99_calls"])
+        ]
         findings: list[Finding] = []
         for row in merged.itertuples(index=False):
             scope = Scope.of(feature=str(row.feature))
@@ -80,17 +92,22 @@ class RunawayTrace:
                     since=pd.Timestamp(row.first_ts).to_pydatetime(),
                     title=f"Runaway {row.key_kind} {row.key}: "
                     + (f"${row.cost:,.2f} spent" if by_cost else f"{row.calls:,} calls")
-                    + f", far above its feature's norm",
+                    + ", far above its feature's norm",
                     observed=float(row.cost if by_cost else row.calls),
                     expected=float(row.p99_cost if by_cost else row.p99_calls),
                     unit="$ per " + row.key_kind if by_cost else "calls per " + row.key_kind,
                     subject=f"{row.key_kind}={row.key}",
                     severity="critical",
                     contributors=[
-                        {"dimension": row.key_kind, "name": row.key, "observed": float(row.cost),
-                         "expected": float(row.p99_cost), "delta": float(row.cost - row.p99_cost),
-                         "label": f"${row.cost:,.2f} in {row.calls:,} calls (p99 of the feature: "
-                         f"${row.p99_cost:,.2f}, {row.p99_calls:,.0f} calls)"}
+                        {
+                            "dimension": row.key_kind,
+                            "name": row.key,
+                            "observed": float(row.cost),
+                            "expected": float(row.p99_cost),
+                            "delta": float(row.cost - row.p99_cost),
+                            "label": f"${row.cost:,.2f} in {row.calls:,} calls (p99 of the feature: "
+                            f"${row.p99_cost:,.2f}, {row.p99_calls:,.0f} calls)",
+                        }
                     ],
                     notes=[f"team={row.team}; stop or cap this {row.key_kind} if it is still running"],
                 )
@@ -99,7 +116,13 @@ class RunawayTrace:
 
     @staticmethod
     def _crossing(
-        ctx: Context, kind: str, key: str, first: datetime, last: datetime, cost_limit: float, calls_limit: float
+        ctx: Context,
+        kind: str,
+        key: str,
+        first: datetime,
+        last: datetime,
+        cost_limit: float,
+        calls_limit: float,
     ) -> datetime | None:
         """The first judged hour at which the trace's running totals passed a limit."""
         rows = ctx.store.fetch(

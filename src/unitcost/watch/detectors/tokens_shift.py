@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from .base import HOUR, Context, Finding
 class TokensPerRequest:
     name = "tokens_per_request"
     lookback = timedelta(days=9)
-    defaults: dict[str, Any] = {"threshold": 0.25, "h": 5.0, "min_calls": 20, "reference_days": 7}
+    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.25, "h": 5.0, "min_calls": 20, "reference_days": 7}
 
     def detect(self, ctx: Context) -> list[Finding]:
         frame = ctx.frame
@@ -38,10 +38,10 @@ class TokensPerRequest:
         series_state: dict[str, Any] = ctx.state.setdefault("series", {})
         findings: list[Finding] = []
         hours = ctx.hours()
-        for (feature, model), part in grouped.groupby(level=["feature", "model"], dropna=False):
+        for (feature, model), rows in grouped.groupby(level=["feature", "model"], dropna=False):
             if feature is None or (isinstance(feature, float) and math.isnan(feature)):
                 continue
-            part = part.droplevel(["feature", "model"]).reindex(hours).fillna(0.0)
+            part = rows.droplevel(["feature", "model"]).reindex(hours).fillna(0.0)
             scope = Scope.of(feature=str(feature), model=str(model))
             params = ctx.params(scope)
             key = f"{feature}|{model}"
@@ -74,8 +74,19 @@ class TokensPerRequest:
             if np.isnan(logs[i]):
                 if s >= h and start is not None and st.get("alarm"):
                     # Too few calls to judge this hour (night): the incident is still on, say so.
-                    findings.append(self._finding(scope, hour, start, st["alarm"][0], st["alarm"][1], part,
-                                                  slice(positions[start], i + 1), positions[start], ref_hours))
+                    findings.append(
+                        self._finding(
+                            scope,
+                            hour,
+                            start,
+                            st["alarm"][0],
+                            st["alarm"][1],
+                            part,
+                            slice(positions[start], i + 1),
+                            positions[start],
+                            ref_hours,
+                        )
+                    )
                 continue
             ref_end = positions.get(start, i) if (s > 0 and start is not None) else i
             ref = logs[max(0, ref_end - ref_hours) : ref_end]
@@ -103,7 +114,9 @@ class TokensPerRequest:
             if not observed >= expected * (1 + threshold):
                 continue
             st["alarm"] = [observed, expected]
-            findings.append(self._finding(scope, hour, start, observed, expected, part, window, ref_end, ref_hours))
+            findings.append(
+                self._finding(scope, hour, start, observed, expected, part, window, ref_end, ref_hours)
+            )
         st.update({"S": s, "start": start.isoformat() if start is not None else None})
         st["last"] = last.isoformat() if last is not None else None
         return findings
@@ -121,7 +134,7 @@ class TokensPerRequest:
         ref_hours: int,
     ) -> Finding:
         ref = slice(max(0, ref_end - ref_hours), ref_end)
-        contributors = []
+        contributors: list[dict[str, Any]] = []
         for column in ("input_tokens", "output_tokens"):
             now = part[column].to_numpy()[window].sum() / max(part["calls"].to_numpy()[window].sum(), 1)
             before = part[column].to_numpy()[ref].sum() / max(part["calls"].to_numpy()[ref].sum(), 1)
@@ -135,7 +148,7 @@ class TokensPerRequest:
                     "label": f"{now - before:+,.0f} ({(now / before - 1) if before else 0:+.0%})",
                 }
             )
-        contributors.sort(key=lambda c: c["delta"], reverse=True)
+        contributors.sort(key=lambda c: float(c["delta"]), reverse=True)
         model = dict(scope.dims).get("model", "?")
         return Finding(
             detector=self.name,

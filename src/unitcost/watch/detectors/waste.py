@@ -10,7 +10,7 @@ calls to count.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,7 +21,12 @@ from .windows import Trailing
 class RetryWaste:
     name = "retry_waste"
     lookback = timedelta(days=2)
-    defaults: dict[str, Any] = {"threshold": 0.05, "windows": [24], "min_spend": 5.0, "min_calls": 20}
+    defaults: ClassVar[dict[str, Any]] = {
+        "threshold": 0.05,
+        "windows": [24],
+        "min_spend": 5.0,
+        "min_calls": 20,
+    }
     by: tuple[str | None, ...] = (None, "team", "feature")
 
     def detect(self, ctx: Context) -> list[Finding]:
@@ -78,8 +83,14 @@ def _by_feature(ctx: Context, scope: Any, hours: Any) -> list[dict[str, Any]]:
         frame = frame[frame[key] == value]
     top = frame.groupby("feature")["waste_cost"].sum().sort_values(ascending=False).head(3)
     return [
-        {"dimension": "feature", "name": str(k), "observed": float(v), "expected": 0.0, "delta": float(v),
-         "label": f"${v:,.2f} wasted"}
+        {
+            "dimension": "feature",
+            "name": str(k),
+            "observed": float(v),
+            "expected": 0.0,
+            "delta": float(v),
+            "label": f"${v:,.2f} wasted",
+        }
         for k, v in top.items()
         if v > 0
     ]

@@ -3,7 +3,7 @@
 Each seed generates four weeks of traffic with weekly seasonality and noise, and injects
 one incident of each kind (cost spike, prompt-change token leak, price rise, retry storm,
 runaway agent, new unpriced model, billed-cost drift) at random weekday hours in the last
-five days. Three weeks of history are written at once; then the last days are replayed
+four days. Three weeks of history are written at once; then the last days are replayed
 hour by hour exactly as `unitcost watch` sees them: one hour of new events, one cycle.
 
 Scoring, per detector:
@@ -38,7 +38,7 @@ from unitcost.watch.synthetic import DETECTOR_FOR, Incident, Workload, default_i
 
 START = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
 DAYS = 28
-EVAL_HOURS = 120
+EVAL_HOURS = 96
 GRACE = timedelta(hours=24)
 
 
@@ -62,7 +62,7 @@ def matches(alert: dict[str, Any], incident: Incident) -> bool:
 def run_seed(seed: int, workdir: Path) -> tuple[list[Incident], list[dict[str, Any]], list[float]]:
     eval_start = START + timedelta(days=DAYS) - timedelta(hours=EVAL_HOURS)
     workload = Workload(START, DAYS, seed)
-    workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 30)
+    workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
     store = DuckDBStore(workdir / f"eval-{seed}.duckdb")
     store.append(workload.events(START, eval_start, ingested_at=eval_start))
     watcher = Watcher(store, WatchSettings(), sinks=[])

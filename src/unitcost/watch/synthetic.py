@@ -18,9 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from ..money import MONEY_ARROW_TYPE
+from ..money import pico_array_to_arrow
 
-PICO = 10**12
 _HOUR_SHAPE = np.array(
     [1, 1, 1, 1, 1, 2, 4, 7, 10, 11, 11, 10, 8, 9, 10, 10, 9, 8, 6, 4, 3, 2, 2, 1], dtype=float
 )
@@ -255,12 +254,7 @@ class Workload:
 
 def _money(pico: np.ndarray) -> pa.Array:
     """Exact decimals from integer pico-dollars; negative marks 'no value'."""
-    import decimal
-
-    scale = decimal.Decimal(1) / PICO
-    return pa.array(
-        [None if p < 0 else decimal.Decimal(int(p)) * scale for p in pico.tolist()], type=MONEY_ARROW_TYPE
-    )
+    return pico_array_to_arrow(np.maximum(pico, 0), valid=pico >= 0)
 
 
 def _empty() -> pa.Table:

@@ -120,6 +120,17 @@ def baseline(
     poisson = np.sqrt(np.maximum(np.nan_to_num(base), 0.0) * ratio)
     spread = np.maximum(np.where(enough, 1.4826 * mad, 0.0), np.maximum(poisson, np.sqrt(np.nan_to_num(sq))))
     spread = np.where(enough, spread, np.maximum(poisson, np.sqrt(np.nan_to_num(fallback_sq))))
+    # Traffic itself wanders from hour to hour beyond Poisson noise: measure how far this series'
+    # hours usually sit from their baselines (robustly) and never assume less than that.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        judged = np.arange(len(base)) >= from_position
+        # Busy hours only: in quiet ones the Poisson spread above already dominates.
+        judged &= np.nan_to_num(base) >= np.nanmedian(np.where(judged, base, np.nan))
+        ratio_log = np.log(cost.to_numpy()[judged] / base[judged])
+        ratio_log = ratio_log[np.isfinite(ratio_log)]
+        relative = 1.4826 * float(np.median(np.abs(ratio_log))) if len(ratio_log) >= 12 else 0.0
+    spread = np.maximum(spread, relative * np.nan_to_num(base))
     index = cost.index
 
     def sample_hours(i: int) -> list[pd.Timestamp]:

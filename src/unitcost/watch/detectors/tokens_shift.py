@@ -1,8 +1,9 @@
 """Tokens per request of a feature up by a quarter with the same model: the prompt-change leak.
 
 Each (feature, model) series of hourly mean tokens per request is watched by a one-sided
-CUSUM on the log scale, standardised by the series' own hour-to-hour noise in the week
-before. CUSUM accumulates small persistent excesses and forgets noise, so it finds the
+CUSUM on the log scale: each hour adds the log-likelihood ratio of "shifted by `threshold`"
+against "unchanged", given its number of calls and the per-call spread measured over the
+week before (so a quiet hour weighs little). CUSUM accumulates small persistent excesses and forgets noise, so it finds the
 change point (the hour the accumulation started) rather than a single threshold crossing.
 It raises only once the accumulated evidence passes `h` AND the mean since the change
 point is at least `threshold` above the reference. Because a series is one model, a
@@ -26,7 +27,7 @@ from .base import HOUR, Context, Finding
 class TokensPerRequest:
     name = "tokens_per_request"
     lookback = timedelta(days=9)
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.25, "h": 5.0, "min_calls": 20, "reference_days": 7}
+    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.25, "h": 8.0, "min_calls": 20, "reference_days": 7}
 
     def detect(self, ctx: Context) -> list[Finding]:
         frame = ctx.frame
@@ -89,17 +90,21 @@ class TokensPerRequest:
                     )
                 continue
             ref_end = positions.get(start, i) if (s > 0 and start is not None) else i
-            ref = logs[max(0, ref_end - ref_hours) : ref_end]
-            ref = ref[~np.isnan(ref)]
+            span = slice(max(0, ref_end - ref_hours), ref_end)
+            known = ~np.isnan(logs[span])
+            ref, ref_calls = logs[span][known], calls[span][known]
             if len(ref) < 24:
                 continue
             mu = float(np.median(ref))
-            sigma = max(1.4826 * float(np.median(np.abs(ref - mu))), 0.01)
-            k = math.log1p(threshold) / (2 * sigma)
-            z = (logs[i] - mu) / sigma
-            if s == 0.0 and z - k > 0:
+            # Spread of one call's log size, from hourly means weighted by their call counts: a
+            # quiet night hour of 20 calls is noisier than a busy hour of 500, and is judged so.
+            sigma_call = max(1.4826 * float(np.median(np.abs(ref - mu) * np.sqrt(ref_calls))), 0.01)
+            delta = math.log1p(threshold)
+            # Log-likelihood ratio of "shifted by delta" against "unchanged" for this hour's mean.
+            step = calls[i] / sigma_call**2 * delta * (logs[i] - mu - delta / 2)
+            if s == 0.0 and step > 0:
                 start = t
-            s = max(0.0, s + z - k)
+            s = max(0.0, s + step)
             if s == 0.0:
                 start = None
                 st.pop("alarm", None)

@@ -34,19 +34,7 @@ class RunawayTrace:
             return []
         first, last = ctx.eval_hours[0], ctx.eval_hours[-1] + HOUR
         params = ctx.params(Scope())
-        norm_since = min(first, last - timedelta(days=int(params["norm_days"])))
-        norms = ctx.store.fetch(
-            """
-            WITH totals AS (
-                SELECT key_kind, key, any_value(feature) AS feature, CAST(sum(calls) AS BIGINT) AS calls,
-                       CAST(sum(cost) AS DOUBLE) AS cost
-                FROM watch_traces WHERE hour >= ? AND hour < ? GROUP BY 1, 2)
-            SELECT key_kind, feature, count(*) AS traces,
-                   quantile_cont(cost, 0.99) AS p99_cost, quantile_cont(calls, 0.99) AS p99_calls
-            FROM totals GROUP BY 1, 2
-            """,
-            [norm_since, last],
-        ).to_pandas()
+        norms = self._norms(ctx, first, last, int(params["norm_days"]))
         candidates = ctx.store.fetch(
             """
             WITH active AS (SELECT DISTINCT key_kind, key FROM watch_traces WHERE hour >= ? AND hour < ?)
@@ -113,6 +101,29 @@ class RunawayTrace:
                 )
             )
         return findings
+
+    @staticmethod
+    def _norms(ctx: Context, first: datetime, last: datetime, days: int) -> pd.DataFrame:
+        """Per-feature trace norms, recomputed at most once a day (they move slowly, and the
+        query reads a week of trace rollups): the other cycles of the day reuse them."""
+        cached = ctx.state.get("norms")
+        if cached and pd.Timestamp(cached["at"]) > pd.Timestamp(last) - pd.Timedelta(days=1):
+            return pd.DataFrame(cached["rows"])
+        since = min(first, last - timedelta(days=days))
+        norms: pd.DataFrame = ctx.store.fetch(
+            """
+            WITH totals AS (
+                SELECT key_kind, key, any_value(feature) AS feature, CAST(sum(calls) AS BIGINT) AS calls,
+                       CAST(sum(cost) AS DOUBLE) AS cost
+                FROM watch_traces WHERE hour >= ? AND hour < ? GROUP BY 1, 2)
+            SELECT key_kind, feature, count(*) AS traces,
+                   quantile_cont(cost, 0.99) AS p99_cost, quantile_cont(calls, 0.99) AS p99_calls
+            FROM totals GROUP BY 1, 2
+            """,
+            [since, last],
+        ).to_pandas()
+        ctx.state["norms"] = {"at": pd.Timestamp(last).isoformat(), "rows": norms.to_dict("records")}
+        return norms
 
     @staticmethod
     def _crossing(

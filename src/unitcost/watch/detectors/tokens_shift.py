@@ -3,8 +3,9 @@
 Each (feature, model) series of hourly mean tokens per request is watched by a one-sided
 CUSUM on the log scale: each hour adds the log-likelihood ratio of "shifted by `threshold`"
 against "unchanged", given its number of calls and the per-call spread measured over the
-week before (so a quiet hour weighs little). CUSUM accumulates small persistent excesses and forgets noise, so it finds the
-change point (the hour the accumulation started) rather than a single threshold crossing.
+week before (so a quiet hour weighs little). CUSUM accumulates small persistent excesses
+and forgets noise, so it finds the change point (the hour the accumulation started) rather
+than a single threshold crossing.
 It raises only once the accumulated evidence passes `h` AND the mean since the change
 point is at least `threshold` above the reference. Because a series is one model, a
 switch to another model starts a new series and is never reported as a leak.

@@ -291,9 +291,10 @@ def default_incidents(
         candidates = [features[j] for j in np.roll(order, i)]
         if kind == "billed_drift":
             candidates = [f for f in candidates if f.provider == "anthropic"]
-        if kind == "retry_storm":
-            # Waste is judged against `min_spend` ($5 a day): a storm on a feature that spends cents
-            # a day is below it by design, so storms go where they cost money.
+        if kind in ("retry_storm", "cost_spike"):
+            # Waste is judged against `min_spend` ($5 a day) and cost per hour against `min_excess`
+            # ($1 an hour) at team level: a storm or a doubling on a feature that spends cents a day
+            # is below them by design, so these incidents go where they cost money.
             candidates = [f for f in candidates if daily_spend(f) >= 10]
         if kind == "runaway":
             candidates = [f for f in candidates if f.feature == "agent"] + candidates

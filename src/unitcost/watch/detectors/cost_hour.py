@@ -24,7 +24,7 @@ from .base import HOUR, Context, Finding, contributors, run_start, scope_for
 class CostPerHour:
     name = "cost_per_hour"
     lookback = timedelta(days=29)
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.30, "sigmas": 4.0, "min_excess": 1.0, "weeks": 4}
+    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.30, "sigmas": 5.0, "min_excess": 1.0, "weeks": 4}
     by: tuple[str | None, ...] = (None, "team")
 
     def detect(self, ctx: Context) -> list[Finding]:

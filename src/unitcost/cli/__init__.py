@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from . import (  # noqa: F401 - registration
-    demo_cmd,
-    ledger_cmds,
-    pricing_cmds,
-    watch_cmds,
-)
+from . import demo_cmd, ledger_cmds, pricing_cmds  # noqa: F401 - registration
+from . import watch_cmds as _watch_cmds  # noqa: F401 - registration
 from .app import app
 
 

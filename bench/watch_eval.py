@@ -7,8 +7,9 @@ four days. Three weeks of history are written at once; then the last days are re
 hour by hour exactly as `unitcost watch` sees them: one hour of new events, one cycle.
 
 Scoring, per detector:
-- recall: share of the injected incidents of its kind for which it opened an alert on a
-  compatible scope between the incident's start and 24 h after its end;
+- recall: share of the injected incidents of its kind that it reported on a compatible
+  scope between the incident's start and 24 h after its end (a new alert, or an update of
+  an incident already open on that scope);
 - precision: share of its alerts that match any injected incident (compatible scope, same
   time window) - an alert on a real change of another kind (a retry storm raising cost per
   hour) is not a false positive; an alert with no incident behind it is;
@@ -59,7 +60,9 @@ def matches(alert: dict[str, Any], incident: Incident) -> bool:
     return incident.start <= at <= incident.end + GRACE and compatible(alert["scope"], incident)
 
 
-def run_seed(seed: int, workdir: Path) -> tuple[list[Incident], list[dict[str, Any]], list[float]]:
+def run_seed(
+    seed: int, workdir: Path
+) -> tuple[list[Incident], list[dict[str, Any]], list[dict[str, Any]], list[float]]:
     eval_start = START + timedelta(days=DAYS) - timedelta(hours=EVAL_HOURS)
     workload = Workload(START, DAYS, seed)
     workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
@@ -68,12 +71,15 @@ def run_seed(seed: int, workdir: Path) -> tuple[list[Incident], list[dict[str, A
     watcher = Watcher(store, WatchSettings(), sinks=[])
     watcher.run_once(now=eval_start, backfill_hours=0)
     alerts: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
     cycle_seconds: list[float] = []
     hour = eval_start
     while hour < START + timedelta(days=DAYS):
         store.append(workload.events(hour, hour + timedelta(hours=1)))
         report = watcher.run_once(now=hour + timedelta(hours=1, minutes=1))
         cycle_seconds.append(report.seconds)
+        for f in report.findings:
+            findings.append({"detector": f.detector, "scope": f.scope.as_dict(), "at": f.at, "seed": seed})
         for n in report.notifications:
             if n.kind == "opened":
                 alerts.append(
@@ -89,7 +95,7 @@ def run_seed(seed: int, workdir: Path) -> tuple[list[Incident], list[dict[str, A
         hour += timedelta(hours=1)
     watcher.close(0)
     store.close()
-    return workload.incidents, alerts, cycle_seconds
+    return workload.incidents, alerts, findings, cycle_seconds
 
 
 def main() -> None:
@@ -102,10 +108,12 @@ def main() -> None:
     started = time.perf_counter()
     incidents: list[Incident] = []
     alerts: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
     cycles: list[float] = []
     with tempfile.TemporaryDirectory(prefix="unitcost-watch-eval-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            seed_incidents, seed_alerts, seed_cycles = run_seed(seed, Path(tmp))
+            seed_incidents, seed_alerts, seed_findings, seed_cycles = run_seed(seed, Path(tmp))
+            findings.extend(seed_findings)
             for a in seed_alerts:
                 a["incidents"] = [i for i in seed_incidents if matches(a, i)]
             incidents.extend((seed, i) for i in seed_incidents)  # type: ignore[misc]
@@ -117,10 +125,13 @@ def main() -> None:
     for detector in [d.name for d in all_detectors()]:
         own = [(s, i) for s, i in incidents if i.detector == detector]  # type: ignore[misc]
         mine = [a for a in alerts if a["detector"] == detector]
+        seen = [f for f in findings if f["detector"] == detector]
         ttd = []
         found = 0
         for seed, incident in own:
-            hits = [a for a in mine if a["seed"] == seed and matches(a, incident)]
+            # Detected = the detector reported it, as a new alert or as an update of an incident
+            # already open on that scope (a spike right after a runaway on the same team).
+            hits = [f for f in seen if f["seed"] == seed and matches(f, incident)]
             if hits:
                 found += 1
                 ttd.append((min(a["at"] for a in hits) - incident.start).total_seconds() / 3600)

@@ -56,8 +56,9 @@ def compatible(scope: dict[str, Any], incident: Incident) -> bool:
 
 
 def matches(alert: dict[str, Any], incident: Incident) -> bool:
+    """Seen after the incident began (at least its first hour judged), on a compatible scope."""
     at = alert["at"]
-    return incident.start <= at <= incident.end + GRACE and compatible(alert["scope"], incident)
+    return incident.start < at <= incident.end + GRACE and compatible(alert["scope"], incident)
 
 
 def run_seed(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import compare_cmds, connector_cmds, demo_cmd, gateway_cmds, ledger_cmds, pricing_cmds  # noqa: F401 - registration
+from . import compare_cmds, connector_cmds, demo_cmd, gateway_cmds, ledger_cmds, pricing_cmds, watch_cmds  # noqa: F401 - registration
 from .app import app
 
 

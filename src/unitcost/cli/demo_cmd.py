@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -100,12 +101,18 @@ def demo_cmd(
             out.print("", markup=False)
             report = book_ledger.report_sections("2025-09-01", "2025-10-01", by=by)
             print_report(report, Format.table)
+            from ..demo.generator import MONTH_DAYS, MONTH_START
+            from ..watch.demo import print_demo_alerts
+
+            out.print("", markup=False)
+            print_demo_alerts(book_ledger.store, out, MONTH_START + timedelta(days=MONTH_DAYS), MONTH_DAYS)
     out.print("", markup=False)
     out.print(f"The ledger is {ledger}. Explore it, for example:", markup=False)
     for example in (
         f"unitcost report -l {ledger} --since 2025-09-01 --until 2025-10-01 --by model",
         f"unitcost report -l {ledger} --since 2025-09-01 --until 2025-10-01 --by feature --period week",
         f"unitcost report -l {ledger} --since 2025-09-17 --until 2025-09-18 --by trace_id --top 5",
+        f"unitcost alerts -l {ledger} --status open",
         "unitcost prices show deepseek-chat",
         "unitcost price claude-sonnet-4-5 --input 30000 --cache-write-1h 25000 --output 800 --at 2025-09-10",
     ):

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ..events import LEDGER_FIELDS, Field
 from ..money import MONEY_ARROW_TYPE
+from ..watch.tables import WATCH_TABLES
 
 DUCKDB_TYPES: Mapping[str, str] = {
     "str": "VARCHAR",
@@ -110,6 +111,7 @@ AUX_TABLES: Mapping[str, pa.Schema] = {
     "reprice_runs": REPRICE_RUN_SCHEMA,
     "reprice_changes": REPRICE_CHANGE_SCHEMA,
     "ingest_runs": INGEST_RUN_SCHEMA,
+    **WATCH_TABLES,
 }
 
 
@@ -153,6 +155,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             table_ddl_duckdb("reprice_runs", REPRICE_RUN_SCHEMA),
             table_ddl_duckdb("reprice_changes", REPRICE_CHANGE_SCHEMA),
             table_ddl_duckdb("ingest_runs", INGEST_RUN_SCHEMA),
+        ),
+    ),
+    Migration(
+        4,
+        "watch: hourly rollups, detector watermarks, alert history",
+        (
+            table_ddl_duckdb("watch_hourly", WATCH_TABLES["watch_hourly"]),
+            table_ddl_duckdb("watch_traces", WATCH_TABLES["watch_traces"]),
+            table_ddl_duckdb("watch_state", WATCH_TABLES["watch_state"], primary_key=("name",)),
+            table_ddl_duckdb("alerts", WATCH_TABLES["alerts"], primary_key=("alert_id",)),
+            table_ddl_duckdb("alert_log", WATCH_TABLES["alert_log"]),
         ),
     ),
 )

@@ -1,0 +1,224 @@
+"""`unitcost watch`, `unitcost alerts` and `unitcost budgets`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..config import load_config
+from .app import ConfigOpt, FormatOpt, LedgerOpt, app, friendly, open_ledger
+from .output import Col, Format, console, render
+
+alerts_app = typer.Typer(
+    help="List, show and acknowledge alerts (incidents) from the ledger.", no_args_is_help=False
+)
+app.add_typer(alerts_app, name="alerts")
+
+NowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--now",
+        help="Pretend it is this instant (ISO 8601), e.g. to replay a past month.",
+        show_default=False,
+    ),
+]
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    from ..analytics.window import parse_instant
+
+    return parse_instant(value)
+
+
+def _settings(config: Path | None) -> Any:
+    from ..watch.settings import load_watch_settings
+
+    return load_watch_settings(load_config(config))
+
+
+@app.command("watch")
+@friendly
+def watch_cmd(
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one cycle, deliver its alerts, and exit.")
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Seconds between cycles (default: [watch] interval_seconds)."),
+    ] = None,
+    backfill_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--backfill-hours", help="On a ledger never watched, how many past hours to judge first."
+        ),
+    ] = None,
+    now: NowOpt = None,
+) -> None:
+    """Watch the ledger: roll up new events, run the detectors and budgets, deliver alerts."""
+    from ..watch.runner import Watcher
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(config)
+    if interval is not None:
+        settings.interval_s = interval
+    out = console()
+    with open_ledger(ledger, config) as opened:
+        watcher = Watcher(opened.store, settings)
+        try:
+            if once:
+                report = watcher.run_once(now=_instant(now), backfill_hours=backfill_hours)
+                _print_cycle(report)
+                delivered = watcher.dispatcher.flush(timeout=30)
+                if not delivered:
+                    out.print(
+                        f"{watcher.dispatcher.pending} deliveries still failing after 30 s; see alert_log."
+                    )
+                return
+            out.print(
+                f"Watching {opened.target} every {settings.interval_s:g} s (Ctrl-C to stop).", markup=False
+            )
+            stop = threading.Event()
+            try:
+                watcher.run_forever(stop)
+            except KeyboardInterrupt:
+                stop.set()
+        finally:
+            watcher.close()
+
+
+def _print_cycle(report: Any) -> None:
+    out = console()
+    r = report.rollup
+    out.print(
+        f"Rolled up {r.events:,} new events; judged {report.hours_judged} hours in {report.seconds:.2f} s; "
+        f"{len(report.findings)} findings, {len(report.notifications)} notifications.",
+        markup=False,
+    )
+    for n in report.notifications:
+        out.print(f"\n[{n.kind}] {n.alert_id} ({n.severity})\n{n.message}", markup=False)
+
+
+ALERT_COLUMNS = [
+    Col("alert_id", "id"),
+    Col("status", "status"),
+    Col("severity", "severity"),
+    Col("detector", "detector"),
+    Col("scope", "scope"),
+    Col("title", "what"),
+    Col("since", "since", "ts"),
+    Col("last_seen", "last seen", "ts"),
+    Col("updates", "updates", "int"),
+]
+
+
+@alerts_app.callback(invoke_without_command=True)
+@friendly
+def alerts_list(
+    ctx: typer.Context,
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="open | acknowledged | resolved (default: all).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most recent first.")] = 50,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List alerts, most recent first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..watch.incidents import list_alerts
+
+    with open_ledger(ledger, config, read_only=True) as opened:
+        rows = list_alerts(opened.store, status=status, limit=limit)
+    render(rows, ALERT_COLUMNS, fmt, title=f"{len(rows)} alerts")
+
+
+@alerts_app.command("ack")
+@friendly
+def alerts_ack(
+    alert_id: Annotated[str, typer.Argument(help="Alert id (a unique prefix is enough).")],
+    by: Annotated[str, typer.Option("--by", help="Who acknowledges.")] = "cli",
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Acknowledge an alert: it keeps its history but notifies nobody until it resolves."""
+    from ..watch.incidents import acknowledge
+
+    with open_ledger(ledger, config) as opened:
+        row = acknowledge(opened.store, alert_id, by)
+    console().print(f"acknowledged {row['alert_id']}: {row['title']}", markup=False)
+
+
+@alerts_app.command("show")
+@friendly
+def alerts_show(
+    alert_id: Annotated[str, typer.Argument(help="Alert id (a unique prefix is enough).")],
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """One alert's explanation and its history (opened, updates, deliveries, acknowledgement)."""
+    from ..watch.incidents import alert_history, find_alert
+
+    with open_ledger(ledger, config, read_only=True) as opened:
+        row = find_alert(opened.store, alert_id)
+        history = alert_history(opened.store, row["alert_id"])
+    out = console()
+    out.print(f"{row['alert_id']} · {row['status']} · {row['severity']}\n{row['message']}\n", markup=False)
+    render(
+        history,
+        [Col("at", "at", "ts"), Col("kind", "event"), Col("sink", "sink"), Col("message", "detail")],
+        fmt,
+    )
+
+
+BUDGET_COLUMNS = [
+    Col("budget", "budget"),
+    Col("scope", "scope"),
+    Col("period", "period"),
+    Col("amount", "amount", "money"),
+    Col("spent", "spent", "money"),
+    Col("used", "used", "ratio"),
+    Col("burn_per_day", "burn/day", "money"),
+    Col("forecast", "forecast", "money"),
+    Col("forecast_90", "forecast 90 %"),
+    Col("runs_out", "runs out"),
+    Col("daily_change_pct", "day vs week ago", "pct"),
+    Col("variation", "> limit?"),
+    Col("unpriced_calls", "unpriced", "int"),
+]
+
+
+@app.command("budgets")
+@friendly
+def budgets_cmd(
+    ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
+) -> None:
+    """Each [[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
+    from ..watch.budgets import budget_status
+
+    settings = _settings(config)
+    if not settings.budgets:
+        console().print(
+            "No budgets: add [[budget]] tables to the config file (see docs/watch.md).", markup=False
+        )
+        raise typer.Exit(1)
+    at = _instant(now) or datetime.now(UTC)
+    rows = []
+    with open_ledger(ledger, config, read_only=True) as opened:
+        for budget in settings.budgets:
+            row = budget_status(opened.store, budget, at).as_row()
+            change = row["daily_change"]
+            row["daily_change_pct"] = None if change is None else change * 100
+            row["variation"] = "yes" if row["variation_over_limit"] else "no"
+            rows.append(row)
+    render(rows, BUDGET_COLUMNS, fmt, title=f"Budgets at {at:%Y-%m-%d %H:%M} UTC")

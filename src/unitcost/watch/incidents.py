@@ -1,0 +1,238 @@
+"""From findings to incidents: one incident per detector and scope, with updates, not a storm.
+
+A finding whose key (detector + scope + subject) has an open incident updates it; the
+update is recorded in the history but notifies again only after the cool-down and only
+if the incident got worse (a larger change, or a higher severity). An incident with no
+finding for `resolve_after` is resolved, and that is notified once. Acknowledged
+incidents keep being updated in the history but notify nobody until they resolve.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from ..ledger.base import Store
+from .detectors.base import Finding
+from .tables import ALERT_LOG_SCHEMA, ALERT_SCHEMA
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class Notification:
+    alert_id: str
+    kind: str  # opened | updated | resolved
+    key: str
+    detector: str
+    scope: dict[str, Any]
+    severity: str
+    title: str
+    message: str
+    details: dict[str, Any]
+    at: datetime
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "event": self.kind,
+            "key": self.key,
+            "detector": self.detector,
+            "scope": self.scope,
+            "severity": self.severity,
+            "title": self.title,
+            "message": self.message,
+            "details": self.details,
+            "at": self.at.isoformat(),
+        }
+
+
+class Incidents:
+    def __init__(self, store: Store, *, cooldown: timedelta, resolve_after: timedelta) -> None:
+        self.store = store
+        self.cooldown = cooldown
+        self.resolve_after = resolve_after
+
+    def apply(self, findings: Iterable[Finding], now: datetime) -> list[Notification]:
+        """Fold a cycle's findings into the incidents, write the history, return what to notify."""
+        live = {row["key"]: row for row in open_alerts(self.store)}
+        changed: dict[str, dict[str, Any]] = {}
+        log: list[dict[str, Any]] = []
+        out: list[Notification] = []
+        for finding in sorted(findings, key=lambda f: f.at):
+            row = live.get(finding.key)
+            if row is not None and finding.at - row["last_seen"] > self.resolve_after:
+                self._resolve(row, row["last_seen"] + self.resolve_after, changed, log, out)
+                row = None
+            if row is None:
+                row = self._open(finding)
+                live[finding.key] = row
+                log.append(_log(row["alert_id"], finding.at, "opened", finding.title))
+                out.append(_notification(row, "opened", finding.at))
+            else:
+                worse = _worse(finding, row)
+                details = finding.details()
+                details["notified_change"] = _notified_change(row)
+                row.update(
+                    severity=max(row["severity"], finding.severity, key=lambda s: SEVERITY_RANK.get(s, 1)),
+                    title=finding.title,
+                    message=finding.message(),
+                    details=orjson.dumps(details).decode(),
+                    last_seen=finding.at,
+                    updates=row["updates"] + 1,
+                )
+                log.append(_log(row["alert_id"], finding.at, "updated", finding.title))
+                due = finding.at - row["last_notified"] >= self.cooldown
+                if row["status"] == "open" and due and worse:
+                    row["last_notified"] = finding.at
+                    details["notified_change"] = finding.change
+                    row["details"] = orjson.dumps(details).decode()
+                    out.append(_notification(row, "updated", finding.at))
+            changed[row["alert_id"]] = row
+        for row in list(live.values()):
+            if row["status"] != "resolved" and now - row["last_seen"] > self.resolve_after:
+                self._resolve(row, now, changed, log, out)
+        self._write(changed.values(), log)
+        return out
+
+    def _open(self, finding: Finding) -> dict[str, Any]:
+        return {
+            "alert_id": uuid.uuid4().hex[:12],
+            "key": finding.key,
+            "detector": finding.detector,
+            "scope": finding.scope.label,
+            "status": "open",
+            "severity": finding.severity,
+            "title": finding.title,
+            "message": finding.message(),
+            "details": orjson.dumps(finding.details()).decode(),
+            "since": finding.since,
+            "first_seen": finding.at,
+            "last_seen": finding.at,
+            "last_notified": finding.at,
+            "updates": 0,
+            "acked_by": None,
+            "acked_at": None,
+            "resolved_at": None,
+        }
+
+    def _resolve(
+        self,
+        row: dict[str, Any],
+        at: datetime,
+        changed: dict[str, dict[str, Any]],
+        log: list[dict[str, Any]],
+        out: list[Notification],
+    ) -> None:
+        row.update(status="resolved", resolved_at=at)
+        changed[row["alert_id"]] = row
+        log.append(_log(row["alert_id"], at, "resolved", f"no new finding for {self.resolve_after}"))
+        out.append(_notification(row, "resolved", at))
+
+    def _write(self, rows: Iterable[dict[str, Any]], log: list[dict[str, Any]]) -> None:
+        rows = list(rows)
+        with self.store.transaction():
+            if rows:
+                self.store.upsert("alerts", pa.Table.from_pylist(rows, schema=ALERT_SCHEMA))
+            if log:
+                self.store.insert("alert_log", pa.Table.from_pylist(log, schema=ALERT_LOG_SCHEMA))
+
+
+def open_alerts(store: Store) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = store.fetch(
+        "SELECT * FROM alerts WHERE status <> 'resolved' ORDER BY first_seen"
+    ).to_pylist()
+    return rows
+
+
+def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    where = "WHERE status = ?" if status else ""
+    params = [status] if status else []
+    rows: list[dict[str, Any]] = store.fetch(
+        f"SELECT * FROM alerts {where} ORDER BY last_seen DESC LIMIT {int(limit)}", params
+    ).to_pylist()
+    return rows
+
+
+def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
+    """One alert by id or unambiguous id prefix."""
+    rows: list[dict[str, Any]] = store.fetch(
+        "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert_id]
+    ).to_pylist()
+    if not rows:
+        raise ValueError(f"no alert with id {alert_id!r}: see `unitcost alerts`")
+    if len(rows) > 1:
+        raise ValueError(f"alert id {alert_id!r} is ambiguous: {', '.join(r['alert_id'] for r in rows)}")
+    return rows[0]
+
+
+def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None) -> dict[str, Any]:
+    """Acknowledge an open incident (a prefix of its id is enough when it is unambiguous)."""
+    row = find_alert(store, alert_id)
+    if row["status"] == "resolved":
+        raise ValueError(f"alert {row['alert_id']} is already resolved")
+    when = at or datetime.now(UTC)
+    row.update(status="acknowledged", acked_by=by, acked_at=when)
+    with store.transaction():
+        store.upsert("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
+        store.insert(
+            "alert_log",
+            pa.Table.from_pylist(
+                [_log(row["alert_id"], when, "acknowledged", f"by {by}")], schema=ALERT_LOG_SCHEMA
+            ),
+        )
+    return row
+
+
+def alert_history(store: Store, alert_id: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = store.fetch(
+        'SELECT * FROM alert_log WHERE alert_id = ? ORDER BY "at"', [alert_id]
+    ).to_pylist()
+    return rows
+
+
+def _worse(finding: Finding, row: dict[str, Any]) -> bool:
+    if SEVERITY_RANK.get(finding.severity, 1) > SEVERITY_RANK.get(row["severity"], 1):
+        return True
+    before = _notified_change(row)
+    now = finding.change
+    if now is None or before is None:
+        return False
+    return abs(now) > abs(before) * 1.25
+
+
+def _notified_change(row: dict[str, Any]) -> float | None:
+    details = orjson.loads(row["details"]) if row["details"] else {}
+    value = details.get("notified_change", details.get("change"))
+    return float(value) if value is not None else None
+
+
+def _notification(row: dict[str, Any], kind: str, at: datetime) -> Notification:
+    details = orjson.loads(row["details"]) if row["details"] else {}
+    return Notification(
+        alert_id=row["alert_id"],
+        kind=kind,
+        key=row["key"],
+        detector=row["detector"],
+        scope=details.get("scope", {}),
+        severity=row["severity"],
+        title=row["title"],
+        message=row["message"],
+        details=details,
+        at=at,
+    )
+
+
+def _log(alert_id: str, at: datetime, kind: str, message: str, sink: str | None = None) -> dict[str, Any]:
+    return {"alert_id": alert_id, "at": at, "kind": kind, "sink": sink, "message": message}
+
+
+def delivery_log(alert_id: str, sink: str, ok: bool, message: str) -> pa.Table:
+    row = _log(alert_id, datetime.now(UTC), "delivered" if ok else "failed", message, sink)
+    return pa.Table.from_pylist([row], schema=ALERT_LOG_SCHEMA)

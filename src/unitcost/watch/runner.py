@@ -1,0 +1,162 @@
+"""The watch loop: roll up new events, judge the newly complete hours, fold findings into
+incidents, hand notifications to the delivery thread. One cycle is `Watcher.run_once`;
+`run_forever` and the `watch_task` coroutine (for hosting inside `unitcost serve`) repeat it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from ..ledger.base import Store
+from .budgets import budget_findings, budget_status
+from .detectors.base import HOUR, Context, Finding
+from .incidents import Incidents, Notification, delivery_log
+from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
+from .settings import WatchSettings
+from .sinks import Dispatcher, Sink, build_sinks
+from .state import WatchState
+from .tables import ROLLUP_DIMS
+
+log = logging.getLogger("unitcost.watch")
+
+
+@dataclass
+class CycleReport:
+    rollup: RollupResult
+    hours_judged: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def by_detector(self) -> Counter[str]:
+        return Counter(f.detector for f in self.findings)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+class Watcher:
+    def __init__(
+        self,
+        store: Store,
+        settings: WatchSettings | None = None,
+        *,
+        sinks: list[Sink] | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or WatchSettings()
+        self.state = WatchState(store)
+        self.incidents = Incidents(
+            store,
+            cooldown=timedelta(minutes=self.settings.cooldown_minutes),
+            resolve_after=timedelta(hours=self.settings.resolve_after_hours),
+        )
+        chosen = sinks if sinks is not None else build_sinks(self.settings.sinks)
+        self.dispatcher = dispatcher or Dispatcher(chosen, on_result=self._record_delivery)
+
+    def _record_delivery(self, notification: Notification, sink: str, ok: bool, message: str) -> None:
+        self.store.insert("alert_log", delivery_log(notification.alert_id, sink, ok, message))
+
+    def run_once(self, now: datetime | None = None, backfill_hours: float | None = None) -> CycleReport:
+        """One cycle. `now` (default: the clock) decides which hours are complete."""
+        started = time.perf_counter()
+        now = now or datetime.now(UTC)
+        report = CycleReport(roll_up(self.store))
+        eval_end = floor_hour(now)
+        data_start, _ = rollup_span(self.store)
+        backfill = timedelta(
+            hours=backfill_hours if backfill_hours is not None else self.settings.backfill_hours
+        )
+        if data_start is not None:
+            report.findings.extend(self._detect(eval_end, data_start, backfill, report))
+        for budget in self.settings.budgets:
+            report.findings.extend(budget_findings(budget_status(self.store, budget, now)))
+        report.notifications = self.incidents.apply(report.findings, eval_end)
+        if report.notifications:
+            self.dispatcher.submit(report.notifications)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _detect(
+        self, eval_end: datetime, data_start: datetime, backfill: timedelta, report: CycleReport
+    ) -> list[Finding]:
+        plans = []
+        progress: list[tuple[str, datetime | None, dict[str, Any] | None]] = []
+        for detector in self.settings.detectors:
+            watermark, state = self.state.get(detector.name)
+            first = watermark or max(floor_hour(data_start), eval_end - backfill)
+            hours = list(pd.date_range(first, eval_end - HOUR, freq="h", tz="UTC").to_pydatetime())
+            if hours:
+                plans.append((detector, hours, state))
+            elif watermark is None:
+                progress.append((detector.name, eval_end, state))  # no backfill asked: start from now on
+        if not plans:
+            self.state.put_many(progress)
+            return []
+        report.hours_judged = max(len(h) for _, h, _ in plans)
+        earliest = min(h[0] - d.lookback for d, h, _ in plans)
+        frame = hourly_frame(self.store, earliest, eval_end).to_pandas()
+        if not frame.empty:
+            frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
+            for dim in ROLLUP_DIMS:  # plain objects: grouping Arrow-backed strings is slower here
+                frame[dim] = frame[dim].astype(object)
+        findings: list[Finding] = []
+        for detector, hours, state in plans:
+            start = hours[0] - detector.lookback
+            ctx = Context(
+                store=self.store,
+                frame=frame[frame["hour"] >= pd.Timestamp(start)] if not frame.empty else frame,
+                start=start,
+                end=eval_end,
+                eval_hours=hours,
+                data_start=floor_hour(data_start),
+                settings=self.settings.for_detector(detector),
+                state=state,
+            )
+            try:
+                findings.extend(detector.detect(ctx))
+            except Exception:  # one broken detector must not silence the others
+                log.exception("detector %s failed; its watermark is not advanced", detector.name)
+                continue
+            progress.append((detector.name, eval_end, ctx.state))
+        self.state.put_many(progress)
+        return findings
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+                if report.notifications:
+                    log.info("watch cycle: %d notifications", len(report.notifications))
+            except Exception:  # keep watching: the next cycle starts from the same watermarks
+                log.exception("watch cycle failed")
+            stop.wait(self.settings.interval_s)
+
+    def close(self, flush_timeout: float = 10.0) -> None:
+        self.dispatcher.close(flush_timeout)
+
+
+async def watch_task(watcher: Watcher, stop: asyncio.Event | None = None) -> None:
+    """Run the watch loop inside an event loop (e.g. `unitcost serve`): cycles run in a worker
+    thread, so the server keeps answering; cancel the task or set `stop` to end it."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(watcher.run_once)
+        except Exception:
+            log.exception("watch cycle failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=watcher.settings.interval_s)

@@ -1,0 +1,262 @@
+"""Where alerts go: a JSON webhook, a Slack-compatible webhook, email over SMTP, the log.
+
+Delivery happens on a background thread with its own queue, so a slow or dead receiver
+never holds up detection. A failed delivery is retried with exponential backoff (with
+jitter, capped) until it succeeds or `max_attempts` is reached; every outcome is reported
+through `on_result`, which the watcher records in the ledger's alert log.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+
+from .incidents import Notification
+from .settings import SinkConfig
+
+log = logging.getLogger("unitcost.alerts")
+
+_ICON = {"opened": ":rotating_light:", "updated": ":arrow_up:", "resolved": ":white_check_mark:"}
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, notification: Notification) -> None:
+        """Deliver, or raise with the reason."""
+
+
+class WebhookSink:
+    """POST the alert as JSON (`Notification.payload`) to any URL."""
+
+    def __init__(
+        self, name: str, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> None:
+        self.name, self.url, self.headers, self.timeout = name, url, headers or {}, timeout
+
+    def send(self, notification: Notification) -> None:
+        response = httpx.post(
+            self.url, json=notification.payload(), headers=self.headers, timeout=self.timeout
+        )
+        response.raise_for_status()
+
+
+class SlackSink(WebhookSink):
+    """Slack incoming-webhook shape (`text` plus blocks); Mattermost and Rocket.Chat accept it too."""
+
+    def send(self, notification: Notification) -> None:
+        head = f"{_ICON.get(notification.kind, '')} *{notification.kind.upper()}* {notification.title}"
+        body = notification.message.split("\n", 1)[-1]
+        payload = {
+            "text": f"{head}\n{body}",
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": head}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"```{body}```"}},
+                {
+                    "type": "context",
+                    "elements": [
+                        {"type": "mrkdwn", "text": f"alert {notification.alert_id} · {notification.severity}"}
+                    ],
+                },
+            ],
+        }
+        response = httpx.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
+        response.raise_for_status()
+
+
+class EmailSink:
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        to: Sequence[str],
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self.name, self.host, self.port, self.sender, self.to = name, host, port, sender, list(to)
+        self.username, self.password, self.starttls, self.timeout = username, password, starttls, timeout
+
+    def send(self, notification: Notification) -> None:
+        message = EmailMessage()
+        message["Subject"] = f"[unitcost {notification.severity}] {notification.kind}: {notification.title}"
+        message["From"] = self.sender
+        message["To"] = ", ".join(self.to)
+        message["X-Unitcost-Alert"] = notification.alert_id
+        message.set_content(notification.message + f"\n\nalert id: {notification.alert_id}\n")
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            if self.starttls:
+                smtp.starttls()
+            if self.username and self.password:
+                smtp.login(self.username, self.password)
+            smtp.send_message(message)
+
+
+class LogSink:
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+
+    def send(self, notification: Notification) -> None:
+        level = logging.ERROR if notification.severity == "critical" else logging.WARNING
+        log.log(level, "%s %s: %s", notification.kind, notification.alert_id, notification.message)
+
+
+def build_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
+    sinks: list[Sink] = []
+    for cfg in configs:
+        o = cfg.options
+        if cfg.kind in ("webhook", "slack"):
+            url = cfg.secret("url")
+            if not url:
+                raise ValueError(f"sink {cfg.name}: url (or url_env naming a set variable) is required")
+            headers = {str(k): str(v) for k, v in dict(o.get("headers", {})).items()}
+            cls = SlackSink if cfg.kind == "slack" else WebhookSink
+            sinks.append(cls(cfg.name, url, headers, float(o.get("timeout", 10))))
+        elif cfg.kind == "email":
+            to = o.get("to", [])
+            if not o.get("host") or not to or not o.get("from"):
+                raise ValueError(f"sink {cfg.name}: email needs host, from and to")
+            sinks.append(
+                EmailSink(
+                    cfg.name,
+                    host=str(o["host"]),
+                    port=int(o.get("port", 25)),
+                    sender=str(o["from"]),
+                    to=[to] if isinstance(to, str) else [str(t) for t in to],
+                    username=cfg.secret("username"),
+                    password=cfg.secret("password"),
+                    starttls=bool(o.get("starttls", False)),
+                )
+            )
+        else:
+            sinks.append(LogSink(cfg.name))
+    return sinks
+
+
+@dataclass(order=True)
+class _Delivery:
+    due: float
+    seq: int
+    sink: Sink = field(compare=False)
+    notification: Notification = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+ResultCallback = Callable[[Notification, str, bool, str], None]
+
+
+class Dispatcher:
+    """Delivers notifications to every sink on a background thread, retrying with backoff."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        on_result: ResultCallback | None = None,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_attempts: int = 12,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.on_result = on_result
+        self.base_delay, self.max_delay, self.max_attempts = base_delay, max_delay, max_attempts
+        self._queue: list[_Delivery] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._busy = 0
+        self._closed = False
+        self.delivered = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="unitcost-alert-delivery", daemon=True)
+        self._thread.start()
+
+    def submit(self, notifications: Sequence[Notification]) -> None:
+        with self._cv:
+            for notification in notifications:
+                for sink in self.sinks:
+                    heapq.heappush(
+                        self._queue, _Delivery(time.monotonic(), next(self._seq), sink, notification)
+                    )
+            self._cv.notify()
+
+    @property
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._queue) + self._busy
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued delivery succeeded or gave up; False if time ran out first."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and (not self._queue or self._queue[0].due > time.monotonic()):
+                    wait = (self._queue[0].due - time.monotonic()) if self._queue else None
+                    self._cv.wait(wait if wait is None else max(wait, 0.0))
+                if self._closed:
+                    return
+                delivery = heapq.heappop(self._queue)
+                self._busy += 1
+            try:
+                self._deliver(delivery)
+            finally:
+                with self._cv:
+                    self._busy -= 1
+                    self._cv.notify_all()
+
+    def _deliver(self, delivery: _Delivery) -> None:
+        delivery.attempt += 1
+        try:
+            delivery.sink.send(delivery.notification)
+        except Exception as exc:  # any failure of a receiver is retried, never raised into detection
+            reason = f"attempt {delivery.attempt}: {type(exc).__name__}: {exc}"
+            if delivery.attempt >= self.max_attempts:
+                self.failed += 1
+                self._report(delivery, False, reason + " (giving up)")
+                return
+            delay = min(self.max_delay, self.base_delay * 2 ** (delivery.attempt - 1))
+            delivery.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
+            self._report(delivery, False, reason + f" (retry in {delay:.1f} s)")
+            with self._cv:
+                heapq.heappush(self._queue, delivery)
+            return
+        self.delivered += 1
+        self._report(delivery, True, f"attempt {delivery.attempt}")
+
+    def _report(self, delivery: _Delivery, ok: bool, message: str) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(delivery.notification, delivery.sink.name, ok, message)
+        except Exception:  # recording the outcome must not kill the delivery thread
+            log.exception("could not record the delivery of alert %s", delivery.notification.alert_id)

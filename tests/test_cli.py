@@ -258,3 +258,26 @@ def test_prices_update_is_explicit_and_reversible(
     run("prices", "update", "--bundled")
     reverted = json.loads(run("price", "gpt-4o", "--input", "1000000", "--format", "json"))
     assert reverted["cost"] == before["cost"]
+
+
+def test_a_report_on_a_ledger_from_an_older_unitcost_migrates_it_first(tmp_path: Path) -> None:
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "old.duckdb"
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    con = duckdb.connect(str(ledger))
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # as an older release left it
+    con.close()
+    data = json.loads(
+        run(
+            "report",
+            "--ledger",
+            str(ledger),
+            "--since",
+            "2025-09-10",
+            "--until",
+            "2025-09-11",
+            "--format",
+            "json",
+        )
+    )
+    assert data["headline"]["calls"] == 2

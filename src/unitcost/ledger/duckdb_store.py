@@ -59,6 +59,12 @@ class DuckDBStore:
         self._write = threading.RLock()
         if not read_only:
             self.migrate()
+        elif self.schema_version() < SCHEMA_VERSION:
+            # A ledger written by an older unitcost: bring it up to date once, then read it.
+            self._con.close()
+            DuckDBStore(self.path, memory_limit=config["memory_limit"]).close()
+            self._con = _connect(self.path, True, config)
+            self._check_version()
         else:
             self._check_version()
 

@@ -57,11 +57,6 @@ def rate_pico(price: Decimal, per: int) -> tuple[int, bool]:
     return int(rounded), rounded == exact
 
 
-def quantize_usd(value: Decimal) -> Decimal:
-    """Round a USD amount to the ledger's resolution (1e-12), half-even."""
-    return value.quantize(_PICO, rounding=ROUND_HALF_EVEN)
-
-
 def pico_array_to_arrow(pico: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """Build a DECIMAL(18, 12) Arrow array from int64 pico-USD without leaving C.
 

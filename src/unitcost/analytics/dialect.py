@@ -61,10 +61,6 @@ class Dialect:
     def concat(self, *parts: str) -> str:
         return "concat(" + ", ".join(parts) + ")"
 
-    def money_sum(self, expr: str) -> str:
-        # ClickHouse widens Decimal64 sums to Decimal128 itself; DuckDB widens DECIMAL(18) to DECIMAL(38).
-        return f"sum({expr})"
-
     def null_if_empty(self, aggregate: str) -> str:
         """SQL's sum/min/max of no rows is NULL; ClickHouse's is 0 (or 1970) unless told -OrNull."""
         if self.name == "clickhouse":
@@ -74,9 +70,6 @@ class Dialect:
                 if inner.startswith(name):
                     return f"{cast}{name[:-1]}OrNull({inner[len(name) :]}"
         return aggregate
-
-    def count_if(self, condition: str) -> str:
-        return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
 DUCKDB = Dialect("duckdb")

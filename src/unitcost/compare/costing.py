@@ -142,10 +142,6 @@ class Pricer:
         out.unpriced_reasons = reasons
         return out
 
-    def rate_usd_per_mtok(self, line: Line, quantity: str) -> Decimal | None:
-        rates = self.rates(line)[0]
-        return None if rates is None else Decimal(rates[Q[quantity]]) / Decimal(10**6)
-
 
 def scale(value: int, factor: Decimal) -> int:
     """A token count times a factor, rounded half-even to a whole token."""

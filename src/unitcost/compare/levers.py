@@ -20,7 +20,7 @@ from typing import Any
 
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
-from .costing import COMPONENTS, TOKEN_QUANTITIES, Costed, Line, Pricer, Q, scale, scale_all
+from .costing import TOKEN_QUANTITIES, Costed, Line, Pricer, Q, scale, scale_all
 from .whatif import CacheAssumption, apply_cache, group_line
 from .workload import Workload
 
@@ -35,10 +35,6 @@ def _data() -> dict[str, Any]:
 
 def default_settings() -> dict[str, str]:
     return {k: str(v["value"]) for k, v in _data()["defaults"].items()}
-
-
-def default_reasons() -> dict[str, str]:
-    return {k: str(v["why"]) for k, v in _data()["defaults"].items()}
 
 
 def light_models() -> dict[str, str]:
@@ -380,7 +376,3 @@ def run_levers(book: PriceBook, workload: Workload, settings: Settings) -> tuple
         )
     )
     return baseline, results
-
-
-def component_costs(costed: Costed) -> dict[str, Decimal]:
-    return {c: pico_to_usd(costed.components[c]) for c in COMPONENTS}

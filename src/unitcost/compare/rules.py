@@ -30,10 +30,6 @@ class CacheRule:
             return False
         return any(m == "*" or model.startswith(m) for m in self.models)
 
-    @property
-    def ttl_seconds(self) -> int:
-        return _TTL_SECONDS[self.ttl]
-
     def describe(self) -> str:
         writes = f"writes billed ({self.ttl} TTL)" if self.writes_billed else f"no write fee, ~{self.ttl} TTL"
         return f"{self.provider} rule: prefix >= {self.min_prefix_tokens} tokens, {writes} [{self.source}]"

@@ -20,7 +20,6 @@ about a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -281,11 +280,6 @@ def generate(seed: int = 7, scale: float = 1.0, workloads: tuple[Workload, ...] 
             "price changes: DeepSeek V3.1 on 2025-09-05 16:00 UTC, V3.2-Exp on 2025-09-29",
         ],
     )
-
-
-def iter_chunks(month: DemoMonth, rows: int = 200_000) -> Iterator[pa.Table]:
-    for start in range(0, month.events.num_rows, rows):
-        yield month.events.slice(start, rows)
 
 
 # --------------------------------------------------------------------------- one workload

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from genai_prices.data_units import unit_data
 
 from ..money import rate_pico
-from .quantities import QUANTITIES, QUANTITY_INDEX
+from .quantities import QUANTITIES
 
 # genai-prices' unit registry: price key -> (usage dimensions, units per price).
 PRICE_KEY_DIMS: Mapping[str, tuple[frozenset[tuple[str, str]], int]] = MappingProxyType(
@@ -254,10 +254,6 @@ def _most_specific_key(dims: Mapping[str, str], resolved: Mapping[str, Decimal],
             f"{ref}: two components apply equally to {dict(dims)}; add the price of their overlap"
         )
     return best
-
-
-def index_of(quantity: str) -> int:
-    return QUANTITY_INDEX[quantity]
 
 
 def parse_components(raw: Mapping[str, object], where: str) -> dict[str, Component]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -324,8 +324,3 @@ def daily_spend(feature: Feature) -> float:
         feature.input_median * feature.input_price + feature.output_median * feature.output_price
     ) / 1e6
     return calls * per_call
-
-
-def week_start(day: datetime) -> datetime:
-    monday = day - timedelta(days=day.weekday())
-    return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)

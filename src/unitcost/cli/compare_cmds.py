@@ -11,7 +11,7 @@ import typer
 
 from ..money import pico_to_usd
 from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, UserError, app, friendly, open_ledger
-from .output import Col, Format, console, render, to_json
+from .output import Col, Format, console, print_json, render
 
 SinceOpt = Annotated[str, typer.Option("--since", help="Start: an age (30d, 12h, 2w) or a date.")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="End (default: now).")]
@@ -158,21 +158,17 @@ def whatif_cmd(
         )
     notes = _excluded_note(workload.unpriced)
     if fmt == Format.json:
-        console().print(
-            to_json(
-                {
-                    "window": {"since": window.since, "until": window.until},
-                    "where": list(where or []),
-                    "calls": workload.calls,
-                    "requests": workload.requests,
-                    "units": workload.units,
-                    "successes": workload.successes,
-                    "excluded_unpriced": workload.unpriced,
-                    "scenarios": rows,
-                }
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            {
+                "window": {"since": window.since, "until": window.until},
+                "where": list(where or []),
+                "calls": workload.calls,
+                "requests": workload.requests,
+                "units": workload.units,
+                "successes": workload.successes,
+                "excluded_unpriced": workload.unpriced,
+                "scenarios": rows,
+            }
         )
         return
     component_cols = [Col(c, label, "money") for c, label in _COMPONENT_LABELS.items()]
@@ -275,21 +271,17 @@ def levers_cmd(
             ylabel="USD per month",
         )
     if fmt == Format.json:
-        console().print(
-            to_json(
-                {
-                    "window": {"since": window.since, "until": window.until},
-                    "where": list(where or []),
-                    "spend": pico_to_usd(baseline.total),
-                    "span_days": Decimal(workload.span_seconds()) / 86400,
-                    "settings": chosen.values,
-                    "light_models": chosen.light,
-                    "excluded_unpriced": workload.unpriced,
-                    "levers": rows,
-                }
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            {
+                "window": {"since": window.since, "until": window.until},
+                "where": list(where or []),
+                "spend": pico_to_usd(baseline.total),
+                "span_days": Decimal(workload.span_seconds()) / 86400,
+                "settings": chosen.values,
+                "light_models": chosen.light,
+                "excluded_unpriced": workload.unpriced,
+                "levers": rows,
+            }
         )
         return
     columns = [
@@ -460,27 +452,23 @@ def _print_explanations(
 ) -> None:
 
     if fmt == Format.json:
-        console().print(
-            to_json(
-                [
-                    {
-                        "workload": title,
-                        "model": f"{ref.provider}/{ref.model}" if ref else None,
-                        "periods": [
-                            {"label": e.a.label, "cost": pico_to_usd(e.a.total), "calls": e.a.calls},
-                            {"label": e.b.label, "cost": pico_to_usd(e.b.total), "calls": e.b.calls},
-                        ],
-                        "effective_change_pct": e.change_pct(),
-                        "list_change_on_first_mix_pct": e.list_change_on_a_mix,
-                        "list_prices": e.list_prices,
-                        "contributions": e.rows(),
-                        "notes": notes,
-                    }
-                    for title, e in explanations
-                ]
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            [
+                {
+                    "workload": title,
+                    "model": f"{ref.provider}/{ref.model}" if ref else None,
+                    "periods": [
+                        {"label": e.a.label, "cost": pico_to_usd(e.a.total), "calls": e.a.calls},
+                        {"label": e.b.label, "cost": pico_to_usd(e.b.total), "calls": e.b.calls},
+                    ],
+                    "effective_change_pct": e.change_pct(),
+                    "list_change_on_first_mix_pct": e.list_change_on_a_mix,
+                    "list_prices": e.list_prices,
+                    "contributions": e.rows(),
+                    "notes": notes,
+                }
+                for title, e in explanations
+            ]
         )
         return
     for title, e in explanations:

@@ -15,7 +15,7 @@ from ..analytics.report import Report
 from ..ingest.pipeline import IngestSummary
 from ..money import format_usd
 from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger
-from .output import Col, Format, console, render, sparkline, to_json
+from .output import Col, Format, console, print_json, render, sparkline
 
 
 @contextlib.contextmanager
@@ -115,7 +115,7 @@ def _print_summary(total: IngestSummary, fmt: Format, show: int, rejects: Path |
         ],
     }
     if fmt == Format.json:
-        out.print(to_json(data), markup=False, soft_wrap=True)
+        print_json(data, out)
         return
     out.print(
         f"total: {total.accepted:,} accepted, {total.duplicates:,} duplicates (already in {target}), "
@@ -236,20 +236,17 @@ def _hint_empty(book_ledger: Any, report: Report) -> None:
 def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
     out = console()
     if fmt == Format.json:
-        out.print(
-            to_json(
-                {
-                    "window": {"since": report.query.window.since, "until": report.query.window.until},
-                    "by": report.dimensions,
-                    "headline": report.headline,
-                    "rows": report.rows,
-                    "periods": report.periods,
-                    "units": report.units,
-                    "unpriced": report.unpriced,
-                }
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            {
+                "window": {"since": report.query.window.since, "until": report.query.window.until},
+                "by": report.dimensions,
+                "headline": report.headline,
+                "rows": report.rows,
+                "periods": report.periods,
+                "units": report.units,
+                "unpriced": report.unpriced,
+            },
+            out,
         )
         return
     dims = [Col(d, d, "ts" if d == "period" else "text") for d in report.dimensions]
@@ -397,22 +394,18 @@ def reprice_cmd(
         for c in result.changes
     ]
     if fmt == Format.json:
-        console().print(
-            to_json(
-                {
-                    "run_id": result.run_id,
-                    "dry_run": dry_run,
-                    "events_seen": result.events_seen,
-                    "events_changed": result.events_changed,
-                    "old_total": result.old_total,
-                    "new_total": result.new_total,
-                    "old_unpriced": result.old_unpriced,
-                    "new_unpriced": result.new_unpriced,
-                    "models": rows,
-                }
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            {
+                "run_id": result.run_id,
+                "dry_run": dry_run,
+                "events_seen": result.events_seen,
+                "events_changed": result.events_changed,
+                "old_total": result.old_total,
+                "new_total": result.new_total,
+                "old_unpriced": result.old_unpriced,
+                "new_unpriced": result.new_unpriced,
+                "models": rows,
+            }
         )
         return
     out = console()

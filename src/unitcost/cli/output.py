@@ -77,6 +77,11 @@ def to_json(data: Any) -> str:
     return orjson.dumps(data, default=json_default, option=orjson.OPT_INDENT_2).decode()
 
 
+def print_json(data: Any, out: Console | None = None) -> None:
+    """Machine-readable output: indented JSON, exact decimals, never re-wrapped or styled."""
+    (out or console()).print(to_json(data), markup=False, soft_wrap=True)
+
+
 def render(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[Col],
@@ -88,9 +93,7 @@ def render(
 ) -> None:
     out = out or console()
     if fmt == Format.json:
-        out.print(
-            to_json([{c.key: r.get(c.key) for c in columns} for r in rows]), markup=False, soft_wrap=True
-        )
+        print_json([{c.key: r.get(c.key) for c in columns} for r in rows], out)
         return
     if fmt == Format.csv:
         buffer = io.StringIO()

@@ -10,7 +10,7 @@ import typer
 from ..analytics.window import parse_instant
 from ..pricing.history import diff_prices, price_history
 from .app import ConfigOpt, FormatOpt, PricesOpt, app, friendly, open_book
-from .output import Col, Format, console, render, to_json
+from .output import Col, Format, console, print_json, render
 
 prices_app = typer.Typer(
     help="Price history, changes between dates, layers and updates.", no_args_is_help=True
@@ -85,18 +85,15 @@ def price_cmd(
     call = book.price(model, usage, provider=provider, at=when, tier=tier)
     if call.breakdown is None:
         if fmt == Format.json:
-            console().print(
-                to_json(
-                    {
-                        "model": model,
-                        "provider": call.provider,
-                        "tier": tier,
-                        "at": when,
-                        "cost": None,
-                        "unpriced_reason": call.unpriced_reason,
-                    }
-                ),
-                markup=False,
+            print_json(
+                {
+                    "model": model,
+                    "provider": call.provider,
+                    "tier": tier,
+                    "at": when,
+                    "cost": None,
+                    "unpriced_reason": call.unpriced_reason,
+                }
             )
             raise typer.Exit(1)
         console().print(
@@ -141,17 +138,13 @@ def price_cmd(
         "note": call.price.note or None,
     }
     if fmt == Format.json:
-        console().print(
-            to_json(
-                {
-                    **info,
-                    "cost": call.breakdown.total,
-                    "breakdown": parts,
-                    "rates_usd_per_mtok": dict(call.rates),
-                }
-            ),
-            markup=False,
-            soft_wrap=True,
+        print_json(
+            {
+                **info,
+                "cost": call.breakdown.total,
+                "breakdown": parts,
+                "rates_usd_per_mtok": dict(call.rates),
+            }
         )
         return
     out = console()

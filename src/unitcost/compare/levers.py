@@ -138,14 +138,18 @@ def routing(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list
     return out, Costed.zero()
 
 
-def reasoning_effort(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
-    keep = 1 - settings.share("reasoning_cut")
+def _scaled(lines: list[Line], quantity: str, keep: Decimal) -> tuple[list[Line], Costed]:
+    """Every line with one quantity cut to `keep` of itself (reasoning, output, ...)."""
     out = []
     for line in lines:
         q = list(line.quantities)
-        q[Q["reasoning"]] = scale(q[Q["reasoning"]], keep)
+        q[Q[quantity]] = scale(q[Q[quantity]], keep)
         out.append(line.with_quantities(q))
     return out, Costed.zero()
+
+
+def reasoning_effort(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
+    return _scaled(lines, "reasoning", 1 - settings.share("reasoning_cut"))
 
 
 def prompt_caching(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
@@ -200,13 +204,7 @@ def summarisation(pricer: Pricer, settings: Settings, lines: list[Line]) -> tupl
 
 
 def structured_output(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
-    keep = 1 - settings.share("structured_output_cut")
-    out = []
-    for line in lines:
-        q = list(line.quantities)
-        q[Q["output_text"]] = scale(q[Q["output_text"]], keep)
-        out.append(line.with_quantities(q))
-    return out, Costed.zero()
+    return _scaled(lines, "output_text", 1 - settings.share("structured_output_cut"))
 
 
 def self_hosted(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:

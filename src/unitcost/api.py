@@ -150,6 +150,9 @@ class Ledger:
         total = IngestSummary()
         for path in paths:
             total.merge(ingestor.ingest_path(path, fmt=fmt, progress=progress))
+        # A file is a natural end of a batch: roll up what is still waiting, so the next
+        # report reads no events at all.
+        self.store.refresh_rollups()
         return total
 
     def ingest_records(

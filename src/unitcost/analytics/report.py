@@ -9,17 +9,22 @@ for display.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ..ledger import report_rollups as rollups
+from .dialect import Dialect, dialect_for
+from .latency import bucket_sql, percentile
+from .measures import MEASURE_BY_NAME, MEASURES, ROLLUP_DIMS
+from .window import Window
+
 if TYPE_CHECKING:
     from ..ledger.base import Store
-from .dialect import Dialect, dialect_for
-from .window import Window
 
 STRING_DIMENSIONS: tuple[str, ...] = (
     "provider",
@@ -61,16 +66,21 @@ def dimension_sql(name: str, dialect: Dialect) -> tuple[str, str]:
     raise ReportError(f"unknown dimension {name!r}; use one of {', '.join(STRING_DIMENSIONS)} or tag:<name>")
 
 
+def _parse_filter(text: str) -> tuple[str, bool, list[str]]:
+    """(dimension, negated, values) of `dimension=v1,v2` or `dimension!=v1,v2`."""
+    negate = "!=" in text
+    left, sep, right = text.partition("!=" if negate else "=")
+    if not sep or not left.strip():
+        raise ReportError(f"a filter is dimension=value or dimension!=value, got {text!r}")
+    return left.strip(), negate, [v.strip() for v in right.split(",")]
+
+
 def where_sql(filters: Sequence[str], dialect: Dialect) -> str:
     """`team=search`, `model!=gpt-4o`, `tag:region=eu,us` (comma = any of) as SQL conditions."""
     clauses = []
     for text in filters:
-        negate = "!=" in text
-        left, sep, right = text.partition("!=" if negate else "=")
-        if not sep or not left.strip():
-            raise ReportError(f"a filter is dimension=value or dimension!=value, got {text!r}")
+        left, negate, values = _parse_filter(text)
         expr, _ = dimension_sql(left, dialect)
-        values = [v.strip() for v in right.split(",")]
         options = ", ".join(dialect.literal(v) for v in values)
         if negate:
             clauses.append(f"({expr} IS NULL OR {expr} NOT IN ({options}))")
@@ -99,6 +109,9 @@ class Report:
     units: list[dict[str, Any]]
     unpriced: list[dict[str, Any]]
     dimensions: list[str] = field(default_factory=list)
+    from_rollups: bool = False
+    """Whether the sums came from the hourly report rollups (merged with the events they do
+    not hold) rather than from the events alone; the numbers are the same either way."""
 
     def table(self) -> pa.Table:
         return _rows_to_table(self.rows, self.dimensions)
@@ -106,45 +119,11 @@ class Report:
 
 # --------------------------------------------------------------------------- aggregation
 
-_SUMS: tuple[tuple[str, str], ...] = (
-    ("calls", "CAST(count(*) AS BIGINT)"),
-    ("requests", "CAST(sum(requests) AS BIGINT)"),
-    ("priced_requests", "CAST(sum(CASE WHEN cost IS NOT NULL THEN requests ELSE 0 END) AS BIGINT)"),
-    ("spend", "sum(cost)"),
-    ("cost_input", "sum(cost_input)"),
-    ("cost_cache_read", "sum(cost_cache_read)"),
-    ("cost_cache_write", "sum(cost_cache_write_5m + cost_cache_write_1h)"),
-    ("cost_output", "sum(cost_output)"),
-    ("cost_reasoning", "sum(cost_reasoning)"),
-    ("cost_other", "sum(cost_other)"),
-    ("cache_savings", "sum(cache_savings)"),
-    ("avoided_cost", "sum(avoided_cost)"),
-    ("input_tokens", "CAST(sum(input_tokens) AS BIGINT)"),
-    ("cache_read_tokens", "CAST(sum(cache_read_tokens) AS BIGINT)"),
-    ("output_tokens", "CAST(sum(output_tokens) AS BIGINT)"),
-    ("reasoning_tokens", "CAST(sum(reasoning_tokens) AS BIGINT)"),
-    ("priced_input_tokens", "CAST(sum(CASE WHEN cost IS NOT NULL THEN input_tokens ELSE 0 END) AS BIGINT)"),
-    ("priced_output_tokens", "CAST(sum(CASE WHEN cost IS NOT NULL THEN output_tokens ELSE 0 END) AS BIGINT)"),
-    ("errors", "CAST(sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS BIGINT)"),
-    ("timeouts", "CAST(sum(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END) AS BIGINT)"),
-    ("failed_cost", "sum(CASE WHEN status <> 'ok' THEN cost END)"),
-    ("retry_cost", "sum(CASE WHEN attempt > 1 THEN cost END)"),
-    ("retries", "CAST(sum(CASE WHEN attempt > 1 THEN 1 ELSE 0 END) AS BIGINT)"),
-    ("response_cache_hits", "CAST(sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS BIGINT)"),
-    ("unpriced_calls", "CAST(sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS BIGINT)"),
-    (
-        "unpriced_tokens",
-        "CAST(sum(CASE WHEN cost IS NULL THEN input_tokens + output_tokens ELSE 0 END) AS BIGINT)",
-    ),
-    ("unit_spend", "sum(CASE WHEN unit_id IS NOT NULL THEN cost END)"),
-    ("billed_cost", "sum(billed_cost)"),
-    ("billed_calls", "CAST(count(billed_cost) AS BIGINT)"),
-    ("first_seen", "min(ts)"),
-    ("last_seen", "max(ts)"),
-)
-
-
-# What the per-period and per-unit-kind sections use; the rest is only for table rows.
+# What each section sums: everything for the table rows and the headline (the unpriced
+# section's own dates aside); what the sparkline and the unit kinds need per period and per
+# unit kind; the unpriced calls alone for their section.
+_UNPRICED = ("unpriced_calls", "unpriced_tokens", "unpriced_first_seen", "unpriced_last_seen")
+_MAIN = tuple(m.name for m in MEASURES if m.name not in _UNPRICED[2:])
 _LIGHT = (
     "calls",
     "requests",
@@ -157,92 +136,173 @@ _LIGHT = (
     "cache_read_tokens",
     "output_tokens",
 )
-_UNPRICED = ("calls", "unpriced_calls", "unpriced_tokens", "first_seen", "last_seen")
+
+
+def rollable(query: ReportQuery) -> bool:
+    """Whether the report rollups keep every dimension the query groups or filters by."""
+    names = [d.strip() for d in query.by] + [_parse_filter(f)[0] for f in query.where]
+    return all(name in ROLLUP_DIMS for name in names)
 
 
 @dataclass(frozen=True)
 class ReportSQL:
-    """The report's queries: one scan for the table rows and the headline (exact sums and
-    latency percentiles), a light one for periods and unit kinds, one over unpriced calls
-    only, and one for the measures that do not add up (distinct units, judged units,
-    successes). No set pays for what it does not show, and no join touches the events
-    table when outcomes are kept per unit (the usual case)."""
+    """The report's queries: one for the table rows and the headline (exact sums), a light one
+    for periods and unit kinds, one over unpriced calls only, one for the latency histograms
+    behind the percentiles, and one for the measures that do not add up (distinct units,
+    judged units, successes). No set pays for what it does not show, and no join touches the
+    events when outcomes are kept per unit (the usual case).
+
+    Two roads to the same numbers. From the events: each query scans the window's events.
+    From the hourly report rollups (DuckDB, when every dimension and filter of the query is
+    one they keep): each query merges the rollups of the window's whole hours with partial
+    aggregates, computed on the fly, of the events the rollups do not hold: those of the
+    partial hours at the window's edges and those appended past the rollups' watermark."""
 
     query: ReportQuery
     dialect: Dialect
     labels: list[str]
     dim_exprs: list[str]
+    rolled: int | None = None
+    """Events with a rowid below this are in the report rollups; None: read the events only."""
 
     @classmethod
-    def build(cls, query: ReportQuery, dialect: Dialect) -> ReportSQL:
+    def build(cls, query: ReportQuery, dialect: Dialect, rolled: int | None = None) -> ReportSQL:
         dims = [dimension_sql(d, dialect) for d in query.by]
         labels = [label for _, label in dims]
         if len(set(labels)) != len(labels):
             raise ReportError(f"a dimension is repeated in --by: {', '.join(labels)}")
         if query.period is not None and query.period not in PERIODS:
             raise ReportError(f"unknown period {query.period!r}; use one of {', '.join(PERIODS)}")
-        return cls(query, dialect, labels, [expr for expr, _ in dims])
+        if rolled is not None and not rollable(query):
+            rolled = None
+        return cls(query, dialect, labels, [expr for expr, _ in dims], rolled)
 
     @property
     def table_keys(self) -> list[str]:
         return [f"d{i}" for i in range(len(self.dim_exprs))] + (["p"] if self.query.period else [])
 
-    def source(self) -> str:
-        """The window's events with every grouping key computed once."""
+    def _keys(self, time: str) -> str:
+        """Every grouping key, computed once, from the events' `ts` or the rollups' `hour`."""
         d = self.dialect
         trend_period = self.query.period or _auto_period(self.query.window)
         keys = [f"{expr} AS d{i}" for i, expr in enumerate(self.dim_exprs)]
         if self.query.period:
-            keys.append(f"{d.trunc(self.query.period, 'ts')} AS p")
+            keys.append(f"{d.trunc(self.query.period, time)} AS p")
         keys += [
-            f"{d.trunc(trend_period, 'ts')} AS tp",
+            f"{d.trunc(trend_period, time)} AS tp",
             "unit AS u",
             "priced_provider AS up",
             "COALESCE(priced_model, model) AS um",
             "unpriced_reason AS ur",
         ]
-        since = d.ts_literal(self.query.window.since.isoformat())
-        until = d.ts_literal(self.query.window.until.isoformat())
+        return ", ".join(keys)
+
+    def _between(self, since: datetime, until: datetime) -> str:
+        d = self.dialect
+        return f"ts >= {d.ts_literal(since.isoformat())} AND ts < {d.ts_literal(until.isoformat())}"
+
+    def source(self) -> str:
+        """The window's events with every grouping key."""
+        window = self.query.window
         return (
-            f"SELECT *, {', '.join(keys)} FROM events "
-            f"WHERE ts >= {since} AND ts < {until} AND {where_sql(self.query.where, d)}"
+            f"SELECT *, {self._keys('ts')} FROM events "
+            f"WHERE {self._between(window.since, window.until)} AND {where_sql(self.query.where, self.dialect)}"
         )
+
+    def _rolled(self, kind: str, window: Window | None = None) -> str:
+        """The window's partial aggregates of one kind (hourly sums, latency buckets or units),
+        with every grouping key: the rollups of its whole hours, and partials of its events
+        that are not in them."""
+        window = window or self.query.window
+        where = where_sql(self.query.where, self.dialect)
+        first, last = _ceil_hour(window.since), _floor_hour(window.until)
+        events = []
+        parts = []
+        if first < last:
+            if window.since < first:
+                events.append(self._between(window.since, first))
+            if last < window.until:
+                events.append(self._between(last, window.until))
+            events.append(f"{self._between(first, last)} AND rowid >= {self.rolled}")
+            hours = self._between(first, last).replace("ts ", "hour ")
+            table = {
+                "hourly": rollups.HOURLY,
+                "latency": rollups.with_dims(rollups.LATENCY),
+                "units": rollups.with_dims(rollups.UNITS),
+            }[kind]
+            parts.append(f"SELECT * FROM {table} r WHERE {hours} AND {where}")
+        else:
+            events.append(self._between(window.since, window.until))
+        partials = {
+            "hourly": rollups.hourly_partials,
+            "latency": rollups.latency_partials,
+            "units": rollups.unit_partials,
+        }[kind]
+        parts += [partials(f"{condition} AND {where}") for condition in events]
+        return f"SELECT *, {self._keys('hour')} FROM ({' UNION ALL BY NAME '.join(parts)}) x"
+
+    def _sum(self, name: str) -> str:
+        measure = MEASURE_BY_NAME[name]
+        return measure.rollup if self.rolled is not None else self.dialect.null_if_empty(measure.sql)
 
     def sums(self) -> list[str]:
-        """Exact sums for every section, one query per shape of section: everything for the
-        table rows and the headline; what the sparkline and the unit kinds need per period
-        and per unit kind; the unpriced calls alone for their section."""
+        """Exact sums for every section, one query per shape of section."""
         keys = self.table_keys
-        src = f"({self.source()}) s"
+        src = f"({self._rolled('hourly') if self.rolled is not None else self.source()}) s"
 
         def select(names: Sequence[str]) -> str:
-            return ", ".join(
-                f"{self.dialect.null_if_empty(sql)} AS {name}" for name, sql in _SUMS if name in names
-            )
+            return ", ".join(f"{self._sum(name)} AS {name}" for name in names)
 
-        d = self.dialect
-        everything = (
-            f"{select([name for name, _ in _SUMS])}, "
-            f"{d.quantile('latency_ms', 0.5)} AS latency_p50_ms, "
-            f"{d.quantile('latency_ms', 0.95)} AS latency_p95_ms"
-        )
         if keys:
             grouping = ", ".join(f"grouping({k}) AS g_{k}" for k in keys)
             main = (
-                f"SELECT {', '.join(keys)}, {grouping}, {everything} FROM {src} "
+                f"SELECT {', '.join(keys)}, {grouping}, {select(_MAIN)} FROM {src} "
                 f"GROUP BY GROUPING SETS (({', '.join(keys)}), ())"
             )
         else:
-            main = f"SELECT {everything} FROM {src}"
+            main = f"SELECT {select(_MAIN)} FROM {src}"
         light = (
             f"SELECT tp, u, grouping(tp) AS g_tp, grouping(u) AS g_u, {select(_LIGHT)} FROM {src} "
             "GROUP BY GROUPING SETS ((tp), (u))"
         )
+        unpriced_rows = "NOT priced" if self.rolled is not None else "cost IS NULL"
         unpriced = (
             f"SELECT up, um, ur, 0 AS g_up, 0 AS g_um, 0 AS g_ur, {select(_UNPRICED)} FROM {src} "
-            "WHERE cost IS NULL GROUP BY up, um, ur"
+            f"WHERE {unpriced_rows} GROUP BY up, um, ur"
         )
         return [main, light, unpriced]
+
+    def latency(self) -> str:
+        """Calls per latency bucket, for each table row and in total (see `latency`)."""
+        if self.rolled is not None:
+            src, calls = f"({self._rolled('latency')}) s", "CAST(sum(n) AS BIGINT)"
+        else:
+            src = f"(SELECT *, {bucket_sql('latency_ms')} AS b FROM ({self.source()}) e WHERE latency_ms IS NOT NULL) s"
+            calls = "CAST(count(*) AS BIGINT)"
+        keys = self.table_keys
+        if not keys:
+            return f"SELECT b, {calls} AS n FROM {src} GROUP BY b"
+        grouping = ", ".join(f"grouping({k}) AS g_{k}" for k in keys)
+        return (
+            f"SELECT {', '.join(keys)}, {grouping}, b, {calls} AS n FROM {src} "
+            f"GROUP BY GROUPING SETS (({', '.join(keys)}, b), (b))"
+        )
+
+    def previous(self) -> str:
+        """Spend over the window before, per table row (without period) and in total."""
+        n = len(self.dim_exprs)
+        names = ", ".join(f"d{i}" for i in range(n))
+        group = f"GROUP BY GROUPING SETS (({names}), ())" if n else ""
+        grouping = ", ".join(f"grouping(d{i}) AS g_d{i}" for i in range(n))
+        head = f"{names}, {grouping}, " if n else ""
+        prev = self.query.window.previous
+        if self.rolled is not None:
+            return f"SELECT {head}sum(spend) AS spend FROM ({self._rolled('hourly', prev)}) s {group}"
+        keys = [f"{expr} AS d{i}" for i, expr in enumerate(self.dim_exprs)]
+        return (
+            f"SELECT {head}sum(cost) AS spend FROM (SELECT cost{', ' if keys else ''}{', '.join(keys)} FROM events "
+            f"WHERE {self._between(prev.since, prev.until)} AND {where_sql(self.query.where, self.dialect)}) s {group}"
+        )
 
     @property
     def grouping_columns(self) -> list[str]:
@@ -260,8 +320,9 @@ class ReportSQL:
         total and per unit kind. A unit counts once in each group it has events in."""
         prefix, sets, whole = self._unit_sets()
         if outcome_kinds <= {"unit"}:
+            src = self._rolled("units") if self.rolled is not None else self.source()
             per_unit = (
-                f"SELECT {prefix}u, unit_id, {whole} AS whole, sum(cost) AS cost FROM ({self.source()}) s "
+                f"SELECT {prefix}u, unit_id, {whole} AS whole, sum(cost) AS cost FROM ({src}) s "
                 f"WHERE unit_id IS NOT NULL GROUP BY {sets}"
             )
             judged = (
@@ -292,7 +353,8 @@ class ReportSQL:
 
     def _judged_per_event(self) -> str:
         """When judgements are kept per trace or per event too, each event finds its own
-        (unit first, then trace, then event); a unit is judged if any of its events is."""
+        (unit first, then trace, then event); a unit is judged if any of its events is.
+        This one always reads the events: the rollups keep no traces or event ids."""
         prefix, sets, whole = self._unit_sets()
         events = (
             "SELECT s.*, COALESCE(ou.success, ot.success, oe.success) AS _success, "
@@ -313,6 +375,15 @@ class ReportSQL:
         )
 
 
+def _floor_hour(instant: datetime) -> datetime:
+    return instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(instant: datetime) -> datetime:
+    floor = _floor_hour(instant)
+    return floor if floor == instant else floor + timedelta(hours=1)
+
+
 def _auto_period(window: Window) -> str:
     days = window.length.total_seconds() / 86400
     if days <= 2:
@@ -322,40 +393,30 @@ def _auto_period(window: Window) -> str:
     return "week" if days <= 730 else "month"
 
 
-def previous_spend_sql(query: ReportQuery, dialect: Dialect) -> str:
-    dims = [dimension_sql(d, dialect) for d in query.by]
-    prev = query.window.previous
-    since = dialect.ts_literal(prev.since.isoformat())
-    until = dialect.ts_literal(prev.until.isoformat())
-    keys = [f"{expr} AS d{i}" for i, (expr, _) in enumerate(dims)]
-    group = f"GROUP BY GROUPING SETS (({', '.join(f'd{i}' for i in range(len(dims)))}), ())" if dims else ""
-    grouping = ", ".join(f"grouping(d{i}) AS g_d{i}" for i in range(len(dims)))
-    head = f"{', '.join(f'd{i}' for i in range(len(dims)))}, {grouping}, " if dims else ""
-    return (
-        f"SELECT {head}sum(cost) AS spend FROM (SELECT cost{', ' if keys else ''}{', '.join(keys)} FROM events "
-        f"WHERE ts >= {since} AND ts < {until} AND {where_sql(query.where, dialect)}) s {group}"
-    )
-
-
-def run_report(store: Store, query: ReportQuery) -> Report:
+def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) -> Report:
+    """The report for `query`; from the report rollups when the store keeps them and they hold
+    every dimension the query needs, unless `use_rollups` is False."""
     dialect = dialect_for(store.dialect)
-    sql = ReportSQL.build(query, dialect)
-    labels = sql.labels
-    result = []
-    for part in sql.sums():
-        for row in store.fetch(part).to_pylist():
-            # Every row carries every grouping flag and measure: 1 / None where its set has none.
-            for column in sql.grouping_columns:
-                row.setdefault(column, None)
-                row.setdefault(f"g_{column}", 1)
-            for name, _ in _SUMS:
-                row.setdefault(name, None)
-            result.append(row)
-    previous = store.fetch(previous_spend_sql(query, dialect)).to_pylist()
+    with store.snapshot() as fetch:
+        rolled = rollups.watermark(fetch) if use_rollups and dialect.name == "duckdb" else None
+        sql = ReportSQL.build(query, dialect, rolled)
+        result = []
+        for part in sql.sums():
+            for row in fetch(part).to_pylist():
+                # Every row carries every grouping flag and measure: 1 / None where its set has none.
+                for column in sql.grouping_columns:
+                    row.setdefault(column, None)
+                    row.setdefault(f"g_{column}", 1)
+                for measure in MEASURES:
+                    row.setdefault(measure.name, None)
+                result.append(row)
+        previous = fetch(sql.previous()).to_pylist()
+        table_keys = sql.table_keys
+        _merge_measures(result, fetch, sql, table_keys)
+        _merge_percentiles(result, fetch(sql.latency()).to_pylist(), table_keys)
 
+    labels = sql.labels
     dim_keys = [f"d{i}" for i in range(len(labels))]
-    table_keys = sql.table_keys
-    _merge_measures(result, store, sql, table_keys)
 
     def in_set(row: Mapping[str, Any], keys: Sequence[str]) -> bool:
         # grouping(c) is 0 when c is part of the row's grouping set.
@@ -416,8 +477,8 @@ def run_report(store: Store, query: ReportQuery) -> Report:
                 "reason": r["ur"],
                 "calls": r["unpriced_calls"],
                 "tokens": r["unpriced_tokens"],
-                "first_seen": r["first_seen"],
-                "last_seen": r["last_seen"],
+                "first_seen": r["unpriced_first_seen"],
+                "last_seen": r["unpriced_last_seen"],
             }
             for r in result
             if in_set(r, ["up", "um", "ur"]) and r["ur"] is not None
@@ -425,7 +486,14 @@ def run_report(store: Store, query: ReportQuery) -> Report:
         key=lambda x: (-x["calls"], _names(x, ["provider", "model", "reason"])),
     )
     return Report(
-        query, headline, rows, periods, units, unpriced, labels + (["period"] if query.period else [])
+        query,
+        headline,
+        rows,
+        periods,
+        units,
+        unpriced,
+        labels + (["period"] if query.period else []),
+        from_rollups=sql.rolled is not None,
     )
 
 
@@ -434,14 +502,17 @@ def _names(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[tuple[bool, s
     return tuple((row.get(label) is not None, str(row.get(label) or "")) for label in labels)
 
 
+Fetch = Callable[[str], pa.Table]
+
+
 def _merge_measures(
-    result: list[dict[str, Any]], store: Store, sql: ReportSQL, table_keys: list[str]
+    result: list[dict[str, Any]], fetch: Fetch, sql: ReportSQL, table_keys: list[str]
 ) -> None:
     """Put the unit measures beside the sums of the same group."""
-    kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
+    kinds = {r["key_kind"] for r in fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
     measures: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
     key: tuple[Any, ...]
-    for row in store.fetch(sql.units(kinds)).to_pylist():
+    for row in fetch(sql.units(kinds)).to_pylist():
         key = ()
         if row["s"] == "table":
             key = tuple(row[k] for k in table_keys)
@@ -459,14 +530,33 @@ def _merge_measures(
             found = measures.get(("unit", (row["u"],)), empty)
         else:
             found = empty
-        # Percentiles come with the sums of the table rows and the headline; other sets have none.
-        row.setdefault("latency_p50_ms", None)
-        row.setdefault("latency_p95_ms", None)
         row["units"] = found.get("units") or 0
         row["judged_cost"] = found.get("judged_cost")
         # With no judgement recorded at all there is no success rate (None), not 0 %.
         row["judged"] = (found.get("judged") or 0) if kinds else None
         row["successes"] = (found.get("successes") or 0) if kinds else None
+
+
+def _merge_percentiles(
+    result: list[dict[str, Any]], histograms: list[dict[str, Any]], table_keys: list[str]
+) -> None:
+    """Latency P50 and P95 of each table row and of the headline, from their histograms;
+    the other sections have none."""
+    merged: dict[tuple[Any, ...] | None, list[tuple[int, int]]] = {}
+    for row in histograms:
+        whole = all(row[f"g_{k}"] == 1 for k in table_keys)
+        key = None if whole else tuple(row[k] for k in table_keys)
+        merged.setdefault(key, []).append((row["b"], row["n"]))
+    for row in result:
+        groups = {k for k in row if k.startswith("g_") and row[k] == 0}
+        histogram: list[tuple[int, int]] = []
+        if table_keys and groups == {f"g_{k}" for k in table_keys}:
+            histogram = merged.get(tuple(row[k] for k in table_keys), [])
+        elif not groups:
+            histogram = merged.get(None, [])
+        histogram.sort()
+        row["latency_p50_ms"] = percentile(histogram, 0.5)
+        row["latency_p95_ms"] = percentile(histogram, 0.95)
 
 
 def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None:

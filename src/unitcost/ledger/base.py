@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,10 +37,18 @@ class Store(Protocol):
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
 
+    def snapshot(self) -> AbstractContextManager[Callable[[str], pa.Table]]:
+        """A fetch for several queries that should see the ledger in one state (a report's)."""
+        ...
+
     def scan(
         self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
     ) -> Iterator[pa.RecordBatch]: ...
 
     def insert_meta(self, key: str, value: str) -> None: ...
+
+    def refresh_rollups(self) -> int:
+        """Bring the engine's report rollups up to date, if it keeps any; returns events rolled up."""
+        ...
 
     def close(self) -> None: ...

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -296,6 +296,16 @@ class ClickHouseStore:
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         result: pa.Table = self.client.query_arrow(bind(sql, params))
         return result
+
+    def refresh_rollups(self) -> int:
+        """ClickHouse keeps no report rollups: it scans the events fast enough at scale."""
+        return 0
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Callable[[str], pa.Table]]:
+        """Reads for one report. ClickHouse has no read transactions; each query sees the parts
+        committed when it starts (no rollups move rows around here, so the queries agree)."""
+        yield self.fetch
 
     def scan(
         self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._version import __version__
+from . import report_rollups
 from .base import AppendResult, LedgerBusyError
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -57,8 +58,13 @@ class DuckDBStore:
             config["threads"] = threads
         self._con = _connect(self.path, read_only, config)
         self._write = threading.RLock()
+        self._depth = 0  # nesting of transaction()
+        self._dirty_hours: set[datetime] = set()  # rolled-up hours whose costs this transaction changed
+        self._waiting = 0  # events appended since the report rollups were last refreshed
         if not read_only:
             self.migrate()
+            # Events written by an older unitcost, or behind this one's back, get rolled up now.
+            self.refresh_rollups()
         elif self.schema_version() < SCHEMA_VERSION:
             # A ledger written by an older unitcost: bring it up to date once, then read it.
             self._con.close()
@@ -139,6 +145,9 @@ class DuckDBStore:
             finally:
                 con.unregister("_unitcost_batch")
         inserted = int(row[0][0]) if row else 0
+        self._waiting += inserted
+        if self._waiting >= report_rollups.REFRESH_ROWS:
+            self.refresh_rollups()
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
 
     def insert(self, table_name: str, table: pa.Table) -> None:
@@ -158,31 +167,71 @@ class DuckDBStore:
                 self._con.unregister("_unitcost_rows")
 
     def update_costs(self, table: pa.Table) -> int:
-        """Overwrite the priced columns of the events in `table` (event_id + priced columns)."""
+        """Overwrite the priced columns of the events in `table` (event_id + priced columns).
+
+        The report rollups of the hours these events are in are rebuilt in the same transaction."""
         if table.num_rows == 0:
             return 0
         columns = [c for c in table.column_names if c != "event_id"]
         assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
-        with self._write:
+        with self.transaction():
             self._con.register("_unitcost_updates", table)
             try:
+                hours = self._con.execute(report_rollups.dirty_hours_sql("_unitcost_updates")).fetchall()
                 row = self._con.execute(
                     f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id"
                 ).fetchall()
             finally:
                 self._con.unregister("_unitcost_updates")
+            self._dirty_hours.update(hour for (hour,) in hours)
         return int(row[0][0]) if row else 0
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """One transaction; a transaction opened inside another is part of it."""
         with self._write:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self._con.execute("BEGIN TRANSACTION")
+            self._depth = 1
             try:
                 yield
+                if self._dirty_hours:
+                    report_rollups.rebuild_hours(self._run, self._read, self._dirty_hours)
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
+                self._dirty_hours.clear()
             self._con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ report rollups
+
+    def refresh_rollups(self) -> int:
+        """Roll up, for reports, the events appended since the last refresh (see `report_rollups`).
+        Returns how many; nothing happens inside a transaction (the next append or close does it)."""
+        if self.read_only:
+            return 0
+        with self._write:
+            if self._depth:
+                return 0
+            with self.transaction():
+                rolled = report_rollups.refresh(self._run, self._read)
+            self._waiting = 0
+            return rolled
+
+    def _run(self, sql: str) -> None:
+        """A statement inside the writer's current transaction."""
+        self._con.execute(sql).fetchall()
+
+    def _read(self, sql: str) -> pa.Table:
+        return self._con.sql(sql).to_arrow_table()
 
     # ------------------------------------------------------------------ reads
 
@@ -190,6 +239,17 @@ class DuckDBStore:
         cursor = self._con.cursor()
         try:
             return cursor.sql(sql, params=list(params) if params else None).to_arrow_table()
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Callable[[str], pa.Table]]:
+        """Reads that all see the ledger as it was at the first of them (one read transaction),
+        so a report's queries agree with each other while a writer appends or rolls up."""
+        cursor = self._con.cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            yield lambda sql: cursor.sql(sql).to_arrow_table()
         finally:
             cursor.close()
 
@@ -209,7 +269,10 @@ class DuckDBStore:
 
     def close(self) -> None:
         with self._write:
-            self._con.close()
+            try:
+                self.refresh_rollups()
+            finally:
+                self._con.close()
 
 
 def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from ..events import LEDGER_FIELDS, Field
 from ..money import MONEY_ARROW_TYPE
 from ..watch.tables import WATCH_TABLES
+from .report_rollups import ddl as report_rollups_ddl
 
 DUCKDB_TYPES: Mapping[str, str] = {
     "str": "VARCHAR",
@@ -167,6 +168,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             table_ddl_duckdb("alerts", WATCH_TABLES["alerts"], primary_key=("alert_id",)),
             table_ddl_duckdb("alert_log", WATCH_TABLES["alert_log"]),
         ),
+    ),
+    Migration(
+        5,
+        "report rollups: sums, latency histograms and business units per hour (built on first open)",
+        report_rollups_ddl(),
     ),
 )
 

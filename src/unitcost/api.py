@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,13 +26,17 @@ from .analytics.report import Report, ReportQuery, run_report, where_sql
 from .analytics.window import Window, parse_instant
 from .config import Config, load_config, resolve_ledger, resolve_overrides
 from .events import USAGE_FIELDS, UsageEvent
-from .ingest.normalise import Rejection
-from .ingest.pipeline import Ingestor, IngestSummary, Progress
 from .ledger.base import Store
 from .ledger.schema import OUTCOME_SCHEMA, REPRICE_CHANGE_SCHEMA, REPRICE_RUN_SCHEMA
 from .money import MONEY_ARROW_TYPE
-from .pricing.batch import price_table
-from .pricing.book import PriceBook
+
+if TYPE_CHECKING:
+    # Imported where used: reading a report needs neither pandas, nor the ingest path, nor prices.
+    import pandas as pd
+
+    from .ingest.normalise import Rejection
+    from .ingest.pipeline import Ingestor, IngestSummary, Progress
+    from .pricing.book import PriceBook
 
 _PRICED = (
     "cost",
@@ -112,8 +115,18 @@ class Ledger:
         self.config = config or load_config()
         self.target = resolve_ledger(path, self.config)
         self.store: Store = open_store(self.target, read_only=read_only)
-        self.book = book or PriceBook.load(resolve_overrides(prices, self.config))
+        self._book = book
+        self._prices = prices
         self._ingestor: Ingestor | None = None
+
+    @property
+    def book(self) -> PriceBook:
+        """The price book (with the configured overrides), loaded on first use: reports need none."""
+        if self._book is None:
+            from .pricing.book import PriceBook
+
+            self._book = PriceBook.load(resolve_overrides(self._prices, self.config))
+        return self._book
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +142,8 @@ class Ledger:
         self.close()
 
     def ingestor(self, *, allow_unknown_fields: bool = False, rejects: TextIO | None = None) -> Ingestor:
+        from .ingest.pipeline import Ingestor
+
         if allow_unknown_fields or rejects is not None:
             return Ingestor(self.store, self.book, allow_unknown_fields=allow_unknown_fields, rejects=rejects)
         if self._ingestor is None:
@@ -146,6 +161,8 @@ class Ledger:
         rejects: TextIO | None = None,
     ) -> IngestSummary:
         """Ingest JSONL, CSV or Parquet files in unitcost's event schema (see docs/event-schema.md)."""
+        from .ingest.pipeline import IngestSummary
+
         ingestor = self.ingestor(allow_unknown_fields=allow_unknown_fields, rejects=rejects)
         total = IngestSummary()
         for path in paths:
@@ -201,6 +218,7 @@ class Ledger:
         self.store.upsert("outcomes", pa.Table.from_pylist([row], schema=OUTCOME_SCHEMA))
 
     def import_outcomes(self, path: str | Path) -> OutcomeSummary:
+        from .ingest.normalise import Rejection
         from .ingest.outcomes import read_outcomes
 
         summary = OutcomeSummary()
@@ -253,12 +271,16 @@ class Ledger:
     ) -> pd.DataFrame:
         """KPIs per group (spend, trend, cost per request and per 1k tokens, cache, reasoning, waste,
         units, successes, latency, unpriced calls) as an Arrow-backed DataFrame."""
+        import pandas as pd
+
         report = self.report_sections(since, until, by, period, where, top)
         frame: pd.DataFrame = report.table().to_pandas(types_mapper=pd.ArrowDtype)
         return frame
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run a read-only SQL query against the ledger and return an Arrow-backed DataFrame."""
+        import pandas as pd
+
         frame: pd.DataFrame = self.store.fetch(query).to_pandas(types_mapper=pd.ArrowDtype)
         return frame
 
@@ -278,6 +300,8 @@ class Ledger:
         book: PriceBook | None = None,
     ) -> RepriceResult:
         """Recompute stored costs for a period with the current price book, and audit old -> new."""
+        from .pricing.batch import price_table
+
         book = book or self.book
         window = Window(parse_instant(since), parse_instant(until) if until else datetime.now(UTC))
         result = RepriceResult(uuid.uuid4().hex, window, dry_run=dry_run)

@@ -402,7 +402,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
         sql = ReportSQL.build(query, dialect, rolled)
         result = []
         for part in sql.sums():
-            for row in fetch(part).to_pylist():
+            for row in fetch(part):
                 # Every row carries every grouping flag and measure: 1 / None where its set has none.
                 for column in sql.grouping_columns:
                     row.setdefault(column, None)
@@ -410,10 +410,10 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
                 for measure in MEASURES:
                     row.setdefault(measure.name, None)
                 result.append(row)
-        previous = fetch(sql.previous()).to_pylist()
+        previous = fetch(sql.previous())
         table_keys = sql.table_keys
         _merge_measures(result, fetch, sql, table_keys)
-        _merge_percentiles(result, fetch(sql.latency()).to_pylist(), table_keys)
+        _merge_percentiles(result, fetch(sql.latency()), table_keys)
 
     labels = sql.labels
     dim_keys = [f"d{i}" for i in range(len(labels))]
@@ -502,17 +502,17 @@ def _names(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[tuple[bool, s
     return tuple((row.get(label) is not None, str(row.get(label) or "")) for label in labels)
 
 
-Fetch = Callable[[str], pa.Table]
+Fetch = Callable[[str], list[dict[str, Any]]]
 
 
 def _merge_measures(
     result: list[dict[str, Any]], fetch: Fetch, sql: ReportSQL, table_keys: list[str]
 ) -> None:
     """Put the unit measures beside the sums of the same group."""
-    kinds = {r["key_kind"] for r in fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
+    kinds = {r["key_kind"] for r in fetch("SELECT DISTINCT key_kind FROM outcomes")}
     measures: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
     key: tuple[Any, ...]
-    for row in fetch(sql.units(kinds)).to_pylist():
+    for row in fetch(sql.units(kinds)):
         key = ()
         if row["s"] == "table":
             key = tuple(row[k] for k in table_keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -60,27 +61,33 @@ def friendly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..ingest.readers import IngestFileError
-        from ..ledger.base import LedgerBusyError
-        from ..pricing.book import UnknownModelError
-        from ..pricing.model import PriceError
-
         try:
             return func(*args, **kwargs)
-        except (
-            UserError,
-            ConfigError,
-            PriceError,
-            IngestFileError,
-            LedgerBusyError,
-            UnknownModelError,
-            ValueError,
-            FileNotFoundError,
-        ) as exc:
+        except Exception as exc:
+            if not isinstance(exc, _user_errors()):
+                raise
             console().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Errors a user can fix, by module: a module that was never imported raised none of them,
+# and importing it only to name its errors would cost a command that does not use it
+# (the price book alone takes a third of a second to import).
+_USER_ERRORS = {
+    "unitcost.ingest.readers": "IngestFileError",
+    "unitcost.ledger.base": "LedgerBusyError",
+    "unitcost.pricing.book": "UnknownModelError",
+    "unitcost.pricing.model": "PriceError",
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = [
+        getattr(sys.modules[module], name) for module, name in _USER_ERRORS.items() if module in sys.modules
+    ]
+    return (UserError, ConfigError, ValueError, FileNotFoundError, *loaded)
 
 
 def open_ledger(

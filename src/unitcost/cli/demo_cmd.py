@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-import duckdb
 import typer
 
 from ..config import load_config
@@ -61,6 +60,8 @@ def demo_cmd(
     with tempfile.TemporaryDirectory(prefix="unitcost-demo-") as tmp:
         events_file = Path(tmp) / "events.jsonl"
         outcomes_file = Path(tmp) / "outcomes.csv"
+        import duckdb
+
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("events", month.events)
@@ -123,6 +124,8 @@ def _prepare(path: Path) -> None:
     """Replace a previous demo ledger; refuse to touch any other file."""
     if not path.exists():
         return
+    import duckdb
+
     try:
         con = duckdb.connect(str(path), read_only=True)
         try:

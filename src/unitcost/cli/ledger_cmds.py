@@ -6,16 +6,17 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..analytics.report import Report
-from ..ingest.pipeline import IngestSummary
 from ..money import format_usd
 from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger
 from .output import Col, Format, console, print_json, render, sparkline
+
+if TYPE_CHECKING:
+    from ..analytics.report import Report
+    from ..ingest.pipeline import IngestSummary
 
 
 @contextlib.contextmanager
@@ -23,6 +24,8 @@ def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield lambda _n: None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -71,6 +74,8 @@ def ingest_cmd(
     prices: PricesOpt = None,
 ) -> None:
     """Check, price and append events. Idempotent: re-ingesting a file changes nothing."""
+    from ..ingest.pipeline import IngestSummary
+
     out = console()
     with open_ledger(ledger, config, prices) as book_ledger:
         total = IngestSummary()

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from ..analytics.window import parse_instant
-from ..pricing.history import diff_prices, price_history
 from .app import ConfigOpt, FormatOpt, PricesOpt, app, friendly, open_book
 from .output import Col, Format, console, print_json, render
 
@@ -191,6 +190,8 @@ def prices_show(
     prices: PricesOpt = None,
 ) -> None:
     """The dated price history of a model, every tier and layer, with sources."""
+    from ..pricing.history import price_history
+
     book = open_book(config, prices)
     ref = book.require(provider, model)
     rows = price_history(book, ref, tiers=tier or None)
@@ -237,6 +238,8 @@ def prices_diff(
     prices: PricesOpt = None,
 ) -> None:
     """What changed in the price book between two dates, component by component."""
+    from ..pricing.history import diff_prices
+
     book = open_book(config, prices)
     start, end = parse_instant(since), parse_instant(until)
     rows = diff_prices(book, start, end, provider=provider, model_filter=model, tiers=tier or None)

@@ -37,8 +37,9 @@ class Store(Protocol):
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
 
-    def snapshot(self) -> AbstractContextManager[Callable[[str], pa.Table]]:
-        """A fetch for several queries that should see the ledger in one state (a report's)."""
+    def snapshot(self) -> AbstractContextManager[Callable[[str], list[dict[str, Any]]]]:
+        """A query function for several queries that should see the ledger in one state (a
+        report's); it returns rows as dicts."""
         ...
 
     def scan(

@@ -302,10 +302,10 @@ class ClickHouseStore:
         return 0
 
     @contextmanager
-    def snapshot(self) -> Iterator[Callable[[str], pa.Table]]:
+    def snapshot(self) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
         """Reads for one report. ClickHouse has no read transactions; each query sees the parts
         committed when it starts (no rollups move rows around here, so the queries agree)."""
-        yield self.fetch
+        yield lambda sql: self.fetch(sql).to_pylist()
 
     def scan(
         self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000

@@ -61,6 +61,7 @@ class DuckDBStore:
         self._depth = 0  # nesting of transaction()
         self._dirty_hours: set[datetime] = set()  # rolled-up hours whose costs this transaction changed
         self._waiting = 0  # events appended since the report rollups were last refreshed
+        self._closed = False
         if not read_only:
             self.migrate()
             # Events written by an older unitcost, or behind this one's back, get rolled up now.
@@ -230,8 +231,8 @@ class DuckDBStore:
         """A statement inside the writer's current transaction."""
         self._con.execute(sql).fetchall()
 
-    def _read(self, sql: str) -> pa.Table:
-        return self._con.sql(sql).to_arrow_table()
+    def _read(self, sql: str) -> list[dict[str, Any]]:
+        return _dicts(self._con, sql)
 
     # ------------------------------------------------------------------ reads
 
@@ -243,13 +244,15 @@ class DuckDBStore:
             cursor.close()
 
     @contextmanager
-    def snapshot(self) -> Iterator[Callable[[str], pa.Table]]:
+    def snapshot(self) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
         """Reads that all see the ledger as it was at the first of them (one read transaction),
-        so a report's queries agree with each other while a writer appends or rolls up."""
+        so a report's queries agree with each other while a writer appends or rolls up. Rows
+        come straight from DuckDB as dicts, not through Arrow: pyarrow imports pandas to turn
+        values into Python objects, a second or so that a report does not need."""
         cursor = self._con.cursor()
         try:
             cursor.execute("BEGIN TRANSACTION")
-            yield lambda sql: cursor.sql(sql).to_arrow_table()
+            yield lambda sql: _dicts(cursor, sql)
         finally:
             cursor.close()
 
@@ -268,11 +271,21 @@ class DuckDBStore:
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
+        """Roll up what is waiting, then close; closing again does nothing."""
         with self._write:
+            if self._closed:
+                return
             try:
                 self.refresh_rollups()
             finally:
+                self._closed = True
                 self._con.close()
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    con.execute(sql)
+    names = [column[0] for column in con.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in con.fetchall()]
 
 
 def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:

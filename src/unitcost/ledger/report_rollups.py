@@ -36,8 +36,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
-
 from ..analytics.dialect import DUCKDB
 from ..analytics.latency import bucket_sql
 from ..analytics.measures import FLAGS, PARTIALS, ROLLUP_DIMS
@@ -60,7 +58,12 @@ DIM_HASH = f"hash({DIMS})"
 FLAG_NAMES = ", ".join(name for name, _ in FLAGS)
 
 Execute = Callable[[str], Any]
-Fetch = Callable[[str], pa.Table]
+Fetch = Callable[[str], list[dict[str, Any]]]
+"""Runs a query and returns its rows as dicts."""
+
+
+def _number(fetch: Fetch, sql: str) -> int:
+    return int(fetch(sql)[0]["n"])
 
 
 def ddl() -> tuple[str, ...]:
@@ -120,13 +123,13 @@ def watermark(fetch: Fetch) -> int | None:
     rows = int(state.get(_ROWS_KEY) or 0)
     # Fewer events below the watermark than it claims: some were deleted by hand. The rollups
     # still count them, so they are not used until a writer rebuilds them.
-    below = fetch(f"SELECT count(*) AS n FROM events WHERE rowid < {rows}").column("n")[0].as_py()
+    below = _number(fetch, f"SELECT count(*) AS n FROM events WHERE rowid < {rows}")
     return rows if below == rows else None
 
 
 def _meta(fetch: Fetch) -> dict[str, str]:
     keys = ", ".join(f"'{k}'" for k in (_VERSION_KEY, _ROWS_KEY, _DISABLED_KEY))
-    rows = fetch(f"SELECT key, value FROM meta WHERE key IN ({keys})").to_pylist()
+    rows = fetch(f"SELECT key, value FROM meta WHERE key IN ({keys})")
     return {row["key"]: row["value"] for row in rows}
 
 
@@ -148,10 +151,10 @@ def refresh(execute: Execute, fetch: Fetch) -> int:
     if state.get(_VERSION_KEY) != ROLLUP_VERSION:
         _reset(execute, drop=True)
         rows = 0
-    elif fetch(f"SELECT count(*) AS n FROM events WHERE rowid < {rows}").column("n")[0].as_py() != rows:
+    elif _number(fetch, f"SELECT count(*) AS n FROM events WHERE rowid < {rows}") != rows:
         _reset(execute, drop=False)
         rows = 0
-    span = fetch("SELECT count(*) AS n, coalesce(max(rowid) + 1, 0) AS high FROM events").to_pylist()[0]
+    span = fetch("SELECT count(*) AS n, coalesce(max(rowid) + 1, 0) AS high FROM events")[0]
     high = int(span["n"])
     if high != span["high"]:
         # Events were deleted by hand and their rowids are not renumbered yet (DuckDB does it
@@ -209,7 +212,7 @@ def _roll(execute: Execute, fetch: Fetch, where: str) -> None:
         execute("DROP TABLE IF EXISTS _report_new")
     execute(f"INSERT INTO {LATENCY} BY NAME {latency_partials(where, f'{DIM_HASH} AS h')}")
     execute(f"INSERT INTO {UNITS} BY NAME {unit_partials(where, f'{DIM_HASH} AS h')}")
-    clash = fetch(f"SELECT count(*) - count(DISTINCT h) AS n FROM {COMBOS}").column("n")[0].as_py()
+    clash = _number(fetch, f"SELECT count(*) - count(DISTINCT h) AS n FROM {COMBOS}")
     if clash:
         # Two combinations under one hash: latency and units could not tell them apart.
         _set(execute, _DISABLED_KEY, "two combinations of dimensions share a hash")
@@ -226,8 +229,8 @@ def _compact(execute: Execute, fetch: Fetch) -> None:
     """Merge the partial rows of a table once it has doubled since it was last compacted."""
     for table, (keys, merged) in MERGE.items():
         key = f"report_rollup_compacted_{table}"
-        rows = fetch(f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py()
-        before = fetch(f"SELECT value FROM meta WHERE key = '{key}'").to_pylist()
+        rows = _number(fetch, f"SELECT count(*) AS n FROM {table}")
+        before = fetch(f"SELECT value FROM meta WHERE key = '{key}'")
         compacted = int(before[0]["value"]) if before else 0
         if rows <= 2 * compacted + COMPACT_FLOOR:
             continue
@@ -239,7 +242,7 @@ def _compact(execute: Execute, fetch: Fetch) -> None:
             execute(f"INSERT INTO {table} BY NAME SELECT * FROM _report_merged")
         finally:
             execute("DROP TABLE IF EXISTS _report_merged")
-        after = fetch(f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py()
+        after = _number(fetch, f"SELECT count(*) AS n FROM {table}")
         _set(execute, key, str(after))
 
 

@@ -166,7 +166,7 @@ def refresh(execute: Execute, fetch: Fetch) -> int:
         return 0
     _roll(execute, fetch, f"rowid >= {rows} AND rowid < {high}")
     _set(execute, _ROWS_KEY, str(high))
-    _compact(execute, fetch)
+    _compact(execute, fetch, built=rows == 0)
     return high - rows
 
 
@@ -225,14 +225,17 @@ MERGE: dict[str, tuple[str, str]] = {
 }
 
 
-def _compact(execute: Execute, fetch: Fetch) -> None:
-    """Merge the partial rows of a table once it has doubled since it was last compacted."""
+def _compact(execute: Execute, fetch: Fetch, *, built: bool) -> None:
+    """Merge the partial rows of a table once it has doubled since it was last compacted.
+    Tables just `built` in one pass from nothing have one row per group already."""
     for table, (keys, merged) in MERGE.items():
         key = f"report_rollup_compacted_{table}"
         rows = _number(fetch, f"SELECT count(*) AS n FROM {table}")
         before = fetch(f"SELECT value FROM meta WHERE key = '{key}'")
         compacted = int(before[0]["value"]) if before else 0
-        if rows <= 2 * compacted + COMPACT_FLOOR:
+        if built or rows <= 2 * compacted + COMPACT_FLOOR:
+            if built:
+                _set(execute, key, str(rows))
             continue
         execute(
             f"CREATE OR REPLACE TEMP TABLE _report_merged AS SELECT {keys}, {merged} FROM {table} GROUP BY {keys}"

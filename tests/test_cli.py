@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -281,3 +283,46 @@ def test_a_report_on_a_ledger_from_an_older_unitcost_migrates_it_first(tmp_path:
         )
     )
     assert data["headline"]["calls"] == 2
+
+
+def test_report_loads_neither_pandas_nor_arrow_nor_the_price_book(tmp_path: Path) -> None:
+    # What `unitcost report` imports is most of its run time on a large ledger (the query reads
+    # rollups): it must stay out of the ingest path, pricing and the data-frame libraries.
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    script = (
+        "import sys\n"
+        "from unitcost.cli import main\n"
+        "sys.argv = ['unitcost', 'report', '--ledger', sys.argv[1], '--since', '2025-09-10', "
+        "'--until', '2025-09-11', '--format', 'json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('pandas', 'pyarrow', 'numpy', 'genai_prices', 'unitcost.pricing.book', 'unitcost.ingest.pipeline')\n"
+        "print('LOADED', [name for name in heavy if name in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ledger)], capture_output=True, text=True, check=True
+    )
+    report, loaded = done.stdout.rsplit("LOADED", 1)
+    assert json.loads(report)["headline"]["calls"] == 2
+    assert loaded.strip() == "[]"
+
+
+def test_the_public_api_is_imported_on_first_use() -> None:
+    script = (
+        "import sys\n"
+        "import unitcost\n"
+        "assert 'unitcost.api' not in sys.modules and 'pyarrow' not in sys.modules\n"
+        "from unitcost import Ledger, PriceBook, record\n"
+        "assert unitcost.Ledger is Ledger and callable(record) and PriceBook.__name__ == 'PriceBook'\n"
+        "assert set(unitcost.__all__) <= set(dir(unitcost))\n"
+        "try:\n"
+        "    unitcost.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "no attribute 'no_such_name'" in done.stdout

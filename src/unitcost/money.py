@@ -12,13 +12,18 @@ Aggregates are summed as 128-bit decimals by the engine.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:
+    # NumPy and Arrow are imported by the array helpers when first used: a command that only
+    # formats amounts (`unitcost report`) does not pay for them.
+    import numpy as np
+    import pyarrow as pa
+
+    MONEY_ARROW_TYPE: pa.Decimal128Type
 
 PICO_PER_USD = 10**12
 MONEY_SCALE = 12
-MONEY_ARROW_TYPE = pa.decimal128(18, MONEY_SCALE)
 MAX_EVENT_PICO = 10**18 - 1  # the largest DECIMAL(18, 12): $999,999.999999999999 for one call
 TOO_BIG_REASON = "cost of $1M or more for one call: check the usage counts"
 
@@ -63,6 +68,9 @@ def pico_array_to_arrow(pico: np.ndarray, valid: np.ndarray | None = None) -> pa
     Arrow decimals are two's-complement 128-bit integers at the column's scale, so an
     int64 of pico-USD sign-extended to 128 bits *is* the decimal value.
     """
+    import numpy as np
+    import pyarrow as pa
+
     values = np.ascontiguousarray(pico, dtype=np.int64)
     wide = np.empty((len(values), 2), dtype=np.int64)
     wide[:, 0] = values
@@ -73,15 +81,18 @@ def pico_array_to_arrow(pico: np.ndarray, valid: np.ndarray | None = None) -> pa
         mask = np.asarray(valid, dtype=bool)
         buffers[0] = pa.py_buffer(np.packbits(mask, bitorder="little"))
         null_count = int(len(mask) - np.count_nonzero(mask))
-    return pa.Array.from_buffers(MONEY_ARROW_TYPE, len(values), buffers, null_count=null_count)
+    return pa.Array.from_buffers(money_arrow_type(), len(values), buffers, null_count=null_count)
 
 
 def arrow_to_pico(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """int64 pico-USD and a validity mask from a DECIMAL(18, 12) Arrow array."""
+    import numpy as np
+    import pyarrow as pa
+
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
-    if array.type != MONEY_ARROW_TYPE:
-        array = array.cast(MONEY_ARROW_TYPE)
+    if array.type != money_arrow_type():
+        array = array.cast(money_arrow_type())
     raw = np.frombuffer(array.buffers()[1], dtype=np.int64)
     pico = raw[2 * array.offset : 2 * (array.offset + len(array)) : 2].copy()
     valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -96,3 +107,18 @@ def format_usd(value: Decimal | None, places: int = 2) -> str:
     rounded = value.quantize(quant, rounding=ROUND_HALF_EVEN)
     sign = "-" if rounded < 0 else ""
     return f"{sign}${abs(rounded):,.{places}f}"
+
+
+def money_arrow_type() -> pa.Decimal128Type:
+    """DECIMAL(18, 12), the Arrow type of one event's cost (also as `MONEY_ARROW_TYPE`)."""
+    import pyarrow as pa
+
+    return pa.decimal128(18, MONEY_SCALE)
+
+
+def __getattr__(name: str) -> Any:
+    # MONEY_ARROW_TYPE is made on first use, so that importing this module imports no Arrow.
+    if name == "MONEY_ARROW_TYPE":
+        globals()[name] = money_arrow_type()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from ..ledger import report_rollups as rollups
 from .dialect import Dialect, dialect_for
 from .latency import bucket_sql, percentile
@@ -29,6 +27,8 @@ from .measures import MEASURE_BY_NAME, MEASURES, ROLLUP_DIMS
 from .window import Window
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ..ledger.base import Store
 
 STRING_DIMENSIONS: tuple[str, ...] = (
@@ -696,6 +696,8 @@ FLOAT_COLUMNS = frozenset(
 
 
 def _rows_to_table(rows: list[dict[str, Any]], dimensions: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
     if not rows:
         return pa.table({})
     names = list(rows[0].keys())

@@ -43,7 +43,7 @@ from .clickhouse_schema import (
     table_ddl,
 )
 from .duckdb_store import first_occurrences
-from .schema import SCHEMA_VERSION
+from .version import SCHEMA_VERSION
 
 # Sessions settings that make ClickHouse answer the report's standard SQL as DuckDB does:
 # NULL (not a default value) for unmatched LEFT JOIN columns and for the keys a grouping

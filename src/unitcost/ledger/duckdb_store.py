@@ -15,16 +15,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from .._version import __version__
 from . import report_rollups
 from .base import AppendResult, LedgerBusyError
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .version import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    # Arrow comes with the first write or Arrow read: opening a ledger to report needs none.
+    import pyarrow as pa
 
 DEFAULT_MEMORY = "1GB"
 _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
@@ -78,6 +80,8 @@ class DuckDBStore:
     # ------------------------------------------------------------------ schema
 
     def migrate(self) -> int:
+        from .schema import MIGRATIONS
+
         with self._write:
             self._con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             current = self.schema_version()
@@ -318,6 +322,9 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
 
 
 def first_occurrences(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     ids = table.column("event_id")
     if pc.count_distinct(ids).as_py() == table.num_rows:
         return table

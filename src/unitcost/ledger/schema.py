@@ -16,6 +16,7 @@ from ..events import LEDGER_FIELDS, Field
 from ..money import MONEY_ARROW_TYPE
 from ..watch.tables import WATCH_TABLES
 from .report_rollups import ddl as report_rollups_ddl
+from .version import SCHEMA_VERSION
 
 DUCKDB_TYPES: Mapping[str, str] = {
     "str": "VARCHAR",
@@ -176,4 +177,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
-SCHEMA_VERSION = MIGRATIONS[-1].version
+if MIGRATIONS[-1].version != SCHEMA_VERSION:
+    raise RuntimeError(
+        f"the last migration is {MIGRATIONS[-1].version}; ledger/version.py says {SCHEMA_VERSION}"
+    )

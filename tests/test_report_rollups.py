@@ -22,6 +22,7 @@ from unitcost.api import Ledger
 from unitcost.config import Config
 from unitcost.demo.generator import generate
 from unitcost.ledger import report_rollups
+from unitcost.ledger.duckdb_store import DuckDBStore
 from unitcost.pricing.book import PriceBook
 
 SEPTEMBER = {"since": "2025-09-01", "until": "2025-10-01"}
@@ -258,6 +259,16 @@ def test_events_deleted_by_hand_switch_the_rollups_off_until_they_are_rebuilt(
     with open_ledger(path, book) as ledger:
         assert watermark(ledger) == events_in(ledger)
         assert_same(ledger, by="team")
+
+
+def test_rollups_can_be_rebuilt_from_every_event(filled: Ledger) -> None:
+    store = filled.store
+    assert isinstance(store, DuckDBStore)
+    before = run_report(store, query(by="team,model", period="day"))
+    store.fetch("DELETE FROM report_units")  # damaged by hand
+    assert store.rebuild_rollups() == events_in(filled)
+    after = assert_same(filled, by="team,model", period="day")
+    assert after.rows == before.rows and after.units == before.units
 
 
 def test_an_older_ledger_gets_its_rollups_when_it_is_migrated(

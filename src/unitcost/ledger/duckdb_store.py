@@ -231,6 +231,14 @@ class DuckDBStore:
             self._waiting = 0
             return rolled
 
+    def rebuild_rollups(self) -> int:
+        """Build the report rollups again from every event: after events were deleted by hand
+        (unitcost never deletes one). Returns how many events were rolled up."""
+        with self._write, self.transaction():
+            rolled = report_rollups.rebuild(self._run, self._read)
+            self._waiting = 0
+            return rolled
+
     def _run(self, sql: str) -> None:
         """A statement inside the writer's current transaction."""
         self._con.execute(sql).fetchall()

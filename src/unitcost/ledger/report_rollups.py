@@ -170,6 +170,12 @@ def refresh(execute: Execute, fetch: Fetch) -> int:
     return high - rows
 
 
+def rebuild(execute: Execute, fetch: Fetch) -> int:
+    """Build the rollups again from every event (after events were deleted by hand)."""
+    _reset(execute, drop=True)
+    return refresh(execute, fetch)
+
+
 def rebuild_hours(execute: Execute, fetch: Fetch, hours: Iterable[datetime]) -> None:
     """Recompute the rollups of these hours from their events (after their costs changed)."""
     hours = sorted(set(hours))
@@ -252,6 +258,7 @@ def _compact(execute: Execute, fetch: Fetch, *, built: bool) -> None:
 def _reset(execute: Execute, *, drop: bool) -> None:
     for table in TABLES:
         execute(f"DROP TABLE IF EXISTS {table}" if drop else f"DELETE FROM {table}")
+    execute(f"DELETE FROM meta WHERE key = '{_DISABLED_KEY}'")
     if drop:
         for statement in ddl():
             execute(statement)

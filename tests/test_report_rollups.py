@@ -305,34 +305,58 @@ def test_rollups_of_another_format_are_read_around_then_rebuilt(
         assert_same(ledger, by="model")
 
 
-def test_partial_rows_are_compacted_and_still_add_up(
+def rows_and_groups(ledger: Ledger) -> dict[str, tuple[int, int]]:
+    counts = {}
+    for table, (keys, _) in report_rollups.MERGE.items():
+        row = ledger.store.fetch(
+            f"SELECT count(*) AS n, (SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {table})) AS g FROM {table}"
+        ).to_pylist()[0]
+        counts[table] = (row["n"], row["g"])
+    return counts
+
+
+def test_partial_rows_are_merged_and_still_add_up(
     tmp_path: Path, demo_files: tuple[Path, Path], book: PriceBook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(report_rollups, "REFRESH_ROWS", 500)
     monkeypatch.setattr(report_rollups, "COMPACT_FLOOR", 0)
-    lines = demo_files[0].read_text().splitlines(keepends=True)
-    # Every slice of every 7th line covers the whole month: each refresh adds partial rows to all hours.
-    slices = [tmp_path / f"slice-{i}.jsonl" for i in range(7)]
-    for i, path in enumerate(slices):
-        path.write_text("".join(lines[i::7]))
-    with open_ledger(tmp_path / "ledger.duckdb", book, prices=None) as ledger:
-        ledger.ingestor().append_rows = 300
-        for path in slices:
-            ledger.ingest(path)
-        store = ledger.store
-        for table, (keys, _) in report_rollups.MERGE.items():
-            rows, groups = (
-                store.fetch(
-                    f"SELECT count(*) AS rows, (SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {table})) AS groups "
-                    f"FROM {table}"
-                )
-                .to_pylist()[0]
-                .values()
-            )
-            assert rows <= 2 * groups, table  # merged at least once on the way
+    lines = demo_files[0].read_text().splitlines()
+    with open_ledger(tmp_path / "ledger.duckdb", book) as ledger:
+        # Every 7th line: each batch covers the whole month, so every refresh adds partial rows
+        # to hours that have rows already.
+        for i in range(7):
+            ledger.ingest_records([json.loads(line) for line in lines[i::7]], source="test")
+        for table, (rows, groups) in rows_and_groups(ledger).items():
+            assert groups < rows <= 2 * groups, table  # partial rows, merged once they doubled
+        assert_same(ledger, by="team,model", period="day")
+        ledger.store.refresh_rollups()  # what the end of an ingested file, or closing, does
+        for table, (rows, groups) in rows_and_groups(ledger).items():
+            assert rows == groups, table
         assert watermark(ledger) == events_in(ledger) == len(lines)
         assert_same(ledger, by="team,model", period="day")
         assert_same(ledger, by="unit")
+
+
+def test_an_ingested_file_is_rolled_up_in_one_pass(
+    tmp_path: Path, demo_files: tuple[Path, Path], book: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_rollups, "REFRESH_ROWS", 100)
+    passes: list[int] = []
+    real = report_rollups.refresh
+
+    def counted(execute: Any, fetch: Any) -> tuple[int, list[Any]]:
+        rolled, shared = real(execute, fetch)
+        passes.append(rolled)
+        return rolled, shared
+
+    monkeypatch.setattr(report_rollups, "refresh", counted)
+    with open_ledger(tmp_path / "ledger.duckdb", book) as ledger:
+        ledger.ingestor().append_rows = 300  # twenty appends, each past REFRESH_ROWS
+        passes.clear()
+        ledger.ingest(demo_files[0])
+        assert [n for n in passes if n] == [events_in(ledger)]
+        assert all(rows == groups for rows, groups in rows_and_groups(ledger).values())
+        assert_same(ledger, by="feature", period="day")
 
 
 def test_a_hash_shared_by_two_combinations_switches_the_rollups_off(

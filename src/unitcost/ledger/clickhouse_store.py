@@ -302,6 +302,11 @@ class ClickHouseStore:
         return 0
 
     @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Nothing to defer: no report rollups here."""
+        yield
+
+    @contextmanager
     def snapshot(self) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
         """Reads for one report. ClickHouse has no read transactions; each query sees the parts
         committed when it starts (no rollups move rows around here, so the queries agree)."""

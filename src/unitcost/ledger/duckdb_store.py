@@ -63,6 +63,8 @@ class DuckDBStore:
         self._depth = 0  # nesting of transaction()
         self._dirty_hours: set[datetime] = set()  # rolled-up hours whose costs this transaction changed
         self._waiting = 0  # events appended since the report rollups were last refreshed
+        self._partial_hours: set[datetime] = set()  # hours holding partial rows of several refreshes
+        self._bulk = 0  # nesting of bulk()
         self._closed = False
         if not read_only:
             self.migrate()
@@ -151,8 +153,8 @@ class DuckDBStore:
                 con.unregister("_unitcost_batch")
         inserted = int(row[0][0]) if row else 0
         self._waiting += inserted
-        if self._waiting >= report_rollups.REFRESH_ROWS:
-            self.refresh_rollups()
+        if self._waiting >= report_rollups.REFRESH_ROWS and not self._bulk:
+            self._refresh()
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
 
     def insert(self, table_name: str, table: pa.Table) -> None:
@@ -218,17 +220,45 @@ class DuckDBStore:
 
     # ------------------------------------------------------------------ report rollups
 
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Appends inside are rolled up once, when the block ends: one pass over all of them,
+        which leaves no partial rows to merge (an ingested file). A block that fails leaves its
+        events to the next refresh; reports read them meanwhile."""
+        with self._write:
+            self._bulk += 1
+        try:
+            yield
+        finally:
+            with self._write:
+                self._bulk -= 1
+        if not self._bulk:
+            self.refresh_rollups()
+
     def refresh_rollups(self) -> int:
-        """Roll up, for reports, the events appended since the last refresh (see `report_rollups`).
-        Returns how many; nothing happens inside a transaction (the next append or close does it)."""
+        """Roll up, for reports, the events appended since the last refresh (see `report_rollups`),
+        and merge the partial rows the refreshes since the last call left in the same hours: the
+        end of a batch of work (an ingested file, closing the ledger). Returns how many events
+        were rolled up; nothing happens inside a transaction (the next append or close does it)."""
+        rolled = self._refresh()
+        with self._write:
+            if self._partial_hours and not self._depth and not self.read_only:
+                with self.transaction():
+                    report_rollups.compact_hours(self._run, self._read, self._partial_hours)
+                self._partial_hours.clear()
+        return rolled
+
+    def _refresh(self) -> int:
+        """Roll up the events waiting (what an append does once enough are)."""
         if self.read_only:
             return 0
         with self._write:
             if self._depth:
                 return 0
             with self.transaction():
-                rolled = report_rollups.refresh(self._run, self._read)
+                rolled, shared = report_rollups.refresh(self._run, self._read)
             self._waiting = 0
+            self._partial_hours.update(shared)
             return rolled
 
     def rebuild_rollups(self) -> int:
@@ -237,6 +267,7 @@ class DuckDBStore:
         with self._write, self.transaction():
             rolled = report_rollups.rebuild(self._run, self._read)
             self._waiting = 0
+            self._partial_hours.clear()
             return rolled
 
     def _run(self, sql: str) -> None:

@@ -21,13 +21,15 @@ merges the rollups of the whole hours of its window with the events of those hou
 watermark and the events of the partial hours at its edges: a ledger read read-only, or one
 written behind unitcost's back, is always reported right, just slower.
 
-The store keeps them current: `refresh` rolls up the events past the watermark (after an
-append once enough are waiting, and when a writer opens or closes the ledger), and the hours
-a reprice changes are rebuilt from their events in the reprice's own transaction. A refresh
-adds partial rows; when a table has doubled since it was last compacted, its partial rows
-are merged, so reading costs what the distinct groups cost. A ledger whose rollups were built
-by another version of this module (`ROLLUP_VERSION` in `meta`) gets them rebuilt by its next
-writer and read from the events until then.
+The store keeps them current: `refresh` rolls up the events past the watermark — once per
+ingested file (`DuckDBStore.bulk`), after an append once `REFRESH_ROWS` events are waiting,
+and when a writer opens or closes the ledger — and the hours a reprice changes are rebuilt
+from their events in the reprice's own transaction. A refresh that lands in hours which
+already have rows adds partial rows; they are merged (`compact_hours`) when the writer closes
+the ledger or finishes a file, and a whole table is merged once it has doubled since it last
+was, so reading costs what the distinct groups cost. A ledger whose rollups were built by
+another version of this module (`ROLLUP_VERSION` in `meta`) gets them rebuilt by its next
+writer and is read from the events until then.
 """
 
 from __future__ import annotations
@@ -141,12 +143,13 @@ def _set(execute: Execute, key: str, value: str) -> None:
 # ----------------------------------------------------------------------------- maintenance
 
 
-def refresh(execute: Execute, fetch: Fetch) -> int:
+def refresh(execute: Execute, fetch: Fetch) -> tuple[int, list[datetime]]:
     """Roll up the events past the watermark (all of them when the rollups must be rebuilt)
-    and advance it. Run inside one transaction. Returns how many events were rolled up."""
+    and advance it. Run inside one transaction. Returns how many events were rolled up, and
+    the hours that already had rows: they now hold partial rows that `compact_hours` merges."""
     state = _meta(fetch)
     if state.get(_DISABLED_KEY):
-        return 0
+        return 0, []
     rows = int(state.get(_ROWS_KEY) or 0)
     if state.get(_VERSION_KEY) != ROLLUP_VERSION:
         _reset(execute, drop=True)
@@ -161,19 +164,19 @@ def refresh(execute: Execute, fetch: Fetch) -> int:
         # at a checkpoint): the watermark cannot be trusted, reports read the events meanwhile.
         if rows:
             _reset(execute, drop=False)
-        return 0
+        return 0, []
     if high <= rows:
-        return 0
-    _roll(execute, fetch, f"rowid >= {rows} AND rowid < {high}")
+        return 0, []
+    shared = _roll(execute, fetch, f"rowid >= {rows} AND rowid < {high}")
     _set(execute, _ROWS_KEY, str(high))
     _compact(execute, fetch, built=rows == 0)
-    return high - rows
+    return high - rows, shared
 
 
 def rebuild(execute: Execute, fetch: Fetch) -> int:
     """Build the rollups again from every event (after events were deleted by hand)."""
     _reset(execute, drop=True)
-    return refresh(execute, fetch)
+    return refresh(execute, fetch)[0]
 
 
 def rebuild_hours(execute: Execute, fetch: Fetch, hours: Iterable[datetime]) -> None:
@@ -206,9 +209,11 @@ def dirty_hours_sql(updates: str) -> str:
     )
 
 
-def _roll(execute: Execute, fetch: Fetch, where: str) -> None:
+def _roll(execute: Execute, fetch: Fetch, where: str) -> list[datetime]:
+    """Add the partials of the events matching `where`; returns the hours that had rows."""
     execute(f"CREATE OR REPLACE TEMP TABLE _report_new AS {hourly_partials(where)}")
     try:
+        shared = fetch(f"SELECT DISTINCT hour FROM {HOURLY} WHERE hour IN (SELECT hour FROM _report_new)")
         execute(
             f"INSERT INTO {COMBOS} BY NAME SELECT DISTINCT {DIM_HASH} AS h, {DIMS} FROM _report_new "
             f"EXCEPT SELECT h, {DIMS} FROM {COMBOS}"
@@ -222,6 +227,7 @@ def _roll(execute: Execute, fetch: Fetch, where: str) -> None:
     if clash:
         # Two combinations under one hash: latency and units could not tell them apart.
         _set(execute, _DISABLED_KEY, "two combinations of dimensions share a hash")
+    return [row["hour"] for row in shared]
 
 
 MERGE: dict[str, tuple[str, str]] = {
@@ -229,6 +235,28 @@ MERGE: dict[str, tuple[str, str]] = {
     LATENCY: ("hour, h, b", "CAST(sum(n) AS BIGINT) AS n"),
     UNITS: ("hour, h, unit_id", "sum(cost) AS cost"),
 }
+
+
+def compact_hours(execute: Execute, fetch: Fetch, hours: Iterable[datetime]) -> None:
+    """Merge the partial rows that several refreshes left in these hours into one per group."""
+    hours = sorted(set(hours))
+    if not hours:
+        return
+    listed = ", ".join(_ts(h) for h in hours)
+    for table, (keys, merged) in MERGE.items():
+        _merge_rows(execute, table, keys, merged, f"hour IN ({listed})")
+
+
+def _merge_rows(execute: Execute, table: str, keys: str, merged: str, where: str) -> None:
+    execute(
+        f"CREATE OR REPLACE TEMP TABLE _report_merged AS "
+        f"SELECT {keys}, {merged} FROM {table} WHERE {where} GROUP BY {keys}"
+    )
+    try:
+        execute(f"DELETE FROM {table} WHERE {where}")
+        execute(f"INSERT INTO {table} BY NAME SELECT * FROM _report_merged")
+    finally:
+        execute("DROP TABLE IF EXISTS _report_merged")
 
 
 def _compact(execute: Execute, fetch: Fetch, *, built: bool) -> None:
@@ -243,14 +271,7 @@ def _compact(execute: Execute, fetch: Fetch, *, built: bool) -> None:
             if built:
                 _set(execute, key, str(rows))
             continue
-        execute(
-            f"CREATE OR REPLACE TEMP TABLE _report_merged AS SELECT {keys}, {merged} FROM {table} GROUP BY {keys}"
-        )
-        try:
-            execute(f"DELETE FROM {table}")
-            execute(f"INSERT INTO {table} BY NAME SELECT * FROM _report_merged")
-        finally:
-            execute("DROP TABLE IF EXISTS _report_merged")
+        _merge_rows(execute, table, keys, merged, "TRUE")
         after = _number(fetch, f"SELECT count(*) AS n FROM {table}")
         _set(execute, key, str(after))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,24 @@ def test_periods_are_calendar_aligned_in_the_budget_time_zone() -> None:
     label, reset = period_bounds(budget(period="month"), datetime(2025, 12, 31, 23, 59, tzinfo=UTC))
     assert (label, reset) == ("2025-12-01", datetime(2026, 1, 1, tzinfo=UTC))
     assert period_bounds(budget(period="total"), now) == ("all", None)
+
+
+def test_lines_move_to_the_next_period_at_the_reset_and_not_before() -> None:
+    """The gateway remembers each budget's current period; a line still changes key exactly at the reset."""
+    paris = ZoneInfo("Europe/Paris")
+    daily = budget(timezone=paris)
+    attrs = {"team": "x", "tags": {}}
+    reset = datetime(2025, 3, 30, 22, 0, tzinfo=UTC)
+    keys = [
+        lines_for([daily], attrs, "", at)[0].key
+        for at in (
+            datetime(2025, 3, 30, 12, 0, tzinfo=UTC),
+            reset - timedelta(microseconds=1),
+            reset,
+            datetime(2025, 3, 30, 12, 0, tzinfo=UTC),  # a clock set back: the earlier period again
+        )
+    ]
+    assert keys == ["budget:b:x:2025-03-30", "budget:b:x:2025-03-30", "budget:b:x:2025-03-31", keys[0]]
 
 
 def test_lines_follow_scope_and_match() -> None:

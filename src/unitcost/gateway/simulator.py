@@ -34,15 +34,12 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
+from .httpserver import Request, Response
 from .tokens import prompt_texts
 
 _DIRECTIVE = re.compile(r"sim:(\w+)=([\w.\-]+)")
@@ -57,8 +54,12 @@ _ANTHROPIC_ERRORS = {
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
-def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers)
+
+
+def _events(chunks: AsyncIterator[bytes]) -> Response:
+    return Response(b"", 200, {"cache-control": "no-cache"}, "text/event-stream", chunks)
 
 
 def _sse(name: str | None, payload: Any) -> bytes:
@@ -110,20 +111,25 @@ class Simulator:
         self.latency_s = latency_ms / 1000
         self.requests: Counter[str] = Counter()
         self._seen: Counter[str] = Counter()
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                Route("/v1/responses", self.responses, methods=["POST"]),
-                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
-                Route("/v1/messages", self.messages, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-                Route("/sim/stats", self.stats, methods=["GET"]),
-            ]
-        )
+        self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "/v1/chat/completions": ("POST", self.chat),
+            "/v1/responses": ("POST", self.responses),
+            "/v1/embeddings": ("POST", self.embeddings),
+            "/v1/messages": ("POST", self.messages),
+            "/v1/models": ("GET", self.models),
+            "/sim/stats": ("GET", self.stats),
+        }
+
+    async def handle(self, request: Request) -> Response:
+        """The HTTP server's handler."""
+        route = self._routes.get(request.path)
+        if route is None or route[0] != request.method:
+            return _json({"error": {"message": f"no such endpoint: {request.method} {request.path}"}}, 404)
+        return await route[1](request)
 
     async def _plan(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Plan]:
         self.requests[endpoint] += 1
-        body = orjson.loads(await request.body())
+        body = orjson.loads(request.body)
         plan = Plan(body, self.latency_s, self._seen)
         if plan.latency_s:
             await asyncio.sleep(plan.latency_s)
@@ -193,7 +199,7 @@ class Simulator:
                 yield _sse(None, {**chunk, "choices": [], "usage": self._chat_usage(plan)})
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events())
 
     async def responses(self, request: Request) -> Response:
         body, plan = await self._plan(request, "responses")
@@ -247,7 +253,7 @@ class Simulator:
             final = {"type": "response.completed", "sequence_number": 2, "response": done}
             yield _sse("response.completed", final)
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events())
 
     async def embeddings(self, request: Request) -> Response:
         body, plan = await self._plan(request, "embeddings")
@@ -320,4 +326,4 @@ class Simulator:
             yield _sse("message_delta", {**ending, "usage": final_usage})
             yield _sse("message_stop", {"type": "message_stop"})
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events())

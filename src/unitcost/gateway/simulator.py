@@ -21,6 +21,7 @@ through any client and gateway unchanged:
     sim:status=429         always answer this HTTP error (429, 500, 503, 529, 400, ...)
     sim:fail_first=2       fail the first 2 requests with this prompt (503 unless sim:status names one)
     sim:latency_ms=300     extra service time for this request
+    sim:chunk_ms=100       pause between the events of a stream
     sim:input=N            report N prompt tokens (default: about one per 4 characters)
 
 Prompt tokens are estimated (one per four characters plus framing), not tokenised: the
@@ -58,8 +59,18 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(payload), status, headers)
 
 
-def _events(chunks: AsyncIterator[bytes]) -> Response:
-    return Response(b"", 200, {"cache-control": "no-cache"}, "text/event-stream", chunks)
+def _events(chunks: AsyncIterator[bytes], pause_s: float) -> Response:
+    paced = _paced(chunks, pause_s) if pause_s else chunks
+    return Response(b"", 200, {"cache-control": "no-cache"}, "text/event-stream", paced)
+
+
+async def _paced(chunks: AsyncIterator[bytes], pause_s: float) -> AsyncIterator[bytes]:
+    first = True
+    async for chunk in chunks:
+        if not first:
+            await asyncio.sleep(pause_s)
+        first = False
+        yield chunk
 
 
 def _sse(name: str | None, payload: Any) -> bytes:
@@ -95,6 +106,7 @@ class Plan:
             self.output = min(self.output, cap)
         self.reasoning = min(int(directives.get("reasoning", 0)), self.output)
         self.latency_s = default_latency_s + int(directives.get("latency_ms", 0)) / 1000
+        self.chunk_s = int(directives.get("chunk_ms", 0)) / 1000
         self.status = int(directives["status"]) if "status" in directives else None
         if "fail_first" in directives and self.status is None:
             seen[joined] += 1
@@ -199,7 +211,7 @@ class Simulator:
                 yield _sse(None, {**chunk, "choices": [], "usage": self._chat_usage(plan)})
             yield b"data: [DONE]\n\n"
 
-        return _events(events())
+        return _events(events(), plan.chunk_s)
 
     async def responses(self, request: Request) -> Response:
         body, plan = await self._plan(request, "responses")
@@ -253,7 +265,7 @@ class Simulator:
             final = {"type": "response.completed", "sequence_number": 2, "response": done}
             yield _sse("response.completed", final)
 
-        return _events(events())
+        return _events(events(), plan.chunk_s)
 
     async def embeddings(self, request: Request) -> Response:
         body, plan = await self._plan(request, "embeddings")
@@ -326,4 +338,4 @@ class Simulator:
             yield _sse("message_delta", {**ending, "usage": final_usage})
             yield _sse("message_stop", {"type": "message_stop"})
 
-        return _events(events())
+        return _events(events(), plan.chunk_s)

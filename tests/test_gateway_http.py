@@ -57,14 +57,16 @@ def test_keep_alive_pipelining_and_chunked_request_bodies() -> None:
     raw = (
         b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
         b"POST /b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\n"
         b"GET /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
     )
     out = asyncio.run(serving(echo, lambda port: exchange(port, raw)))
     responses = out.split(b"HTTP/1.1 ")[1:]
-    assert len(responses) == 3  # answered in order on one connection, closed after the last
+    assert len(responses) == 4  # answered in order on one connection, closed after the last
     assert responses[0].startswith(b"200 OK") and responses[0].endswith(b"POST hello")
     assert b"x-path: /b" in responses[1] and responses[1].endswith(b"POST abcde")
-    assert b"connection: close" in responses[2] and responses[2].endswith(b"GET ")
+    assert b"content-length: 5\r\n" in responses[2] and responses[2].endswith(b"\r\n\r\n")  # HEAD: no body
+    assert b"connection: close" in responses[3] and responses[3].endswith(b"GET ")
 
 
 def test_oversized_bodies_reach_the_handler_as_too_large() -> None:

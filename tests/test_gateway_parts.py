@@ -26,7 +26,7 @@ from unitcost.gateway.budgets import (
 from unitcost.gateway.cache import MemoryCache, cache_key
 from unitcost.gateway.config import Budget, Route, parse_gateway
 from unitcost.gateway.estimate import WorstCase
-from unitcost.gateway.records import attribution, parse_tags
+from unitcost.gateway.records import attribution, new_event_id, parse_tags
 from unitcost.gateway.routing import answer_passes, apply_caps, escalation_reason
 from unitcost.gateway.spool import Spool, drain
 from unitcost.gateway.sse import EventSplitter, event_data
@@ -547,3 +547,21 @@ def test_redis_cache_round_trip_with_ttl() -> None:
             await cache.close()
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------ event ids
+
+
+def test_event_ids_are_uuid4_unique_and_not_shared_with_a_forked_child() -> None:
+    import uuid
+
+    ids = [new_event_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next id must not be the parent's next id
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_event_id()

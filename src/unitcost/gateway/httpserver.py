@@ -247,7 +247,8 @@ class _Connection(asyncio.Protocol):
                 return
             keep_alive = keep_alive and not self.server.stopping
             if response.stream is None:
-                self.transport.write(_head(response, len(response.body), keep_alive) + response.body)
+                body = b"" if request.method == "HEAD" else response.body
+                self.transport.write(_head(response, len(response.body), keep_alive) + body)
             else:
                 self.transport.write(_head(response, None, keep_alive))
                 await self._relay(response.stream)

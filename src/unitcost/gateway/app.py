@@ -106,7 +106,8 @@ class Call:
     escalation_reason: str | None = None
     upstream_s: float = 0.0
     waited_s: float = 0.0
-    attempts: list[tuple[Attempt, Decimal | None]] = field(default_factory=list)
+    attempts: list[tuple[Attempt, Decimal | None, int]] = field(default_factory=list)
+    """(attempt, exact cost or None when unpriced, the same cost in pico-USD or 0)."""
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:
@@ -114,7 +115,7 @@ class Call:
 
     def cost(self) -> Decimal | None:
         total = Decimal(0)
-        for attempt, cost in self.attempts:
+        for attempt, cost, _ in self.attempts:
             if cost is None:
                 if attempt.usage.get("input_tokens") or attempt.usage.get("output_tokens"):
                     return None
@@ -123,7 +124,7 @@ class Call:
         return total
 
     def pico(self) -> int:
-        return sum(int(cost * 10**12) for _, cost in self.attempts if cost is not None)
+        return sum(pico for _, _, pico in self.attempts)
 
 
 class Gateway:
@@ -358,7 +359,7 @@ class Gateway:
             raise
         await self._settle(call, reservation)
         if status < 400 and cache_id is not None and self.cache is not None:
-            last, _ = call.attempts[-1]
+            last = call.attempts[-1][0]
             entry = {
                 "body": content.decode(),
                 "usage": last.usage,
@@ -437,18 +438,18 @@ class Gateway:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, call: Call, attempt: Attempt, cost: Decimal | None) -> None:
+    def _emit(self, call: Call, attempt: Attempt, cost: Decimal | None, pico: int = 0) -> None:
         attempt.extra_tags.update(call.extra_tags)
         if call.escalation_reason and attempt.escalated_from:
             attempt.extra_tags["escalation"] = call.escalation_reason
         self.spool.append(attempt.record(call.attrs, call.public))
-        call.attempts.append((attempt, cost))
+        call.attempts.append((attempt, cost, pico))
 
     def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
-        self._emit(call, attempt, priced.cost)
+        self._emit(call, attempt, priced.cost, priced.pico)
         return priced.cost
 
     def _headers(

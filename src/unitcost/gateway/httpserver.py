@@ -417,8 +417,13 @@ def serve(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     on_ready: Callable[[], Any] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, on uvloop."""
-    import uvloop
+    """Serve until SIGTERM or SIGINT, on uvloop where it exists."""
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is not built for Windows
+        loop_factory = asyncio.new_event_loop
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -429,5 +434,5 @@ def serve(
         await serve_until_stopped(server, host, port, stop, on_shutdown, on_ready)
 
     settle_heap()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())

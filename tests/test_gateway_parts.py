@@ -32,6 +32,7 @@ from unitcost.gateway.spool import Spool, drain
 from unitcost.gateway.sse import EventSplitter, event_data
 from unitcost.gateway.upstream import backoff_delay
 from unitcost.gateway.usage import anthropic_usage, openai_usage
+from unitcost.gateway.writer import pause_after
 
 counts = st.integers(min_value=0, max_value=10**7)
 
@@ -565,3 +566,9 @@ def test_event_ids_are_uuid4_unique_and_not_shared_with_a_forked_child() -> None
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 64).decode() != new_event_id()
+
+
+def test_ledger_writer_spaces_costly_drains_to_stay_near_a_tenth_of_a_core() -> None:
+    assert pause_after(0.5, 0.01) == 0.5  # cheap drains: every half second
+    assert pause_after(0.5, 0.3) == pytest.approx(2.7)  # busy 0.3 s, idle 2.7 s: 10 %
+    assert pause_after(0.5, 60.0) == 10.0  # never more than ten seconds behind

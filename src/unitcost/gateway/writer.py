@@ -9,8 +9,8 @@ It must not take the CPU the request path needs. A drain costs a fixed few hundr
 milliseconds (the ingest pipeline's checks and the DuckDB transaction) whether it carries
 ten events or thousands, so draining every half second under steady traffic kept about half
 a core busy. Drains are therefore spaced by at least `interval_s` and by `BACKOFF` times the
-last drain's duration, which caps the writer near a tenth of a core and makes batches larger
-as traffic grows; and the process runs at a lower CPU priority (`NICE`), so when it does
+CPU the last drain took (up to `MAX_WAIT_S`), which caps the writer near a tenth of a core
+and makes batches larger as traffic grows; and the process runs at a lower CPU priority (`NICE`), so when it does
 compete with the gateway for a core, the gateway wins.
 """
 
@@ -29,8 +29,15 @@ log = logging.getLogger("unitcost.gateway.writer")
 
 NICE = 10
 BACKOFF = 9.0
-"""The writer waits at least this many times its last drain's duration before the next."""
+"""The writer waits at least this many times its last drain's CPU time before the next."""
+MAX_WAIT_S = 10.0
+"""However costly a drain was, the next one starts within this."""
 POLL_S = 0.5
+
+
+def pause_after(interval_s: float, drain_cpu_s: float) -> float:
+    """Seconds to wait after a drain that took `drain_cpu_s` of CPU."""
+    return max(interval_s, min(BACKOFF * drain_cpu_s, MAX_WAIT_S))
 
 
 def ledger_sink(ledger: Any) -> Any:
@@ -61,15 +68,14 @@ def _run(
     try:
         while True:
             finishing = gateway_gone()
-            started = time.monotonic()
+            started = time.process_time()  # all threads: DuckDB's too
             try:
                 drain(spool_dir, sink, live=not finishing)
             except Exception:
                 log.exception("ledger write failed; the events stay in the spool and are retried")
             if finishing:
                 return
-            spent = time.monotonic() - started
-            resume = time.monotonic() + max(interval_s, BACKOFF * spent)
+            resume = time.monotonic() + pause_after(interval_s, time.process_time() - started)
             # Wait in short slices: a gateway killed meanwhile is noticed within POLL_S.
             while not gateway_gone() and time.monotonic() < resume:
                 stop.wait(min(POLL_S, max(resume - time.monotonic(), 0)))

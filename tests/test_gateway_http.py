@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,3 +287,47 @@ def test_client_streams_and_fails_with_the_errors_the_gateway_retries_on() -> No
     chunks, late, refused = asyncio.run(main())
     assert b"".join(chunks) == b"onetwo"
     assert isinstance(late, TimeoutError) and not isinstance(refused, TimeoutError)
+
+
+def test_https_upstreams_are_verified_and_pooled(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+    ]
+    make += ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(make, check=True, capture_output=True)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def main() -> tuple[list[bytes | None], int, Any]:
+        server = await asyncio.start_server(
+            RawServer(lambda n, _: ok(b"%d" % n))._serve, "127.0.0.1", 0, ssl=served
+        )
+        port = server.sockets[0].getsockname()[1]
+        url = f"https://localhost:{port}/v1/x"
+        trusting = UpstreamClient(
+            GatewayConfig(upstreams={}, models={}), tls=ssl.create_default_context(cafile=cert)
+        )
+        bodies = [(await trusting.post(upstream(port), url, b"{}", {}, stream=False)).body for _ in range(2)]
+        pooled = sum(len(pool.idle) for pool in trusting._pools.values())
+        with pytest.raises(
+            CONNECTION_ERRORS
+        ) as refused:  # the system CA store does not know this certificate
+            await client().post(upstream(port), url, b"{}", {}, stream=False)
+        server.close()
+        return bodies, pooled, refused.value
+
+    bodies, pooled, refused = asyncio.run(main())
+    assert bodies == [b"1", b"2"] and pooled == 1
+    assert isinstance(refused, ssl.SSLCertVerificationError)

@@ -294,11 +294,12 @@ class Reply:
 
 
 class UpstreamClient:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, tls: ssl.SSLContext | None = None) -> None:
         self._config = config
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, _Target] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
+        """Certificate checks for https upstreams; by default the system's CA store."""
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)

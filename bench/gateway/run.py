@@ -367,13 +367,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{fmt(r['p50_vs_direct_ms'])} / {fmt(r['p99_vs_direct_ms'])}" if "p50_vs_direct_ms" in r else "-"
         )
         cpu = r["cpu_us_per_request"]
+        rss = f"{r['peak_rss_mib']:.0f}" if "proxy" in cpu else "-"
         cpus = " / ".join(
             f"{cpu[k]:.0f}" if k in cpu else "-"
             for k in ("load generator", "simulator", "proxy", "proxy children")
         )
         print(
             f"| {r['system']} | {r['rate']} | {r['success']:.2%} | {fmt(r['p50_overhead_ms'])} / "
-            f"{fmt(r['p99_overhead_ms'])} | {rel} | {own} | {cpus} | {r['peak_rss_mib']:.0f} |"
+            f"{fmt(r['p99_overhead_ms'])} | {rel} | {own} | {cpus} | {rss} |"
         )
 
 

@@ -289,6 +289,26 @@ def test_client_streams_and_fails_with_the_errors_the_gateway_retries_on() -> No
     assert isinstance(late, TimeoutError) and not isinstance(refused, TimeoutError)
 
 
+def test_requests_past_the_connection_cap_wait_for_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unitcost.gateway.upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "MAX_CONNECTIONS_PER_HOST", 1)
+    peer = RawServer(lambda n, _: ok(b"%d" % n))
+
+    async def main() -> list[bytes | None]:
+        port = await peer.start()
+        http = client()
+        url = f"http://127.0.0.1:{port}/v1/x"
+        replies = await asyncio.gather(
+            *(http.post(upstream(port), url, b"{}", {}, stream=False) for _ in range(3))
+        )
+        await peer.stop()
+        return [reply.body for reply in replies]
+
+    assert sorted(asyncio.run(main())) == [b"1", b"2", b"3"]
+    assert peer.connections == 1  # the second and third waited for the first's connection
+
+
 def test_https_upstreams_are_verified_and_pooled(tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make a test certificate")

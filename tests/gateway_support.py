@@ -42,15 +42,24 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | N
 
 
 class ThreadServer:
-    """An ASGI app served by uvicorn in a background thread (for the simulator)."""
+    """A handler served by the gateway's HTTP server in a background thread (for the simulator)."""
 
-    def __init__(self, app: Any, port: int) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+    def __init__(self, handler: Any, port: int) -> None:
+        self.handler = handler
         self.port = port
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+
+    def _run(self) -> None:
+        from unitcost.gateway.httpserver import HttpServer, serve_until_stopped
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.stop_event = asyncio.Event()
+            await serve_until_stopped(HttpServer(self.handler), "127.0.0.1", self.port, self.stop_event)
+
+        asyncio.run(main())
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
@@ -58,7 +67,8 @@ class ThreadServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
+        if self.loop is not None and self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(timeout=10)
 
 
@@ -68,7 +78,7 @@ def simulator(latency_ms: float = 0.0) -> Iterator[tuple[str, Any]]:
 
     sim = Simulator(latency_ms=latency_ms)
     port = free_port()
-    with ThreadServer(sim.app, port):
+    with ThreadServer(sim.handle, port):
         yield f"http://127.0.0.1:{port}", sim
 
 

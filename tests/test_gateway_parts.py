@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,13 @@ from unitcost.gateway.budgets import (
 from unitcost.gateway.cache import MemoryCache, cache_key
 from unitcost.gateway.config import Budget, Route, parse_gateway
 from unitcost.gateway.estimate import WorstCase
-from unitcost.gateway.records import attribution, parse_tags
+from unitcost.gateway.records import attribution, new_event_id, parse_tags
 from unitcost.gateway.routing import answer_passes, apply_caps, escalation_reason
 from unitcost.gateway.spool import Spool, drain
 from unitcost.gateway.sse import EventSplitter, event_data
 from unitcost.gateway.upstream import backoff_delay
 from unitcost.gateway.usage import anthropic_usage, openai_usage
+from unitcost.gateway.writer import pause_after
 
 counts = st.integers(min_value=0, max_value=10**7)
 
@@ -140,6 +141,24 @@ def test_periods_are_calendar_aligned_in_the_budget_time_zone() -> None:
     label, reset = period_bounds(budget(period="month"), datetime(2025, 12, 31, 23, 59, tzinfo=UTC))
     assert (label, reset) == ("2025-12-01", datetime(2026, 1, 1, tzinfo=UTC))
     assert period_bounds(budget(period="total"), now) == ("all", None)
+
+
+def test_lines_move_to_the_next_period_at_the_reset_and_not_before() -> None:
+    """The gateway remembers each budget's current period; a line still changes key exactly at the reset."""
+    paris = ZoneInfo("Europe/Paris")
+    daily = budget(timezone=paris)
+    attrs = {"team": "x", "tags": {}}
+    reset = datetime(2025, 3, 30, 22, 0, tzinfo=UTC)
+    keys = [
+        lines_for([daily], attrs, "", at)[0].key
+        for at in (
+            datetime(2025, 3, 30, 12, 0, tzinfo=UTC),
+            reset - timedelta(microseconds=1),
+            reset,
+            datetime(2025, 3, 30, 12, 0, tzinfo=UTC),  # a clock set back: the earlier period again
+        )
+    ]
+    assert keys == ["budget:b:x:2025-03-30", "budget:b:x:2025-03-30", "budget:b:x:2025-03-31", keys[0]]
 
 
 def test_lines_follow_scope_and_match() -> None:
@@ -529,3 +548,27 @@ def test_redis_cache_round_trip_with_ttl() -> None:
             await cache.close()
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------ event ids
+
+
+def test_event_ids_are_uuid4_unique_and_not_shared_with_a_forked_child() -> None:
+    import uuid
+
+    ids = [new_event_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next id must not be the parent's next id
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_event_id()
+
+
+def test_ledger_writer_spaces_costly_drains_to_stay_near_a_tenth_of_a_core() -> None:
+    assert pause_after(0.5, 0.01) == 0.5  # cheap drains: every half second
+    assert pause_after(0.5, 0.3) == pytest.approx(2.7)  # busy 0.3 s, idle 2.7 s: 10 %
+    assert pause_after(0.5, 60.0) == 10.0  # never more than ten seconds behind

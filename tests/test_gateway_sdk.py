@@ -22,6 +22,7 @@ from gateway_support import (
     free_port,
     simulator,
     spooled,
+    wait_for_event,
     write_config,
 )
 
@@ -169,6 +170,27 @@ def test_openai_stream_usage_captured_and_hidden_when_not_asked(gateway) -> None
     record = event(directory, stream.headers)
     assert record["output_tokens"] == 9 and record["input_tokens"] > 0 and record["status"] == "ok"
     assert record["ttft_ms"] is not None
+
+
+def test_stream_cut_by_the_client_is_recorded_as_cancelled(gateway) -> None:
+    gw, directory = gateway
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": unique("sim:chunk_ms=500 sim:output=12")}],
+    }
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers) as response,
+    ):
+        event_id = response.headers["x-unitcost-event-id"]
+        first = next(response.iter_raw())  # the next event is half a second away
+        assert first.startswith(b"data: ")
+    # Leaving the block closed the connection mid-stream.
+    record = wait_for_event(directory, event_id)
+    assert record["status"] == "cancelled" and record["model"] == "gpt-4o-mini"
+    assert record["output_tokens"] == 0  # the usage chunk never came: what was seen is recorded
 
 
 def test_openai_stream_keeps_usage_chunk_when_asked(gateway) -> None:

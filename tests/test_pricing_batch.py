@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unitcost.events import EVENT_SCHEMA, events_to_arrow
-from unitcost.money import arrow_to_pico, pico_to_usd
+from unitcost.money import arrow_to_pico, pico_to_usd, usd_to_pico
 from unitcost.pricing.batch import price_table
 from unitcost.pricing.book import PriceBook
+from unitcost.pricing.quantities import split_one, split_usage
 
 BOOK = PriceBook()
 MODELS = [
@@ -89,6 +90,14 @@ def test_batch_equals_one_by_one(batch: list[dict]) -> None:
             tier=event["service_tier"],
         )
         total = _decimal(priced["cost"], i)
+        quick = BOOK.total_pico(
+            event["model"],
+            {k: event[k] for k in usage_keys},
+            provider=event["provider"],
+            at=event["ts"],
+            tier=event["service_tier"],
+        )
+        assert quick == (None if one.cost is None else usd_to_pico(one.cost))
         if one.breakdown is None:
             assert total is None
             assert priced["unpriced_reason"][i].as_py() == one.unpriced_reason
@@ -105,6 +114,52 @@ def test_batch_equals_one_by_one(batch: list[dict]) -> None:
         assert _decimal(priced["cost_cache_write_1h"], i) == one.breakdown.cache_write_1h
         assert _decimal(priced["cost_reasoning"], i) == one.breakdown.reasoning
         assert _decimal(priced["cache_savings"], i) == one.breakdown.cache_savings
+
+
+@given(
+    text=st.integers(0, 10**6),
+    cached=st.integers(0, 10**5),
+    audio=st.integers(0, 10**5),
+    cached_audio=st.integers(0, 10**4),
+    image=st.integers(0, 10**5),
+    cached_image=st.integers(0, 10**4),
+    writes=st.tuples(st.integers(0, 10**5), st.integers(0, 10**5)),
+    outputs=st.tuples(
+        st.integers(0, 10**5), st.integers(0, 10**5), st.integers(0, 10**4), st.integers(0, 10**4)
+    ),
+    extras=st.tuples(st.integers(0, 100), st.integers(0, 100)),
+)
+def test_split_one_equals_split_usage(
+    text: int,
+    cached: int,
+    audio: int,
+    cached_audio: int,
+    image: int,
+    cached_image: int,
+    writes: tuple[int, int],
+    outputs: tuple[int, int, int, int],
+    extras: tuple[int, int],
+) -> None:
+    """The request path's integer split and the array split used by batch pricing agree on every quantity."""
+    cached_audio, cached_image = min(cached_audio, audio), min(cached_image, image)
+    usage = {
+        "input_tokens": text + cached + audio + image + writes[0] + writes[1],
+        "cache_read_tokens": cached + cached_audio + cached_image,
+        "cache_write_5m_tokens": writes[0],
+        "cache_write_1h_tokens": writes[1],
+        "input_audio_tokens": audio,
+        "cache_audio_read_tokens": cached_audio,
+        "input_image_tokens": image,
+        "cache_image_read_tokens": cached_image,
+        "output_tokens": sum(outputs),
+        "reasoning_tokens": outputs[1],
+        "output_audio_tokens": outputs[2],
+        "output_image_tokens": outputs[3],
+        "web_searches": extras[0],
+        "requests": extras[1],
+    }
+    arrays = split_usage({k: [v] for k, v in usage.items()})
+    assert split_one(usage) == [int(x) for x in arrays[:, 0]]
 
 
 def test_empty_table() -> None:

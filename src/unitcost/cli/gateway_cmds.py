@@ -65,7 +65,7 @@ def simulate_provider_cmd(
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="Service time of every request.")] = 0.0,
 ) -> None:
     """Run a SIMULATED OpenAI + Anthropic upstream (fake replies, real usage shapes) for tests and demos."""
-    from ..gateway.server import serve
+    from ..gateway.httpserver import serve
     from ..gateway.simulator import Simulator
 
     console().print(
@@ -74,4 +74,4 @@ def simulate_provider_cmd(
         markup=False,
         highlight=False,
     )
-    serve(Simulator(latency_ms=latency_ms).app, host, port)
+    serve(Simulator(latency_ms=latency_ms).handle, host, port)

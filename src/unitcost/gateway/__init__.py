@@ -6,13 +6,15 @@ Modules, one idea each:
 - `keys`      virtual API keys (stored hashed) and who they belong to;
 - `usage`     provider usage payloads -> unitcost usage fields;
 - `tokens`    offline token counts for worst-case reservations;
-- `spool`     append-only on-disk event spool and the ledger writer thread;
+- `spool`     append-only on-disk event spool (batched fdatasync) and its drain;
+- `writer`    the ledger writer process that drains the spool into the ledger;
 - `budgets`   budget windows, reservations and settlement (memory or Redis);
 - `cache`     exact-match response cache (memory or Redis);
 - `routing`   light-by-default routing rules and cascade checks;
-- `upstream`  pooled upstream client with retries and fallbacks;
+- `upstream`  pooled HTTP/1.1 upstream client (httptools) and the retry rules;
 - `sse`       server-sent-event framing and usage capture in streams;
 - `errors`    errors in each API's own format;
-- `app`       the ASGI application;
+- `httpserver` the HTTP/1.1 server (httptools on uvloop) the gateway and simulator run on;
+- `app`       the request handler: routes, budgets, forwarding, pricing, events;
 - `simulator` a fake OpenAI + Anthropic upstream for tests, demos and benchmarks.
 """

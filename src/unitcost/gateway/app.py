@@ -10,20 +10,15 @@ response is returned.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route as HttpRoute
 
 from ..pricing.book import PriceBook
 from .budgets import (
@@ -39,6 +34,7 @@ from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
 from .config import GatewayConfig, ModelTarget, Route, Upstream
 from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase
+from .httpserver import Request, Response
 from .keys import KeyRing
 from .records import Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
@@ -63,6 +59,33 @@ _PASSED_RESPONSE_HEADERS = ("retry-after", "x-request-id", "request-id")
 _STREAM_END_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
+class _Relay:
+    """A relayed stream whose cleanup runs even when it is closed before being iterated.
+
+    Closing an async generator that never started skips its body, `finally` included; the
+    relay's first step (yielding an empty chunk, which the server skips) enters the `try`.
+    """
+
+    def __init__(self, gen: AsyncGenerator[bytes, None]) -> None:
+        self._gen = gen
+        self._started = False
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        self._started = True
+        return self._gen
+
+    async def aclose(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._gen.__anext__()
+        await self._gen.aclose()
+
+
+def _not_found(request: Request) -> Response:
+    api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
+    return error_response(api, GatewayError(404, f"no such endpoint: {request.method} {request.path}"))
+
+
 @dataclass
 class Call:
     """What the gateway knows about one client request while it handles it."""
@@ -83,7 +106,8 @@ class Call:
     escalation_reason: str | None = None
     upstream_s: float = 0.0
     waited_s: float = 0.0
-    attempts: list[tuple[Attempt, Decimal | None]] = field(default_factory=list)
+    attempts: list[tuple[Attempt, Decimal | None, int]] = field(default_factory=list)
+    """(attempt, exact cost or None when unpriced, the same cost in pico-USD or 0)."""
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:
@@ -91,7 +115,7 @@ class Call:
 
     def cost(self) -> Decimal | None:
         total = Decimal(0)
-        for attempt, cost in self.attempts:
+        for attempt, cost, _ in self.attempts:
             if cost is None:
                 if attempt.usage.get("input_tokens") or attempt.usage.get("output_tokens"):
                     return None
@@ -100,7 +124,7 @@ class Call:
         return total
 
     def pico(self) -> int:
-        return sum(int(cost * 10**12) for _, cost in self.attempts if cost is not None)
+        return sum(pico for _, _, pico in self.attempts)
 
 
 class Gateway:
@@ -122,22 +146,27 @@ class Gateway:
         self.alerts = AlertLog()
         self.upstream = UpstreamClient(config)
         self._background: set[asyncio.Future[None]] = set()
-        self.app = Starlette(
-            routes=[
-                HttpRoute("/v1/chat/completions", self.chat, methods=["POST"]),
-                HttpRoute("/v1/responses", self.responses, methods=["POST"]),
-                HttpRoute("/v1/embeddings", self.embeddings, methods=["POST"]),
-                HttpRoute("/v1/messages", self.messages, methods=["POST"]),
-                HttpRoute("/v1/models", self.models, methods=["GET"]),
-                HttpRoute("/health", self.health, methods=["GET"]),
-            ],
-            lifespan=self._lifespan,
-        )
+        self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "/v1/chat/completions": ("POST", self.chat),
+            "/v1/responses": ("POST", self.responses),
+            "/v1/embeddings": ("POST", self.embeddings),
+            "/v1/messages": ("POST", self.messages),
+            "/v1/models": ("GET", self.models),
+            "/health": ("GET", self.health),
+        }
 
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        yield
-        await self.aclose()
+    async def handle(self, request: Request) -> Response:
+        """The HTTP server's handler: one dictionary lookup routes a request."""
+        route = self._routes.get(request.path)
+        if route is None:
+            return _not_found(request)
+        method, endpoint = route
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            body = orjson.dumps(
+                {"error": {"message": f"use {method} {request.path}", "type": "invalid_request_error"}}
+            )
+            return Response(body, 405, {"allow": method})
+        return await endpoint(request)
 
     def warm(self) -> None:
         """Load the tokenizer and compile each model's prices now, not on the first request."""
@@ -174,7 +203,7 @@ class Gateway:
 
     async def health(self, request: Request) -> Response:
         stats = {"status": "ok", "spooled": self.spool.appended}
-        return Response(orjson.dumps(stats), media_type="application/json")
+        return Response(orjson.dumps(stats))
 
     async def models(self, request: Request) -> Response:
         api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
@@ -193,7 +222,7 @@ class Gateway:
         else:
             data = [{"id": n, "object": "model", "created": 0, "owned_by": "unitcost"} for n in names]
             body = {"object": "list", "data": data}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(orjson.dumps(body))
 
     # ------------------------------------------------------------------ request checks
 
@@ -207,22 +236,12 @@ class Gateway:
             raise GatewayError(401, "invalid or missing unitcost virtual key", code="invalid_api_key")
         return key
 
-    async def _read_body(self, request: Request) -> dict[str, Any]:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise GatewayError(
-                413, f"request body of {declared} bytes is over the gateway limit of {limit} bytes"
-            )
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is over the gateway limit of {limit} bytes")
-            chunks.append(chunk)
+    def _read_body(self, request: Request) -> dict[str, Any]:
+        if request.too_large:  # the server dropped it unread past the limit
+            limit = self.config.max_body_bytes
+            raise GatewayError(413, f"request body is over the gateway limit of {limit} bytes")
         try:
-            body = orjson.loads(b"".join(chunks))
+            body = orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:
             raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -263,12 +282,10 @@ class Gateway:
             )
         return target, route, reason
 
-    async def _prepare(
-        self, request: Request, api: Api, endpoint: str, operation: str, started: float
-    ) -> Call:
+    def _prepare(self, request: Request, api: Api, endpoint: str, operation: str, started: float) -> Call:
         headers = request.headers
         key = self._authenticate(headers)
-        body = await self._read_body(request)
+        body = self._read_body(request)
         target, route, reason = self._resolve(api, body.get("model"), body)
         apply_caps(route, body, api)
         stream = bool(body.get("stream"))
@@ -298,7 +315,7 @@ class Gateway:
     async def proxy(self, request: Request, api: Api, endpoint: str, operation: str) -> Response:
         started = time.perf_counter()
         try:
-            call = await self._prepare(request, api, endpoint, operation, started)
+            call = self._prepare(request, api, endpoint, operation, started)
         except GatewayError as exc:
             return error_response(api, exc)
 
@@ -342,7 +359,7 @@ class Gateway:
             raise
         await self._settle(call, reservation)
         if status < 400 and cache_id is not None and self.cache is not None:
-            last, _ = call.attempts[-1]
+            last = call.attempts[-1][0]
             entry = {
                 "body": content.decode(),
                 "usage": last.usage,
@@ -351,7 +368,7 @@ class Gateway:
             }
             await self.cache.put(cache_id, orjson.dumps(entry))
         out = self._headers(call, reservation, headers)
-        return Response(content, status_code=status, media_type="application/json", headers=out)
+        return Response(content, status, out)
 
     # ------------------------------------------------------------------ budgets
 
@@ -421,18 +438,18 @@ class Gateway:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, call: Call, attempt: Attempt, cost: Decimal | None) -> None:
+    def _emit(self, call: Call, attempt: Attempt, cost: Decimal | None, pico: int = 0) -> None:
         attempt.extra_tags.update(call.extra_tags)
         if call.escalation_reason and attempt.escalated_from:
             attempt.extra_tags["escalation"] = call.escalation_reason
         self.spool.append(attempt.record(call.attrs, call.public))
-        call.attempts.append((attempt, cost))
+        call.attempts.append((attempt, cost, pico))
 
     def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
-        self._emit(call, attempt, priced.cost)
+        self._emit(call, attempt, priced.cost, priced.pico)
         return priced.cost
 
     def _headers(
@@ -474,7 +491,7 @@ class Gateway:
         headers["x-unitcost-cache"] = "hit"
         if saved.cost is not None:
             headers["x-unitcost-saved"] = usd_text(saved.cost)
-        return Response(entry["body"].encode(), media_type="application/json", headers=headers)
+        return Response(entry["body"].encode(), headers=headers)
 
     # ------------------------------------------------------------------ upstream calls
 
@@ -543,12 +560,7 @@ class Gateway:
                     passed = {
                         n: response.headers[n] for n in _PASSED_RESPONSE_HEADERS if n in response.headers
                     }
-                    last_error = Response(
-                        response.body,
-                        status_code=response.status,
-                        media_type="application/json",
-                        headers=passed,
-                    )
+                    last_error = Response(response.body or b"", response.status, passed)
                 elapsed = time.perf_counter() - sent
                 call.upstream_s += elapsed
                 attempt.latency_ms = elapsed * 1000
@@ -580,7 +592,7 @@ class Gateway:
     async def _complete(self, call: Call) -> tuple[int, bytes, Mapping[str, str]]:
         outcome = await self._dispatch(call, self._targets(call))
         if isinstance(outcome, Response):
-            return outcome.status_code, bytes(outcome.body), outcome.headers
+            return outcome.status, outcome.body, outcome.headers
         response, attempt, target, sent = outcome
         content = response.body or b""
         elapsed = time.perf_counter() - sent
@@ -629,12 +641,8 @@ class Gateway:
         del headers["x-unitcost-cost"]  # known only at the end: it is in the ledger event
         headers["x-unitcost-event-id"] = attempt.event_id
         headers["cache-control"] = "no-cache"
-        return StreamingResponse(
-            self._relay(call, response, attempt, target, sent, reservation),
-            status_code=response.status,
-            media_type="text/event-stream",
-            headers=headers,
-        )
+        relay = _Relay(self._relay(call, response, attempt, target, sent, reservation))
+        return Response(b"", response.status, headers, "text/event-stream", relay)
 
     async def _relay(
         self,
@@ -644,7 +652,7 @@ class Gateway:
         target: ModelTarget,
         sent: float,
         reservation: Reservation | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Pass events through as they complete; capture usage; write the event before the last one."""
         upstream = self.config.upstreams[target.upstream]
         splitter = EventSplitter()
@@ -668,6 +676,7 @@ class Gateway:
             self._finish(call, attempt, upstream)
 
         try:
+            yield b""  # see _Relay: from here on, closing the relay runs the cleanup below
             async for chunk in response.chunks():
                 if first is None:
                     first = time.perf_counter()

@@ -57,7 +57,7 @@ class Line:
 
     @property
     def limit_nano(self) -> int:
-        return -1 if self.budget.limit_usd is None else int(self.budget.limit_usd * NANO_PER_USD)
+        return self.budget.limit_nano
 
     @property
     def max_calls(self) -> int:
@@ -79,6 +79,30 @@ class Line:
 
 def period_bounds(budget: Budget, now: datetime) -> tuple[str, datetime | None]:
     """Calendar period containing `now` in the budget's time zone: (label, reset time in UTC)."""
+    label, _, reset = _period(budget, now)
+    return label, reset
+
+
+_PERIODS: dict[int, tuple[Budget, datetime | None, datetime | None, str]] = {}
+
+
+def _current_period(budget: Budget, now: datetime) -> tuple[str, datetime | None]:
+    """period_bounds, computed once per budget and period rather than on every request."""
+    hit = _PERIODS.get(id(budget))
+    if (
+        hit is not None
+        and hit[0] is budget
+        and (hit[1] is None or hit[1] <= now)
+        and (hit[2] is None or now < hit[2])
+    ):
+        return hit[3], hit[2]
+    label, start, reset = _period(budget, now)
+    _PERIODS[id(budget)] = (budget, start, reset, label)
+    return label, reset
+
+
+def _period(budget: Budget, now: datetime) -> tuple[str, datetime | None, datetime | None]:
+    """(label, start in UTC, reset in UTC) of the period containing `now`."""
     local = now.astimezone(budget.timezone)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if budget.period == "day":
@@ -90,10 +114,11 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[str, datetime | None]:
         start = midnight.replace(day=1)
         end = (start + timedelta(days=32)).replace(day=1)
     else:
-        return "all", None
-    # Re-localise the end so a DST change inside the period moves the reset with the wall clock.
+        return "all", None, None
+    # Re-localise the bounds so a DST change inside the period moves them with the wall clock.
     end = end.replace(tzinfo=None).replace(tzinfo=budget.timezone)
-    return start.date().isoformat(), end.astimezone(UTC)
+    begin = start.replace(tzinfo=None).replace(tzinfo=budget.timezone)
+    return start.date().isoformat(), begin.astimezone(UTC), end.astimezone(UTC)
 
 
 def scope_value(budget: Budget, attrs: Mapping[str, Any]) -> str | None:
@@ -118,7 +143,7 @@ def lines_for(budgets: Sequence[Budget], attrs: Mapping[str, Any], prefix: str, 
         value = scope_value(budget, attrs)
         if value is None:
             continue
-        label, reset = period_bounds(budget, now)
+        label, reset = _current_period(budget, now)
         if reset is not None:
             ttl = int((reset - now).total_seconds()) + 86400
         else:

@@ -6,6 +6,7 @@ Secrets never live in the file: an upstream names the environment variable holdi
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class Budget:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     alert_at: Decimal = Decimal("0.85")
 
+    @functools.cached_property
+    def limit_nano(self) -> int:
+        """The limit in integer nano-USD, -1 for none (read on every request: computed once)."""
+        return -1 if self.limit_usd is None else int(self.limit_usd * 10**9)
+
 
 @dataclass(frozen=True)
 class GatewayConfig:
@@ -127,12 +133,16 @@ class GatewayConfig:
 
     def target(self, public: str) -> ModelTarget | None:
         found = self.models.get(public)
-        if found is not None:
-            return found
+        return found if found is not None else self._served_as_is.get(public)
+
+    @functools.cached_property
+    def _served_as_is(self) -> dict[str, ModelTarget]:
+        """Models listed by an upstream, each at the first upstream that lists it."""
+        found: dict[str, ModelTarget] = {}
         for upstream in self.upstreams.values():
-            if public in upstream.models:
-                return ModelTarget(public, upstream.name, public)
-        return None
+            for name in upstream.models:
+                found.setdefault(name, ModelTarget(name, upstream.name, name))
+        return found
 
     def public_models(self) -> list[str]:
         names = dict.fromkeys([*self.models, *self.routes])

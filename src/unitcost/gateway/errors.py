@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from starlette.responses import Response
+
+from .httpserver import Response
 
 Api = Literal["openai", "anthropic"]
 
@@ -78,9 +79,4 @@ def error_body(api: Api, error: GatewayError) -> dict[str, Any]:
 def error_response(api: Api, error: GatewayError) -> Response:
     headers = {"x-should-retry": "false"} if error.status < 500 else {}
     headers.update(error.headers)
-    return Response(
-        orjson.dumps(error_body(api, error)),
-        status_code=error.status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return Response(orjson.dumps(error_body(api, error)), error.status, headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..events import ATTRIBUTION_FIELDS, ServiceTier
-from ..money import usd_to_pico
+from ..money import pico_to_usd
 from ..pricing.book import PriceBook
 
 _TIERS = frozenset(t.value for t in ServiceTier)
@@ -62,6 +62,36 @@ def attribution(headers: Mapping[str, str], key: Any, environment: str | None) -
     return attrs
 
 
+class _Entropy:
+    """os.urandom read 4 KiB at a time: one system call per 256 event ids instead of one each."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.position = 0
+
+    def take(self, size: int) -> bytes:
+        if self.position + size > len(self.buffer):
+            self.buffer, self.position = os.urandom(4096), 0
+        chunk = self.buffer[self.position : self.position + size]
+        self.position += size
+        return chunk
+
+    def forget(self) -> None:
+        self.buffer, self.position = b"", 0
+
+
+_ENTROPY = _Entropy()
+os.register_at_fork(after_in_child=_ENTROPY.forget)  # a forked child must not reuse the parent's bytes
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like `uuid.uuid4().hex`."""
+    raw = bytearray(_ENTROPY.take(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 def service_tier(value: Any) -> str:
     tier = _TIER_ALIASES.get(str(value), str(value)) if value else "standard"
     return tier if tier in _TIERS else "standard"
@@ -78,11 +108,10 @@ def price(
     book: PriceBook, provider: str, model: str, usage: Mapping[str, int], tier: str, served: str | None
 ) -> Priced:
     try:
-        priced = book.price(model, usage, provider=provider, tier=tier, served_model=served)
+        pico = book.total_pico(model, usage, provider=provider, tier=tier, served_model=served)
     except ValueError:
         return Priced(None, 0)
-    cost = priced.cost
-    return Priced(cost, usd_to_pico(cost) if cost is not None else 0)
+    return Priced(None, 0) if pico is None else Priced(pico_to_usd(pico), pico)
 
 
 @dataclass
@@ -105,7 +134,7 @@ class Attempt:
     escalated_from: str | None = None
     cache_hit: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = field(default_factory=new_event_id)
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def record(self, attrs: Mapping[str, Any], public_model: str) -> dict[str, Any]:

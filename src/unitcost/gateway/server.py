@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ..api import Ledger
 from ..config import Config, resolve_ledger
@@ -12,6 +11,7 @@ from .app import Gateway
 from .budgets import BudgetState, MemoryBudgetState, RedisBudgetState
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .config import GatewayConfig
+from .httpserver import serve
 from .restore import restore_budgets
 from .spool import Spool, drain
 from .writer import LedgerWriter, ledger_sink
@@ -45,25 +45,6 @@ def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) 
     return gateway
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=75,
-            backlog=4096,
-        )
-    )
-    server.run()
-
-
 def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, host: str, port: int) -> None:
     target = resolve_ledger(ledger_target, base)
     with Ledger(target, config=base) as ledger:
@@ -73,7 +54,7 @@ def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, 
     writer.start()
     gateway = build_gateway(config, book, budgets)
     try:
-        serve(gateway.app, host, port)
+        serve(gateway.handle, host, port, max_body_bytes=config.max_body_bytes, on_shutdown=gateway.aclose)
     finally:
         gateway.spool.close()
         writer.stop()

@@ -21,6 +21,7 @@ through any client and gateway unchanged:
     sim:status=429         always answer this HTTP error (429, 500, 503, 529, 400, ...)
     sim:fail_first=2       fail the first 2 requests with this prompt (503 unless sim:status names one)
     sim:latency_ms=300     extra service time for this request
+    sim:chunk_ms=100       pause between the events of a stream
     sim:input=N            report N prompt tokens (default: about one per 4 characters)
 
 Prompt tokens are estimated (one per four characters plus framing), not tokenised: the
@@ -34,15 +35,12 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
+from .httpserver import Request, Response
 from .tokens import prompt_texts
 
 _DIRECTIVE = re.compile(r"sim:(\w+)=([\w.\-]+)")
@@ -57,8 +55,22 @@ _ANTHROPIC_ERRORS = {
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
-def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers)
+
+
+def _events(chunks: AsyncIterator[bytes], pause_s: float) -> Response:
+    paced = _paced(chunks, pause_s) if pause_s else chunks
+    return Response(b"", 200, {"cache-control": "no-cache"}, "text/event-stream", paced)
+
+
+async def _paced(chunks: AsyncIterator[bytes], pause_s: float) -> AsyncIterator[bytes]:
+    first = True
+    async for chunk in chunks:
+        if not first:
+            await asyncio.sleep(pause_s)
+        first = False
+        yield chunk
 
 
 def _sse(name: str | None, payload: Any) -> bytes:
@@ -94,6 +106,7 @@ class Plan:
             self.output = min(self.output, cap)
         self.reasoning = min(int(directives.get("reasoning", 0)), self.output)
         self.latency_s = default_latency_s + int(directives.get("latency_ms", 0)) / 1000
+        self.chunk_s = int(directives.get("chunk_ms", 0)) / 1000
         self.status = int(directives["status"]) if "status" in directives else None
         if "fail_first" in directives and self.status is None:
             seen[joined] += 1
@@ -110,20 +123,25 @@ class Simulator:
         self.latency_s = latency_ms / 1000
         self.requests: Counter[str] = Counter()
         self._seen: Counter[str] = Counter()
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                Route("/v1/responses", self.responses, methods=["POST"]),
-                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
-                Route("/v1/messages", self.messages, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-                Route("/sim/stats", self.stats, methods=["GET"]),
-            ]
-        )
+        self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "/v1/chat/completions": ("POST", self.chat),
+            "/v1/responses": ("POST", self.responses),
+            "/v1/embeddings": ("POST", self.embeddings),
+            "/v1/messages": ("POST", self.messages),
+            "/v1/models": ("GET", self.models),
+            "/sim/stats": ("GET", self.stats),
+        }
+
+    async def handle(self, request: Request) -> Response:
+        """The HTTP server's handler."""
+        route = self._routes.get(request.path)
+        if route is None or route[0] != request.method:
+            return _json({"error": {"message": f"no such endpoint: {request.method} {request.path}"}}, 404)
+        return await route[1](request)
 
     async def _plan(self, request: Request, endpoint: str) -> tuple[dict[str, Any], Plan]:
         self.requests[endpoint] += 1
-        body = orjson.loads(await request.body())
+        body = orjson.loads(request.body)
         plan = Plan(body, self.latency_s, self._seen)
         if plan.latency_s:
             await asyncio.sleep(plan.latency_s)
@@ -193,7 +211,7 @@ class Simulator:
                 yield _sse(None, {**chunk, "choices": [], "usage": self._chat_usage(plan)})
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events(), plan.chunk_s)
 
     async def responses(self, request: Request) -> Response:
         body, plan = await self._plan(request, "responses")
@@ -247,7 +265,7 @@ class Simulator:
             final = {"type": "response.completed", "sequence_number": 2, "response": done}
             yield _sse("response.completed", final)
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events(), plan.chunk_s)
 
     async def embeddings(self, request: Request) -> Response:
         body, plan = await self._plan(request, "embeddings")
@@ -320,4 +338,4 @@ class Simulator:
             yield _sse("message_delta", {**ending, "usage": final_usage})
             yield _sse("message_stop", {"type": "message_stop"})
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _events(events(), plan.chunk_s)

@@ -4,7 +4,11 @@
   Once it returns, the line is in the kernel's page cache: a `kill -9` of the gateway
   cannot lose it.
 - A background thread fsyncs the file every `fsync_interval_ms` when something was written
-  (batched fsync), which bounds what a power loss could take.
+  (batched fsync), which bounds what a power loss could take. It uses fdatasync: the data
+  and the file's new length, not its timestamps. On ext4 a full fsync every 20 ms made about
+  one append in a hundred wait milliseconds for the journal (measured: 45 appends over 1 ms in
+  5,000, up to 24 ms, against 0-4 with fdatasync), and an append that waits stalls the event
+  loop and every request in flight.
 - `drain` reads the lines after the checkpoint, hands them in batches to a sink (the ledger
   writer, `Ledger.ingest_records`), then records how far it got in `checkpoint.json`. The
   ledger writer runs it in its own process (`writer.py`), so ingestion never competes with
@@ -173,7 +177,7 @@ class Spool:
             self._dirty = False
             fd = self._fd
         with contextlib.suppress(OSError):  # rotated and closed meanwhile: rotation fsynced it
-            os.fsync(fd)
+            os.fdatasync(fd)
 
     def close(self) -> None:
         self._stop.set()

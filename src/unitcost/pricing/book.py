@@ -14,6 +14,7 @@ wrong by a factor of two.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,15 +24,33 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
 from .genai_layer import GenaiLayer, ModelRef
 from .layers import TIERS, Layer, Period, load_layer
 from .model import Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
-from .quantities import BREAKDOWN_COLUMNS, BREAKDOWN_OF_QUANTITY, QUANTITIES, split_usage, usage_problem
+from .quantities import (
+    BREAKDOWN_COLUMNS,
+    BREAKDOWN_OF_QUANTITY,
+    QUANTITIES,
+    QUANTITY_INDEX,
+    split_one,
+    usage_problem,
+)
 
 CORRECTIONS_FILE = "corrections.toml"
+
+
+@dataclass(frozen=True)
+class _Quote:
+    ref: ModelRef
+    at: datetime
+    timeline: Timeline
+    segment: Segment
+    option: Option
+    quantities: list[int]
+    row: tuple[int, ...]
+    parts: list[int]
+    """Pico-USD per BREAKDOWN_COLUMNS entry."""
 
 
 class UnknownModelError(LookupError):
@@ -289,8 +308,59 @@ class PriceBook:
         **usage_kwargs: int,
     ) -> PricedCall:
         """Price one call exactly. Usage uses the event fields (input_tokens, cache_read_tokens, ...)."""
+        quote = self._quote(model, {**(usage or {}), **usage_kwargs}, provider, at, tier, served_model)
+        if isinstance(quote, PricedCall):
+            return quote
+        components = {
+            name.removeprefix("cost_"): pico_to_usd(p)
+            for name, p in zip(BREAKDOWN_COLUMNS, quote.parts, strict=True)
+        }
+        savings = cache_savings_pico(quote.quantities, quote.row)
+        breakdown = CostBreakdown(
+            total=pico_to_usd(sum(quote.parts)), **components, cache_savings=pico_to_usd(savings)
+        )
+        option = quote.option
+        return PricedCall(
+            quote.ref.provider,
+            quote.ref.model,
+            tier,
+            quote.at,
+            breakdown,
+            option.price,
+            quote.segment.start,
+            _segment_end(quote.timeline, quote.segment),
+            option.window.label or option.window.describe() if option.window else None,
+            None,
+            rates_usd(quote.row),
+        )
+
+    def total_pico(
+        self,
+        model: str,
+        usage: Mapping[str, int],
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        tier: str = "standard",
+        served_model: str | None = None,
+    ) -> int | None:
+        """`price(...).cost` in integer pico-USD (None when unpriced), without building the
+        breakdown and the rates: the gateway asks this on every request."""
+        quote = self._quote(model, usage, provider, at, tier, served_model)
+        return None if isinstance(quote, PricedCall) else sum(quote.parts)
+
+    def _quote(
+        self,
+        model: str,
+        usage: Mapping[str, int],
+        provider: str | None,
+        at: datetime | None,
+        tier: str,
+        served_model: str | None,
+    ) -> _Quote | PricedCall:
+        """What pricing one call needs, or the unpriced answer."""
         at = _aware(at or datetime.now(UTC))
-        full = normalise_usage({**(usage or {}), **usage_kwargs})
+        full = normalise_usage(usage)
         problem = usage_problem(full)
         if problem:
             raise ValueError(f"{problem[0]}: {problem[1]}")
@@ -311,8 +381,8 @@ class PriceBook:
             plan = self.plan(option.price)
         except PriceError as exc:
             return _unpriced(ref.provider, ref.model, tier, at, str(exc))
-        quantities = split_usage({k: np.asarray([v], dtype=np.int64) for k, v in full.items()})[:, 0]
-        missing = [q for q in plan.missing if quantities[_quantity_index(q)] > 0]
+        quantities = split_one(full)
+        missing = [q for q in plan.missing if quantities[QUANTITY_INDEX[q]] > 0]
         if missing:
             return _unpriced(
                 ref.provider, ref.model, tier, at, f"{option.price.ref} has no price for {', '.join(missing)}"
@@ -320,31 +390,10 @@ class PriceBook:
         row = plan.row_for(full["input_tokens"])
         parts = [0] * len(BREAKDOWN_COLUMNS)
         for i, amount in enumerate(quantities):
-            parts[BREAKDOWN_OF_QUANTITY[i]] += int(amount) * row[i]
+            parts[BREAKDOWN_OF_QUANTITY[i]] += amount * row[i]
         if sum(parts) > MAX_EVENT_PICO:
             return _unpriced(ref.provider, ref.model, tier, at, TOO_BIG_REASON)
-        savings = cache_savings_pico(quantities, row)
-        components = {
-            name.removeprefix("cost_"): pico_to_usd(p)
-            for name, p in zip(BREAKDOWN_COLUMNS, parts, strict=True)
-        }
-        breakdown = CostBreakdown(
-            total=pico_to_usd(sum(parts)), **components, cache_savings=pico_to_usd(savings)
-        )
-        end = _segment_end(timeline, segment)
-        return PricedCall(
-            ref.provider,
-            ref.model,
-            tier,
-            at,
-            breakdown,
-            option.price,
-            segment.start,
-            end,
-            option.window.label or option.window.describe() if option.window else None,
-            None,
-            rates_usd(row),
-        )
+        return _Quote(ref, at, timeline, segment, option, quantities, row, parts)
 
     # ------------------------------------------------------------------ listing
 
@@ -378,21 +427,25 @@ def load_corrections() -> Layer:
 
 
 def normalise_usage(usage: Mapping[str, Any]) -> dict[str, int]:
-    from ..events import FIELD_BY_NAME, USAGE_FIELDS
-
-    unknown = set(usage) - set(USAGE_FIELDS)
-    if unknown:
+    defaults = _usage_defaults()
+    if not usage.keys() <= defaults.keys():
+        unknown = set(usage) - set(defaults)
         raise ValueError(
-            f"unknown usage field(s): {', '.join(sorted(unknown))}; "
-            f"expected some of {', '.join(USAGE_FIELDS)}"
+            f"unknown usage field(s): {', '.join(sorted(unknown))}; expected some of {', '.join(defaults)}"
         )
-    out: dict[str, int] = {}
-    for name in USAGE_FIELDS:
-        value = usage.get(name, FIELD_BY_NAME[name].default)
+    out = dict(defaults)
+    for name, value in usage.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
         out[name] = value
     return out
+
+
+@functools.cache
+def _usage_defaults() -> dict[str, int]:
+    from ..events import FIELD_BY_NAME, USAGE_FIELDS
+
+    return {name: FIELD_BY_NAME[name].default for name in USAGE_FIELDS}
 
 
 _CACHED_PAIRS: tuple[tuple[str, str], ...] = (
@@ -422,8 +475,6 @@ def rates_usd(row: tuple[int, ...]) -> dict[str, Decimal]:
 
 
 def _quantity_index(name: str) -> int:
-    from .quantities import QUANTITY_INDEX
-
     return QUANTITY_INDEX[name]
 
 

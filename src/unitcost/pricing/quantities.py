@@ -135,6 +135,35 @@ def split_usage(usage: Mapping[str, np.ndarray]) -> np.ndarray:
     return q
 
 
+def split_one(u: Mapping[str, int]) -> list[int]:
+    """`split_usage` for one event as plain integers (no arrays: a single call's price is
+    asked for on a request path, where numpy's per-call overhead would dominate)."""
+    cache_audio, cache_image = u["cache_audio_read_tokens"], u["cache_image_read_tokens"]
+    audio_in, image_in = u["input_audio_tokens"], u["input_image_tokens"]
+    reasoning, audio_out, image_out = (
+        u["reasoning_tokens"],
+        u["output_audio_tokens"],
+        u["output_image_tokens"],
+    )
+    cache_read, cw5, cw1 = u["cache_read_tokens"], u["cache_write_5m_tokens"], u["cache_write_1h_tokens"]
+    return [
+        u["input_tokens"] - cache_read - cw5 - cw1 - (audio_in - cache_audio) - (image_in - cache_image),
+        cache_read - cache_audio - cache_image,
+        cw5,
+        cw1,
+        audio_in - cache_audio,
+        cache_audio,
+        image_in - cache_image,
+        cache_image,
+        u["output_tokens"] - reasoning - audio_out - image_out,
+        reasoning,
+        audio_out,
+        image_out,
+        u["web_searches"],
+        u["requests"],
+    ]
+
+
 def usage_problem(u: Mapping[str, int]) -> tuple[str, str] | None:
     """(field, reason) for the first way `u` breaks the subset rules, or None if it is consistent."""
     checks: tuple[tuple[str, int, str], ...] = (

@@ -27,8 +27,8 @@ from otlp_payloads import genai_attributes, json_request, json_span, protobuf_re
 from unitcost.api import Ledger
 from unitcost.config import Config
 from unitcost.otlp.decode import RequestError
-from unitcost.otlp.mapping import AttributeMapping, Span, SpanError, span_to_event
-from unitcost.otlp.receiver import extract
+from unitcost.otlp.mapping import AttributeMapping, Span, SpanError, SpanMapper, span_to_event
+from unitcost.otlp.extract import decode_request, extract
 from unitcost.otlp.server import otlp_app
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -446,10 +446,10 @@ fuzzed_span = st.builds(
 @given(spans=st.lists(fuzzed_span | any_json, max_size=6))
 def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[Any]) -> None:
     try:
-        extracted = extract(_body(spans), "application/json", AttributeMapping())
+        extracted = extract(_body(spans), "application/json", SpanMapper())
     except RequestError:
         return  # infinities are not JSON: the whole request is refused, nothing is written
-    assert len(extracted.records) + extracted.ignored + extracted.rejected == len(spans)
+    assert len(extracted.rows) + extracted.ignored + extracted.rejected == len(spans)
     assert all(": " in e for e in extracted.errors)
 
 
@@ -457,12 +457,13 @@ def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[
 @given(spans=st.lists(fuzzed_span, min_size=1, max_size=5))
 def test_fuzzed_spans_written_or_rejected_by_name(spans: list[Any], ledger: Ledger) -> None:
     try:
-        extracted = extract(_body(spans), "application/json", AttributeMapping())
+        decoded = decode_request(_body(spans), "application/json", None, SpanMapper())
     except RequestError:
         return
+    assert decoded.table.num_rows + decoded.ignored + decoded.rejected == len(spans)
     before = ledger.count()
-    summary = ledger.ingest_records(extracted.records, source="otlp")
-    assert summary.accepted + summary.duplicates + summary.rejected == len(extracted.records)
+    summary = ledger.ingestor().ingest_table(decoded.table, source="otlp")
+    assert summary.accepted + summary.duplicates + summary.rejected == decoded.table.num_rows
     assert ledger.count() == before + summary.accepted
     assert all(r.field and r.reason for r in summary.rejections)
 

@@ -31,7 +31,8 @@ from unitcost.config import Config
 from unitcost.otlp.columns import storable_table
 from unitcost.otlp.decode import RequestError
 from unitcost.otlp.extract import decode_request, extract
-from unitcost.otlp.mapping import AttributeMapping, Span, SpanError, SpanMapper, span_to_event
+from unitcost.otlp.mapping import AttributeMapping, Span, SpanError
+from unitcost.otlp.rows import SpanMapper, span_to_event
 from unitcost.otlp.server import otlp_app
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

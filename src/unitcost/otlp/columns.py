@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from ..events import FIELDS, arrow_type
-from .mapping import COLUMNS, Row
+from .rows import COLUMNS, Row
 
 _KINDS = {f.name: f.kind for f in FIELDS}
 _TAGS = arrow_type("map")

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from .mapping import STATUS_ERROR, Span, any_value
+from .mapping import Span
+from .rows import STATUS_ERROR, any_value
 
 MAX_BODY = 64 * 1024 * 1024
 

@@ -22,7 +22,8 @@ from .decode import (
     json_attributes,
     json_span,
 )
-from .mapping import Row, SpanError, SpanMapper
+from .mapping import SpanError
+from .rows import Row, SpanMapper
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -26,7 +26,8 @@ from starlette.routing import Route
 from ..connectors.writer import BatchWriter
 from .decode import RequestError
 from .extract import JSON, PROTOBUF, Outcome, decode_request
-from .mapping import AttributeMapping, SpanMapper
+from .mapping import AttributeMapping
+from .rows import SpanMapper
 from .workers import DecodePool, WorkerLostError
 
 log = logging.getLogger("unitcost.otlp")

@@ -20,7 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .extract import Decoded, decode_request
-from .mapping import AttributeMapping, SpanMapper
+from .mapping import AttributeMapping
+from .rows import SpanMapper
 
 
 class WorkerLostError(RuntimeError):

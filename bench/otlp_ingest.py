@@ -6,7 +6,7 @@ from several concurrent connections, and counts spans acknowledged per second. E
 acknowledged span is durably in the ledger when its response arrives; after the run the
 server is stopped and the ledger is counted to prove it.
 
-    .venv/bin/python bench/otlp_ingest.py --spans 200000 --concurrency 8
+    .venv/bin/python bench/otlp_ingest.py --spans 102400 --concurrency 32
 """
 
 from __future__ import annotations
@@ -195,7 +195,11 @@ def main() -> None:
             stored = con.execute("SELECT count(*), count(cost) FROM events").fetchone()
     sent = batches * args.batch
     print(f"machine: {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores")
-    print(f"spans sent: {sent:,} in {batches:,} requests of {args.batch}, concurrency {args.concurrency}")
+    workers = "the default" if args.decode_workers is None else str(args.decode_workers)
+    print(
+        f"spans sent: {sent:,} in {batches:,} requests of {args.batch}, concurrency {args.concurrency}; "
+        f"decode workers: {workers}"
+    )
     print(
         f"failed requests: {failures}; events in ledger: {stored[0]:,} (priced: {stored[1]:,}; 4x{args.batch} warm-up)"
     )

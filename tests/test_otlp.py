@@ -414,9 +414,10 @@ def test_decode_workers_answer_like_the_server_and_survive_a_lost_worker(tmp_pat
         assert refused.status_code == 415
         worker.kill()
         worker.join(10)
-        lost = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF)
+        lost = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF, timeout=60)
         assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
-        again = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF)
+        # The next request waits for the new worker to start (a new interpreter: allow for a busy machine).
+        again = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF, timeout=60)
         assert again.status_code == 200
     assert rec.stats.spans_accepted == 2
     assert len(ledger_rows(path)) == 2

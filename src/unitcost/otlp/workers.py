@@ -51,9 +51,9 @@ class DecodePool:
         self.mapping = mapping
         self.workers = workers
         self._lock = threading.Lock()
-        self._executor = self._start()
+        self._executor = self._start(wait=True)
 
-    def _start(self) -> ProcessPoolExecutor:
+    def _start(self, *, wait: bool) -> ProcessPoolExecutor:
         # A fresh interpreter, not a fork: the server has threads (the writer, DuckDB's) that
         # a fork would copy in whatever state they are in.
         executor = ProcessPoolExecutor(
@@ -62,8 +62,10 @@ class DecodePool:
             initializer=_start_worker,
             initargs=(self.mapping,),
         )
-        for future in [executor.submit(_ready) for _ in range(self.workers)]:
-            future.result()  # start every worker now, not on the first request
+        ready = [executor.submit(_ready) for _ in range(self.workers)]  # starts the processes
+        if wait:  # at start-up, so the first request does not wait for them
+            for future in ready:
+                future.result()
         return executor
 
     async def decode(self, body: bytes, content_type: str, encoding: str | None) -> Decoded:
@@ -76,7 +78,9 @@ class DecodePool:
             with self._lock:
                 if self._executor is executor:  # the first to notice starts a new pool
                     executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._start()
+                    # Not waiting for the new workers: the event loop goes on, and requests
+                    # queue in the new pool until its workers are up.
+                    self._executor = self._start(wait=False)
             raise WorkerLostError("the worker decoding the request stopped") from exc
 
     def close(self) -> None:

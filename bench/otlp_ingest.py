@@ -206,7 +206,7 @@ def main() -> None:
     print(f"elapsed: {elapsed:.2f} s; throughput: {sent / elapsed:,.0f} spans/s (acknowledged = committed)")
     writer = stats["writer"]
     commits = writer["commits"] - stats_before["commits"]
-    busy = writer["write_seconds"] - stats_before["write_seconds"]
+    busy = writer.get("write_seconds", 0.0) - stats_before.get("write_seconds", 0.0)
     print(
         f"ledger commits during the timed run: {commits:,} ({sent / commits:,.0f} events each, "
         f"{busy / commits * 1000:,.0f} ms each); the writer was busy {busy / elapsed:.0%} of the time"

@@ -324,6 +324,8 @@ def test_protobuf_gzip_export_is_priced_and_acknowledged(receiver: tuple[str, An
     big = next(r for r in rows if r["model"] == "gpt-4o")
     assert (big["input_tokens"], big["cache_read_tokens"], big["output_tokens"]) == (1200, 1024, 300)
     assert (big["app"], big["environment"], big["source"]) == ("checkout", "prod", "otlp")
+    # Fields no span set (their columns are left out of the commit) take their defaults.
+    assert (big["status"], big["service_tier"], big["requests"], big["team"]) == ("ok", "standard", 1, None)
     expected = book.price(
         "gpt-4o",
         provider="openai",

@@ -190,7 +190,7 @@ class BatchWriter:
             if isinstance(jobs[0].records, pa.Table):
                 tables = [job.records for job in jobs if isinstance(job.records, pa.Table)]
                 table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-                summary = ingestor.ingest_table(table, source=self.source)
+                summary = ingestor.ingest_table(_without_empty_columns(table), source=self.source)
             else:
                 records = [
                     record for job in jobs if not isinstance(job.records, pa.Table) for record in job.records
@@ -257,6 +257,13 @@ class BatchWriter:
 
 
 RETRIES = 5
+
+
+def _without_empty_columns(table: pa.Table) -> pa.Table:
+    """The ingest path reads an absent field as null; checking fewer columns makes each commit cheaper."""
+    return table.select(
+        [name for name in table.column_names if table.column(name).null_count < table.num_rows]
+    )
 
 
 def _job_of(starts: list[int], index: int) -> int:

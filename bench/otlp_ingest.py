@@ -6,7 +6,7 @@ from several concurrent connections, and counts spans acknowledged per second. E
 acknowledged span is durably in the ledger when its response arrives; after the run the
 server is stopped and the ledger is counted to prove it.
 
-    .venv/bin/python bench/otlp_ingest.py --spans 200000 --concurrency 8
+    .venv/bin/python bench/otlp_ingest.py --spans 102400 --concurrency 32
 """
 
 from __future__ import annotations
@@ -75,10 +75,36 @@ def build_request(batch: int, size: int, start_ns: int) -> bytes:
     return request.SerializeToString()
 
 
-def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process so far, all threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found + [g for c in found for g in _children(c)]
+
+
+def server_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of a process, and of each process it started (decode
+    workers), user + system (Linux /proc). Keys: "main", "thread <tid>", "process <pid>"."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out["main" if task.name == str(pid) else f"thread {task.name}"] = _cpu(task / "stat")
+        except OSError:
+            continue  # the thread ended meanwhile
+    for child in _children(pid):
+        try:
+            out[f"process {child}"] = _cpu(Path(f"/proc/{child}/stat"))
+        except OSError:
+            continue
+    return out
 
 
 def free_port() -> int:
@@ -117,6 +143,9 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--decode-workers", type=int, default=None, help="passed to `unitcost serve` (default: its own)"
+    )
     args = parser.parse_args()
 
     batches = args.spans // args.batch
@@ -128,7 +157,8 @@ def main() -> None:
         port = free_port()
         exe = Path(sys.executable).parent / "unitcost"
         server = subprocess.Popen(
-            [str(exe), "serve", "--port", str(port), "--ledger", str(ledger)],
+            [str(exe), "serve", "--port", str(port), "--ledger", str(ledger)]
+            + ([] if args.decode_workers is None else ["--decode-workers", str(args.decode_workers)]),
             stdout=subprocess.DEVNULL,
             env={**os.environ, "UNITCOST_PRICES_DIR": "/nonexistent"},
         )
@@ -144,10 +174,17 @@ def main() -> None:
                     raise SystemExit("unitcost serve did not start")
             url = f"http://127.0.0.1:{port}/v1/traces"
             asyncio.run(send_all(url, warmup, 2))  # opens the ledger, warms the price book
+            warm_stats = httpx.get(url + "/stats").json()
             cpu_before = server_cpu(server.pid)
+            client_before = time.process_time()
             elapsed, failures = asyncio.run(send_all(url, bodies, args.concurrency))
-            cpu_run = server_cpu(server.pid) - cpu_before
+            client_cpu = time.process_time() - client_before
+            parts_run = {
+                name: cpu - cpu_before.get(name, 0.0) for name, cpu in server_cpu(server.pid).items()
+            }
+            cpu_run = sum(parts_run.values())
             stats = httpx.get(url + "/stats").json()
+            stats_before = warm_stats["writer"]
         finally:
             server.send_signal(signal.SIGINT)
             _, _, usage = os.wait4(server.pid, 0)
@@ -158,14 +195,21 @@ def main() -> None:
             stored = con.execute("SELECT count(*), count(cost) FROM events").fetchone()
     sent = batches * args.batch
     print(f"machine: {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores")
-    print(f"spans sent: {sent:,} in {batches:,} requests of {args.batch}, concurrency {args.concurrency}")
+    workers = "the default" if args.decode_workers is None else str(args.decode_workers)
+    print(
+        f"spans sent: {sent:,} in {batches:,} requests of {args.batch}, concurrency {args.concurrency}; "
+        f"decode workers: {workers}"
+    )
     print(
         f"failed requests: {failures}; events in ledger: {stored[0]:,} (priced: {stored[1]:,}; 4x{args.batch} warm-up)"
     )
     print(f"elapsed: {elapsed:.2f} s; throughput: {sent / elapsed:,.0f} spans/s (acknowledged = committed)")
     writer = stats["writer"]
+    commits = writer["commits"] - stats_before["commits"]
+    busy = writer.get("write_seconds", 0.0) - stats_before.get("write_seconds", 0.0)
     print(
-        f"ledger commits: {writer['commits']:,} ({writer['events_written'] / writer['commits']:,.0f} events each)"
+        f"ledger commits during the timed run: {commits:,} ({sent / commits:,.0f} events each, "
+        f"{busy / commits * 1000:,.0f} ms each); the writer was busy {busy / elapsed:.0%} of the time"
     )
     cpu = usage.ru_utime + usage.ru_stime
     print(
@@ -176,6 +220,13 @@ def main() -> None:
         f"server CPU during the timed run: {cpu_run:.2f} s = {cpu_run / sent * 1e6:.0f} µs per span "
         f"({sent / cpu_run:,.0f} spans per server CPU-second)"
     )
+    busiest = sorted(parts_run.items(), key=lambda item: -item[1])[:5]
+    print(
+        "server CPU by thread (and worker process) during the timed run: "
+        + ", ".join(f"{name} {cpu / sent * 1e6:.0f}" for name, cpu in busiest)
+        + " µs per span"
+    )
+    print(f"client CPU during the timed run: {client_cpu:.2f} s = {client_cpu / sent * 1e6:.0f} µs per span")
     print(f"load average during the run (other jobs share the machine): {os.getloadavg()[0]:.1f}")
 
 

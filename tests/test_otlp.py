@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ from fake_providers import CHAT_USAGE, fake_provider_app, serve_app
 from otlp_payloads import genai_attributes, json_request, json_span, protobuf_request
 from unitcost.api import Ledger
 from unitcost.config import Config
+from unitcost.otlp.columns import storable_table
 from unitcost.otlp.decode import RequestError
-from unitcost.otlp.mapping import AttributeMapping, Span, SpanError, span_to_event
-from unitcost.otlp.receiver import extract
+from unitcost.otlp.extract import decode_request, extract
+from unitcost.otlp.mapping import AttributeMapping, Span, SpanError
+from unitcost.otlp.rows import SpanMapper, span_to_event
 from unitcost.otlp.server import otlp_app
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -192,6 +196,87 @@ def test_error_status_and_http_status() -> None:
     assert event is not None and (event["status"], event["http_status"]) == ("error", 429)
 
 
+def test_billed_cost_is_kept_as_an_exact_amount() -> None:
+    attrs = genai_attributes(**{"gen_ai.usage.cost": "0.000123456789"})
+    event = span_to_event(span(attrs), {}, AttributeMapping())
+    assert event is not None and event["billed_cost"] == Decimal("0.000123456789")
+    with pytest.raises(SpanError, match=r"gen_ai\.usage\.cost: not an amount"):
+        span_to_event(span(genai_attributes(**{"gen_ai.usage.cost": "NaN"})), {}, AttributeMapping())
+
+
+def test_a_value_that_cannot_be_stored_rejects_only_its_span() -> None:
+    mapper = SpanMapper()
+    resource = mapper.resource({})
+    good = mapper.span_row(span(genai_attributes()), resource, 0)
+    bad = mapper.span_row(span(genai_attributes(**{"enduser.id": "\ud800"})), resource, 0)
+    assert good is not None and bad is not None
+    table, unstorable = storable_table([good, bad, good])
+    assert table.num_rows == 2
+    assert [index for index, _ in unstorable] == [1]
+    assert "cannot be stored" in unstorable[0][1]
+
+
+# Attribute values as both encodings carry them: protobuf int64, double, bool, string, arrays.
+pb_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(max_size=6),
+    st.lists(st.integers(0, 9) | st.text(max_size=3), max_size=2),
+)
+pb_keys = st.sampled_from(
+    [
+        "gen_ai.request.model", "gen_ai.response.model", "llm.model_name", "gen_ai.system",
+        "gen_ai.provider.name", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.output_tokens", "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens", "gen_ai.operation.name", "gen_ai.usage.cost",
+        "error.type", "http.response.status_code", "openai.response.service_tier", "gen_ai.tool.name",
+        "service.name", "enduser.id", "unitcost.team", "unitcost.tag.ab", "http.route",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attrs=st.dictionaries(pb_keys, pb_values, max_size=8),
+    resource=st.dictionaries(
+        st.sampled_from(["service.name", "unitcost.tag.region", "enduser.id"]), st.text(max_size=4)
+    ),
+    error=st.booleans(),
+)
+def test_protobuf_and_decoded_spans_map_alike(
+    attrs: dict[str, Any], resource: dict[str, Any], error: bool
+) -> None:
+    """The protobuf path reads wire messages in place; it must give what the decoded path gives."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    ids = {"trace_id": bytes(range(16)), "span_id": bytes(range(8))}
+    body = protobuf_request([{"attributes": attrs, "error": error, **ids}], resource=resource)
+    message = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0]
+    decoded = Span(
+        trace_id=ids["trace_id"].hex(),
+        span_id=ids["span_id"].hex(),
+        parent_span_id="",
+        name="chat",
+        start_ns=message.start_time_unix_nano,
+        end_ns=message.end_time_unix_nano,
+        attributes=attrs,
+        error=error,
+    )
+    mapper = SpanMapper()
+    fields = mapper.resource(resource)
+
+    def outcome(read: Any) -> Any:
+        try:
+            return read()
+        except SpanError as exc:
+            return f"SpanError: {exc}"
+
+    assert outcome(lambda: mapper.protobuf_row(message, fields, 7)) == outcome(
+        lambda: mapper.span_row(decoded, fields, 7)
+    )
+
+
 # --------------------------------------------------------------------------- the receiver over HTTP
 
 
@@ -239,6 +324,8 @@ def test_protobuf_gzip_export_is_priced_and_acknowledged(receiver: tuple[str, An
     big = next(r for r in rows if r["model"] == "gpt-4o")
     assert (big["input_tokens"], big["cache_read_tokens"], big["output_tokens"]) == (1200, 1024, 300)
     assert (big["app"], big["environment"], big["source"]) == ("checkout", "prod", "otlp")
+    # Fields no span set (their columns are left out of the commit) take their defaults.
+    assert (big["status"], big["service_tier"], big["requests"], big["team"]) == ("ok", "standard", 1, None)
     expected = book.price(
         "gpt-4o",
         provider="openai",
@@ -306,6 +393,37 @@ def test_never_acknowledges_what_it_could_not_write(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "retry later" in Status.FromString(response.content).message
+
+
+@pytest.mark.slow
+def test_decode_workers_answer_like_the_server_and_survive_a_lost_worker(tmp_path: Path) -> None:
+    path = tmp_path / "pool.duckdb"
+    before = set(multiprocessing.active_children())
+    app, rec = otlp_app(path, config=Config(), decode_workers=1)
+    (worker,) = set(multiprocessing.active_children()) - before
+    with serve_app(app) as url:
+        good = {"attributes": genai_attributes("gpt-4o-mini", 42, 7)}
+        bad = {"attributes": genai_attributes(input_tokens=-1)}
+        body = protobuf_request([good, bad])
+        response = httpx.post(
+            url + "/v1/traces", content=gzip.compress(body), headers={**PROTOBUF, "Content-Encoding": "gzip"}
+        )
+        assert response.status_code == 200
+        partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+        assert partial.rejected_spans == 1 and "gen_ai.usage.input_tokens: negative" in partial.error_message
+        # A request refused in the worker keeps its status (415, not a generic 400).
+        refused = httpx.post(url + "/v1/traces", content=body, headers={**PROTOBUF, "Content-Encoding": "br"})
+        assert refused.status_code == 415
+        worker.kill()
+        worker.join(10)
+        lost = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF, timeout=60)
+        assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
+        # The next request waits for the new worker to start (a new interpreter: allow for a busy machine).
+        again = httpx.post(url + "/v1/traces", content=protobuf_request([good]), headers=PROTOBUF, timeout=60)
+        assert again.status_code == 200
+    assert rec.stats.spans_accepted == 2
+    assert len(ledger_rows(path)) == 2
+    assert not set(multiprocessing.active_children()) - before  # the workers stop with the server
 
 
 # --------------------------------------------------------------------------- end to end
@@ -446,10 +564,10 @@ fuzzed_span = st.builds(
 @given(spans=st.lists(fuzzed_span | any_json, max_size=6))
 def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[Any]) -> None:
     try:
-        extracted = extract(_body(spans), "application/json", AttributeMapping())
+        extracted = extract(_body(spans), "application/json", SpanMapper())
     except RequestError:
         return  # infinities are not JSON: the whole request is refused, nothing is written
-    assert len(extracted.records) + extracted.ignored + extracted.rejected == len(spans)
+    assert len(extracted.rows) + extracted.ignored + extracted.rejected == len(spans)
     assert all(": " in e for e in extracted.errors)
 
 
@@ -457,12 +575,13 @@ def test_fuzzed_otlp_json_never_crashes_and_accounts_for_every_span(spans: list[
 @given(spans=st.lists(fuzzed_span, min_size=1, max_size=5))
 def test_fuzzed_spans_written_or_rejected_by_name(spans: list[Any], ledger: Ledger) -> None:
     try:
-        extracted = extract(_body(spans), "application/json", AttributeMapping())
+        decoded = decode_request(_body(spans), "application/json", None, SpanMapper())
     except RequestError:
         return
+    assert decoded.table.num_rows + decoded.ignored + decoded.rejected == len(spans)
     before = ledger.count()
-    summary = ledger.ingest_records(extracted.records, source="otlp")
-    assert summary.accepted + summary.duplicates + summary.rejected == len(extracted.records)
+    summary = ledger.ingestor().ingest_table(decoded.table, source="otlp")
+    assert summary.accepted + summary.duplicates + summary.rejected == decoded.table.num_rows
     assert ledger.count() == before + summary.accepted
     assert all(r.field and r.reason for r in summary.rejections)
 

@@ -24,6 +24,14 @@ def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (4318 is the OTLP/HTTP default).")] = 4318,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    decode_workers: Annotated[
+        int,
+        typer.Option(
+            "--decode-workers",
+            min=0,
+            help="Processes that decode requests beside the ledger writer (0: decode in the server process).",
+        ),
+    ] = 1,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
     prices: PricesOpt = None,
@@ -36,7 +44,7 @@ def serve_cmd(
     from ..otlp.server import otlp_app
 
     cfg = load_config(config)
-    application, _ = otlp_app(ledger, config=cfg, prices=prices)
+    application, _ = otlp_app(ledger, config=cfg, prices=prices, decode_workers=decode_workers)
     console().print(
         f"unitcost serve: OTLP/HTTP on http://{host}:{port}/v1/traces -> {resolve_ledger(ledger, cfg)}",
         markup=False,

@@ -10,12 +10,16 @@ acknowledges only what is durably in the ledger.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from ..ingest.normalise import Rejection
 from .typed import ingest_typed
@@ -43,8 +47,13 @@ class BatchResult:
 
 @dataclass
 class _Job:
-    records: Sequence[Mapping[str, Any]]
+    records: Sequence[Mapping[str, Any]] | pa.Table
+    """Python records, or a table of typed columns named like event fields (servers)."""
     future: Future[BatchResult] | None
+
+    @property
+    def size(self) -> int:
+        return self.records.num_rows if isinstance(self.records, pa.Table) else len(self.records)
 
 
 class BatchWriter:
@@ -76,6 +85,8 @@ class BatchWriter:
         self.commits = 0
         """Ingest calls made: with `events_written`, how well concurrent producers share commits."""
         self.events_written = 0
+        self.write_seconds = 0.0
+        """Wall time spent writing (checks, pricing, commit): against the elapsed time, how busy the writer is."""
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -84,15 +95,25 @@ class BatchWriter:
 
     def submit(self, records: Sequence[Mapping[str, Any]], *, wait: bool = True) -> Future[BatchResult]:
         """Queue records; the future resolves once they are committed (or raises the write error)."""
-        future: Future[BatchResult] = Future()
+        return self._submit(_Job(records, Future() if wait else None))
+
+    def submit_table(self, table: pa.Table) -> Future[BatchResult]:
+        """Queue typed columns (any subset of the event fields, one event per row); the future
+        resolves once they are committed. The tables waiting together are concatenated into
+        one commit, so they must give a field the same type."""
+        return self._submit(_Job(table, Future()))
+
+    def _submit(self, job: _Job) -> Future[BatchResult]:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the ledger writer is closed")
-            self._jobs.append(_Job(records, future if wait else None))
+            self._jobs.append(job)
             self._cond.notify()
-        if not wait:
-            future.set_result(BatchResult(len(records)))
-        return future
+        if job.future is None:
+            done: Future[BatchResult] = Future()
+            done.set_result(BatchResult(job.size))
+            return done
+        return job.future
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is written. False on timeout."""
@@ -112,7 +133,7 @@ class BatchWriter:
     @property
     def pending(self) -> int:
         with self._cond:
-            return sum(len(j.records) for j in self._jobs)
+            return sum(j.size for j in self._jobs)
 
     # ------------------------------------------------------------------ the thread
 
@@ -123,15 +144,15 @@ class BatchWriter:
             if self.linger_s and not self._closing:
                 # Let concurrent producers join the batch: fewer, larger commits.
                 self._cond.wait_for(
-                    lambda: self._closing or sum(len(j.records) for j in self._jobs) >= self.max_batch,
+                    lambda: self._closing or sum(j.size for j in self._jobs) >= self.max_batch,
                     self.linger_s,
                 )
             taken: list[_Job] = []
             size = 0
-            while self._jobs and (not taken or size + len(self._jobs[0].records) <= self.max_batch):
+            while self._jobs and (not taken or size + self._jobs[0].size <= self.max_batch):
                 job = self._jobs.pop(0)
                 taken.append(job)
-                size += len(job.records)
+                size += job.size
             self._busy = bool(taken)
             return taken
 
@@ -146,27 +167,40 @@ class BatchWriter:
                         return
                 continue
             try:
-                self._write(jobs)
+                # Tables and records are ingested apart (one commit each), in the order they came.
+                for _, run in itertools.groupby(jobs, key=lambda job: isinstance(job.records, pa.Table)):
+                    self._write(list(run))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
     def _write(self, jobs: list[_Job]) -> None:
-        records: list[Mapping[str, Any]] = []
+        """One ingest call for jobs of one kind (all tables or all records)."""
         starts: list[int] = []
+        total = 0
         for job in jobs:
-            starts.append(len(records))
-            records.extend(job.records)
+            starts.append(total)
+            total += job.size
+        started = time.perf_counter()
         try:
             if self._ledger is None:
                 self._ledger = self._factory()
             ingestor = self._ledger.ingestor()
-            if self.typed:
-                summary = ingest_typed(ingestor, records, source=self.source)
+            if isinstance(jobs[0].records, pa.Table):
+                tables = [job.records for job in jobs if isinstance(job.records, pa.Table)]
+                table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+                summary = ingestor.ingest_table(_without_empty_columns(table), source=self.source)
             else:
-                summary = ingestor.ingest_records(records, source=self.source)
+                records = [
+                    record for job in jobs if not isinstance(job.records, pa.Table) for record in job.records
+                ]
+                if self.typed:
+                    summary = ingest_typed(ingestor, records, source=self.source)
+                else:
+                    summary = ingestor.ingest_records(records, source=self.source)
         except Exception as exc:  # the producers learn of it; the thread lives on
+            self.write_seconds += time.perf_counter() - started
             self.failures += 1
             self.last_error = exc
             for job in jobs:
@@ -175,9 +209,10 @@ class BatchWriter:
             self._retry_later([job for job in jobs if job.future is None], exc)
             return
         self._attempts = 0
+        self.write_seconds += time.perf_counter() - started
         self.commits += 1
-        self.events_written += len(records)
-        results = [BatchResult(len(job.records)) for job in jobs]
+        self.events_written += total
+        results = [BatchResult(job.size) for job in jobs]
         rejected_per_job = [0] * len(jobs)
         for rejection in summary.rejections:
             index = _job_of(starts, rejection.record - 1)
@@ -191,7 +226,7 @@ class BatchWriter:
         # Accepted/duplicate counts are per batch; share them out in order (exact when nothing is duplicated).
         accepted = summary.accepted
         for job, result, rejected in zip(jobs, results, rejected_per_job, strict=True):
-            good = len(job.records) - rejected
+            good = job.size - rejected
             result.accepted = min(good, accepted)
             result.duplicates = good - result.accepted
             accepted -= result.accepted
@@ -205,7 +240,7 @@ class BatchWriter:
         if not jobs:
             log.error("unitcost: could not write to the ledger: %s", exc)
             return
-        count = sum(len(job.records) for job in jobs)
+        count = sum(job.size for job in jobs)
         self._attempts += 1
         if self._attempts > RETRIES:
             log.error(
@@ -222,6 +257,13 @@ class BatchWriter:
 
 
 RETRIES = 5
+
+
+def _without_empty_columns(table: pa.Table) -> pa.Table:
+    """The ingest path reads an absent field as null; checking fewer columns makes each commit cheaper."""
+    return table.select(
+        [name for name in table.column_names if table.column(name).null_count < table.num_rows]
+    )
 
 
 def _job_of(starts: list[int], index: int) -> int:

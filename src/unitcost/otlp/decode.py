@@ -2,22 +2,23 @@
 
 Protobuf is decoded with the official `opentelemetry-proto` messages. JSON follows the
 OTLP/JSON rules: camelCase field names, trace and span ids as hex strings, 64-bit
-integers as decimal strings, enum values as integers. Both produce the same `Span`.
+integers as decimal strings, enum values as integers. JSON spans become `Span`s; protobuf
+spans stay messages, read in place by the mapping (`SpanMapper.protobuf_row`).
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from .mapping import Span
+from .rows import STATUS_ERROR, any_value
 
 MAX_BODY = 64 * 1024 * 1024
-STATUS_ERROR = 2
 
 
 class RequestError(ValueError):
@@ -26,6 +27,9 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[type[RequestError], tuple[str, int]]:
+        return RequestError, (str(self), self.status)  # crosses from a decoding worker intact
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:
@@ -49,30 +53,14 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     return data
 
 
-SpanGroup = tuple[dict[str, Any], list[Span]]
+ProtobufGroup = tuple[dict[str, Any], Sequence[Any]]
+"""A resource's decoded attributes and the protobuf Span messages of one of its scopes."""
 
 
 # --------------------------------------------------------------------------- protobuf
 
 
-def _any_value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [_any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    return getattr(value, kind)
-
-
-def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _any_value(kv.value) for kv in kvs}
-
-
-def decode_protobuf(data: bytes) -> Iterator[SpanGroup]:
+def decode_protobuf(data: bytes) -> Iterator[ProtobufGroup]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -81,26 +69,10 @@ def decode_protobuf(data: bytes) -> Iterator[SpanGroup]:
     except DecodeError as exc:
         raise RequestError(f"the body is not an OTLP ExportTraceServiceRequest in protobuf ({exc})") from exc
     for resource_spans in request.resource_spans:
-        resource = _attrs(resource_spans.resource.attributes)
+        resource = {kv.key: any_value(kv.value) for kv in resource_spans.resource.attributes}
         for scope_spans in resource_spans.scope_spans:
-            yield (
-                resource,
-                [
-                    Span(
-                        trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(),
-                        parent_span_id=s.parent_span_id.hex(),
-                        name=s.name,
-                        start_ns=s.start_time_unix_nano,
-                        end_ns=s.end_time_unix_nano,
-                        # KeyValue messages, read (and their values decoded) only as the mapping needs
-                        attributes=s.attributes,
-                        error=s.status.code == STATUS_ERROR,
-                        decode=_any_value,
-                    )
-                    for s in scope_spans.spans
-                ],
-            )
+            # The Span messages themselves: `SpanMapper.protobuf_row` reads them in place.
+            yield resource, scope_spans.spans
 
 
 # --------------------------------------------------------------------------- JSON

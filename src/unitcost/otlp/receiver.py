@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,99 +24,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..connectors.writer import BatchWriter
-from .decode import (
-    JsonSpanError,
-    RequestError,
-    decode_json,
-    decode_protobuf,
-    decompress,
-    json_attributes,
-    json_span,
-)
-from .mapping import AttributeMapping, ResourceFields, Span, SpanError, resource_fields, span_to_event
+from .decode import RequestError
+from .extract import JSON, PROTOBUF, Outcome, decode_request
+from .mapping import AttributeMapping
+from .rows import SpanMapper
+from .workers import DecodePool, WorkerLostError
 
 log = logging.getLogger("unitcost.otlp")
-
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-SHOWN_ERRORS = 5
-
-
-@dataclass
-class Extracted:
-    """What one request holds: events to write, and the spans that could not be read."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    """Span label (trace/span id) of each record, to name it if the ledger rejects it."""
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-    ignored: int = 0
-
-    def reject(self, label: str, reason: str, count: int = 1) -> None:
-        self.rejected += count
-        if len(self.errors) < SHOWN_ERRORS:
-            self.errors.append(f"{label}: {reason}")
-
-    def take(self, span: Span, resource: ResourceFields, mapping: AttributeMapping, now: datetime) -> None:
-        label = f"span {span.span_id or '?'} (trace {span.trace_id or '?'})"
-        try:
-            event = span_to_event(span, resource, mapping, now)
-        except SpanError as exc:
-            self.reject(label, str(exc))
-            return
-        if event is None:
-            self.ignored += 1
-            return
-        self.records.append(event)
-        self.labels.append(label)
-
-
-def extract(data: bytes, content_type: str, mapping: AttributeMapping) -> Extracted:
-    """Decoded request -> events. Raises RequestError when the request as a whole is unreadable."""
-    out = Extracted()
-    now = datetime.now(UTC)
-    if content_type == PROTOBUF:
-        for resource, spans in decode_protobuf(data):
-            fields = resource_fields(resource, mapping)
-            for span in spans:
-                out.take(span, fields, mapping, now)
-        return out
-    _, groups = decode_json(data)
-    for g, group in enumerate(groups):
-        where = f"resourceSpans[{g}]"
-        scopes = group.get("scopeSpans", []) if isinstance(group, Mapping) else None
-        if not isinstance(scopes, list):
-            out.reject(where, "expected an object with a scopeSpans list")
-            continue
-        spans_here = [
-            s
-            for scope in scopes
-            if isinstance(scope, Mapping) and isinstance(scope.get("spans"), list)
-            for s in scope["spans"]
-        ]
-        try:
-            resource_obj = group.get("resource") or {}
-            if not isinstance(resource_obj, Mapping):
-                raise JsonSpanError(f"{where}.resource: must be an object")
-            resource = json_attributes(resource_obj.get("attributes"), f"{where}.resource.attributes")
-        except JsonSpanError as exc:
-            out.reject(where, str(exc), max(len(spans_here), 1))
-            continue
-        fields = resource_fields(resource, mapping)
-        for s, scope in enumerate(scopes):
-            raw_spans = scope.get("spans", []) if isinstance(scope, Mapping) else None
-            if not isinstance(raw_spans, list):
-                out.reject(f"{where}.scopeSpans[{s}]", "expected an object with a spans list")
-                continue
-            for i, raw in enumerate(raw_spans):
-                try:
-                    span = json_span(raw, f"{where}.scopeSpans[{s}].spans[{i}]")
-                except JsonSpanError as exc:
-                    out.reject("span", str(exc))
-                    continue
-                out.take(span, fields, mapping, now)
-    return out
 
 
 @dataclass
@@ -131,12 +43,28 @@ class ReceiverStats:
 
 
 class TraceReceiver:
-    """The `/v1/traces` endpoint, bound to a ledger writer and an attribute mapping."""
+    """The `/v1/traces` endpoint, bound to a ledger writer and an attribute mapping.
 
-    def __init__(self, writer: BatchWriter, mapping: AttributeMapping | None = None) -> None:
+    With `decode_workers`, requests are decoded and mapped in that many worker processes, so
+    the server's own interpreter lock is left to the HTTP handling and the ledger writer.
+    Call `close` when done (it stops the workers).
+    """
+
+    def __init__(
+        self, writer: BatchWriter, mapping: AttributeMapping | None = None, *, decode_workers: int = 0
+    ) -> None:
         self.writer = writer
-        self.mapping = mapping or AttributeMapping()
+        self.mapper = SpanMapper(mapping)
         self.stats = ReceiverStats()
+        self.pool = DecodePool(self.mapper.mapping, decode_workers) if decode_workers > 0 else None
+
+    @property
+    def mapping(self) -> AttributeMapping:
+        return self.mapper.mapping
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def routes(self) -> list[Route]:
         return [
@@ -145,7 +73,11 @@ class TraceReceiver:
         ]
 
     async def stats_endpoint(self, request: Request) -> Response:
-        writer = {"commits": self.writer.commits, "events_written": self.writer.events_written}
+        writer = {
+            "commits": self.writer.commits,
+            "events_written": self.writer.events_written,
+            "write_seconds": round(self.writer.write_seconds, 6),
+        }
         return Response(orjson.dumps({**self.stats.__dict__, "writer": writer}), media_type=JSON)
 
     async def export(self, request: Request) -> Response:
@@ -156,17 +88,23 @@ class TraceReceiver:
                 415,
                 JSON,
             )
+        encoding = request.headers.get("content-encoding")
         try:
             body = await request.body()
-            data = decompress(body, request.headers.get("content-encoding"))
-            extracted = extract(data, content_type, self.mapping)
+            if self.pool is None:
+                decoded = decode_request(body, content_type, encoding, self.mapper)
+            else:
+                decoded = await self.pool.decode(body, content_type, encoding)
         except RequestError as exc:
             return _error(str(exc), exc.status, content_type)
+        except WorkerLostError as exc:
+            log.error("OTLP export not decoded: %s", exc)
+            return _error(f"{exc}, retry later", 503, content_type)
         self.stats.requests += 1
-        self.stats.spans_ignored += extracted.ignored
-        if extracted.records:
+        self.stats.spans_ignored += decoded.ignored
+        if decoded.table.num_rows:
             try:
-                future = self.writer.submit(extracted.records)
+                future = self.writer.submit_table(decoded.table)
                 result = await asyncio.wrap_future(future)
             except Exception as exc:
                 log.error("OTLP export not written: %s", exc)
@@ -174,20 +112,18 @@ class TraceReceiver:
             self.stats.spans_accepted += result.accepted
             self.stats.spans_duplicate += result.duplicates
             for rejection in result.rejections:
-                extracted.reject(
-                    extracted.labels[rejection.record - 1], f"{rejection.field}: {rejection.reason}"
-                )
-        self.stats.spans_rejected += extracted.rejected
-        return _success(extracted, content_type)
+                decoded.reject(decoded.label(rejection.record - 1), f"{rejection.field}: {rejection.reason}")
+        self.stats.spans_rejected += decoded.rejected
+        return _success(decoded, content_type)
 
 
-def _message(extracted: Extracted) -> str:
+def _message(extracted: Outcome) -> str:
     shown = "; ".join(extracted.errors)
     more = extracted.rejected - len(extracted.errors)
     return f"{extracted.rejected} span(s) rejected: {shown}" + (f"; and {more} more" if more > 0 else "")
 
 
-def _success(extracted: Extracted, content_type: str) -> Response:
+def _success(extracted: Outcome, content_type: str) -> Response:
     if content_type == PROTOBUF:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 

@@ -67,10 +67,18 @@ def build_app(
 
 
 def otlp_app(
-    ledger: str | Path | None, *, config: Config | None = None, prices: Path | None = None
+    ledger: str | Path | None,
+    *,
+    config: Config | None = None,
+    prices: Path | None = None,
+    decode_workers: int = 0,
 ) -> tuple[Starlette, TraceReceiver]:
-    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver."""
+    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver.
+
+    `decode_workers` > 0 decodes requests in that many worker processes (see `workers`)."""
     config = config or Config()
     writer = ledger_writer(ledger, config=config, prices=prices)
-    receiver = TraceReceiver(writer, AttributeMapping.from_config(config.section("otlp")))
-    return build_app([receiver.routes()], on_shutdown=[writer.close]), receiver
+    receiver = TraceReceiver(
+        writer, AttributeMapping.from_config(config.section("otlp")), decode_workers=decode_workers
+    )
+    return build_app([receiver.routes()], on_shutdown=[receiver.close, writer.close]), receiver

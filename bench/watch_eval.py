@@ -16,6 +16,11 @@ Scoring, per detector:
 - time to detect: alert time (end of the hour it was seen in) minus incident start.
 
     .venv/bin/python bench/watch_eval.py --seeds 8
+    .venv/bin/python bench/watch_eval.py --seeds 6 --first-seed 7    # other seeds
+    .venv/bin/python bench/watch_eval.py --seeds 6 --no-incidents     # false alerts alone
+
+With --no-incidents nothing is injected: the same replay then counts false alerts on every
+scope and hour, where with incidents the scopes and hours near an incident are excused.
 """
 
 from __future__ import annotations
@@ -62,11 +67,12 @@ def matches(alert: dict[str, Any], incident: Incident) -> bool:
 
 
 def run_seed(
-    seed: int, workdir: Path
+    seed: int, workdir: Path, inject: bool = True
 ) -> tuple[list[Incident], list[dict[str, Any]], list[dict[str, Any]], list[float]]:
     eval_start = START + timedelta(days=DAYS) - timedelta(hours=EVAL_HOURS)
     workload = Workload(START, DAYS, seed)
-    workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
+    if inject:
+        workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
     store = DuckDBStore(workdir / f"eval-{seed}.duckdb")
     store.append(workload.events(START, eval_start, ingested_at=eval_start))
     watcher = Watcher(store, WatchSettings(), sinks=[])
@@ -105,6 +111,11 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument(
+        "--no-incidents",
+        action="store_true",
+        help="inject nothing: every alert is a false positive, on every scope and hour",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     incidents: list[Incident] = []
@@ -113,7 +124,9 @@ def main() -> None:
     cycles: list[float] = []
     with tempfile.TemporaryDirectory(prefix="unitcost-watch-eval-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            seed_incidents, seed_alerts, seed_findings, seed_cycles = run_seed(seed, Path(tmp))
+            seed_incidents, seed_alerts, seed_findings, seed_cycles = run_seed(
+                seed, Path(tmp), inject=not args.no_incidents
+            )
             findings.extend(seed_findings)
             for a in seed_alerts:
                 a["incidents"] = [i for i in seed_incidents if matches(a, i)]

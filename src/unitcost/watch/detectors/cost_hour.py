@@ -4,17 +4,19 @@ Series: the organisation, each team, and each feature of each team (a doubling o
 feature is +100 % on its own series however large the rest of its team). Each hour gets a
 seasonal baseline and a noise model (`seasonal`): the same hour on the days of the same
 kind over the last weeks, with the series' own measured traffic dispersion plus
-compound-Poisson noise. The last 1, 2 and 3 hours (`windows`) are judged together: a
+compound-Poisson noise. The last 1, 2 and 3 hours (`windows`) are each judged as one: a
 large jump is seen in its first hour, a smaller one once two or three hours make it
 certain.
 
 A window is anomalous when its cost is at least `threshold` above the baseline, the
-excess is at least `min_excess` dollars an hour (so a cheap scope in a quiet hour pages
-nobody), and the log of observed over expected is `sigmas` times its standard deviation.
+excess is at least `min_excess` dollars (so a cheap scope in a quiet hour pages nobody),
+and the log of observed over expected is `sigmas` times its standard deviation.
 
-One incident, one finding: when most (`explain`) of a scope's excess comes from one of its
-teams or features, the finding names that narrower scope instead, and a scope flagged on its
-own and through its parent is reported once.
+One incident, one finding (`attribution`): when one team or feature accounts for most
+(`explain`) of a scope's excess, the finding names that narrower scope instead; when a
+few do and the rest of the scope stayed flat, each of them that is anomalous on its own;
+when the whole scope rose, the scope, and its children's findings of that hour are part of
+it.
 """
 
 from __future__ import annotations
@@ -40,9 +42,7 @@ CONTEXT_HOURS = 24
 class _Level:
     """The series of one granularity (org, teams, features of teams), as hours × series arrays."""
 
-    dims: tuple[str, ...]
     scopes: list[Scope]
-    keys: list[Any]
     cost: np.ndarray
     expectation: Expectation
     windows: dict[int, _Windows] = field(default_factory=dict)
@@ -108,12 +108,9 @@ class CostPerHour:
     ) -> _Level:
         cost = ctx.pivot("cost", dims)
         cost_sq = ctx.pivot("cost_sq", dims).reindex(columns=cost.columns)
-        keys = list(cost.columns)
         x = cost.to_numpy(dtype=float)
         level = _Level(
-            dims,
-            [scope_of(dims, k) if dims else Scope() for k in keys],
-            keys,
+            [scope_of(dims, k) if dims else Scope() for k in cost.columns],
             x,
             expect(x, cost_sq.fillna(0.0).to_numpy(dtype=float), index, from_position, weeks),
         )
@@ -153,7 +150,7 @@ class CostPerHour:
                         )
 
                     def flagged(node: Node, hour: int = hour) -> bool:
-                        return any(w.flagged[hour, node[1]] for w in levels[node[0]].windows.values())
+                        return any(ws.flagged[hour, node[1]] for ws in levels[node[0]].windows.values())
 
                     owners = tree.explain(
                         origin,
@@ -236,24 +233,23 @@ class CostPerHour:
 
 def _window(x: np.ndarray, e: Expectation, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observed and expected cost of the `width` hours ending at each hour, and the z-score of
-    their log ratio: own noises correlated by ρ between hours, baseline errors added in full
-    (neighbouring hours' baselines come from the same days)."""
+    their log ratio. Neighbouring hours' own noises are correlated by ρ, and so are the errors
+    of their medians (the same days, one hour apart); the weekday level's error is shared."""
     n = len(x)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         base = e.base
-        own_sd = np.where(base > 0, base * np.sqrt(e.own_var), 0.0)
-        base_sd = np.where(base > 0, base * np.sqrt(e.base_var), 0.0)
-        shifted = [_shift(a, lag, n) for lag in range(width) for a in (x, base, own_sd, base_sd)]
-        xs, bs, own, bsd = (shifted[k::4] for k in range(4))
+        sd = np.where(base > 0, base * np.sqrt(e.own_var + e.base_var), 0.0)
+        xs, bs, sds = ([_shift(a, lag, n) for lag in range(width)] for a in (x, base, sd))
         observed = np.sum(xs, axis=0)
         expected = np.sum(bs, axis=0)
-        variance = np.square(np.sum(bsd, axis=0))
+        variance = np.zeros_like(expected)
         for a in range(width):
-            variance += own[a] ** 2
+            variance += sds[a] ** 2
             for b in range(a + 1, width):
-                variance += 2 * e.rho ** (b - a) * own[a] * own[b]
-        z = np.log(observed / expected) * expected / np.sqrt(variance)
+                variance += 2 * e.rho ** (b - a) * sds[a] * sds[b]
+        # The weekday's level scales every hour of the window alike.
+        z = np.log(observed / expected) / np.sqrt(variance / expected**2 + e.level_var)
     return observed, expected, np.where(np.isfinite(z), z, -np.inf)
 
 

@@ -14,11 +14,11 @@ Noise, in log space (an ordinary hour costs baseline × e^ε):
 
 κ = Σc²/Σc over the series' calls is compound-Poisson noise: an hour of a few large calls
 strays more than an hour of many small ones, so quiet night hours are judged leniently.
-δ is the series' own traffic dispersion beyond Poisson, measured on the same days: the
-value for which the residuals of those days, divided by their predicted spread, have the
-median absolute size of a standard normal's. ρ, the correlation of consecutive hours'
-residuals, is measured too, so that a window of several hours is not trusted more than
-the data allow.
+δ is the series' own traffic dispersion beyond Poisson, measured on the same weeks (both
+kinds of day, the busier half of the hours): the value for which 80 % of those hours lie
+within ±1.28 of their predicted spread, as for a normal variable. ρ, the correlation of
+consecutive hours' residuals, is measured too, so that a window of several hours is not
+trusted more than the data allow.
 
 Everything about a day is computed from the days before it: a cycle run hour by hour
 judges each hour exactly as one catch-up cycle does.
@@ -50,7 +50,9 @@ class Expectation:
     own_var: np.ndarray
     """Variance of log(observed / base) from the hour's own noise (δ² + κ / base)."""
     base_var: np.ndarray
-    """Variance of log(base): the uncertainty of the median itself."""
+    """Variance of log(base) from the median of each hour (independent between hours, up to ρ)."""
+    level_var: np.ndarray
+    """Variance of log(base) from the weekday's level (shared by every hour of the day)."""
     rho: np.ndarray
     """Correlation of the residuals of consecutive hours."""
     dispersion: np.ndarray
@@ -67,7 +69,8 @@ def expect(
     """Baseline and noise of every hour from `from_position` on, for each column of `cost`."""
     n_hours, n_series = cost.shape
     shape = (n_hours, n_series)
-    out = {k: np.full(shape, np.nan) for k in ("base", "own_var", "base_var", "rho", "dispersion")}
+    keys = ("base", "own_var", "base_var", "level_var", "rho", "dispersion")
+    out = {k: np.full(shape, np.nan) for k in keys}
     if n_hours == 0 or n_series == 0:
         return Expectation(**out)
     offset = int(hours[0].hour)
@@ -130,6 +133,7 @@ def _expect_day(
         "base": np.where(n >= 2, base, np.nan),
         "own_var": np.where(ok, own, np.inf),
         "base_var": np.where(ok, base_var, np.inf),
+        "level_var": np.broadcast_to(mine.level_var, base.shape).copy(),
         "rho": np.broadcast_to(rho, base.shape).copy(),
         "dispersion": np.broadcast_to(np.sqrt(delta2), base.shape).copy(),
     }
@@ -145,6 +149,8 @@ class _Profile:
     """rows × 24 × series: what the profile expects of each sample day."""
     residual: np.ndarray
     """rows × 24 × series: log(sample / expected), NaN where unknown."""
+    level_var: np.ndarray
+    """series: variance of the log of the judged day's level."""
 
 
 def _profile(days: np.ndarray, dow: np.ndarray, rows: np.ndarray, target_dow: int) -> _Profile | None:
@@ -152,7 +158,7 @@ def _profile(days: np.ndarray, dow: np.ndarray, rows: np.ndarray, target_dow: in
     if len(rows) < 2:
         return None
     samples = days[rows]  # rows × 24 × series
-    level = _day_levels(samples, dow[rows], target_dow)
+    level, level_var = _day_levels(samples, dow[rows], target_dow)
     normal = samples / level[:-1, None, :]
     median = np.nanmedian(normal, axis=0)
     n = np.sum(~np.isnan(normal), axis=0)
@@ -161,23 +167,33 @@ def _profile(days: np.ndarray, dow: np.ndarray, rows: np.ndarray, target_dow: in
     # n normal samples takes (2 - π/2)/n of it).
     absorbed = np.maximum(1 - (2 - np.pi / 2) / np.maximum(n, 1), 0.5)
     residual = np.where(usable[None], np.log(normal / median[None]) / np.sqrt(absorbed)[None], np.nan)
-    return _Profile(median * level[-1][None, :], n, median[None] * level[:-1, None, :], residual)
+    return _Profile(median * level[-1][None, :], n, median[None] * level[:-1, None, :], residual, level_var)
 
 
-def _day_levels(samples: np.ndarray, sample_dow: np.ndarray, target_dow: int) -> np.ndarray:
+def _day_levels(
+    samples: np.ndarray, sample_dow: np.ndarray, target_dow: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The level of each sample day's weekday, then of the judged day's (last row): the median
     daily total of that weekday over the median of the kind, 1 while fewer than 2 complete days
-    of that weekday (or 4 of the kind) are known."""
+    of that weekday (or 4 of the kind) are known. Also the variance of the log of the judged
+    day's level: a median of a few daily totals, whose spread around their weekday's median is
+    measured on the same days."""
     totals = samples.sum(axis=1)  # NaN for incomplete days
     kind = np.nanmedian(totals, axis=0)
     complete = ~np.isnan(totals)
-    levels = {}
+    levels, medians, counts = {}, {}, {}
     for w in {*sample_dow.tolist(), target_dow}:
         rows = sample_dow == w
-        enough = (np.sum(complete[rows], axis=0) >= 2) & (np.sum(complete, axis=0) >= 4) & (kind > 0)
-        ratio = np.nanmedian(totals[rows], axis=0) / kind if rows.any() else np.full(kind.shape, np.nan)
+        counts[w] = np.sum(complete[rows], axis=0)
+        enough = (counts[w] >= 2) & (np.sum(complete, axis=0) >= 4) & (kind > 0)
+        medians[w] = np.nanmedian(totals[rows], axis=0) if rows.any() else np.full(kind.shape, np.nan)
+        ratio = medians[w] / kind
         levels[w] = np.where(enough & (ratio > 0), ratio, 1.0)
-    return np.vstack([levels[w] for w in sample_dow] + [levels[target_dow]])
+    spread = np.log(totals / np.vstack([medians[w] for w in sample_dow]))
+    per_day = np.square(1.4826 * np.nanmedian(np.abs(spread), axis=0))
+    n = np.maximum(counts[target_dow], 1)
+    level_var = np.where(levels[target_dow] != 1.0, np.pi / 2 * np.nan_to_num(per_day) / n, 0.0)
+    return np.vstack([levels[w] for w in sample_dow] + [levels[target_dow]]), level_var
 
 
 def _fit_dispersion(residual: np.ndarray, poisson: np.ndarray, valid: np.ndarray) -> np.ndarray:

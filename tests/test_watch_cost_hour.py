@@ -166,3 +166,21 @@ def test_the_traffic_dispersion_is_measured_from_the_series_itself() -> None:
             series[["cost"]].to_numpy(), series[["cost_sq"]].to_numpy(), hours, len(hours) - 24, weeks=4
         )
         assert 0.75 * noise <= e.dispersion[-1, 0] <= 1.25 * noise
+
+
+def test_ordinary_hours_are_standard_normal_in_units_of_the_noise_model() -> None:
+    # What `sigmas` means: on traffic with no change, an hour's log(observed / baseline) divided
+    # by the modelled standard deviation spreads like a standard normal variable, busy or quiet.
+    frame = rollups([Feature("legal", "review", 80, 0.03), Feature("search", "answer", 500, 0.002)], seed=5)
+    for _, part in frame.groupby("feature"):
+        series = part.set_index("hour")[["cost", "cost_sq"]]
+        hours = pd.DatetimeIndex(series.index)
+        week = len(hours) - 7 * 24
+        e = expect(series[["cost"]].to_numpy(), series[["cost_sq"]].to_numpy(), hours, week, weeks=3)
+        x = series["cost"].to_numpy()[week:]
+        sd = np.sqrt(e.own_var + e.base_var + e.level_var)[week:, 0]
+        spent = x > 0  # an hour with no call at all has no log
+        z = np.log(x[spent] / e.base[week:, 0][spent]) / sd[spent]
+        assert len(z) > 150
+        assert abs(float(np.mean(z))) < 0.25
+        assert 0.8 < float(np.std(z)) < 1.25

@@ -131,41 +131,38 @@ class CostPerHour:
         return level
 
     def _hits(self, ctx: Context, levels: list[_Level]) -> dict[tuple[int, int, int], _Hit]:
-        """Every flagged window, handed to the narrowest scopes that explain it, once per scope and
-        hour; findings inside a broad change of a wider scope in the same hour are part of it."""
+        """Every flagged scope and hour, handed to the narrowest scopes that explain it, once per
+        scope and hour; findings inside a broad change of a wider scope in the same hour are
+        part of it."""
         tree = ScopeTree([level.scopes for level in levels])
         hits: dict[tuple[int, int, int], _Hit] = {}
         covered: set[tuple[int, int, int]] = set()
         for li, level in enumerate(levels):
-            for width, w in level.windows.items():
-                for i, j in zip(*np.nonzero(w.flagged), strict=True):
-                    hour, origin = int(i), (li, int(j))
-                    params = ctx.params(level.scopes[origin[1]])
+            widths = _best_widths(level)
+            for i, j in zip(*np.nonzero(widths), strict=True):
+                hour, origin, width = int(i), (li, int(j)), int(widths[i, j])
+                params = ctx.params(level.scopes[origin[1]])
 
-                    def window(node: Node, hour: int = hour, width: int = width) -> Window:
-                        wn = levels[node[0]].windows[width]
-                        return Window(
-                            float(np.nan_to_num(wn.observed[hour, node[1]])),
-                            float(np.nan_to_num(wn.expected[hour, node[1]])),
-                        )
-
-                    def flagged(node: Node, hour: int = hour) -> bool:
-                        return any(ws.flagged[hour, node[1]] for ws in levels[node[0]].windows.values())
-
-                    owners = tree.explain(
-                        origin,
-                        window,
-                        flagged,
-                        float(params["explain"]),
-                        float(params["min_excess"]),
+                def window(node: Node, hour: int = hour, width: int = width) -> Window:
+                    w = levels[node[0]].windows[width]
+                    return Window(
+                        float(np.nan_to_num(w.observed[hour, node[1]])),
+                        float(np.nan_to_num(w.expected[hour, node[1]])),
                     )
-                    for owner in owners:
-                        if owner.broad:
-                            covered.update((*n, hour) for n in tree.inside(owner.node))
-                        hit = _Hit(*owner.node, hour, width, origin)
-                        key = (*owner.node, hour)
-                        if key not in hits or _z(levels, hit) > _z(levels, hits[key]):
-                            hits[key] = hit
+
+                def flagged(node: Node, hour: int = hour) -> bool:
+                    return any(w.flagged[hour, node[1]] for w in levels[node[0]].windows.values())
+
+                owners = tree.explain(
+                    origin, window, flagged, float(params["explain"]), float(params["min_excess"])
+                )
+                for owner in owners:
+                    if owner.broad:
+                        covered.update((*n, hour) for n in tree.inside(owner.node))
+                    hit = _Hit(*owner.node, hour, width, origin)
+                    key = (*owner.node, hour)
+                    if key not in hits or _z(levels, hit) > _z(levels, hits[key]):
+                        hits[key] = hit
         return {key: hit for key, hit in hits.items() if key not in covered}
 
     def _since(self, levels: list[_Level]) -> dict[tuple[int, int, int], int]:
@@ -173,10 +170,8 @@ class CostPerHour:
         belongs to, each window counted from its first hour above its baseline."""
         starts: dict[tuple[int, int, int], int] = {}
         for li, level in enumerate(levels):
-            z = np.stack([np.where(w.flagged, w.z, -np.inf) for w in level.windows.values()])
-            widths = np.array(list(level.windows))[np.argmax(z, axis=0)]
-            flagged = np.isfinite(np.max(z, axis=0))
-            for i, j in sorted(zip(*np.nonzero(flagged), strict=True)):
+            widths = _best_widths(level)
+            for i, j in sorted(zip(*np.nonzero(widths), strict=True)):
                 start = int(i) - int(widths[i, j]) + 1
                 while start < i and not level.cost[start, j] > level.expectation.base[start, j]:
                     start += 1
@@ -259,6 +254,15 @@ def _shift(values: np.ndarray, lag: int, n: int) -> np.ndarray:
     out = np.full_like(values, np.nan)
     out[lag:] = values[: n - lag]
     return out
+
+
+def _best_widths(level: _Level) -> np.ndarray:
+    """hours × series: the width of the most significant flagged window, 0 where none is flagged.
+    Each scope and hour is judged by that window alone."""
+    widths = np.array(list(level.windows))
+    z = np.stack([np.where(w.flagged, w.z, -np.inf) for w in level.windows.values()])
+    best = widths[np.argmax(z, axis=0)]
+    return np.where(np.isfinite(np.max(z, axis=0)), best, 0)
 
 
 def _excess(level: _Level, series: int, hour: int, width: int) -> float:

@@ -115,6 +115,19 @@ def test_a_doubling_spread_over_a_team_is_reported_on_the_team() -> None:
     assert Scope.of(team="support", feature="reply") not in scopes
 
 
+def test_two_incidents_at_once_are_two_findings_not_one_on_the_org() -> None:
+    # reply and review, on two teams, each rise by about as many dollars; the rest is flat.
+    legal = Feature("legal", "review", 150, 0.05)
+    others = [Feature("search", "answer", 400, 0.02), Feature("eng", "agent", 200, 0.05)]
+
+    def factor(f: Feature, h: datetime) -> float:
+        return 2.5 if f.feature in ("reply", "review") and SPIKE <= h < SPIKE + timedelta(hours=3) else 1.0
+
+    frame = rollups([*SUPPORT, legal, *others], factor)
+    scopes = {f.scope for f in detect(frame)}
+    assert scopes == {Scope.of(team="support", feature="reply"), Scope.of(team="legal", feature="review")}
+
+
 def test_a_quiet_hour_blip_on_a_cheap_scope_is_not_an_incident() -> None:
     # A feature spending cents an hour triples at 03:00: far above its baseline in relative terms,
     # but a few cents of money (below min_excess).

@@ -1,13 +1,12 @@
 """Which scope an excess belongs to: the organisation, a team, or a feature of a team.
 
-An excess found on a scope is handed down to its children when they explain it:
-
-- one child accounts for at least `share` of it: that child (and then its own children);
-- a few children do together, and the rest of the scope rose by less than half as much
-  (relative to its usual cost) or by less than the minimum excess: each of them that is
-  anomalous on its own (several incidents at once);
-- otherwise the change is broad (every child rose, or the rest rose too): the scope itself,
-  and findings on its children in the same hour are parts of it, not incidents of their own.
+Take the fewest children of the scope that account for at least `share` of its excess. If
+they rose alone (the rest of the scope rose by less than half as much relative to its
+usual cost, or by less than the minimum excess), the excess is theirs: one child takes the
+finding and hands it further down the same way; several each take it if anomalous on their
+own (several incidents at once). Otherwise the change is broad (every child rose, or the
+rest rose too): it stays on the scope, and its children's findings of the same hour are
+parts of it, not incidents of their own.
 """
 
 from __future__ import annotations

@@ -16,11 +16,18 @@ Scoring, per detector:
 - time to detect: alert time (end of the hour it was seen in) minus incident start.
 
     .venv/bin/python bench/watch_eval.py --seeds 8
+    .venv/bin/python bench/watch_eval.py --seeds 6 --first-seed 7    # other seeds
+    .venv/bin/python bench/watch_eval.py --seeds 6 --no-incidents     # false alerts alone
+    .venv/bin/python bench/watch_eval.py --seeds 6 --set cost_per_hour.sigmas=3.5
+
+With --no-incidents nothing is injected: the same replay then counts false alerts on every
+scope and hour, where with incidents the scopes and hours near an incident are excused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -34,6 +41,7 @@ import numpy as np
 from unitcost.ledger.duckdb_store import DuckDBStore
 from unitcost.watch.detectors import all_detectors
 from unitcost.watch.runner import Watcher
+from unitcost.watch.scope import ScopedValue
 from unitcost.watch.settings import WatchSettings
 from unitcost.watch.synthetic import DETECTOR_FOR, Incident, Workload, default_incidents
 
@@ -62,14 +70,15 @@ def matches(alert: dict[str, Any], incident: Incident) -> bool:
 
 
 def run_seed(
-    seed: int, workdir: Path
+    seed: int, workdir: Path, inject: bool = True, settings: WatchSettings | None = None
 ) -> tuple[list[Incident], list[dict[str, Any]], list[dict[str, Any]], list[float]]:
     eval_start = START + timedelta(days=DAYS) - timedelta(hours=EVAL_HOURS)
     workload = Workload(START, DAYS, seed)
-    workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
+    if inject:
+        workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
     store = DuckDBStore(workdir / f"eval-{seed}.duckdb")
     store.append(workload.events(START, eval_start, ingested_at=eval_start))
-    watcher = Watcher(store, WatchSettings(), sinks=[])
+    watcher = Watcher(store, settings or WatchSettings(), sinks=[])
     watcher.run_once(now=eval_start, backfill_hours=0)
     alerts: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
@@ -99,13 +108,38 @@ def run_seed(
     return workload.incidents, alerts, findings, cycle_seconds
 
 
+def tuned(assignments: list[str]) -> WatchSettings:
+    """Default settings with some detectors' parameters replaced (values read as JSON)."""
+    settings = WatchSettings()
+    for assignment in assignments:
+        name, _, raw = assignment.partition("=")
+        detector_name, _, key = name.partition(".")
+        detector = next(d for d in settings.detectors if d.name == detector_name)
+        current = settings.for_detector(detector)
+        settings.tuning[detector_name] = ScopedValue({**current.default, key: json.loads(raw)})
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument(
+        "--no-incidents",
+        action="store_true",
+        help="inject nothing: every alert is a false positive, on every scope and hour",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DETECTOR.KEY=VALUE",
+        help="another sensitivity than the default, e.g. cost_per_hour.sigmas=3.5 (repeatable)",
+    )
     args = parser.parse_args()
+    settings = tuned(args.set)
     started = time.perf_counter()
     incidents: list[Incident] = []
     alerts: list[dict[str, Any]] = []
@@ -113,7 +147,9 @@ def main() -> None:
     cycles: list[float] = []
     with tempfile.TemporaryDirectory(prefix="unitcost-watch-eval-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            seed_incidents, seed_alerts, seed_findings, seed_cycles = run_seed(seed, Path(tmp))
+            seed_incidents, seed_alerts, seed_findings, seed_cycles = run_seed(
+                seed, Path(tmp), inject=not args.no_incidents, settings=settings
+            )
             findings.extend(seed_findings)
             for a in seed_alerts:
                 a["incidents"] = [i for i in seed_incidents if matches(a, i)]

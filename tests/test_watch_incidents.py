@@ -100,7 +100,7 @@ def test_thresholds_are_configurable_per_scope() -> None:
     assert tuning.for_scope(Scope.of(team="search"))["threshold"] == 1.0
     assert tuning.for_scope(Scope.of(team="search"))["sigmas"] == 6
     assert tuning.for_scope(Scope.of(team="eng"))["threshold"] == 0.4
-    assert tuning.for_scope(Scope())["sigmas"] == 5.0  # the default
+    assert tuning.for_scope(Scope())["sigmas"] == 4.0  # the default
     with pytest.raises(ConfigError, match="unknown"):
         load_watch_settings(Config(raw={"watch": {"detectors": ["cost_per_hour", "astrology"]}}))
     with pytest.raises(ConfigError, match="type must be"):

@@ -118,17 +118,21 @@ class Context:
     def hours(self) -> pd.DatetimeIndex:
         return pd.date_range(self.start, self.end - HOUR, freq="h", tz="UTC")
 
-    def pivot(self, value: str, by: str | None, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-        """One column per group (a single 'org' column when by is None), one row per hour, 0 for quiet
-        hours and NaN before the ledger's first hour."""
+    def pivot(
+        self, value: str, by: str | Sequence[str] | None, frame: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """One column per group (a single 'org' column when by is None or empty; a tuple per column
+        when by names several dimensions), one row per hour, 0 for quiet hours and NaN before the
+        ledger's first hour."""
         source = self.frame if frame is None else frame
         index = self.hours()
         if source.empty:
             return pd.DataFrame(index=index)
-        if by is None:
+        dims = [by] if isinstance(by, str) else list(by or ())
+        if not dims:
             wide = source.groupby("hour")[value].sum().to_frame("org")
         else:
-            wide = source.groupby(["hour", by], dropna=False)[value].sum().unstack(by)
+            wide = source.groupby(["hour", *dims], dropna=False)[value].sum().unstack(dims)
         wide = wide.reindex(index).fillna(0.0)
         wide.loc[wide.index < pd.Timestamp(self.data_start)] = np.nan
         return wide
@@ -147,6 +151,16 @@ class Detector(Protocol):
 
 def scope_for(by: str | None, value: Any) -> Scope:
     return ORG if by is None else Scope.of(**{by: "" if value is None else str(value)})
+
+
+def scope_of(dims: Sequence[str], key: Any) -> Scope:
+    """The scope of one column of `Context.pivot(value, dims)` (a tuple key when several dims)."""
+    values = key if len(dims) > 1 else (key,)
+    return Scope.of(**{d: "" if _missing(v) else str(v) for d, v in zip(dims, values, strict=True)})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def run_start(flags: Sequence[bool] | np.ndarray, position: int) -> int:

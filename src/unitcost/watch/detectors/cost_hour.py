@@ -1,149 +1,282 @@
-"""Cost per hour far above what this hour of this weekday usually costs.
+"""Cost per hour far above what this hour usually costs, on the finest scope that explains it.
 
-The baseline of an hour is the median of the same hour of the same weekday over the last
-weeks (falling back to the same hour on days of the same kind, weekday or weekend, in the
-last week while history is short). An hour is anomalous when it is at least `threshold`
-above that baseline AND the excess is `sigmas` times the noise: the larger of the spread
-seen between those baseline hours and the spread a compound-Poisson hour of those calls
-would have (the square root of the summed squared call costs). Quiet night hours with a
-few calls are noisy; this keeps them from paging anyone.
+Series: the organisation, each team, and each feature of each team (a doubling of one
+feature is +100 % on its own series however large the rest of its team). Each hour gets a
+seasonal baseline and a noise model (`seasonal`): the same hour on the days of the same
+kind over the last weeks, with the series' own measured traffic dispersion plus
+compound-Poisson noise. The last 1, 2 and 3 hours (`windows`) are each judged as one: a
+large jump is seen in its first hour, a smaller one once two or three hours make it
+certain.
+
+A window is anomalous when its cost is at least `threshold` above the baseline, the
+excess is at least `min_excess` dollars (so a cheap scope in a quiet hour pages nobody),
+and the log of observed over expected is `sigmas` times its standard deviation.
+
+One incident, one finding (`attribution`): when one team or feature accounts for most
+(`explain`) of a scope's excess, the finding names that narrower scope instead; when a
+few do and the rest of the scope stayed flat, each of them that is anomalous on its own;
+when the whole scope rose, the scope, and its children's findings of that hour are part of
+it.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from .base import HOUR, Context, Finding, contributors, run_start, scope_for
+from ..scope import Scope
+from .attribution import Node, ScopeTree, Window
+from .base import HOUR, Context, Finding, contributors, scope_of
+from .seasonal import Expectation, expect
+
+CONTEXT_HOURS = 24
+"""Hours judged before the first new one, so that `since` finds the start of a run in progress."""
+
+
+@dataclass
+class _Level:
+    """The series of one granularity (org, teams, features of teams), as hours × series arrays."""
+
+    scopes: list[Scope]
+    cost: np.ndarray
+    expectation: Expectation
+    windows: dict[int, _Windows] = field(default_factory=dict)
+
+
+@dataclass
+class _Windows:
+    observed: np.ndarray
+    expected: np.ndarray
+    z: np.ndarray
+    flagged: np.ndarray
+
+
+@dataclass
+class _Hit:
+    level: int
+    series: int
+    hour: int
+    width: int
+    origin: tuple[int, int]
+    """(level, series) of the scope whose own test flagged the window."""
 
 
 class CostPerHour:
     name = "cost_per_hour"
     lookback = timedelta(days=29)
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.30, "sigmas": 5.0, "min_excess": 1.0, "weeks": 4}
-    by: tuple[str | None, ...] = (None, "team")
+    defaults: ClassVar[dict[str, Any]] = {
+        "threshold": 0.30,
+        "sigmas": 4.0,
+        "min_excess": 1.0,
+        "weeks": 4,
+        "windows": [1, 2, 3],
+        "explain": 0.75,
+    }
+    levels: tuple[tuple[str, ...], ...] = ((), ("team",), ("team", "feature"))
 
     def detect(self, ctx: Context) -> list[Finding]:
-        findings: list[Finding] = []
-        weeks = int(self.defaults["weeks"])
-        for by in self.by:
-            cost = ctx.pivot("cost", by)
-            noise = ctx.pivot("cost_sq", by)
-            for column in cost.columns:
-                scope = scope_for(by, column)
-                params = ctx.params(scope)
-                findings.extend(self._series(ctx, scope, cost[column], noise[column], params, weeks))
-        return findings
+        index = ctx.hours()
+        if not ctx.eval_hours or ctx.frame.empty:
+            return []
+        first_eval = int(index.searchsorted(pd.Timestamp(ctx.eval_hours[0])))
+        from_position = max(0, first_eval - CONTEXT_HOURS)
+        weeks = int(ctx.settings.default.get("weeks", self.defaults["weeks"]))
+        widths = sorted({int(w) for w in ctx.settings.default.get("windows", self.defaults["windows"])})
+        levels = [self._level(ctx, dims, index, from_position, weeks, widths) for dims in self.levels]
+        hits = self._hits(ctx, levels)
+        since = self._since(levels)
+        wanted = {int(index.searchsorted(pd.Timestamp(h))) for h in ctx.eval_hours}
+        return [
+            self._finding(ctx, levels, hit, since[(*hit.origin, hit.hour)], index, weeks)
+            for hit in hits.values()
+            if hit.hour in wanted
+        ]
 
-    def _series(
+    def _level(
         self,
         ctx: Context,
-        scope: Any,
-        cost: pd.Series,
-        cost_sq: pd.Series,
-        params: dict[str, Any],
+        dims: tuple[str, ...],
+        index: pd.DatetimeIndex,
+        from_position: int,
         weeks: int,
-    ) -> list[Finding]:
-        first_eval = (
-            int(cost.index.searchsorted(pd.Timestamp(ctx.eval_hours[0]))) if ctx.eval_hours else len(cost)
+        widths: list[int],
+    ) -> _Level:
+        cost = ctx.pivot("cost", dims)
+        cost_sq = ctx.pivot("cost_sq", dims).reindex(columns=cost.columns)
+        x = cost.to_numpy(dtype=float)
+        level = _Level(
+            [scope_of(dims, k) if dims else Scope() for k in cost.columns],
+            x,
+            expect(x, cost_sq.fillna(0.0).to_numpy(dtype=float), index, from_position, weeks),
         )
-        # Baselines are only needed for the judged hours and the run of hours before them (for `since`).
-        base, spread, sample_hours = baseline(
-            cost, cost_sq, int(params.get("weeks", weeks)), max(0, first_eval - 48)
-        )
-        excess = cost - base
-        flagged = (
-            (cost >= base * (1 + float(params["threshold"])))
-            & (excess >= float(params["sigmas"]) * spread)
-            & (excess >= float(params["min_excess"]))
-            & base.notna()
-        ).to_numpy()
-        findings: list[Finding] = []
-        index = cost.index
-        positions = {h: i for i, h in enumerate(index)}
-        for hour in ctx.eval_hours:
-            i = positions.get(pd.Timestamp(hour))
-            if i is None or not flagged[i]:
-                continue
-            since = index[run_start(flagged, i)]
-            findings.append(
-                Finding(
-                    detector=self.name,
-                    scope=scope,
-                    at=hour + HOUR,
-                    since=since.to_pydatetime(),
-                    title="Cost per hour above its usual level for this hour and weekday",
-                    observed=float(cost.iloc[i]),
-                    expected=float(base.iloc[i]),
-                    unit="$/hour",
-                    contributors=contributors(ctx, "cost", index[i], sample_hours(i), scope),
+        params = [ctx.params(s) for s in level.scopes]
+        sigmas = np.array([float(p["sigmas"]) for p in params])
+        threshold = np.array([float(p["threshold"]) for p in params])
+        min_excess = np.array([float(p["min_excess"]) for p in params])
+        for width in widths:
+            observed, expected, z = _window(x, level.expectation, width)
+            with np.errstate(invalid="ignore"):
+                flagged = (
+                    (z >= sigmas[None, :])
+                    & (observed >= expected * (1 + threshold[None, :]))
+                    & (observed - expected >= min_excess[None, :])
                 )
+            flagged[:from_position] = False
+            level.windows[width] = _Windows(observed, expected, z, flagged)
+        return level
+
+    def _hits(self, ctx: Context, levels: list[_Level]) -> dict[tuple[int, int, int], _Hit]:
+        """Every flagged scope and hour, handed to the narrowest scopes that explain it, once per
+        scope and hour; findings inside a broad change of a wider scope in the same hour are
+        part of it."""
+        tree = ScopeTree([level.scopes for level in levels])
+        hits: dict[tuple[int, int, int], _Hit] = {}
+        covered: set[tuple[int, int, int]] = set()
+        for li, level in enumerate(levels):
+            widths = _best_widths(level)
+            for i, j in zip(*np.nonzero(widths), strict=True):
+                hour, origin, width = int(i), (li, int(j)), int(widths[i, j])
+                params = ctx.params(level.scopes[origin[1]])
+
+                def window(node: Node, hour: int = hour, width: int = width) -> Window:
+                    w = levels[node[0]].windows[width]
+                    return Window(
+                        float(np.nan_to_num(w.observed[hour, node[1]])),
+                        float(np.nan_to_num(w.expected[hour, node[1]])),
+                    )
+
+                def flagged(node: Node, hour: int = hour) -> bool:
+                    return any(w.flagged[hour, node[1]] for w in levels[node[0]].windows.values())
+
+                owners = tree.explain(
+                    origin, window, flagged, float(params["explain"]), float(params["min_excess"])
+                )
+                for owner in owners:
+                    if owner.broad:
+                        covered.update((*n, hour) for n in tree.inside(owner.node))
+                    hit = _Hit(*owner.node, hour, width, origin)
+                    key = (*owner.node, hour)
+                    if key not in hits or _z(levels, hit) > _z(levels, hits[key]):
+                        hits[key] = hit
+        return {key: hit for key, hit in hits.items() if key not in covered}
+
+    def _since(self, levels: list[_Level]) -> dict[tuple[int, int, int], int]:
+        """For each flagged (level, series, hour): the first hour of the run of flagged hours it
+        belongs to, each window counted from its first hour above its baseline."""
+        starts: dict[tuple[int, int, int], int] = {}
+        for li, level in enumerate(levels):
+            widths = _best_widths(level)
+            for i, j in sorted(zip(*np.nonzero(widths), strict=True)):
+                start = int(i) - int(widths[i, j]) + 1
+                while start < i and not level.cost[start, j] > level.expectation.base[start, j]:
+                    start += 1
+                previous = starts.get((li, int(j), int(i) - 1))
+                starts[(li, int(j), int(i))] = min(start, previous) if previous is not None else start
+        return starts
+
+    def _finding(
+        self,
+        ctx: Context,
+        levels: list[_Level],
+        hit: _Hit,
+        since: int,
+        index: pd.DatetimeIndex,
+        weeks: int,
+    ) -> Finding:
+        level = levels[hit.level]
+        w = level.windows[hit.width]
+        scope = level.scopes[hit.series]
+        observed = float(w.observed[hit.hour, hit.series]) / hit.width
+        expected = float(w.expected[hit.hour, hit.series]) / hit.width
+        hour = index[hit.hour]
+        notes = []
+        if hit.width > 1:
+            notes.append(f"averaged over the {hit.width} hours to {hour + HOUR:%H:%M} UTC")
+        if hit.origin == (hit.level, hit.series):
+            notes.append(
+                f"{float(w.z[hit.hour, hit.series]):.1f} standard deviations of this scope's usual hours "
+                f"({float(level.expectation.dispersion[hit.hour, hit.series]):.0%} hour-to-hour traffic "
+                "dispersion, plus the noise of its number and size of calls)"
             )
-        return findings
+        else:
+            origin = levels[hit.origin[0]]
+            total = _excess(origin, hit.origin[1], hit.hour, hit.width)
+            mine = _excess(level, hit.series, hit.hour, hit.width)
+            notes.append(
+                f"{origin.scopes[hit.origin[1]].label} is ${total:,.2f} above its usual cost over the same "
+                f"hours ({_z(levels, hit):.1f} standard deviations of its usual hours); "
+                f"{min(mine / total, 1.0):.0%} of it is here"
+            )
+        return Finding(
+            detector=self.name,
+            scope=scope,
+            at=hour.to_pydatetime() + HOUR,
+            since=index[since].to_pydatetime(),
+            title="Cost per hour above its usual level for this hour and weekday",
+            observed=observed,
+            expected=expected,
+            unit="$/hour",
+            contributors=contributors(ctx, "cost", hour, _sample_hours(index, hit.hour, weeks), scope),
+            notes=notes,
+        )
 
 
-def baseline(
-    cost: pd.Series, cost_sq: pd.Series, weeks: int, from_position: int = 0
-) -> tuple[pd.Series, pd.Series, Any]:
-    """Median and noise of the same hour-of-week over `weeks` weeks (same hour, same day kind as fallback)."""
-    weekly = [cost.shift(168 * k) for k in range(1, weeks + 1)]
-    weekly_sq = [cost_sq.shift(168 * k) for k in range(1, weeks + 1)]
-    same_kind_lags = _same_kind_lags(pd.DatetimeIndex(cost.index))
-    stacked = np.vstack([s.to_numpy() for s in weekly]).T
-    enough = np.sum(~np.isnan(stacked), axis=1) >= 2
-    fallback = np.full(len(cost), np.nan)
-    fallback_sq = np.full(len(cost), np.nan)
-    daily = np.vstack([cost.shift(24 * d).to_numpy() for d in range(1, 8)]).T
-    daily_sq = np.vstack([cost_sq.shift(24 * d).to_numpy() for d in range(1, 8)]).T
-    for i in np.flatnonzero(~enough[from_position:]) + from_position:
-        lags = same_kind_lags[i]
-        values = daily[i, lags]
-        values = values[~np.isnan(values)]
-        if len(values) >= 2:
-            fallback[i] = np.median(values)
-            fallback_sq[i] = np.nanmean(daily_sq[i, lags])
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # hours with no history yet are NaN, on purpose
-        weekly_median = np.nanmedian(stacked, axis=1) if stacked.size else fallback
-        mad = np.nanmedian(np.abs(stacked - weekly_median[:, None]), axis=1)
-        # The mean, not the median: squared costs are heavy-tailed (one long-context call dominates).
-        sq = np.nanmean(np.vstack([s.to_numpy() for s in weekly_sq]).T, axis=1)
-    base = np.where(enough, weekly_median, fallback)
-    # Compound-Poisson noise of an hour costing `base`: variance = base * E[c^2]/E[c], with the
-    # ratio taken over the whole lookback, so rare expensive calls (long contexts) are priced in.
-    total = float(np.nansum(cost.to_numpy()))
-    ratio = float(np.nansum(cost_sq.to_numpy())) / total if total > 0 else 0.0
-    poisson = np.sqrt(np.maximum(np.nan_to_num(base), 0.0) * ratio)
-    spread = np.maximum(np.where(enough, 1.4826 * mad, 0.0), np.maximum(poisson, np.sqrt(np.nan_to_num(sq))))
-    spread = np.where(enough, spread, np.maximum(poisson, np.sqrt(np.nan_to_num(fallback_sq))))
-    # Traffic itself wanders from hour to hour beyond Poisson noise: measure how far this series'
-    # hours usually sit from their baselines (robustly) and never assume less than that.
+def _window(x: np.ndarray, e: Expectation, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed and expected cost of the `width` hours ending at each hour, and the z-score of
+    their log ratio. Neighbouring hours' own noises are correlated by ρ, and so are the errors
+    of their medians (the same days, one hour apart); the weekday level's error is shared."""
+    n = len(x)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        judged = np.arange(len(base)) >= from_position
-        # Busy hours only: in quiet ones the Poisson spread above already dominates.
-        judged &= np.nan_to_num(base) >= np.nanmedian(np.where(judged, base, np.nan))
-        ratio_log = np.log(cost.to_numpy()[judged] / base[judged])
-        ratio_log = ratio_log[np.isfinite(ratio_log)]
-        relative = 1.4826 * float(np.median(np.abs(ratio_log))) if len(ratio_log) >= 12 else 0.0
-    spread = np.maximum(spread, relative * np.nan_to_num(base))
-    index = cost.index
-
-    def sample_hours(i: int) -> list[pd.Timestamp]:
-        if enough[i]:
-            return [index[i] - pd.Timedelta(weeks=k) for k in range(1, weeks + 1)]
-        return [index[i] - pd.Timedelta(days=int(d) + 1) for d in same_kind_lags[i]]
-
-    return pd.Series(base, index=index), pd.Series(spread, index=index), sample_hours
+        base = e.base
+        sd = np.where(base > 0, base * np.sqrt(e.own_var + e.base_var), 0.0)
+        xs, bs, sds = ([_shift(a, lag, n) for lag in range(width)] for a in (x, base, sd))
+        observed = np.sum(xs, axis=0)
+        expected = np.sum(bs, axis=0)
+        variance = np.zeros_like(expected)
+        for a in range(width):
+            variance += sds[a] ** 2
+            for b in range(a + 1, width):
+                variance += 2 * e.rho ** (b - a) * sds[a] * sds[b]
+        # The weekday's level scales every hour of the window alike.
+        z = np.log(observed / expected) / np.sqrt(variance / expected**2 + e.level_var)
+    return observed, expected, np.where(np.isfinite(z), z, -np.inf)
 
 
-def _same_kind_lags(index: pd.DatetimeIndex) -> list[np.ndarray]:
-    """For each hour, which of the previous 7 days (0 = yesterday) are the same kind of day."""
-    dow = np.asarray(index.day_of_week)
-    lag_dow = (dow[:, None] - np.arange(1, 8)[None, :]) % 7
-    same = (lag_dow >= 5) == (dow[:, None] >= 5)
-    return [np.flatnonzero(row) for row in same]
+def _shift(values: np.ndarray, lag: int, n: int) -> np.ndarray:
+    if lag == 0:
+        return values
+    out = np.full_like(values, np.nan)
+    out[lag:] = values[: n - lag]
+    return out
+
+
+def _best_widths(level: _Level) -> np.ndarray:
+    """hours × series: the width of the most significant flagged window, 0 where none is flagged.
+    Each scope and hour is judged by that window alone."""
+    widths = np.array(list(level.windows))
+    z = np.stack([np.where(w.flagged, w.z, -np.inf) for w in level.windows.values()])
+    best = widths[np.argmax(z, axis=0)]
+    return np.where(np.isfinite(np.max(z, axis=0)), best, 0)
+
+
+def _excess(level: _Level, series: int, hour: int, width: int) -> float:
+    w = level.windows[width]
+    return float(np.nan_to_num(w.observed[hour, series] - w.expected[hour, series]))
+
+
+def _z(levels: list[_Level], hit: _Hit) -> float:
+    return float(levels[hit.origin[0]].windows[hit.width].z[hit.hour, hit.origin[1]])
+
+
+def _sample_hours(index: pd.DatetimeIndex, i: int, weeks: int) -> list[pd.Timestamp]:
+    """The hours the baseline of hour i was taken from: the same hour on days of the same kind."""
+    hour = index[i]
+    weekend = hour.day_of_week >= 5
+    past = [hour - pd.Timedelta(days=d) for d in range(1, 7 * weeks + 1)]
+    return [h for h in past if (h.day_of_week >= 5) == weekend and h >= index[0]]

@@ -140,14 +140,17 @@ class AttributeMapping:
             merged[str(name)] = str(value)
         return cls(merged)
 
+    def target(self, name: str) -> str | None:
+        """The event field, or `tag:<name>`, that an attribute sets; None when it sets nothing."""
+        target = self.fields.get(name)
+        if target is None and name.startswith("unitcost.tag."):
+            return "tag:" + name[13:]
+        return target
+
     def apply(self, attrs: Mapping[str, Any], event: dict[str, Any], tags: dict[str, str]) -> None:
         for name, value in attrs.items():
-            if value is None:
-                continue
-            target = self.fields.get(name)
-            if target is None:
-                if name.startswith("unitcost.tag."):
-                    tags[name[13:]] = text(value)
+            target = self.target(name)
+            if value is None or target is None:
                 continue
             if target.startswith("tag:"):
                 tags[target[4:]] = text(value)

@@ -175,6 +175,8 @@ class SpanMapper:
     def __init__(self, mapping: AttributeMapping | None = None) -> None:
         self.mapping = mapping or AttributeMapping()
         self._kinds: dict[str, tuple[int, int]] = dict(_SLOTS)
+        self._targets: dict[str, str] = {}
+        """For the MAPPED names met: the field or `tag:<name>` each sets."""
 
     def resource(self, attributes: Mapping[str, Any] | ResourceFields) -> _Resource:
         fields = (
@@ -188,8 +190,11 @@ class SpanMapper:
         """(slot, rank) of an attribute the mapping reads, else MAPPED, GENAI_HINT or OTHER."""
         kind = self._kinds.get(name)
         if kind is None:
-            if name in self.mapping.fields or name.startswith("unitcost.tag."):
+            target = self.mapping.target(name)
+            if target is not None:
                 kind = MAPPED
+                if len(self._targets) < KEY_CACHE_SIZE:
+                    self._targets[name] = target
             elif name.startswith(("gen_ai.", "llm.")):
                 kind = GENAI_HINT
             else:
@@ -197,6 +202,11 @@ class SpanMapper:
             if len(self._kinds) < KEY_CACHE_SIZE + len(_SLOTS):
                 self._kinds[name] = kind
         return kind
+
+    def _target(self, name: str) -> str:
+        target = self.mapping.target(name)
+        assert target is not None, f"{name} was classified as mapped"
+        return target
 
     # ------------------------------------------------------------------ by encoding
 
@@ -220,7 +230,7 @@ class SpanMapper:
             elif slot == -1:
                 if mapped is None:
                     mapped = []
-                mapped.append((name, any_value(kv.value)))
+                mapped.append((self._targets.get(name) or self._target(name), any_value(kv.value)))
             elif slot == -2:
                 genai = True
         if not genai:
@@ -255,7 +265,7 @@ class SpanMapper:
             elif slot == -1:
                 if mapped is None:
                     mapped = []
-                mapped.append((name, value))
+                mapped.append((self._targets.get(name) or self._target(name), value))
             elif slot == -2:
                 genai = True
         if not genai:
@@ -294,7 +304,7 @@ class SpanMapper:
 
         `values` holds the value of the attributes the mapping reads, by slot, from the attribute
         of lowest rank present (`ranks`); an attribute whose value is empty counts as absent.
-        `mapped` are the attributes mapped to attribution fields and tags.
+        `mapped` are (target, value) of the attributes that set attribution fields and tags.
         """
         operation = values[_OPERATION]
         if operation is not None:
@@ -347,13 +357,19 @@ class SpanMapper:
         attribution = resource.attribution
         span_tags: dict[str, str] | None = None
         if mapped is not None:
-            fields: dict[str, str] = {}
-            span_tags = {}
-            self.mapping.apply(dict(mapped), fields, span_tags)
-            if fields:
-                merged = list(attribution)
-                for name, value in fields.items():
-                    merged[_ATTRIBUTION_INDEX[name]] = value
+            merged: list[str | None] | None = None
+            for target, value in mapped:
+                if value is None:
+                    continue
+                if target.startswith("tag:"):
+                    if span_tags is None:
+                        span_tags = {}
+                    span_tags[target[4:]] = text(value)
+                else:
+                    if merged is None:
+                        merged = list(attribution)
+                    merged[_ATTRIBUTION_INDEX[target]] = text(value)
+            if merged is not None:
                 attribution = tuple(merged)
         tags = None
         if resource.tags or span_tags:

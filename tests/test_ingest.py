@@ -229,6 +229,86 @@ def test_streaming_reads_in_chunks(ledger, tmp_path: Path, monkeypatch: pytest.M
     assert total == sum(10_000 + i for i in range(300)) - 10_150
 
 
+def test_chunks_checked_ahead_of_the_append_keep_file_order(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's chunks are checked in a thread while earlier ones are appended: rejections,
+    duplicates (across chunks and appends) and progress still come in file order."""
+    from unitcost.ingest import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)
+    ledger.ingestor().append_rows = 40  # many appends, each racing the checks of later chunks
+    lines = [event(event_id=f"o{i}", input_tokens=10_000 + i) for i in range(400)]
+    bad = {37: -1, 180: 12.5, 399: "7"}
+    for i, value in bad.items():
+        lines[i] = event(event_id=f"o{i}", input_tokens=value)
+    lines[250] = event(event_id="o3", input_tokens=10_003)  # a duplicate of line 4, chunks apart
+    steps: list[int] = []
+    path = write_lines(tmp_path / "ordered.jsonl", lines)
+    summary = ledger.ingest(path, progress=steps.append)
+    assert [r.record for r in summary.rejections] == [38, 181, 400]
+    assert [r.field for r in summary.rejections] == ["input_tokens"] * 3
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (396, 1, 3)
+    assert len(steps) > 10 and sum(steps) == path.stat().st_size
+    again = ledger.ingest(path)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 397, 3)
+
+
+def test_a_failed_append_stops_the_checks_running_ahead(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitcost.ingest import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)
+    ingestor = ledger.ingestor()
+    ingestor.append_rows = 10
+    checked: list[int] = []
+    check = ingestor.check
+
+    def counting_check(chunk):  # type: ignore[no-untyped-def]
+        checked.append(chunk.table.num_rows)
+        return check(chunk)
+
+    def failing_append(table: pa.Table) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ingestor, "check", counting_check)
+    monkeypatch.setattr(ledger.store, "append", failing_append)
+    lines = [event(event_id=f"f{i}") for i in range(400)]
+    with pytest.raises(OSError, match="disk full"):
+        ledger.ingest(write_lines(tmp_path / "fails.jsonl", lines))
+    stopped_at = len(checked)
+    assert stopped_at <= 4  # the chunk appended, at most one waiting, one in the checks (and no more)
+    monkeypatch.undo()
+    assert ledger.count() == 0
+
+
+def test_a_failed_check_is_raised_where_it_happened(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitcost.ingest import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)
+    ingestor = ledger.ingestor()
+    ingestor.append_rows = 1
+    check = ingestor.check
+    calls: list[int] = []
+
+    def breaking_check(chunk):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("engine broke")
+        return check(chunk)
+
+    monkeypatch.setattr(ingestor, "check", breaking_check)
+    lines = [event(event_id=f"c{i}") for i in range(400)]
+    with pytest.raises(RuntimeError, match="engine broke"):
+        ledger.ingest(write_lines(tmp_path / "breaks.jsonl", lines))
+    # The two chunks before the failure were appended: acknowledged work is not lost.
+    monkeypatch.undo()
+    assert 0 < ledger.count() < 400
+
+
 def test_python_records_go_through_the_same_checks(ledger) -> None:
     from datetime import UTC, datetime
 

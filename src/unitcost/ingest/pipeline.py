@@ -6,9 +6,11 @@ the ledger passed the same checks and was priced by the same engine.
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,7 +139,9 @@ class Ingestor:
         else:
             raise ValueError(f"unknown format {fmt!r}; expected jsonl, csv or parquet")
         label = source or f"file:{path.name}"
-        summary = self._process(chunks, label, progress)
+        # A file is read, checked and priced one chunk ahead of the ledger append: two
+        # different DuckDB connections, each releasing the GIL, keep both cores busy.
+        summary = self._process(chunks, label, progress, overlap=True)
         self._log_run(label, summary)
         return summary
 
@@ -172,27 +176,44 @@ class Ingestor:
 
     # ------------------------------------------------------------------ the path
 
-    def _process(self, chunks: Iterable[RawChunk], source: str, progress: Progress | None) -> IngestSummary:
+    def _process(
+        self,
+        chunks: Iterable[RawChunk],
+        source: str,
+        progress: Progress | None,
+        *,
+        overlap: bool = False,
+    ) -> IngestSummary:
         summary = IngestSummary(sources=[source])
         pending: list[pa.Table] = []
         pending_rows = 0
         ingested_at = datetime.now(UTC)
-        for chunk in chunks:
-            summary.add_rejections(source, chunk.rejections, self.rejects)
-            good, rejections = self.check(chunk)
-            summary.add_rejections(source, rejections, self.rejects)
-            if good.num_rows:
-                priced, n_unpriced = self.price(good, source, ingested_at)
-                summary.unpriced += n_unpriced
-                pending.append(priced)
-                pending_rows += priced.num_rows
-            if pending_rows >= self.append_rows:
-                self._flush(pending, summary)
-                pending, pending_rows = [], 0
-            if progress is not None:
-                progress(chunk.progress)
+        checked = (self._checked(chunk, source, ingested_at) for chunk in chunks)
+        results = _ahead(checked) if overlap else checked
+        try:
+            for result in results:
+                summary.add_rejections(source, result.reader_rejections, self.rejects)
+                summary.add_rejections(source, result.rejections, self.rejects)
+                if result.priced is not None:
+                    summary.unpriced += result.unpriced
+                    pending.append(result.priced)
+                    pending_rows += result.priced.num_rows
+                if pending_rows >= self.append_rows:
+                    self._flush(pending, summary)
+                    pending, pending_rows = [], 0
+                if progress is not None:
+                    progress(result.progress)
+        finally:
+            # A failed append stops the checks running ahead now, not when the traceback goes.
+            results.close()
         self._flush(pending, summary)
         return summary
+
+    def _checked(self, chunk: RawChunk, source: str, ingested_at: datetime) -> _Checked:
+        """One chunk checked and priced: everything but the append, so it can run ahead of it."""
+        good, rejections = self.check(chunk)
+        priced, n_unpriced = self.price(good, source, ingested_at) if good.num_rows else (None, 0)
+        return _Checked(chunk.rejections, rejections, priced, n_unpriced, chunk.progress)
 
     def check(self, chunk: RawChunk) -> tuple[pa.Table, list[Rejection]]:
         """Type and check one chunk: the valid events (in input order) and one rejection per invalid record.
@@ -287,3 +308,63 @@ class Ingestor:
             "unpriced": summary.unpriced,
         }
         self.store.insert("ingest_runs", pa.Table.from_pylist([row], schema=INGEST_RUN_SCHEMA))
+
+
+@dataclass
+class _Checked:
+    reader_rejections: list[Rejection]
+    rejections: list[Rejection]
+    priced: pa.Table | None
+    unpriced: int
+    progress: int
+
+
+_DONE = object()
+
+
+def _ahead(results: Iterator[_Checked], depth: int = 1) -> Generator[_Checked, None, None]:
+    """`results`, computed in a thread up to `depth` items ahead of the consumer, in order.
+
+    An exception in the thread is raised here, at the point of the stream where it happened;
+    a consumer that stops early (an append failed) stops the thread at its next item.
+    """
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for result in results:
+                if not put(result):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_Failed(exc))
+            return
+        put(_DONE)
+
+    worker = threading.Thread(target=produce, name="unitcost-ingest-check", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass
+class _Failed:
+    error: BaseException

@@ -43,17 +43,19 @@ def run(args: list[str]) -> tuple[float, float]:
     return elapsed, max(peak, before) / 1024
 
 
-def peak_rss_of(args: list[str]) -> tuple[float, float]:
-    """Like run(), but measures the child alone (RUSAGE_CHILDREN keeps the max of all children)."""
+def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
+    """Like run(), but measures the child alone (RUSAGE_CHILDREN keeps the max of all children):
+    wall seconds, peak RSS (MiB) and CPU seconds (user + system, all of its threads)."""
     code = (
         "import resource, subprocess, sys, time;"
         "t = time.perf_counter();"
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(time.perf_counter() - t, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime)"
     )
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
-    elapsed, rss = out.stdout.split()
-    return float(elapsed), float(rss)
+    elapsed, rss, cpu = out.stdout.split()
+    return float(elapsed), float(rss), float(cpu)
 
 
 def ensure_file(n: int) -> Path:
@@ -82,11 +84,13 @@ def main() -> None:
         path = ensure_file(n)
         for stale in (ledger, ledger.with_name(ledger.name + ".wal")):
             stale.unlink(missing_ok=True)
-        elapsed, rss = peak_rss_of([str(BIN), "ingest", str(path), "--ledger", str(ledger)])
+        load = os.getloadavg()[0]
+        elapsed, rss, cpu = peak_rss_of([str(BIN), "ingest", str(path), "--ledger", str(ledger)])
         size = path.stat().st_size / 1e6
         print(
             f"ingest {n:,} events ({size:,.0f} MB JSONL): {elapsed:.1f} s, {n / elapsed:,.0f} events/s, "
-            f"peak RSS {rss:,.0f} MiB"
+            f"CPU {cpu:.1f} s, peak RSS {rss:,.0f} MiB (load average {load:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after)"
         )
 
     report = [str(BIN), "report", "--ledger", str(ledger), *WINDOW]

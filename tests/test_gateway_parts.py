@@ -572,3 +572,18 @@ def test_ledger_writer_spaces_costly_drains_to_stay_near_a_tenth_of_a_core() -> 
     assert pause_after(0.5, 0.01) == 0.5  # cheap drains: every half second
     assert pause_after(0.5, 0.3) == pytest.approx(2.7)  # busy 0.3 s, idle 2.7 s: 10 %
     assert pause_after(0.5, 60.0) == 10.0  # never more than ten seconds behind
+
+
+def test_ledger_writer_ledger_runs_duckdb_on_one_thread(tmp_path: Path) -> None:
+    from unitcost.api import Ledger
+    from unitcost.gateway.writer import THREADS
+
+    with Ledger(str(tmp_path / "ledger.duckdb"), threads=THREADS) as ledger:
+        checks = ledger.ingestor()
+        summary = ledger.ingest_records(
+            [{"event_id": "e1", "ts": "2026-01-01T00:00:00Z", "model": "gpt-4o-mini", "input_tokens": 10}]
+        )
+        assert summary.accepted == 1
+        threads = "SELECT current_setting('threads') AS n"
+        assert ledger.store.fetch(threads).column("n").to_pylist() == [THREADS]
+        assert checks._con.execute(threads).fetchall() == [(THREADS,)]

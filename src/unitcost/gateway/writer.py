@@ -10,8 +10,14 @@ milliseconds (the ingest pipeline's checks and the DuckDB transaction) whether i
 ten events or thousands, so draining every half second under steady traffic kept about half
 a core busy. Drains are therefore spaced by at least `interval_s` and by `BACKOFF` times the
 CPU the last drain took (up to `MAX_WAIT_S`), which caps the writer near a tenth of a core
-and makes batches larger as traffic grows; and the process runs at a lower CPU priority (`NICE`), so when it does
-compete with the gateway for a core, the gateway wins.
+and makes batches larger as traffic grows. And it gives way to the request path:
+
+- DuckDB runs each query on one thread (`THREADS`): a drain never holds more than one core,
+  so the request path always has the others. (A drain of a few hundred events takes the same
+  CPU either way, measured; its SQL is planned and run as one pipeline.)
+- The process runs at a lower CPU priority (`NICE`), so when it competes with the gateway
+  for a core, the gateway wins. (Not SCHED_IDLE: on a busy host it would starve, and the
+  ledger would fall minutes behind the spool.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 log = logging.getLogger("unitcost.gateway.writer")
 
 NICE = 10
+THREADS = 1
 BACKOFF = 9.0
 """The writer waits at least this many times its last drain's CPU time before the next."""
 MAX_WAIT_S = 10.0
@@ -59,7 +66,7 @@ def _run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(OSError):
         os.nice(NICE)  # before DuckDB starts its threads: they inherit it
-    ledger = Ledger(ledger_target, config=load_config(config_path))
+    ledger = Ledger(ledger_target, config=load_config(config_path), threads=THREADS)
     sink = ledger_sink(ledger)
 
     def gateway_gone() -> bool:

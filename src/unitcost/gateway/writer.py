@@ -36,6 +36,10 @@ log = logging.getLogger("unitcost.gateway.writer")
 
 NICE = 10
 THREADS = 1
+INTERVAL_S = 1.0
+"""Drains are at least this far apart: each costs a fixed tens of milliseconds of CPU, so the
+writer's share of a core is about that cost per interval (a second keeps it to a few per cent
+under steady traffic; the ledger is then a second or so behind the spool)."""
 BACKOFF = 9.0
 """The writer waits at least this many times its last drain's CPU time before the next."""
 MAX_WAIT_S = 10.0
@@ -131,7 +135,7 @@ class LedgerWriter:
         spool_dir: str | Path,
         ledger_target: str,
         config_path: str | Path | None,
-        interval_s: float = 0.5,
+        interval_s: float = INTERVAL_S,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()

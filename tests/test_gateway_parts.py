@@ -613,14 +613,24 @@ def test_ledger_writer_stores_spooled_events_exactly_as_the_general_ingest_path(
     from unitcost.api import Ledger
     from unitcost.gateway.writer import ledger_sink
 
-    records = [_spooled(f"{i:032x}") for i in range(3)]
+    blocked = _spooled("b" * 32, status="error", http_status=429, tags={"blocked_by_budget": "team-month"})
+    for usage_field in (
+        "input_tokens",
+        "cache_read_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "latency_ms",
+    ):
+        del blocked[usage_field]
+    stream = _spooled("c" * 32, ttft_ms=12.5, cache_hit=True, status="cancelled", trace_id=None)
+    records = [_spooled(f"{i:032x}") for i in range(3)] + [blocked, stream]
     columns = "* EXCLUDE (ingested_at)"
     with Ledger(str(tmp_path / "typed.duckdb")) as typed, Ledger(str(tmp_path / "general.duckdb")) as general:
         ledger_sink(typed)(records)
         general.ingest_records(records, source="gateway")
         query = f"SELECT {columns} FROM events ORDER BY event_id"
         got, want = typed.store.fetch(query).to_pylist(), general.store.fetch(query).to_pylist()
-    assert len(got) == 3
+    assert len(got) == 5
     assert got == want
     assert got[0]["cost"] is not None
     assert sorted(got[0]["tags"]) == [("feature", "rerank"), ("gateway_model", "fast"), ("key", "bench")]

@@ -54,8 +54,8 @@ def pause_after(interval_s: float, drain_cpu_s: float) -> float:
 
 def typed_records(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
     """The spooled records with their timestamps parsed, ready for the typed ingest path; None
-    when a record has a field the ledger does not know or a timestamp that does not parse (the
-    general path then names the record and the problem)."""
+    when a record has a field the ledger does not know or a timestamp that is missing or does
+    not parse (the general path then names the record and the problem)."""
     from ..events import FIELD_BY_NAME
 
     out = []
@@ -63,12 +63,12 @@ def typed_records(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | 
         if not record.keys() <= FIELD_BY_NAME.keys():
             return None
         ts = record.get("ts")
-        if isinstance(ts, str):
-            try:
-                ts = datetime.fromisoformat(ts)
-            except ValueError:
-                return None
-        out.append({**record, "ts": ts})
+        if not isinstance(ts, str):
+            return None
+        try:
+            out.append({**record, "ts": datetime.fromisoformat(ts)})
+        except ValueError:
+            return None
     return out
 
 

@@ -572,3 +572,79 @@ def test_ledger_writer_spaces_costly_drains_to_stay_near_a_tenth_of_a_core() -> 
     assert pause_after(0.5, 0.01) == 0.5  # cheap drains: every half second
     assert pause_after(0.5, 0.3) == pytest.approx(2.7)  # busy 0.3 s, idle 2.7 s: 10 %
     assert pause_after(0.5, 60.0) == 10.0  # never more than ten seconds behind
+
+
+def test_ledger_writer_ledger_runs_duckdb_on_one_thread(tmp_path: Path) -> None:
+    from unitcost.api import Ledger
+    from unitcost.gateway.writer import THREADS
+
+    with Ledger(str(tmp_path / "ledger.duckdb"), threads=THREADS) as ledger:
+        checks = ledger.ingestor()
+        summary = ledger.ingest_records(
+            [{"event_id": "e1", "ts": "2026-01-01T00:00:00Z", "model": "gpt-4o-mini", "input_tokens": 10}]
+        )
+        assert summary.accepted == 1
+        threads = "SELECT current_setting('threads') AS n"
+        assert ledger.store.fetch(threads).column("n").to_pylist() == [THREADS]
+        assert checks._con.execute(threads).fetchall() == [(THREADS,)]
+
+
+def _spooled(event_id: str, **extra: Any) -> dict[str, Any]:
+    """A gateway record as the writer reads it back from the spool (JSON round trip)."""
+    from unitcost.gateway.records import Attempt
+
+    attempt = Attempt(
+        "openai",
+        "gpt-4o-mini",
+        "chat",
+        http_status=200,
+        usage={"input_tokens": 1200, "cache_read_tokens": 1024, "output_tokens": 16, "reasoning_tokens": 4},
+        served_model="gpt-4o-mini-2024-07-18",
+        latency_ms=50.25,
+        event_id=event_id,
+    )
+    attrs = {"key": "bench", "team": "search", "trace": "t-1", "session": None, "tags": {"feature": "rerank"}}
+    record = orjson.loads(orjson.dumps(attempt.record(attrs, "fast")))
+    record.update(extra)
+    return dict(record)
+
+
+def test_ledger_writer_stores_spooled_events_exactly_as_the_general_ingest_path(tmp_path: Path) -> None:
+    from unitcost.api import Ledger
+    from unitcost.gateway.writer import ledger_sink
+
+    blocked = _spooled("b" * 32, status="error", http_status=429, tags={"blocked_by_budget": "team-month"})
+    for usage_field in (
+        "input_tokens",
+        "cache_read_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "latency_ms",
+    ):
+        del blocked[usage_field]
+    stream = _spooled("c" * 32, ttft_ms=12.5, cache_hit=True, status="cancelled", trace_id=None)
+    records = [_spooled(f"{i:032x}") for i in range(3)] + [blocked, stream]
+    columns = "* EXCLUDE (ingested_at)"
+    with Ledger(str(tmp_path / "typed.duckdb")) as typed, Ledger(str(tmp_path / "general.duckdb")) as general:
+        ledger_sink(typed)(records)
+        general.ingest_records(records, source="gateway")
+        query = f"SELECT {columns} FROM events ORDER BY event_id"
+        got, want = typed.store.fetch(query).to_pylist(), general.store.fetch(query).to_pylist()
+    assert len(got) == 5
+    assert got == want
+    assert got[0]["cost"] is not None
+    assert sorted(got[0]["tags"]) == [("feature", "rerank"), ("gateway_model", "fast"), ("key", "bench")]
+
+
+def test_ledger_writer_names_a_bad_spooled_record_and_keeps_the_good_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from unitcost.api import Ledger
+    from unitcost.gateway.writer import ledger_sink
+
+    records = [_spooled("a" * 32), _spooled("b" * 32, surprise=1), _spooled("c" * 32, ts="yesterday")]
+    with Ledger(str(tmp_path / "ledger.duckdb")) as ledger:
+        ledger_sink(ledger)(records)
+        kept = ledger.store.fetch("SELECT event_id FROM events").column("event_id").to_pylist()
+    assert kept == ["a" * 32]
+    assert "surprise" in caplog.text and "ts" in caplog.text

@@ -53,8 +53,9 @@ _PRICED = (
 )
 
 
-def open_store(target: str, *, read_only: bool = False) -> Store:
-    """A DuckDB file path, or a ClickHouse URL (clickhouse://, chdb://)."""
+def open_store(target: str, *, read_only: bool = False, threads: int | None = None) -> Store:
+    """A DuckDB file path, or a ClickHouse URL (clickhouse://, chdb://). `threads` caps DuckDB's
+    worker threads (default: one per core); ClickHouse ignores it."""
     if target.startswith(("clickhouse://", "clickhouses://", "chdb://")):
         from .ledger.clickhouse_store import ClickHouseStore
 
@@ -62,7 +63,7 @@ def open_store(target: str, *, read_only: bool = False) -> Store:
         return store
     from .ledger.duckdb_store import DuckDBStore
 
-    return DuckDBStore(target, read_only=read_only)
+    return DuckDBStore(target, read_only=read_only, threads=threads)
 
 
 @dataclass
@@ -108,10 +109,13 @@ class Ledger:
         config: Config | None = None,
         read_only: bool = False,
         prices: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.config = config or load_config()
         self.target = resolve_ledger(path, self.config)
-        self.store: Store = open_store(self.target, read_only=read_only)
+        self._threads = threads
+        """DuckDB worker threads of the ledger and of the ingest checks (None: one per core)."""
+        self.store: Store = open_store(self.target, read_only=read_only, threads=threads)
         self._book = book
         self._prices = prices
         self._ingestor: Ingestor | None = None
@@ -142,9 +146,15 @@ class Ledger:
         from .ingest.pipeline import Ingestor
 
         if allow_unknown_fields or rejects is not None:
-            return Ingestor(self.store, self.book, allow_unknown_fields=allow_unknown_fields, rejects=rejects)
+            return Ingestor(
+                self.store,
+                self.book,
+                allow_unknown_fields=allow_unknown_fields,
+                rejects=rejects,
+                threads=self._threads,
+            )
         if self._ingestor is None:
-            self._ingestor = Ingestor(self.store, self.book)
+            self._ingestor = Ingestor(self.store, self.book, threads=self._threads)
         return self._ingestor
 
     # ------------------------------------------------------------------ in

@@ -120,6 +120,8 @@ def _head(response: Response, length: int | None, keep_alive: bool) -> bytes:
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.loop = asyncio.get_running_loop()
+        """Kept: looking it up per request costs a getpid(2) (asyncio checks for a fork)."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
@@ -229,7 +231,7 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         request, keep_alive = self.queue.popleft()
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._answer(request, keep_alive))
+        self.task = self.loop.create_task(self._answer(request, keep_alive))
         if self.read_paused and len(self.queue) <= MAX_PIPELINED // 2 and self.transport is not None:
             self.transport.resume_reading()
             self.read_paused = False
@@ -276,7 +278,7 @@ class _Connection(asyncio.Protocol):
                     continue
                 self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 if self.write_paused:
-                    self.drained = asyncio.get_running_loop().create_future()
+                    self.drained = self.loop.create_future()
                     await self.drained
             self.transport.write(b"0\r\n\r\n")
         finally:
@@ -304,7 +306,7 @@ class _Connection(asyncio.Protocol):
         self.queue.clear()
         if not self.busy:
             self.busy = True
-            self.task = asyncio.get_running_loop().create_task(self._answer(request, False))
+            self.task = self.loop.create_task(self._answer(request, False))
         if self.transport is not None:
             self.transport.pause_reading()
 

@@ -138,6 +138,8 @@ class Attempt:
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def record(self, attrs: Mapping[str, Any], public_model: str) -> dict[str, Any]:
+        """The ledger record: fields that are None are left out (built directly, without a
+        filtering pass: this runs for every request)."""
         tags = dict(attrs.get("tags") or {})
         tags.update(self.extra_tags)
         if attrs.get("key"):
@@ -147,28 +149,35 @@ class Attempt:
         record: dict[str, Any] = {
             "event_id": self.event_id,
             "ts": self.ts.isoformat().replace("+00:00", "Z"),
-            "trace_id": attrs.get("trace"),
-            "session_id": attrs.get("session"),
             "provider": self.provider,
             "model": self.model,
-            "served_model": self.served_model
-            if self.served_model and self.served_model != self.model
-            else None,
             "operation": self.operation,
             "service_tier": self.tier,
             "status": self.status,
-            "http_status": self.http_status,
-            "latency_ms": self.latency_ms,
-            "ttft_ms": self.ttft_ms,
             "attempt": self.attempt,
-            "retry_of": self.retry_of,
-            "fallback_from": self.fallback_from,
-            "escalated_from": self.escalated_from,
             "cache_hit": self.cache_hit,
             "tags": tags,
-            **self.usage,
         }
+        served = self.served_model if self.served_model and self.served_model != self.model else None
+        optional = (
+            ("trace_id", attrs.get("trace")),
+            ("session_id", attrs.get("session")),
+            ("served_model", served),
+            ("http_status", self.http_status),
+            ("latency_ms", self.latency_ms),
+            ("ttft_ms", self.ttft_ms),
+            ("retry_of", self.retry_of),
+            ("fallback_from", self.fallback_from),
+            ("escalated_from", self.escalated_from),
+        )
+        for name, value in optional:
+            if value is not None:
+                record[name] = value
+        for name, value in self.usage.items():
+            if value is not None:
+                record[name] = value
         for name in ATTRIBUTION_FIELDS:
-            if attrs.get(name) is not None:
-                record[name] = attrs[name]
-        return {k: v for k, v in record.items() if v is not None}
+            value = attrs.get(name)
+            if value is not None:
+                record[name] = value
+        return record

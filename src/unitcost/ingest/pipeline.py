@@ -104,6 +104,7 @@ class Ingestor:
         allow_unknown_fields: bool = False,
         rejects: TextIO | None = None,
         append_rows: int = APPEND_ROWS,
+        threads: int | None = None,
     ) -> None:
         self.store = store
         self.book = book
@@ -111,7 +112,10 @@ class Ingestor:
         self.rejects = rejects
         self.append_rows = append_rows
         # The checks work on one chunk at a time: a small, fixed memory budget is plenty.
-        self._con = duckdb.connect(config={"memory_limit": "512MB"})
+        config: dict[str, Any] = {"memory_limit": "512MB"}
+        if threads:
+            config["threads"] = threads
+        self._con = duckdb.connect(config=config)
         self._con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -14,6 +18,7 @@ import httpx
 import pytest
 
 from gateway_support import GATEWAY_KEY, GatewayProcess, free_port, simulator, write_config
+from unitcost.gateway.spool import CHECKPOINT
 
 HEADERS = {"authorization": f"Bearer {GATEWAY_KEY}"}
 
@@ -60,13 +65,71 @@ def test_kill_9_under_load_loses_no_returned_response(tmp_path: Path) -> None:
 
         restarted = GatewayProcess(config, port).start()  # replays the spool into the ledger
         output = restarted.stop()
-    ids = {row[0] for row in ledger_rows(tmp_path, "SELECT event_id FROM events")}
+    rows = [row[0] for row in ledger_rows(tmp_path, "SELECT event_id FROM events")]
+    ids = set(rows)
+    assert len(rows) == len(ids), "the replay counted an event twice"
     missing = set(received) - ids
     assert not missing, f"{len(missing)} events of returned responses were lost"
     # Events spooled for requests in flight at the kill (their clients never got an answer) are
     # kept: the upstream did the work. There can be at most one per client connection.
     assert len(ids) - len(received) <= threads_count
     assert "sk-sim-secret" not in output
+
+
+def ledger_writer_of(gateway: int) -> int:
+    """The pid of the gateway's ledger writer (its child started by multiprocessing's spawn)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == gateway and b"spawn_main" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"gateway {gateway} has no ledger writer process")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer dies with the gateway on Linux")
+def test_restart_after_kill_9_is_not_locked_out_by_a_starved_ledger_writer(tmp_path: Path) -> None:
+    # The ledger writer runs niced: on a busy machine it can get almost no CPU for many seconds
+    # while it holds the ledger's lock. Stopping it (SIGSTOP) before the gateway is killed makes
+    # that starvation certain instead of likely. The restarted gateway must still open the ledger
+    # and replay the spool, which it cannot while the orphaned writer lives.
+    with simulator() as (sim_url, _):
+        port = free_port()
+        config = write_config(tmp_path, sim_url, port)
+        gateway = GatewayProcess(config, port).start()
+        assert gateway.proc is not None
+        checkpoint = tmp_path / "spool" / CHECKPOINT
+        deadline = time.monotonic() + 180  # a niced process on a busy machine: be patient
+        while not checkpoint.exists():  # the writer has drained once: it is past its start-up
+            assert time.monotonic() < deadline, "the ledger writer never drained the spool"
+            time.sleep(0.05)
+        writer = ledger_writer_of(gateway.proc.pid)
+        received: list[str] = []
+        try:
+            os.kill(writer, signal.SIGSTOP)
+            with httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=30) as http:
+                for _ in range(5):
+                    body = {"model": "fast", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+                    response = http.post("/v1/chat/completions", json=body)
+                    assert response.status_code == 200
+                    received.append(response.headers["x-unitcost-event-id"])
+            gateway.kill9()
+            restarted = GatewayProcess(config, port).start()
+            output = restarted.stop()
+        finally:
+            # Never leave a stopped orphan behind (the pid is checked to still be that writer).
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{writer}/cmdline").read_bytes():
+                    os.kill(writer, signal.SIGKILL)
+    # The stopped writer ingested none of them: the restart replayed them from the spool.
+    assert "5 events of a previous run replayed" in output
+    ids = {row[0] for row in ledger_rows(tmp_path, "SELECT event_id FROM events")}
+    assert set(received) <= ids
 
 
 def redis_url() -> str:

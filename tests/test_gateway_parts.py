@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -305,6 +307,44 @@ def test_spool_files_are_private(tmp_path: Path) -> None:
     spool.append({"event_id": "x"})
     spool.close()
     assert os.stat(tmp_path / "events-00000001.jsonl").st_mode & 0o077 == 0
+
+
+_SHORT_WRITE_SCRIPT = """
+import json, resource, signal, sys
+from unitcost.gateway.spool import Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: a short write, then EFBIG
+spool = Spool(sys.argv[1], fsync_interval_ms=60_000)
+returned = []
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+for i in range(100):
+    try:
+        spool.append({"event_id": f"e{i:03d}", "pad": "x" * 30})
+    except OSError:
+        break
+    returned.append(f"e{i:03d}")
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+spool.append({"event_id": "after"})  # room again
+returned.append("after")
+spool.close()
+print(json.dumps(returned))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_spool_append_never_returns_for_a_line_cut_short(tmp_path: Path) -> None:
+    # A file size limit makes the kernel cut a write short exactly as a full disk does. Each line
+    # is 59 bytes: the limit of 1000 falls inside the 17th. Before, append returned for that
+    # torn line (its response went out, its event was unreadable) and the next line was glued to
+    # the fragment, unreadable too.
+    done = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE_SCRIPT, str(tmp_path)], capture_output=True, check=True
+    )
+    returned = orjson.loads(done.stdout)
+    assert returned[-2:] == ["e015", "after"]  # 16 whole lines fit under the limit
+    delivered: list[Any] = []
+    drain(tmp_path, delivered.extend)
+    assert [r["event_id"] for r in delivered] == returned
 
 
 def test_ledger_reopened_accepts_records(ledger_path: Path, book) -> None:

@@ -2,7 +2,8 @@
 
 - `Spool.append` writes one JSON line with a single `write(2)` on an O_APPEND descriptor.
   Once it returns, the line is in the kernel's page cache: a `kill -9` of the gateway
-  cannot lose it.
+  cannot lose it. A write the kernel cuts short (a full disk) is completed or taken back
+  and raised: `append` never returns for a line that is not whole.
 - A background thread fsyncs the file every `fsync_interval_ms` when something was written
   (batched fsync), which bounds what a power loss could take. It uses fdatasync: the data
   and the file's new length, not its timestamps. On ext4 a full fsync every 20 ms made about
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -142,12 +144,29 @@ class Spool:
     def append(self, record: Mapping[str, Any]) -> None:
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         with self._lock:
-            os.write(self._fd, line)
+            written = os.write(self._fd, line)
+            if written != len(line):
+                self._complete(line, written)
             self._size += len(line)
             self._dirty = True
             if self._size >= SEGMENT_BYTES:
                 self._rotate()
         self.appended += 1
+
+    def _complete(self, line: bytes, written: int) -> None:
+        """After a short write (the disk is full, a file size limit): write the rest, or take the
+        fragment back and raise, so that no response goes out for a line that is not whole and
+        the next line does not start glued to a fragment (both would be unreadable)."""
+        try:
+            while written < len(line):
+                more = os.write(self._fd, line[written:])
+                if more == 0:
+                    raise OSError(errno.ENOSPC, "the spool accepted no more bytes")
+                written += more
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
 
     def _open(self, number: int) -> int:
         fd = os.open(self.directory / segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

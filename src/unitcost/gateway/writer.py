@@ -2,8 +2,14 @@
 
 It owns the ledger's write connection (DuckDB allows one writer process), drains the spool
 into the ledger (`ledger_sink`), and exits after a last drain when the gateway asks it to
-stop or when the gateway process is gone (after a `kill -9`, whatever it had not ingested is
-replayed by the next start).
+stop. When the gateway process dies (`kill -9`, a crash), the kernel kills the writer with it
+(Linux: `PR_SET_PDEATHSIG`), as a container's end would: the writer is niced, so under load an
+orphan could need many seconds, even minutes, to finish a drain, and all that time it would
+hold the ledger's lock and make the restarted gateway fail to open the ledger. Nothing is lost
+by killing it: the checkpoint moves only after the ledger committed a batch, DuckDB rolls back
+what was not committed, and the next start replays the spool after the checkpoint (ingestion
+is idempotent on event_id). Elsewhere the writer notices its parent is gone within `POLL_S`,
+drains once more and exits.
 
 It must not take the CPU the request path needs. A drain costs a fixed tens of milliseconds
 (the ingest pipeline's checks and the DuckDB transaction) whether it carries ten events or
@@ -26,6 +32,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -95,9 +103,26 @@ def ledger_sink(ledger: Any) -> Any:
     return sink
 
 
+def die_with_parent() -> bool:
+    """Have the kernel SIGKILL this process when its parent dies; False where that is not offered.
+
+    The signal follows the parent *thread* that started this process: the gateway starts the
+    writer from its main thread, which lives as long as the gateway does.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)) == 0
+
+
 def _run(
     spool_dir: str, ledger_target: str, config_path: str | None, interval_s: float, stop: Any, parent: int
 ) -> None:
+    if die_with_parent() and os.getppid() != parent:
+        return  # the gateway died before the kernel was told: its next start replays the spool
     from ..api import Ledger
     from ..config import load_config
     from .spool import drain

@@ -6,9 +6,18 @@ against "unchanged", given its number of calls and the per-call spread measured 
 week before (so a quiet hour weighs little). CUSUM accumulates small persistent excesses
 and forgets noise, so it finds the change point (the hour the accumulation started) rather
 than a single threshold crossing.
-It raises only once the accumulated evidence passes `h` AND the mean since the change
-point is at least `threshold` above the reference. Because a series is one model, a
-switch to another model starts a new series and is never reported as a leak.
+It raises only once the accumulated evidence passes `h` AND the typical hour since the
+change point (the median of the hourly means) is at least `threshold` above the reference.
+Because a series is one model, a switch to another model starts a new series and is never
+reported as a leak.
+
+A burst is not a level shift: a runaway agent's few hours of huge contexts would otherwise
+add as much evidence as weeks of a leak, and keep the sum above `h` (and the mean since
+the change point above the threshold) for days after the burst ended. So one hour adds at
+most the evidence of an hour twice as far off as `threshold`, and the level since the
+change point is the median of its hours, which a burst of a few hours does not move once
+normal hours outnumber it. A quiet night hour (too few calls to judge) carries an incident
+on only if the last judged hour still showed it.
 The CUSUM sum and its start are kept in the detector state between cycles.
 """
 
@@ -23,6 +32,9 @@ import pandas as pd
 
 from ..scope import Scope
 from .base import HOUR, Context, Finding
+
+BURST_CAP = 2.0
+"""One hour's log excess counts at most this many times log(1 + threshold)."""
 
 
 class TokensPerRequest:
@@ -101,8 +113,10 @@ class TokensPerRequest:
             # quiet night hour of 20 calls is noisier than a busy hour of 500, and is judged so.
             sigma_call = max(1.4826 * float(np.median(np.abs(ref - mu) * np.sqrt(ref_calls))), 0.01)
             delta = math.log1p(threshold)
-            # Log-likelihood ratio of "shifted by delta" against "unchanged" for this hour's mean.
-            step = calls[i] / sigma_call**2 * delta * (logs[i] - mu - delta / 2)
+            # Log-likelihood ratio of "shifted by delta" against "unchanged" for this hour's mean,
+            # the hour's excess capped at 2·delta: a burst counts as a large shift, not a huge one.
+            excess = min(float(logs[i]) - mu, BURST_CAP * delta)
+            step = calls[i] / sigma_call**2 * delta * (excess - delta / 2)
             if s == 0.0 and step > 0:
                 start = t
             s = max(0.0, s + step)
@@ -111,13 +125,15 @@ class TokensPerRequest:
                 st.pop("alarm", None)
                 continue
             if s < h or start is None:
+                st.pop("alarm", None)
                 continue
             j = positions[start]
             window = slice(j, i + 1)
-            run_calls = calls[window].sum()
-            observed = float(part["tokens"].to_numpy()[window].sum() / run_calls) if run_calls else math.nan
+            since = logs[window][~np.isnan(logs[window])]
+            observed = math.exp(float(np.median(since)))
             expected = math.exp(mu)
             if not observed >= expected * (1 + threshold):
+                st.pop("alarm", None)  # a quiet hour after this one must not revive an old alarm
                 continue
             st["alarm"] = [observed, expected]
             findings.append(

@@ -148,6 +148,24 @@ def test_ledger_from_the_environment_and_report_formats(
     assert "| model |" in markdown
 
 
+def test_report_on_a_window_with_no_calls_counts_zero(tmp_path: Path) -> None:
+    # The default window (the last 30 days) of a ledger of older calls is empty: the report
+    # says so with zeros, and the unpriced count is 0, not unknown.
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    out = run("report", "--ledger", str(ledger))
+    assert "0 calls" in out
+    assert "unpriced: 0 calls, 0 tokens" in out
+    assert "try --since 2025-09-10" in out
+    # The hint goes to stderr: stdout stays parseable JSON.
+    result = runner.invoke(app, ["report", "--ledger", str(ledger), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["headline"]["calls"], data["headline"]["unpriced_calls"]) == (0, 0)
+    assert "try --since" in result.stderr
+
+
 def test_report_on_a_missing_ledger_says_what_to_do(tmp_path: Path) -> None:
     out = run("report", "--ledger", str(tmp_path / "none.duckdb"), code=2)
     assert "unitcost demo" in out

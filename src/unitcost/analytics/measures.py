@@ -125,7 +125,10 @@ def _sum_if(
     events = f"sum(CASE WHEN {condition} THEN {value}{otherwise} END)"
     rollup = f"sum(CASE WHEN {flag} THEN {partial}{otherwise} END)"
     if count:
-        return Measure(name, f"CAST({events} AS BIGINT)", f"CAST({rollup} AS BIGINT)")
+        # A sum over no rows at all (an empty window) is NULL too: coalesce, so it counts 0.
+        return Measure(
+            name, f"CAST(coalesce({events}, 0) AS BIGINT)", f"CAST(coalesce({rollup}, 0) AS BIGINT)"
+        )
     return Measure(name, events, rollup)
 
 

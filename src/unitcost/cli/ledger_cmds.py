@@ -225,11 +225,14 @@ def report_cmd(
 
 
 def _hint_empty(book_ledger: Any, report: Report) -> None:
+    from rich.console import Console
+
     span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")
     n = int(span["n"].iloc[0]) if len(span) else 0
     if n:
         first, last = span["first"].iloc[0], span["last"].iloc[0]
-        console().print(
+        # On stderr: stdout may be JSON or CSV that a program reads.
+        Console(stderr=True, highlight=False).print(
             f"No events in {report.query.window.describe()}. The ledger has {n:,} events from "
             f"{first:%Y-%m-%d} to {last:%Y-%m-%d}: try --since {first:%Y-%m-%d} --until "
             f"{last:%Y-%m-%d}",

@@ -27,13 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unitcost.ledger.duckdb_store import DuckDBStore
 from unitcost.watch.detectors.base import Context
 from unitcost.watch.detectors.cost_hour import CONTEXT_HOURS, CostPerHour
-from unitcost.watch.rollup import hourly_frame, roll_up
 from unitcost.watch.scope import ScopedValue
 from unitcost.watch.synthetic import Incident, Workload, default_incidents
 from watch_eval import DAYS, EVAL_HOURS, START, compatible
+from watch_null import workload_frame
 
 END = START + timedelta(days=DAYS)
 WIDTHS = (1, 2, 3)
@@ -43,12 +42,7 @@ def rollups(seed: int, workdir: Path) -> tuple[pd.DataFrame, list[Incident]]:
     eval_start = END - timedelta(hours=EVAL_HOURS)
     workload = Workload(START, DAYS, seed)
     workload.incidents = default_incidents(np.random.default_rng(seed), eval_start, EVAL_HOURS - 26)
-    store = DuckDBStore(workdir / f"explain-{seed}.duckdb")
-    store.append(workload.events(START, END, ingested_at=END))
-    roll_up(store)
-    frame = hourly_frame(store, START, END).to_pandas()
-    store.close()
-    frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
+    frame = workload_frame(workload, workdir / f"explain-{seed}.duckdb")
     for dim in ("team", "feature", "model", "provider", "app"):
         frame[dim] = frame[dim].astype(object)
     return frame, workload.incidents

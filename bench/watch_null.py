@@ -37,16 +37,20 @@ START = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
 DAYS = 28
 
 
-def rollups(seed: int, workdir: Path) -> pd.DataFrame:
-    workload = Workload(START, DAYS, seed)
+def workload_frame(workload: Workload, path: Path) -> pd.DataFrame:
+    """The workload's four weeks written at once to a ledger at `path`, as hourly rollups."""
     end = START + timedelta(days=DAYS)
-    store = DuckDBStore(workdir / f"null-{seed}.duckdb")
+    store = DuckDBStore(path)
     store.append(workload.events(START, end, ingested_at=end))
     roll_up(store)
     frame = hourly_frame(store, START, end).to_pandas()
     store.close()
     frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
     return frame
+
+
+def rollups(seed: int, workdir: Path) -> pd.DataFrame:
+    return workload_frame(Workload(START, DAYS, seed), workdir / f"null-{seed}.duckdb")
 
 
 def judge(frame: pd.DataFrame, sigmas: float) -> list[Finding]:

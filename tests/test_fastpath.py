@@ -73,10 +73,14 @@ def records(draw: st.DrawFn) -> dict:
     for f in draw(st.lists(st.sampled_from(FIELDS), max_size=8, unique_by=lambda f: f.name)):
         record[f.name] = draw(values_for[f.kind])
     if draw(st.integers(0, 5)) == 0:
-        # A typo'd or foreign key, possibly beside look-alike text: the quick parse must flag it.
+        # A typo'd or foreign key, possibly beside look-alike text or with a null value (which
+        # json_transform reports like an absent key): the quick parse must flag it.
         record[draw(st.sampled_from(["input_token", "x", "tags2"]))] = draw(
-            st.sampled_from([1, '":', {"a": 1}])
+            st.sampled_from([1, '":', {"a": 1}, None])
         )
+    if draw(st.integers(0, 5)) == 0:
+        # A null inside the tags beside the null-valued keys the quick parse counts by name.
+        record["tags"] = {draw(st.sampled_from(["model", "k"])): None}
     if draw(st.integers(0, 5)) == 0:
         record["feature"] = draw(st.sampled_from(['a":b', 'say "hi":', "é"]))
     if draw(st.booleans()):
@@ -86,7 +90,9 @@ def records(draw: st.DrawFn) -> dict:
 
 
 def _json(record: dict) -> str:
-    return json.dumps(record, allow_nan=True)
+    # Exporters write both `"k": v` and the compact `"k":v`.
+    separators = (",", ":") if len(record) % 2 else (", ", ": ")
+    return json.dumps(record, allow_nan=True, separators=separators)
 
 
 def _run(con: duckdb.DuckDBPyConnection, lines: list[str]) -> tuple[list[pa.Table], pa.Table, list]:
@@ -169,3 +175,30 @@ def test_any_line_gets_an_answer(lines: list[str]) -> None:
     non_blank = [line for line in lines if line.strip(" \t\n\r")]
     assert good.num_rows + len(rejections) == len(non_blank)
     assert all(r.field and r.reason for r in rejections)
+
+
+def _quick_flags(lines: list[str]) -> list[str | None]:
+    con = duckdb.connect()
+    table = pa.table(
+        {
+            "_row": pa.array(range(1, len(lines) + 1), type=pa.int64()),
+            "line": pa.array(lines, type=pa.large_string()),
+        }
+    )
+    con.register("_raw", table)
+    quick_sql, _, unknown = json_source_sql("_raw", careful=False)
+    return [row[0] for row in con.sql(f"SELECT {unknown} FROM ({quick_sql}) ORDER BY _row").fetchall()]
+
+
+def test_quick_parse_passes_known_fields_written_as_null_and_flags_unknown_ones() -> None:
+    base = '"event_id": "e1", "ts": "2025-09-10T10:00:00Z", "model": "gpt-4o"'
+    flags = _quick_flags(
+        [
+            "{" + base + ', "session_id": null, "retry_of":null, "input_tokens": 12}',  # exporter style
+            "{" + base + ', "sesion_id": null}',  # a typo, null-valued: still an unknown key
+            "{" + base + ', "session_id": null, "x": 1}',  # a null beside an unknown key
+            "{" + base + ', "tags": {"model": null}, "x": 1}',  # a null in the tags cannot hide "x"
+        ]
+    )
+    assert flags[0] is None
+    assert flags[1:] == ["a field to check"] * 3

@@ -239,10 +239,11 @@ class Ledger:
 
         summary = OutcomeSummary()
         rows: list[dict[str, Any]] = []
+        source = f"file:{Path(path).name}"
         for position, raw, error in read_outcomes(Path(path)):
             if error is None:
                 try:
-                    rows.append(outcome_row(raw, f"file:{Path(path).name}"))
+                    rows.append(outcome_row(raw, source))
                     continue
                 except ValueError as exc:
                     message = str(exc)

@@ -21,15 +21,20 @@ JUDGED_FROM = START + timedelta(days=8)
 EPISODE = START + timedelta(days=9, hours=10)  # Wednesday 12 March, 10:00
 
 
-def _rollups(factor: Any) -> pd.DataFrame:
-    """Hourly rollups of one feature on one model: 300 calls in office hours, 10 (too few to
-    judge) at night; tokens per request 4,000 with the noise of a mean of that many calls,
-    times factor(hour)."""
+def _rollups(
+    factor: Any, *, night_calls: int = 10, spread: float = 0.5, exact: dict[datetime, float] | None = None
+) -> pd.DataFrame:
+    """Hourly rollups of one feature on one model: 300 calls in office hours, `night_calls` at
+    night (10 are too few to judge); tokens per request 4,000 with the noise of a mean of that
+    many calls of log-spread `spread`, times factor(hour). Hours in `exact` have tokens per
+    request of exactly 4,000 times their value, without noise."""
     rng = np.random.default_rng(7)
     hours = pd.date_range(START, START + timedelta(days=DAYS), freq="h", tz="UTC", inclusive="left")
-    calls = np.where((hours.hour >= 8) & (hours.hour < 19), 300, 10)
-    per_call = 4000 * np.exp(rng.normal(0, 0.5 / np.sqrt(calls)))
+    calls = np.where((hours.hour >= 8) & (hours.hour < 19), 300, night_calls)
+    per_call = 4000 * np.exp(rng.normal(0, spread / np.sqrt(calls)))
     per_call *= np.array([factor(h) for h in hours])
+    for hour, value in (exact or {}).items():
+        per_call[hours.get_loc(pd.Timestamp(hour))] = 4000 * value
     tokens = np.round(per_call * calls)
     return pd.DataFrame(
         {
@@ -92,3 +97,26 @@ def test_a_burst_of_a_few_hours_is_not_reported_for_days_after(tmp_path: Path) -
     found, opened = _judge(_rollups(lambda h: 3.0 if EPISODE <= h < burst_end else 1.0), tmp_path)
     assert [f.since for f in opened] == [EPISODE]
     assert found and max(f.at for f in found) <= burst_end + timedelta(hours=12)
+
+
+NIGHT = START + timedelta(days=10, hours=2)  # Thursday 13 March, 02:00
+
+
+def test_one_night_hour_four_sigma_high_is_not_a_leak(tmp_path: Path) -> None:
+    """The false alert of incident-free seed 209 (search/answer, Thursday 03:00): a night hour of
+    61 calls at 1.30 times the reference, in a week whose per-call spread came out at 0.448. Its
+    CUSUM step alone was 10.2, above h = 8; the hour is 4.6 standard deviations high, and ~100
+    such night hours a week are judged per feature, so that happens without any leak."""
+    frame = _rollups(lambda h: 1.0, night_calls=61, spread=0.448, exact={NIGHT: 1.30})
+    found, opened = _judge(frame, tmp_path)
+    assert opened == [] and found == []
+
+
+def test_a_leak_starting_at_night_is_still_reported_from_its_first_hours(tmp_path: Path) -> None:
+    """The same night of 61 calls an hour with a real +40 % leak from 02:00: 5.9 standard
+    deviations in its first hour, which the bar for hours of few calls lets through."""
+    frame = _rollups(lambda h: 1.4 if h >= NIGHT else 1.0, night_calls=61, spread=0.448)
+    _, opened = _judge(frame, tmp_path)
+    assert len(opened) == 1
+    assert opened[0].since == NIGHT
+    assert opened[0].at == NIGHT + timedelta(hours=1)

@@ -6,8 +6,9 @@ against "unchanged", given its number of calls and the per-call spread measured 
 week before (so a quiet hour weighs little). CUSUM accumulates small persistent excesses
 and forgets noise, so it finds the change point (the hour the accumulation started) rather
 than a single threshold crossing.
-It raises only once the accumulated evidence passes `h` AND the typical hour since the
-change point (the median of the hourly means) is at least `threshold` above the reference.
+It raises only once the accumulated evidence passes `h`, the typical hour since the change
+point (the median of the hourly means) is at least `threshold` above the reference, AND the
+calls since the change point are `sigmas` standard deviations above it.
 Because a series is one model, a switch to another model starts a new series and is never
 reported as a leak.
 
@@ -18,6 +19,15 @@ most the evidence of an hour twice as far off as `threshold`, and the level sinc
 change point is the median of its hours, which a burst of a few hours does not move once
 normal hours outnumber it. A quiet night hour (too few calls to judge) carries an incident
 on only if the last judged hour still showed it.
+
+Why `sigmas` as well as `h`: for one hour of n calls the CUSUM step passes `h` once the hour's
+z-score reaches h/a + a/2, where a = log(1 + threshold)·√n / spread. At h = 8 that bar is
+4 standard deviations for hours of about 80 calls (night and weekend hours of a busy feature,
+office hours of a small one), and some hundreds of such hours are judged every week: a 4-sigma
+hour (or a 3.6-sigma one in a week whose spread, estimated from 7 days of hours, came out 10 %
+low) then alerts on its own. So the calls since the change point, pooled, must also be `sigmas`
+standard deviations above the reference. Busy hours are not held back by it: their CUSUM bar is
+already higher, and the `threshold` bar higher still.
 The CUSUM sum and its start are kept in the detector state between cycles.
 """
 
@@ -40,7 +50,13 @@ BURST_CAP = 2.0
 class TokensPerRequest:
     name = "tokens_per_request"
     lookback = timedelta(days=9)
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.25, "h": 8.0, "min_calls": 20, "reference_days": 7}
+    defaults: ClassVar[dict[str, Any]] = {
+        "threshold": 0.25,
+        "h": 8.0,
+        "sigmas": 5.0,
+        "min_calls": 20,
+        "reference_days": 7,
+    }
 
     def detect(self, ctx: Context) -> list[Finding]:
         frame = ctx.frame
@@ -65,7 +81,7 @@ class TokensPerRequest:
     def _series(
         self, ctx: Context, scope: Scope, part: pd.DataFrame, params: dict[str, Any], st: dict[str, Any]
     ) -> list[Finding]:
-        threshold, h = float(params["threshold"]), float(params["h"])
+        threshold, h, sigmas = float(params["threshold"]), float(params["h"]), float(params["sigmas"])
         calls = part["calls"].to_numpy()
         with np.errstate(all="ignore"):
             per_call = np.where(calls >= int(params["min_calls"]), part["tokens"].to_numpy() / calls, np.nan)
@@ -129,10 +145,14 @@ class TokensPerRequest:
                 continue
             j = positions[start]
             window = slice(j, i + 1)
-            since = logs[window][~np.isnan(logs[window])]
+            judged = ~np.isnan(logs[window])
+            since, since_calls = logs[window][judged], calls[window][judged]
             observed = math.exp(float(np.median(since)))
             expected = math.exp(mu)
-            if not observed >= expected * (1 + threshold):
+            if not (
+                observed >= expected * (1 + threshold)
+                and _z_since(since, since_calls, mu, sigma_call) >= sigmas
+            ):
                 st.pop("alarm", None)  # a quiet hour after this one must not revive an old alarm
                 continue
             st["alarm"] = [observed, expected]
@@ -184,3 +204,10 @@ class TokensPerRequest:
             contributors=contributors,
             notes=[f"model unchanged: every call in this series is {model}; change point found by CUSUM"],
         )
+
+
+def _z_since(logs: np.ndarray, calls: np.ndarray, mu: float, sigma_call: float) -> float:
+    """How many standard deviations the calls since the change point sit above the reference:
+    their call-weighted mean log excess, whose deviation is sigma_call / sqrt(calls)."""
+    total = float(np.sum(calls))
+    return float(np.sum(calls * (logs - mu))) / (sigma_call * math.sqrt(total))

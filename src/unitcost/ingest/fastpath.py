@@ -12,6 +12,10 @@ record is expensive. So checking runs in two tiers:
 
 The flag may over-approximate (an escaped string is suspect, then accepted); it must
 never miss a bad record. A property test holds the two tiers to exactly that.
+
+JSON lines usually arrive already typed by the quick parse (`quickjson`, source types
+`PARSED ...`): there the line's shape has vouched for each value, and what remains here
+is defaults, the few limits the shape does not encode, and the rules across fields.
 """
 
 from __future__ import annotations

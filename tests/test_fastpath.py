@@ -51,7 +51,7 @@ scalar = st.one_of(
     ),
     # Around the limits the line shape encodes in digits, and numbers JSON spells oddly.
     st.sampled_from([0, 99, 100, 599, 600, 999, 1000, 99_999_999, 100_000_000, 999_999, 1_000_000]),
-    st.sampled_from([10**17, 10**18 - 1, 10**18, 2**63, 1e3, 12.0, -0.0, 1e-7, 1e300, 86_400_001.0]),
+    st.sampled_from([10**17, 10**18 - 1, 10**18, 2**63, 1e3, 12.0, -0.0, 1e-7, 1e16, 1e300, 86_400_001.0]),
 )
 values_for = {
     "tokens": st.one_of(st.integers(0, 50_000), scalar),
@@ -279,6 +279,9 @@ TRICKY = [
     '"feature": {"a": 1}',
     '"feature": [1, 2]',
     '"feature": 1e3',
+    '"feature": 1e16',
+    '"feature": 1.5e-7',
+    '"feature": 0.1',
     '"feature": -0',
     '"feature": 99999999999999999999',
     '"feature": false',
@@ -296,10 +299,15 @@ TRICKY = [
     '"billed_cost": "0.0123"',
     '"billed_cost": -1',
     '"billed_cost": 1e-20',
+    '"billed_cost": 1e16',
+    '"billed_cost": 0.00001',
+    '"billed_cost": 0.1234567890125',
     '"billed_cost": true',
     '"billed_cost": "abc"',
     '"tags": {"a": null}',
     '"tags": {"a": 1.50, "b": true}',
+    '"tags": {"a": 15, "b": true}',
+    '"tags": {"a": 1e16}',
     '"tags": {"a": "1", "a": "2"}',
     '"tags": {"a": {"b": 1}}',
     '"tags": "region=eu"',
@@ -344,8 +352,8 @@ def test_tricky_values_are_flagged_or_converted_as_the_checks_do() -> None:
     assert {
         '"input_tokens": 99999999',
         '"attempt": 999',
-        '"feature": 1e3',
-        '"tags": {"a": 1.50, "b": true}',
+        '"feature": -0',
+        '"tags": {"a": 15, "b": true}',
     } <= passed
 
 

@@ -130,7 +130,7 @@ def _money_fast(col: str, kind: str) -> tuple[str, str]:
         )
     elif kind == "text":
         value = f"TRY_CAST(NULLIF(trim({col}), '') AS {dec})"
-    elif kind in ("integer", "float", "parsed"):
+    elif kind in ("integer", "float"):
         value = f"TRY_CAST({col} AS {dec})"
     else:
         return f"CAST(NULL AS {dec})", f"({col} IS NOT NULL)"
@@ -267,7 +267,7 @@ def _parsed_fast(f: Field, col: str, now: datetime) -> tuple[str, str]:
     if f.kind == "ts":
         return _ts_fast(col, "ts", now)
     if f.kind == "money":
-        return _money_fast(col, "parsed")
+        return _money_fast(col, "json")
     if f.kind == "map":
         # The shape has no null among the tags, which the checks would drop.
         return f"COALESCE({col}, {_default_sql(f)})", "false"

@@ -31,8 +31,9 @@ PARSED_TYPES: Mapping[str, str] = {
     "float": "DOUBLE",
     "bool": "BOOLEAN",
     "ts": "TIMESTAMPTZ",
-    # Amounts keep their text: the checks cast the text, which rounds differently from a double.
-    "money": "VARCHAR",
+    # Amounts keep their JSON text, which the checks cast: as a VARCHAR, a number would be
+    # DuckDB's spelling of a double (1e+16), not yyjson's (10000000000000000.0).
+    "money": "JSON",
     "map": "MAP(VARCHAR, VARCHAR)",
 }
 
@@ -42,6 +43,10 @@ _WS = r"[ \t\n\r]*"
 _STRING = r'"[^"\\\x00-\x1f]*"'
 _NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _SCALAR = f"{_STRING}|{_NUMBER}|true|false"
+# A text field (or a tag) may hold a number, which the checks take as its JSON text. For a
+# fraction that text is yyjson's, where the conversion to VARCHAR spells the double its own
+# way (1e+16 for 10000000000000000.0); for an integer of at most 18 digits both agree.
+_TEXT = f"{_STRING}|-?(?:0|[1-9][0-9]{{0,17}})|true|false"
 
 
 def int_shape(low: int, high: int) -> tuple[str, bool]:
@@ -77,12 +82,12 @@ def _value_shape(f: Field) -> str:
     if f.kind == "money":
         return f"{_STRING}|{_NUMBER}"
     if f.kind == "map":
-        tag = f"{_STRING}{_WS}:{_WS}(?:{_SCALAR})"
+        tag = f"{_STRING}{_WS}:{_WS}(?:{_TEXT})"
         return rf"\{{{_WS}(?:{tag}(?:{_WS},{_WS}{tag})*)?{_WS}\}}"
     if f.choices:
         # As the checks spell them: any other case is accepted too, but after a closer look.
         return "|".join(f'"{c}"' for c in f.choices)
-    return _SCALAR
+    return _TEXT
 
 
 def line_shape() -> str:

@@ -5,12 +5,13 @@ says when those typed values are exactly what the checks would make of the line.
 where the checks are strict: 12.5, 1e3, "12" and true all become integers for a token
 count, a timestamp written as a number becomes NULL, an object becomes text for a name.
 So each line is also matched, as text, against the shape of a plain event: a JSON object
-whose keys are all allowed, each written once with the kind of value the checks take as
-is (a token count as digits within its limits, a name as a string, number or flag without
-escapes, a flag as true/false, a timestamp as a string...). A line of that shape converts
-exactly as the checks would convert it; any other line (an escape, an unknown key, a
-count written as text, unusual but valid values) is flagged and goes to the careful parse
-and the full checks, which accept it or name its problem.
+whose keys are all allowed, each with the kind of value the checks take as is (a token
+count as digits within its limits, a name as a string, an integer or a flag, strings
+without escapes, a flag as true/false, a timestamp as a string...). A line of that shape
+converts exactly as the checks would convert it (a key written twice is taken at its
+first occurrence by both parses); any other line (an escape, an unknown key, a count
+written as text, unusual but valid values) is flagged and goes to the careful parse and
+the full checks, which accept it or name its problem.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ record is expensive. So checking runs in two tiers:
 
 The flag may over-approximate (an escaped string is suspect, then accepted); it must
 never miss a bad record. A property test holds the two tiers to exactly that.
+
+JSON lines usually arrive already typed by the quick parse (`quickjson`, source types
+`PARSED ...`): there the line's shape has vouched for each value, and what remains here
+is defaults, the few limits the shape does not encode, and the rules across fields.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .normalise import (
     _Source,
     _usage_checks,
 )
+from .quickjson import PARSED, field_within_limits
 
 SUSPECT_COLUMN = "_suspect"
 
@@ -133,6 +138,8 @@ def _money_fast(col: str, kind: str) -> tuple[str, str]:
 
 
 def _kind(src: _Source) -> str:
+    if src.type.startswith(PARSED):
+        return "parsed"
     if src.is_json:
         return "json"
     if src.is_text:
@@ -163,9 +170,14 @@ def build_fast_sql(
     now = now or datetime.now(UTC)
     values: list[str] = []
     suspects: list[str] = []
+    long_texts: list[str] = []
     for f in FIELDS:
         src = _Source(f.name, source_types[f.name], renamed=False) if f.name in source_types else None
-        if f.kind == "map":
+        if src is not None and _kind(src) == "parsed":
+            value, suspect = _parsed_fast(f, src.col, now)
+            if f.kind == "str" and not f.choices:
+                long_texts.append(f"strlen({value})")
+        elif f.kind == "map":
             value, _error = _tags(src, tag_columns)
             if src is not None and _kind(src) in ("json", "text"):
                 present = f"NULLIF(trim({src.col}), '')"
@@ -176,40 +188,30 @@ def build_fast_sql(
                 suspects.append(f"({src.col} IS NOT NULL)")
             values.append(f'{value} AS "{f.name}"')
             continue
-        if src is None:
+        elif src is None:
             values.append(f'{_default_sql(f)} AS "{f.name}"')
             if f.required:
                 suspects.append("true")
             continue
-        kind = _kind(src)
-        col = src.col
-        if f.kind in ("tokens", "count", "int"):
-            value, suspect = _int_fast(col, kind)
-            low, high, _ = _int_limits(f)
-            suspect = f"({suspect} OR {value} < {low} OR {value} > {high})"
-        elif f.kind == "float":
-            value, suspect = _float_fast(col, kind)
-            suspect = f"({suspect} OR {value} < 0 OR {value} > {MAX_LATENCY_MS})"
-        elif f.kind == "bool":
-            value, suspect = _bool_fast(col, kind)
-        elif f.kind == "ts":
-            value, suspect = _ts_fast(col, kind, now)
-        elif f.kind == "money":
-            value, suspect = _money_fast(col, kind)
         else:
-            value, suspect = _string_fast(col, kind, f)
-            checks = [suspect, f"length({value}) > {MAX_TEXT}"]
-            if f.choices:
-                checks.append(f"{value} NOT IN ({', '.join(_lit(c) for c in f.choices)})")
-            suspect = "(" + " OR ".join(checks) + ")"
+            value, suspect = _field_fast(f, src, now)
         if f.default is not None:
             value = f"COALESCE({value}, {_default_sql(f)})"
         elif f.required:
             suspects.append(f"({value}) IS NULL")
         values.append(f'{value} AS "{f.name}"')
-        # NULL-safe: an absent optional value must not make its record suspect.
-        suspects.append(f"COALESCE({suspect}, false)")
+        if suspect != "false":
+            # NULL-safe: an absent optional value must not make its record suspect.
+            suspects.append(f"COALESCE({suspect}, false)")
+    if long_texts:
+        # No text is longer than its line: on a short line (almost all), no text is too long.
+        suspects.append(
+            f"(CASE WHEN strlen(_line) > {MAX_TEXT} "
+            f"THEN COALESCE(greatest({', '.join(long_texts)}) > {MAX_TEXT}, false) ELSE false END)"
+        )
     passthrough = ["_row"]
+    if long_texts:
+        passthrough.append("_line")
     if pre_error:
         passthrough.append("_pre_error")
         suspects.append("_pre_error IS NOT NULL")
@@ -223,3 +225,52 @@ def build_fast_sql(
         f"COALESCE({' OR '.join(suspects)}, true) AS _field_suspect FROM {relation}) "
         f"SELECT _row, {columns}, COALESCE(_field_suspect OR {row_checks}, true) AS {SUSPECT_COLUMN} FROM typed"
     )
+
+
+def _field_fast(f: Field, src: _Source, now: datetime) -> tuple[str, str]:
+    """The value and suspect flag of a field of any raw kind but `parsed`."""
+    kind = _kind(src)
+    col = src.col
+    if f.kind in ("tokens", "count", "int"):
+        value, suspect = _int_fast(col, kind)
+        low, high, _ = _int_limits(f)
+        suspect = f"({suspect} OR {value} < {low} OR {value} > {high})"
+    elif f.kind == "float":
+        value, suspect = _float_fast(col, kind)
+        suspect = f"({suspect} OR {value} < 0 OR {value} > {MAX_LATENCY_MS})"
+    elif f.kind == "bool":
+        value, suspect = _bool_fast(col, kind)
+    elif f.kind == "ts":
+        value, suspect = _ts_fast(col, kind, now)
+    elif f.kind == "money":
+        value, suspect = _money_fast(col, kind)
+    else:
+        value, suspect = _string_fast(col, kind, f)
+        # Bytes bound characters from above: a long multi-byte text is merely flagged.
+        checks = [suspect, f"strlen({value}) > {MAX_TEXT}"]
+        if f.choices:
+            checks.append(f"{value} NOT IN ({', '.join(_lit(c) for c in f.choices)})")
+        suspect = "(" + " OR ".join(checks) + ")"
+    return value, suspect
+
+
+def _parsed_fast(f: Field, col: str, now: datetime) -> tuple[str, str]:
+    """A field json_transform already typed, on a line whose shape `quickjson` checks: the shape
+    rules out every value the conversion would get wrong, and most values out of range."""
+    if f.kind in ("tokens", "count", "int"):
+        low, high, _ = _int_limits(f)
+        return col, "false" if field_within_limits(f) else f"({col} < {low} OR {col} > {high})"
+    if f.kind == "float":
+        return col, f"({col} > {MAX_LATENCY_MS})"
+    if f.kind == "bool":
+        return col, "false"
+    if f.kind == "ts":
+        return _ts_fast(col, "ts", now)
+    if f.kind == "money":
+        return _money_fast(col, "json")
+    if f.kind == "map":
+        # The shape has no null among the tags, which the checks would drop.
+        return f"COALESCE({col}, {_default_sql(f)})", "false"
+    if f.choices:
+        return col, "false"  # the shape lets through only the choices, spelt as they are
+    return f"NULLIF({col}, '')", "false"

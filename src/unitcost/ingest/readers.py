@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .normalise import IGNORED_FIELDS, KNOWN_FIELDS, SEP, Rejection, suggest_field
+from .quickjson import json_quick_sql
 
 CHUNK_BYTES = 32 << 20
 TABLE_ROWS = 200_000
@@ -121,49 +122,21 @@ def _lines_table(body: bytes, first_line: int) -> tuple[pa.Table, int]:
 
 
 def json_source_sql(relation: str, *, careful: bool = True) -> tuple[str, dict[str, str], str]:
-    """SQL presenting JSON lines as one JSON text per field, with `_pre_error` and `_unknown`.
+    """SQL presenting JSON lines as one value per field, with `_pre_error` and `_unknown`.
 
-    Each line is parsed once into a struct of JSON values; everything after works on their
-    text. The careful form checks each line is a JSON object first (and says so when it is
-    not); the quick form skips that, and fails as a whole on a malformed line, which the
-    caller answers by running the careful form.
+    The careful form parses each line once into a struct of JSON values, whose text
+    everything after works on; it checks each line is a JSON object first (and says so
+    when it is not). The quick form (`quickjson`) parses straight into typed values and
+    flags every line that is not a plain event; it fails as a whole on a malformed line,
+    which the caller answers by running the careful form.
     """
+    if not careful:
+        return json_quick_sql(relation)
     fields = sorted(KNOWN_FIELDS)
     struct = "{" + ", ".join(f'"{name}": "JSON"' for name in fields) + "}"
     allowed = ", ".join(f"'{name}'" for name in sorted(KNOWN_FIELDS | IGNORED_FIELDS))
     extract = ", ".join(f'CAST(_j."{name}" AS VARCHAR) AS "{name}"' for name in fields)
     unknown = f"list_filter(json_keys(line), lambda k: NOT list_contains([{allowed}], k))[1]"
-    if not careful:
-        # Listing each line's keys costs as much as parsing it. The quick form counts `":`
-        # instead: a line whose count differs from the known fields it has (plus the keys
-        # inside its tags) has an unknown key, or is merely unusual (a `":` inside a string,
-        # spaces before a colon, an escape); either way it is flagged, and the careful form
-        # names its unknown key, if any.
-        def colons(text: str) -> str:
-            return f"((length({text}) - length(replace({text}, '\":', ''))) // 2)"
-
-        known = " + ".join(f'(_j."{name}" IS NOT NULL)::INTEGER' for name in fields)
-        keys = f"{colons('line')} - COALESCE({colons('CAST(_j.tags AS VARCHAR)')}, 0)"
-        # A key written with a null value (`"session_id": null`, as many exporters write
-        # absent values) is a key json_transform reports as absent. Such keys are counted
-        # by name, and must all be allowed fields, for the line to pass; a null inside the
-        # tags could be confused with one, so a line with one stays flagged.
-        nulls = 'regexp_extract_all(line, \'"([^"]*)":\\s*null\', 1)'
-        nulls_known = (
-            f"{keys} = {known} + len({nulls}) "
-            f"AND len(list_filter({nulls}, lambda k: NOT list_contains([{allowed}], k))) = 0 "
-            f"AND NOT regexp_matches(COALESCE(CAST(_j.tags AS VARCHAR), ''), ':\\s*null')"
-        )
-        odd = (
-            f"CASE WHEN strpos(line, '\\') > 0 THEN true WHEN {keys} = {known} THEN false "
-            f"ELSE NOT COALESCE({nulls_known}, false) END"
-        )
-        sql = (
-            f"SELECT _row, line AS _line, CAST(NULL AS VARCHAR) AS _pre_error, "
-            f"CASE WHEN {odd} THEN 'a field to check' END AS _unknown, {extract} "
-            f"FROM (SELECT _row, line, json_transform(line, '{struct}') AS _j FROM {relation})"
-        )
-        return sql, dict.fromkeys(fields, "json"), "_unknown"
     sql = (
         f"SELECT _row, line AS _line, "
         f"CASE WHEN NOT _valid THEN 'record{SEP}malformed JSON' "

@@ -136,6 +136,8 @@ class DuckDBStore:
 
     def append(self, table: pa.Table) -> AppendResult:
         """Insert events whose event_id is new; return how many went in and how many were already there."""
+        import pyarrow.compute as pc
+
         n = table.num_rows
         if n == 0:
             return AppendResult(0, 0)
@@ -143,15 +145,28 @@ class DuckDBStore:
         in_batch_duplicates = n - batch.num_rows
         with self._write:
             con = self._con
-            con.register("_unitcost_batch", batch)
+            # The ids already in the ledger first, then a plain insert of the rest: joining the
+            # whole batch against the events would hold every column of it in the join's hash
+            # table and insert from there, one thread, out of order; this holds the ids alone.
+            con.register("_unitcost_ids", batch.select(["event_id"]))
             try:
-                row = con.execute(
-                    "INSERT INTO events BY NAME SELECT * FROM _unitcost_batch b "
-                    "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)"
-                ).fetchall()
+                present = con.sql(
+                    "SELECT b.event_id FROM _unitcost_ids b SEMI JOIN events e ON e.event_id = b.event_id"
+                ).to_arrow_table()
             finally:
-                con.unregister("_unitcost_batch")
-        inserted = int(row[0][0]) if row else 0
+                con.unregister("_unitcost_ids")
+            if present.num_rows:
+                batch = batch.filter(
+                    pc.invert(pc.is_in(batch.column("event_id"), value_set=present.column(0)))
+                )
+            inserted = 0
+            if batch.num_rows:
+                con.register("_unitcost_batch", batch)
+                try:
+                    row = _one(con.execute("INSERT INTO events BY NAME SELECT * FROM _unitcost_batch"))
+                finally:
+                    con.unregister("_unitcost_batch")
+                inserted = int(row[0]) if row else 0
         self._waiting += inserted
         if self._waiting >= report_rollups.REFRESH_ROWS and not self._bulk:
             self._refresh()

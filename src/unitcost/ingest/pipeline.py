@@ -11,7 +11,6 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -395,30 +394,46 @@ class _Appender:
     (another engine, in the `_ahead` thread) run on the other core meanwhile. Appends stay
     sequential and in file order: a batch's duplicates are found against every batch before it.
     At most one batch is being appended while the next one is gathered, which bounds memory.
+    (A plain thread per batch, not an executor: `concurrent.futures` cannot be imported while
+    the interpreter exits, when the recorder's last events are written.)
     """
 
     def __init__(self, store: Store, summary: IngestSummary) -> None:
         self._store = store
         self._summary = summary
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unitcost-ingest-append")
-        self._running: Future[AppendResult] | None = None
+        self._thread: threading.Thread | None = None
+        self._outcome: list[AppendResult | BaseException] = []
 
     def submit(self, table: pa.Table) -> None:
         """Append `table` once the previous append is done (raising its error, if it failed)."""
         self.wait()
-        self._running = self._pool.submit(self._store.append, table)
+        outcome = self._outcome
+
+        def append() -> None:
+            try:
+                outcome.append(self._store.append(table))
+            except BaseException as exc:  # raised by the consumer, in its own thread
+                outcome.append(exc)
+
+        self._thread = threading.Thread(target=append, name="unitcost-ingest-append", daemon=True)
+        self._thread.start()
 
     def wait(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            result = running.result()
-            self._summary.accepted += result.inserted
-            self._summary.duplicates += result.duplicates
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        thread.join()
+        result = self._outcome.pop()
+        if isinstance(result, BaseException):
+            raise result
+        self._summary.accepted += result.inserted
+        self._summary.duplicates += result.duplicates
 
     def raise_failure(self) -> None:
-        if self._running is not None and self._running.done():
+        if self._thread is not None and not self._thread.is_alive():
             self.wait()
 
     def close(self) -> None:
         """Wait for the append under way, if any: it finishes (or fails) before the ledger is used again."""
-        self._pool.shutdown(wait=True)
+        if self._thread is not None:
+            self._thread.join()

@@ -1,9 +1,14 @@
 """The embedded ledger: one DuckDB file.
 
-Idempotency is an anti-join on `event_id` rather than a primary-key index: DuckDB's ART
+Idempotency is a join on `event_id` rather than a primary-key index: DuckDB's ART
 index slows down sharply as random keys (UUIDs) accumulate and costs more memory than
 the data (measured: 10M UUID keys took 85 s to insert with the index, 6 s with the
-anti-join). Duplicates inside one batch are dropped first, keeping the first occurrence.
+anti-join; with DuckDB 2.0, 1M events into an empty ledger with a unique index on
+event_id took 15.8 s of CPU against 3.2 s without). Duplicates inside one batch are
+dropped first, keeping the first occurrence; then the ids of the batch already stored are
+looked up (a scan of the event_id column: 0.4 s of CPU per 500k-event batch against 10M
+events) and the rest inserted. One writer per ledger (DuckDB's file lock, `_write` within
+the process) is what keeps that lookup and the insert from racing.
 """
 
 from __future__ import annotations

@@ -116,6 +116,39 @@ def test_duplicates_inside_one_file_keep_the_first(ledger, tmp_path: Path) -> No
     assert ledger.sql("SELECT team FROM events")["team"].tolist() == ["first"]
 
 
+def test_an_append_inserts_only_new_ids_and_counts_the_rest(ledger) -> None:
+    """The store's own answer for one batch mixing ids already stored, an id repeated inside the
+    batch, and new ids: only the first occurrence of each new id goes in, in batch order."""
+    ledger.ingest_records([{**json.loads(event(event_id=f"old{i}")), "team": "stored"} for i in range(3)])
+    table = ledger.store.fetch("SELECT * FROM events ORDER BY event_id")
+    rows = table.to_pylist()
+
+    def row(event_id: str, team: str) -> dict[str, object]:
+        return {**rows[0], "event_id": event_id, "team": team}
+
+    batch = pa.Table.from_pylist(
+        [
+            row("new-b", "first"),
+            row("old1", "again"),
+            row("new-a", "first"),
+            row("new-b", "second"),
+            row("old0", "x"),
+        ],
+        schema=table.schema,
+    )
+    result = ledger.store.append(batch)
+    assert (result.inserted, result.duplicates, result.in_batch_duplicates) == (2, 3, 1)
+    got = ledger.sql("SELECT event_id, team FROM events ORDER BY rowid").to_dict("records")
+    assert [(r["event_id"], r["team"]) for r in got] == [
+        ("old0", "stored"),
+        ("old1", "stored"),
+        ("old2", "stored"),
+        ("new-b", "first"),
+        ("new-a", "first"),
+    ]
+    assert ledger.store.append(batch).inserted == 0
+
+
 def test_blank_lines_and_crlf_are_fine_and_line_numbers_stay_true(ledger, tmp_path: Path) -> None:
     path = tmp_path / "crlf.jsonl"
     path.write_bytes(

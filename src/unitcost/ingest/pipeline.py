@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, LEDGER_SCHEMA
-from ..ledger.base import Store
+from ..ledger.base import AppendResult, Store
 from ..pricing.batch import price_table
 from ..pricing.book import PriceBook
 from .fastpath import SUSPECT_COLUMN, build_fast_sql
@@ -194,6 +194,8 @@ class Ingestor:
         ingested_at = datetime.now(UTC)
         checked = (self._checked(chunk, source, ingested_at) for chunk in chunks)
         results = _ahead(checked) if overlap else checked
+        # Overlapped, a batch is appended in a thread of its own while the next one is checked.
+        appender = _Appender(self.store, summary) if overlap else None
         try:
             for result in results:
                 summary.add_rejections(source, result.reader_rejections, self.rejects)
@@ -203,14 +205,20 @@ class Ingestor:
                     pending.append(result.priced)
                     pending_rows += result.priced.num_rows
                 if pending_rows >= self.append_rows:
-                    self._flush(pending, summary)
+                    self._flush(pending, summary, appender)
                     pending, pending_rows = [], 0
+                elif appender is not None:
+                    appender.raise_failure()  # a failed append stops the checks now, not at the next one
                 if progress is not None:
                     progress(result.progress)
+            self._flush(pending, summary, appender)
+            if appender is not None:
+                appender.wait()
         finally:
             # A failed append stops the checks running ahead now, not when the traceback goes.
             results.close()
-        self._flush(pending, summary)
+            if appender is not None:
+                appender.close()
         return summary
 
     def _checked(self, chunk: RawChunk, source: str, ingested_at: datetime) -> _Checked:
@@ -298,10 +306,15 @@ class Ingestor:
         table = pa.table([columns[f.name] for f in LEDGER_SCHEMA], schema=LEDGER_SCHEMA)
         return table, priced.unpriced
 
-    def _flush(self, pending: list[pa.Table], summary: IngestSummary) -> None:
+    def _flush(
+        self, pending: list[pa.Table], summary: IngestSummary, appender: _Appender | None = None
+    ) -> None:
         if not pending:
             return
         table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        if appender is not None:
+            appender.submit(table)
+            return
         result = self.store.append(table)
         summary.accepted += result.inserted
         summary.duplicates += result.duplicates
@@ -379,3 +392,55 @@ def _ahead(results: Iterator[_Checked], depth: int = 1) -> Generator[_Checked, N
 @dataclass
 class _Failed:
     error: BaseException
+
+
+class _Appender:
+    """Appends batches to the ledger one at a time, in a thread, adding their counts to `summary`.
+
+    The ledger's engine releases the GIL while it appends, so the checks of the next batch
+    (another engine, in the `_ahead` thread) run on the other core meanwhile. Appends stay
+    sequential and in file order: a batch's duplicates are found against every batch before it.
+    At most one batch is being appended while the next one is gathered, which bounds memory.
+    (A plain thread per batch, not an executor: `concurrent.futures` cannot be imported while
+    the interpreter exits, when the recorder's last events are written.)
+    """
+
+    def __init__(self, store: Store, summary: IngestSummary) -> None:
+        self._store = store
+        self._summary = summary
+        self._thread: threading.Thread | None = None
+        self._outcome: list[AppendResult | BaseException] = []
+
+    def submit(self, table: pa.Table) -> None:
+        """Append `table` once the previous append is done (raising its error, if it failed)."""
+        self.wait()
+        outcome = self._outcome
+
+        def append() -> None:
+            try:
+                outcome.append(self._store.append(table))
+            except BaseException as exc:  # raised by the consumer, in its own thread
+                outcome.append(exc)
+
+        self._thread = threading.Thread(target=append, name="unitcost-ingest-append", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        thread.join()
+        result = self._outcome.pop()
+        if isinstance(result, BaseException):
+            raise result
+        self._summary.accepted += result.inserted
+        self._summary.duplicates += result.duplicates
+
+    def raise_failure(self) -> None:
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
+
+    def close(self) -> None:
+        """Wait for the append under way, if any: it finishes (or fails) before the ledger is used again."""
+        if self._thread is not None:
+            self._thread.join()

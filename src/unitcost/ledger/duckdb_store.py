@@ -1,9 +1,14 @@
 """The embedded ledger: one DuckDB file.
 
-Idempotency is an anti-join on `event_id` rather than a primary-key index: DuckDB's ART
+Idempotency is a join on `event_id` rather than a primary-key index: DuckDB's ART
 index slows down sharply as random keys (UUIDs) accumulate and costs more memory than
 the data (measured: 10M UUID keys took 85 s to insert with the index, 6 s with the
-anti-join). Duplicates inside one batch are dropped first, keeping the first occurrence.
+anti-join; with DuckDB 2.0, 1M events into an empty ledger with a unique index on
+event_id took 15.8 s of CPU against 3.2 s without). Duplicates inside one batch are
+dropped first, keeping the first occurrence; then the ids of the batch already stored are
+looked up (a scan of the event_id column: 0.4 s of CPU per 500k-event batch against 10M
+events) and the rest inserted. One writer per ledger (DuckDB's file lock, `_write` within
+the process) is what keeps that lookup and the insert from racing.
 """
 
 from __future__ import annotations
@@ -136,6 +141,8 @@ class DuckDBStore:
 
     def append(self, table: pa.Table) -> AppendResult:
         """Insert events whose event_id is new; return how many went in and how many were already there."""
+        import pyarrow.compute as pc
+
         n = table.num_rows
         if n == 0:
             return AppendResult(0, 0)
@@ -143,15 +150,28 @@ class DuckDBStore:
         in_batch_duplicates = n - batch.num_rows
         with self._write:
             con = self._con
-            con.register("_unitcost_batch", batch)
+            # The ids already in the ledger first, then a plain insert of the rest: joining the
+            # whole batch against the events would hold every column of it in the join's hash
+            # table and insert from there, one thread, out of order; this holds the ids alone.
+            con.register("_unitcost_ids", batch.select(["event_id"]))
             try:
-                row = con.execute(
-                    "INSERT INTO events BY NAME SELECT * FROM _unitcost_batch b "
-                    "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)"
-                ).fetchall()
+                present = con.sql(
+                    "SELECT b.event_id FROM _unitcost_ids b SEMI JOIN events e ON e.event_id = b.event_id"
+                ).to_arrow_table()
             finally:
-                con.unregister("_unitcost_batch")
-        inserted = int(row[0][0]) if row else 0
+                con.unregister("_unitcost_ids")
+            if present.num_rows:
+                batch = batch.filter(
+                    pc.invert(pc.is_in(batch.column("event_id"), value_set=present.column(0)))
+                )
+            inserted = 0
+            if batch.num_rows:
+                con.register("_unitcost_batch", batch)
+                try:
+                    row = _one(con.execute("INSERT INTO events BY NAME SELECT * FROM _unitcost_batch"))
+                finally:
+                    con.unregister("_unitcost_batch")
+                inserted = int(row[0]) if row else 0
         self._waiting += inserted
         if self._waiting >= report_rollups.REFRESH_ROWS and not self._bulk:
             self._refresh()

@@ -234,11 +234,6 @@ class Ingestor:
         which name the problem or accept them (see `fastpath`).
         """
 
-        def in_one_chunk(table: pa.Table) -> pa.Table:
-            # The checks' result comes in many small chunks; the ledger's append keeps input order
-            # only within a chunk, and reports (and their tests) expect a file in its own order.
-            return table.combine_chunks() if len(table.column(0).chunks) > 1 else table
-
         con = self._con
         con.register("_raw", chunk.table)
         try:
@@ -253,7 +248,7 @@ class Ingestor:
             n_suspect = pc.sum(pc.cast(suspect, pa.int64())).as_py() or 0
             if not n_suspect:
                 # Filtering by an all-true mask would copy every column for nothing.
-                return in_one_chunk(fast.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)), []
+                return fast.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), []
             good = fast.filter(pc.invert(suspect)).select([ROW_COLUMN, *EVENT_SCHEMA.names])
             rows = fast.filter(suspect).column(ROW_COLUMN)
             con.register("_suspects", chunk.table.filter(pc.is_in(chunk.table.column(ROW_COLUMN), rows)))
@@ -274,7 +269,7 @@ class Ingestor:
                 [good, rescued.select([ROW_COLUMN, *EVENT_SCHEMA.names]).cast(good.schema)]
             )
             good = good.take(pc.sort_indices(good.column(ROW_COLUMN)))
-        return in_one_chunk(good.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)), rejections
+        return good.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), rejections
 
     def _relation(
         self, chunk: RawChunk, table: str = "_raw", *, careful: bool = True

@@ -211,7 +211,8 @@ class Ingestor:
                     appender.raise_failure()  # a failed append stops the checks now, not at the next one
                 if progress is not None:
                     progress(result.progress)
-            self._flush(pending, summary, appender)
+            # The checks are done: the last append has both cores to itself.
+            self._flush(pending, summary, appender, all_cores=True)
             if appender is not None:
                 appender.wait()
         finally:
@@ -302,13 +303,18 @@ class Ingestor:
         return table, priced.unpriced
 
     def _flush(
-        self, pending: list[pa.Table], summary: IngestSummary, appender: _Appender | None = None
+        self,
+        pending: list[pa.Table],
+        summary: IngestSummary,
+        appender: _Appender | None = None,
+        *,
+        all_cores: bool = False,
     ) -> None:
         if not pending:
             return
         table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
         if appender is not None:
-            appender.submit(table)
+            appender.submit(table, all_cores=all_cores)
             return
         result = self.store.append(table)
         summary.accepted += result.inserted
@@ -406,14 +412,14 @@ class _Appender:
         self._thread: threading.Thread | None = None
         self._outcome: list[AppendResult | BaseException] = []
 
-    def submit(self, table: pa.Table) -> None:
+    def submit(self, table: pa.Table, *, all_cores: bool = False) -> None:
         """Append `table` once the previous append is done (raising its error, if it failed)."""
         self.wait()
         outcome = self._outcome
 
         def append() -> None:
             try:
-                outcome.append(self._store.append(table))
+                outcome.append(self._store.append(table, all_cores=all_cores))
             except BaseException as exc:  # raised by the consumer, in its own thread
                 outcome.append(exc)
 

@@ -26,7 +26,10 @@ class AppendResult:
 class Store(Protocol):
     dialect: str
 
-    def append(self, table: pa.Table) -> AppendResult: ...
+    def append(self, table: pa.Table, *, all_cores: bool = False) -> AppendResult:
+        """Insert the events whose event_id is new. `all_cores`: nothing else in this process is
+        working, so the engine may spread the insert over every core it is allowed."""
+        ...
 
     def insert(self, table_name: str, table: pa.Table) -> None: ...
 

@@ -183,8 +183,10 @@ class ClickHouseStore:
 
     # ------------------------------------------------------------------ writes
 
-    def append(self, table: pa.Table) -> AppendResult:
-        """Insert events whose event_id is new; return how many went in and how many were already there."""
+    def append(self, table: pa.Table, *, all_cores: bool = False) -> AppendResult:
+        """Insert events whose event_id is new; return how many went in and how many were already there.
+
+        `all_cores` changes nothing here: the server schedules its own inserts."""
         n = table.num_rows
         if n == 0:
             return AppendResult(0, 0)

@@ -307,7 +307,7 @@ def test_a_failed_append_stops_the_checks_running_ahead(
         checked.append(chunk.table.num_rows)
         return check(chunk)
 
-    def failing_append(table: pa.Table) -> None:
+    def failing_append(table: pa.Table, *, all_cores: bool = False) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(ingestor, "check", counting_check)

@@ -234,7 +234,6 @@ class Ingestor:
         Well-formed records take the fast path; the others (few) the authoritative checks,
         which name the problem or accept them (see `fastpath`).
         """
-
         con = self._con
         con.register("_raw", chunk.table)
         try:

@@ -292,25 +292,37 @@ def test_chunks_checked_ahead_of_the_append_keep_file_order(
     assert (again.accepted, again.duplicates, again.rejected) == (0, 397, 3)
 
 
-def test_a_failed_append_stops_the_checks_running_ahead(
-    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _watch_checks(
+    ledger, monkeypatch: pytest.MonkeyPatch, *, append_rows: int, fail_at: int | None = None
+) -> list[int]:
+    """Small chunks and appends; returns the rows of each chunk as the checks get it (the
+    `fail_at`-th check raises instead)."""
     from unitcost.ingest import readers
 
     monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)
     ingestor = ledger.ingestor()
-    ingestor.append_rows = 10
-    checked: list[int] = []
+    ingestor.append_rows = append_rows
     check = ingestor.check
+    seen: list[int] = []
 
-    def counting_check(chunk):  # type: ignore[no-untyped-def]
-        checked.append(chunk.table.num_rows)
+    def watched_check(chunk):  # type: ignore[no-untyped-def]
+        seen.append(chunk.table.num_rows)
+        if len(seen) == fail_at:
+            raise RuntimeError("engine broke")
         return check(chunk)
+
+    monkeypatch.setattr(ingestor, "check", watched_check)
+    return seen
+
+
+def test_a_failed_append_stops_the_checks_running_ahead(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = _watch_checks(ledger, monkeypatch, append_rows=10)
 
     def failing_append(table: pa.Table, *, all_cores: bool = False) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(ingestor, "check", counting_check)
     monkeypatch.setattr(ledger.store, "append", failing_append)
     lines = [event(event_id=f"f{i}") for i in range(400)]
     with pytest.raises(OSError, match="disk full"):
@@ -324,21 +336,7 @@ def test_a_failed_append_stops_the_checks_running_ahead(
 def test_a_failed_check_is_raised_where_it_happened(
     ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unitcost.ingest import readers
-
-    monkeypatch.setattr(readers, "CHUNK_BYTES", 2048)
-    ingestor = ledger.ingestor()
-    ingestor.append_rows = 1
-    check = ingestor.check
-    calls: list[int] = []
-
-    def breaking_check(chunk):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("engine broke")
-        return check(chunk)
-
-    monkeypatch.setattr(ingestor, "check", breaking_check)
+    _watch_checks(ledger, monkeypatch, append_rows=1, fail_at=3)
     lines = [event(event_id=f"c{i}") for i in range(400)]
     with pytest.raises(RuntimeError, match="engine broke"):
         ledger.ingest(write_lines(tmp_path / "breaks.jsonl", lines))

@@ -137,6 +137,22 @@ def test_the_python_api_returns_an_arrow_backed_frame(filled: Ledger) -> None:
     assert frame["spend"].sum() == D("4.95")
 
 
+def test_a_window_without_calls_gives_a_frame_with_every_column(filled: Ledger) -> None:
+    # A script summing spend over a quiet window must get zero rows, not a frame without columns.
+    busy = filled.report(*WINDOW, by="team,model")
+    quiet = filled.report("2024-01-01", "2024-01-02", by="team,model")
+    assert len(quiet) == 0
+    assert list(quiet.columns) == list(busy.columns)
+    assert {"team", "model", "spend", "calls", "trend_pct"} <= set(quiet.columns)
+    assert str(quiet["spend"].dtype).startswith("decimal128")
+    assert quiet["spend"].sum() == 0
+    # Without a breakdown, the one headline row of a quiet window has every column too.
+    headline = filled.report("2024-01-01", "2024-01-02")
+    assert list(headline.columns) == list(filled.report(*WINDOW).columns)
+    assert headline["calls"].tolist() == [0]
+    assert headline["spend"].isna().tolist() == [True]
+
+
 def test_a_judgement_kept_per_trace_applies_to_the_unit_of_its_events(filled: Ledger) -> None:
     filled.ingest_records(
         [_event("e6", 5, input_tokens=100_000, output_tokens=0, unit="ticket", unit_id="T3", trace_id="tr-9")]

@@ -695,12 +695,29 @@ FLOAT_COLUMNS = frozenset(
 )
 
 
+class _BlankRow(dict[str, Any]):
+    """A row that has every measure, each NULL: what `_derive` is given to name its columns."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        return True
+
+
+KPI_COLUMNS = tuple(_derive(_BlankRow(), None))
+"""The measures of a report row, in order (everything `_derive` makes of a group's sums)."""
+TREND_COLUMNS = ("previous_spend", "trend_pct")
+
+
 def _rows_to_table(rows: list[dict[str, Any]], dimensions: Sequence[str]) -> pa.Table:
+    """The rows as typed columns. Every column is there even when the window has no calls, or
+    when a row lacks a measure (the headline of an empty window): a script reading `spend`
+    must not break on a quiet day."""
     import pyarrow as pa
 
-    if not rows:
-        return pa.table({})
-    names = list(rows[0].keys())
+    names = [*dimensions, *KPI_COLUMNS, *TREND_COLUMNS]
+    names += [name for row in rows[:1] for name in row if name not in names]
     arrays = []
     for name in names:
         values = [r.get(name) for r in rows]

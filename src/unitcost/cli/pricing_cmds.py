@@ -237,7 +237,7 @@ def prices_diff(
     config: ConfigOpt = None,
     prices: PricesOpt = None,
 ) -> None:
-    """What changed in the price book between two dates, component by component."""
+    """What changed in the price book between two dates: every step, component by component."""
     from ..pricing.history import diff_prices
 
     book = open_book(config, prices)
@@ -250,8 +250,8 @@ def prices_diff(
             Col("tier", "tier"),
             Col("window", "window"),
             Col("component", "component"),
-            Col("old", f"{start:%Y-%m-%d}", "unit_money"),
-            Col("new", f"{end:%Y-%m-%d}", "unit_money"),
+            Col("old", "before", "unit_money"),
+            Col("new", "after", "unit_money"),
             Col("change_pct", "change", "pct"),
             Col("changed_at", "changed at", "ts"),
             Col("layer", "layer"),

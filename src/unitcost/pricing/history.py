@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from ..money import pico_to_usd
@@ -138,7 +139,11 @@ def diff_prices(
     model_filter: str | None = None,
     tiers: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every component whose effective rate differs between `start` and `end`."""
+    """Every change of a component's effective rate between `start` and `end`, step by step.
+
+    Each row is one step: the rate before and after a price that took effect in the interval,
+    and when. Comparing the two ends alone would hide a price that came and went inside it
+    (DeepSeek's V3.1 price between 2025-09-05 and 2025-09-29), and date every step by the first."""
     if end <= start:
         raise ValueError("--to must be after --from")
     rows: list[dict[str, Any]] = []
@@ -147,13 +152,11 @@ def diff_prices(
         for tier in wanted:
             if not _has_tier_data(book, ref, tier):
                 continue
-            timeline = book.timeline(ref, tier)
-            before, after = timeline.segment_at(start), timeline.segment_at(end)
-            if before is after:
-                continue
-            changed_at = _first_change(timeline, start, end)
-            rows.extend(_compare(book, ref, tier, before, after, changed_at))
-    rows.sort(key=lambda r: (r["model"], TIERS.index(r["tier"]), r["window"] or "", r["component"]))
+            for before, after in pairwise(_segments_between(book.timeline(ref, tier), start, end)):
+                rows.extend(_compare(book, ref, tier, before, after))
+    rows.sort(
+        key=lambda r: (r["model"], TIERS.index(r["tier"]), r["changed_at"], r["window"] or "", r["component"])
+    )
     return rows
 
 
@@ -166,11 +169,10 @@ def _models(book: PriceBook, provider: str | None, model_filter: str | None) -> 
         yield ref
 
 
-def _first_change(timeline: Timeline, start: datetime, end: datetime) -> datetime | None:
-    for segment in timeline.segments:
-        if segment.start is not None and start < segment.start <= end:
-            return segment.start
-    return None
+def _segments_between(timeline: Timeline, start: datetime, end: datetime) -> list[Segment]:
+    """The segment in force at `start`, then each one that began after it and by `end`, in order."""
+    began = [s for s in timeline.segments if s.start is not None and start < s.start <= end]
+    return [timeline.segment_at(start), *began]
 
 
 # Quantities that, unless priced on their own, cost what another one costs.
@@ -199,8 +201,9 @@ def _follows(old_plan: RatePlan | None, new_plan: RatePlan | None, index: int, b
 
 
 def _compare(
-    book: PriceBook, ref: ModelRef, tier: str, before: Segment, after: Segment, changed_at: datetime | None
+    book: PriceBook, ref: ModelRef, tier: str, before: Segment, after: Segment
 ) -> list[dict[str, Any]]:
+    """One row per component whose rate differs from one segment to the next, dated by the next."""
     rows = []
     windows = {o.window for o in before.options} | {o.window for o in after.options}
     for window in sorted(windows, key=lambda w: (w is not None, w.start if w else 0)):
@@ -214,7 +217,7 @@ def _compare(
             "model": f"{ref.provider}/{ref.model}",
             "tier": tier,
             "window": label,
-            "changed_at": changed_at,
+            "changed_at": after.start,
             "layer": layer,
             "source": source,
         }

@@ -157,13 +157,52 @@ def test_report_on_a_window_with_no_calls_counts_zero(tmp_path: Path) -> None:
     out = run("report", "--ledger", str(ledger))
     assert "0 calls" in out
     assert "unpriced: 0 calls, 0 tokens" in out
-    assert "try --since 2025-09-10" in out
+    # --until is exclusive: the hint names the day after the last call, and its window holds them all.
+    assert "try --since 2025-09-10 --until 2025-09-11" in out
+    hinted = json.loads(
+        run(
+            "report",
+            "--ledger",
+            str(ledger),
+            "--since",
+            "2025-09-10",
+            "--until",
+            "2025-09-11",
+            "--format",
+            "json",
+        )
+    )
+    everything = json.loads(
+        run("report", "--ledger", str(ledger), "--since", "2000-01-01", "--format", "json")
+    )
+    assert hinted["headline"]["calls"] == everything["headline"]["calls"] > 0
     # The hint goes to stderr: stdout stays parseable JSON.
     result = runner.invoke(app, ["report", "--ledger", str(ledger), "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["headline"]["calls"], data["headline"]["unpriced_calls"]) == (0, 0)
     assert "try --since" in result.stderr
+
+
+def test_whatif_and_levers_on_an_empty_window_say_where_the_calls_are(tmp_path: Path) -> None:
+    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    for command in (["whatif", "--as", "openai:gpt-4o-mini"], ["levers"]):
+        out = " ".join(run(*command, "--ledger", str(ledger), code=2).split())
+        assert "no priced calls" in out
+        assert "try --since 2025-09-10 --until 2025-09-11" in out
+
+
+def test_an_empty_ledger_says_to_ingest_first(tmp_path: Path) -> None:
+    ledger = tmp_path / "l.duckdb"
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    run("ingest", str(events), "--ledger", str(ledger))
+    result = runner.invoke(app, ["report", "--ledger", str(ledger)])
+    assert result.exit_code == 0, result.output
+    hint = " ".join(result.stderr.split())
+    assert "The ledger has no events yet: run `unitcost ingest FILE`" in hint
 
 
 def test_report_on_a_missing_ledger_says_what_to_do(tmp_path: Path) -> None:

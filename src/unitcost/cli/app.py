@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -96,6 +97,21 @@ def open_ledger(
     from ..api import Ledger
 
     return Ledger(ledger, config=load_config(config), prices=prices, read_only=read_only)
+
+
+def where_the_events_are(book_ledger: Any) -> str:
+    """What to try when a window holds no call: the span of the ledger's events, as options."""
+    span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")
+    n = int(span["n"].iloc[0]) if len(span) else 0
+    if not n:
+        return "The ledger has no events yet: run `unitcost ingest FILE` (or `unitcost demo`) first."
+    first, last = span["first"].iloc[0], span["last"].iloc[0]
+    # --until is exclusive: the day after the last event keeps that day's events in.
+    after_last = last + timedelta(days=1)
+    return (
+        f"The ledger has {n:,} events from {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
+        f"try --since {first:%Y-%m-%d} --until {after_last:%Y-%m-%d}"
+    )
 
 
 def open_book(config: Path | None, prices: Path | None) -> Any:

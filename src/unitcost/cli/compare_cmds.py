@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from ..money import pico_to_usd
-from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, UserError, app, friendly, open_ledger
+from .app import (
+    ConfigOpt,
+    FormatOpt,
+    LedgerOpt,
+    PricesOpt,
+    UserError,
+    app,
+    friendly,
+    open_ledger,
+    where_the_events_are,
+)
 from .output import Col, Format, console, print_json, render
 
 SinceOpt = Annotated[str, typer.Option("--since", help="Start: an age (30d, 12h, 2w) or a date.")]
@@ -144,7 +154,10 @@ def whatif_cmd(
             with_recorded_models=needs_recorded_models(alts),
         )
         if not workload.groups:
-            raise UserError(f"no priced calls in {window.describe()} for the filters given")
+            raise UserError(
+                f"no priced calls in {window.describe()} for the filters given. "
+                + where_the_events_are(book_ledger)
+            )
         result = run_whatif(book_ledger.book, workload, alts)
     rows = result.rows()
     if chart:
@@ -246,7 +259,10 @@ def levers_cmd(
             book_ledger.store, window, where or [], needed_cuts(book, light, window), with_units=False
         )
         if not workload.groups:
-            raise UserError(f"no priced calls in {window.describe()} for the filters given")
+            raise UserError(
+                f"no priced calls in {window.describe()} for the filters given. "
+                + where_the_events_are(book_ledger)
+            )
         baseline, results = run_levers(book, workload, chosen)
     rows = [
         {

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..money import format_usd
-from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger
+from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger, where_the_events_are
 from .output import Col, Format, console, print_json, render, sparkline
 
 if TYPE_CHECKING:
@@ -227,18 +227,12 @@ def report_cmd(
 def _hint_empty(book_ledger: Any, report: Report) -> None:
     from rich.console import Console
 
-    span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")
-    n = int(span["n"].iloc[0]) if len(span) else 0
-    if n:
-        first, last = span["first"].iloc[0], span["last"].iloc[0]
-        # On stderr: stdout may be JSON or CSV that a program reads.
-        Console(stderr=True, highlight=False).print(
-            f"No events in {report.query.window.describe()}. The ledger has {n:,} events from "
-            f"{first:%Y-%m-%d} to {last:%Y-%m-%d}: try --since {first:%Y-%m-%d} --until "
-            f"{last:%Y-%m-%d}",
-            markup=False,
-            style="yellow",
-        )
+    # On stderr: stdout may be JSON or CSV that a program reads.
+    Console(stderr=True, highlight=False).print(
+        f"No events in {report.query.window.describe()}. {where_the_events_are(book_ledger)}",
+        markup=False,
+        style="yellow",
+    )
 
 
 def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:

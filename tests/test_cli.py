@@ -205,6 +205,14 @@ def test_an_empty_ledger_says_to_ingest_first(tmp_path: Path) -> None:
     assert "The ledger has no events yet: run `unitcost ingest FILE`" in hint
 
 
+def test_an_error_naming_a_toml_table_prints_it_as_written(tmp_path: Path) -> None:
+    # "[[price]]" in an error is text: printed as markup it would read "[]".
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtok = "abc"\n')
+    out = run("price", "m", "--input", "10", "--output", "1", "--prices", str(prices), code=2)
+    assert "prices.toml [[price]] #1: input_mtok: expected a number, got 'abc'" in " ".join(out.split())
+
+
 def test_report_on_a_missing_ledger_says_what_to_do(tmp_path: Path) -> None:
     out = run("report", "--ledger", str(tmp_path / "none.duckdb"), code=2)
     assert "unitcost demo" in out

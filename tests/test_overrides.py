@@ -146,6 +146,11 @@ def test_aliases_section(tmp_path: Path) -> None:
         ('[[price]]\nprovider = "x"\nmodel = "m"\ntier = "cheap"\ninput_mtok = 1\n', "tier must be one of"),
         ('[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtok = -1\n', "finite non-negative"),
         (
+            '[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtok = "1"\n[[price]]\nprovider = "x"\nmodel = "n"\n'
+            'output_mtok = "1,50"\n',
+            r"\[\[price\]\] #2: output_mtok: expected a number, got '1,50'",
+        ),
+        (
             '[[price]]\nprovider = "x"\nmodel = "m"\nfrom = 2025-02-01\nto = 2025-01-01\ninput_mtok = 1\n',
             "must be after",
         ),

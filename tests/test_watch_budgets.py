@@ -95,6 +95,9 @@ def test_budget_config_is_validated() -> None:
         ({"amount": 1, "period": "fortnight"}, "period"),
         ({"amount": 1, "timezone": "Mars/Olympus"}, "time zone"),
         ({"amount": 1, "scope": {"planet": "mars"}}, "unknown scope key"),
+        ({"amount": "ten"}, r"amount: expected a number, got 'ten'"),
+        ({"amount": 1, "thresholds": [50, "lots"]}, r"thresholds: expected a number, got 'lots'"),
+        ({"amount": 1, "variation_pct": "three"}, r"variation_pct: expected a number"),
     ):
         with pytest.raises(ValueError, match=message):
             parse_budgets([bad])

@@ -105,3 +105,32 @@ def test_thresholds_are_configurable_per_scope() -> None:
         load_watch_settings(Config(raw={"watch": {"detectors": ["cost_per_hour", "astrology"]}}))
     with pytest.raises(ConfigError, match="type must be"):
         load_watch_settings(Config(raw={"watch": {"sink": [{"type": "pager"}]}}))
+
+
+@pytest.mark.parametrize(
+    ("watch", "message"),
+    [
+        # A misspelt setting is named, not ignored in favour of the default.
+        (
+            {"cost_per_hour": {"sigma": 3}},
+            r"\[watch.cost_per_hour\]: unknown setting\(s\) sigma; known: .*sigmas",
+        ),
+        ({"intervall_seconds": 30}, r"\[watch\]: unknown setting\(s\) intervall_seconds"),
+        (
+            {"override": [{"scope": {"team": "a"}, "cost_per_hours": {"threshold": 1}}]},
+            r"#1: unknown setting\(s\) cost_per_hours",
+        ),
+        (
+            {"override": [{"scope": {"team": "a"}, "runaway_trace": {"factr": 9}}]},
+            r"#1 runaway_trace: unknown setting\(s\) factr",
+        ),
+        # A value of the wrong kind is named before a detector runs on it.
+        ({"cost_per_hour": {"threshold": "30%"}}, r"threshold: expected a non-negative number, got '30%'"),
+        ({"cost_per_hour": {"sigmas": True}}, r"sigmas: expected a non-negative number, got True"),
+        ({"cost_per_hour": {"windows": 3}}, r"windows: expected a list of positive numbers, got 3"),
+        ({"interval_seconds": "1m"}, r"\[watch\] interval_seconds: expected a non-negative number, got '1m'"),
+    ],
+)
+def test_watch_settings_that_would_be_ignored_or_crash_are_named(watch: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_watch_settings(Config(raw={"watch": watch}))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from ..config import ConfigError, load_config
 from .output import Format, console
@@ -67,7 +68,8 @@ def friendly(func: F) -> F:
         except Exception as exc:
             if not isinstance(exc, _user_errors()):
                 raise
-            console().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            # The message is text, not markup: "[[price]] #2" must print as written.
+            console().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

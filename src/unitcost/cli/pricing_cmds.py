@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..analytics.window import parse_instant
 from .app import ConfigOpt, FormatOpt, PricesOpt, app, friendly, open_book
@@ -96,8 +97,8 @@ def price_cmd(
             )
             raise typer.Exit(1)
         console().print(
-            f"[yellow]no price[/yellow] for {model} at {when:%Y-%m-%d %H:%M} UTC ({tier}): "
-            f"{call.unpriced_reason}",
+            f"[yellow]no price[/yellow] for {escape(model)} at {when:%Y-%m-%d %H:%M} UTC ({tier}): "
+            f"{escape(call.unpriced_reason or '')}",
             markup=True,
         )
         raise typer.Exit(1)
@@ -153,7 +154,8 @@ def price_cmd(
         )
         until = f"{call.effective_to:%Y-%m-%d %H:%M} UTC" if call.effective_to else "now"
         out.print(
-            f"[bold]{call.provider}/{call.model}[/bold] · {tier} · at {when:%Y-%m-%d %H:%M} UTC", markup=True
+            f"[bold]{escape(f'{call.provider}/{call.model}')}[/bold] · {tier} · at {when:%Y-%m-%d %H:%M} UTC",
+            markup=True,
         )
         out.print(f"price  {call.price.ref}" + (f"  [{call.window}]" if call.window else ""), markup=False)
         out.print(f"source {call.price.source}", markup=False)

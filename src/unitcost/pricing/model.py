@@ -14,7 +14,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 
 from genai_prices.data_units import unit_data
@@ -280,7 +280,10 @@ def parse_number(value: object, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise PriceError(f"{where}: expected a number, got {value!r}")
     # floats from TOML go through repr so 0.1 stays 0.1, not 0.1000000000000000055...
-    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation as exc:
+        raise PriceError(f"{where}: expected a number, got {value!r}") from exc
     if not number.is_finite() or number < 0:
         raise PriceError(f"{where}: price must be a finite non-negative number, got {value!r}")
     return number

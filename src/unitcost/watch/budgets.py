@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,7 +69,7 @@ def parse_budgets(raw: Sequence[Mapping[str, Any]]) -> list[Budget]:
         name = str(entry.get("name") or f"budget-{i + 1}")
         if "amount" not in entry:
             raise ValueError(f"{where} ({name}): amount is required")
-        amount = Decimal(str(entry["amount"]))
+        amount = _number(entry["amount"], f"{where} ({name}): amount")
         if amount <= 0:
             raise ValueError(f"{where} ({name}): amount must be positive")
         period = str(entry.get("period", "month"))
@@ -83,7 +83,10 @@ def parse_budgets(raw: Sequence[Mapping[str, Any]]) -> list[Budget]:
         scope_raw = entry.get("scope", {})
         if not isinstance(scope_raw, Mapping):
             raise ValueError(f'{where} ({name}): scope must be a table, e.g. {{ team = "search" }}')
-        thresholds = tuple(float(t) for t in entry.get("thresholds", DEFAULT_THRESHOLDS))
+        thresholds = tuple(
+            float(_number(t, f"{where} ({name}): thresholds"))
+            for t in entry.get("thresholds", DEFAULT_THRESHOLDS)
+        )
         budgets.append(
             Budget(
                 name=name,
@@ -92,10 +95,24 @@ def parse_budgets(raw: Sequence[Mapping[str, Any]]) -> list[Budget]:
                 period=period,
                 timezone=zone,
                 thresholds=tuple(sorted(thresholds)),
-                variation_pct=float(entry.get("variation_pct", 3.0)),
+                variation_pct=float(
+                    _number(entry.get("variation_pct", 3.0), f"{where} ({name}): variation_pct")
+                ),
             )
         )
     return budgets
+
+
+def _number(value: Any, where: str) -> Decimal:
+    """A number from the config file, or an error that names the budget and the field."""
+    text = "" if isinstance(value, bool) else str(value)  # true is not 1 dollar
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,8 @@ def load_watch_settings(config: Config) -> WatchSettings:
     watch = config.section("watch")
     detectors = all_detectors()
     names = {d.name for d in detectors}
+    # A misspelt setting would otherwise be ignored and the default used without a word.
+    _known_keys(watch, {*_WATCH_KEYS, *names}, f"{where}: [watch]")
     enabled: Sequence[str] = watch.get("detectors", sorted(names))
     unknown = set(enabled) - names
     if unknown:
@@ -59,14 +61,21 @@ def load_watch_settings(config: Config) -> WatchSettings:
     detectors = [d for d in detectors if d.name in enabled]
     tuning: dict[str, ScopedValue] = {}
     overrides = watch.get("override", [])
+    for i, override in enumerate(overrides):
+        _known_keys(
+            _table(override, f"{where}: [[watch.override]] #{i + 1}"),
+            {"scope", *names},
+            f"{where}: [[watch.override]] #{i + 1}",
+        )
     for detector in detectors:
         base = dict(detector.defaults)
-        base.update(_table(watch.get(detector.name, {}), f"{where}: [watch.{detector.name}]"))
+        base.update(_tuning(detector, watch.get(detector.name, {}), f"{where}: [watch.{detector.name}]"))
         scoped: list[tuple[Scope, Mapping[str, Any]]] = []
         for i, override in enumerate(overrides):
             scope = Scope.parse(_table(override.get("scope", {}), f"{where}: [[watch.override]] #{i + 1}"))
             if detector.name in override:
-                scoped.append((scope, _table(override[detector.name], f"{where}: override #{i + 1}")))
+                table = f"{where}: [[watch.override]] #{i + 1} {detector.name}"
+                scoped.append((scope, _tuning(detector, override[detector.name], table)))
         tuning[detector.name] = ScopedValue(base, tuple(scoped))
     sinks = []
     for i, raw in enumerate(watch.get("sink", [])):
@@ -80,16 +89,64 @@ def load_watch_settings(config: Config) -> WatchSettings:
         budgets = parse_budgets(config.raw.get("budget", []))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+    def number(key: str, default: float) -> float:
+        value = watch.get(key, default)
+        if not _is_number(value) or value < 0:
+            raise ConfigError(f"{where}: [watch] {key}: expected a non-negative number, got {value!r}")
+        return float(value)
+
     return WatchSettings(
-        interval_s=float(watch.get("interval_seconds", 60)),
-        cooldown_minutes=float(watch.get("cooldown_minutes", 60)),
-        resolve_after_hours=float(watch.get("resolve_after_hours", 3)),
-        backfill_hours=float(watch.get("backfill_hours", 48)),
+        interval_s=number("interval_seconds", 60),
+        cooldown_minutes=number("cooldown_minutes", 60),
+        resolve_after_hours=number("resolve_after_hours", 3),
+        backfill_hours=number("backfill_hours", 48),
         detectors=detectors,
         tuning=tuning,
         sinks=sinks,
         budgets=budgets,
     )
+
+
+_WATCH_KEYS = (
+    "interval_seconds",
+    "cooldown_minutes",
+    "resolve_after_hours",
+    "backfill_hours",
+    "detectors",
+    "override",
+    "sink",
+)
+
+
+def _known_keys(table: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    allowed = set(known)
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _tuning(detector: Detector, value: Any, where: str) -> dict[str, Any]:
+    """A detector's settings: only the ones it has, each a number (or a list of numbers) as its default is."""
+    table = _table(value, where)
+    _known_keys(table, detector.defaults, where)
+    for key, setting in table.items():
+        default = detector.defaults[key]
+        if isinstance(default, list):
+            ok = isinstance(setting, list) and bool(setting) and all(_is_number(v) and v > 0 for v in setting)
+            expected = "a list of positive numbers"
+        else:
+            ok = _is_number(setting) and setting >= 0
+            expected = "a non-negative number"
+        if not ok:
+            raise ConfigError(f"{where}: {key}: expected {expected}, got {setting!r}")
+    return table
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def default_ledger_path() -> Path:
     return user_data_path("unitcost", appauthor=False) / "ledger.duckdb"
 
 
+SECTIONS = ("ledger", "pricing", "budget", "watch", "gateway", "otlp", "levers")
+"""The top-level tables of the config file (README, "Configuration")."""
+
+
 def load_config(path: str | Path | None = None) -> Config:
     chosen = Path(path) if path else None
     if chosen is None and os.environ.get(CONFIG_ENV):
@@ -66,6 +70,12 @@ def load_config(path: str | Path | None = None) -> Config:
             raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        # `[[budgets]]` for `[[budget]]` would otherwise leave the file's budgets unwatched.
+        raise ConfigError(
+            f"{chosen}: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}"
+        )
     base = chosen.parent if chosen else Path.cwd()
     ledger_section = raw.get("ledger", {})
     if isinstance(ledger_section, str):  # `ledger = "clickhouse://..."` at the top level

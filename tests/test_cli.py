@@ -265,6 +265,9 @@ def test_reprice_after_a_correction_audits_old_and_new(tmp_path: Path) -> None:
     assert audit["events_changed"] == 1
     assert (audit["old_unpriced"], audit["new_unpriced"]) == (1, 0)
     assert Decimal(audit["new_total"]) == Decimal("0.80")
+    # Before the correction the model had no price: its old total is unknown, not $0.
+    [model] = audit["models"]
+    assert (model["old_total"], Decimal(model["new_total"]), model["delta"]) == (None, Decimal("0.80"), None)
     con = duckdb.connect(str(ledger), read_only=True)
     try:
         [(cost, ref)] = con.execute("SELECT cost, price_ref FROM events").fetchall()

@@ -383,18 +383,22 @@ def reprice_cmd(
     """Recompute stored costs with the current price book, with an audit of old → new totals."""
     with open_ledger(ledger, config, prices) as book_ledger:
         result = book_ledger.reprice(since, until, where or [], dry_run=dry_run)
-    rows = [
-        {
-            "model": f"{c.provider}/{c.model}" if c.provider else c.model,
-            "events": c.events,
-            "old_total": c.old_total,
-            "new_total": c.new_total,
-            "delta": c.new_total - c.old_total,
-            "old_unpriced": c.old_unpriced,
-            "new_unpriced": c.new_unpriced,
-        }
-        for c in result.changes
-    ]
+    rows = []
+    for c in result.changes:
+        # A side where none of the model's calls had a price has no total: unknown, never $0.
+        old = c.old_total if c.old_unpriced < c.events else None
+        new = c.new_total if c.new_unpriced < c.events else None
+        rows.append(
+            {
+                "model": f"{c.provider}/{c.model}" if c.provider else c.model,
+                "events": c.events,
+                "old_total": old,
+                "new_total": new,
+                "delta": new - old if old is not None and new is not None else None,
+                "old_unpriced": c.old_unpriced,
+                "new_unpriced": c.new_unpriced,
+            }
+        )
     if fmt == Format.json:
         print_json(
             {

@@ -117,6 +117,18 @@ def _write_events(path: Path) -> None:
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
 
 
+def _ingested(tmp_path: Path, name: str = "l.duckdb") -> Path:
+    """A ledger holding `_write_events`' calls (its line with negative tokens is rejected)."""
+    events, ledger = tmp_path / "e.jsonl", tmp_path / name
+    _write_events(events)
+    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    return ledger
+
+
+def _report_json(ledger: Path, *options: str) -> dict:
+    return json.loads(run("report", "--ledger", str(ledger), *options, "--format", "json"))
+
+
 def test_ingest_names_the_bad_record_keeps_the_rest_and_exits_1(tmp_path: Path) -> None:
     events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
     _write_events(events)
@@ -151,30 +163,14 @@ def test_ledger_from_the_environment_and_report_formats(
 def test_report_on_a_window_with_no_calls_counts_zero(tmp_path: Path) -> None:
     # The default window (the last 30 days) of a ledger of older calls is empty: the report
     # says so with zeros, and the unpriced count is 0, not unknown.
-    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
-    _write_events(events)
-    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    ledger = _ingested(tmp_path)
     out = run("report", "--ledger", str(ledger))
     assert "0 calls" in out
     assert "unpriced: 0 calls, 0 tokens" in out
     # --until is exclusive: the hint names the day after the last call, and its window holds them all.
     assert "try --since 2025-09-10 --until 2025-09-11" in out
-    hinted = json.loads(
-        run(
-            "report",
-            "--ledger",
-            str(ledger),
-            "--since",
-            "2025-09-10",
-            "--until",
-            "2025-09-11",
-            "--format",
-            "json",
-        )
-    )
-    everything = json.loads(
-        run("report", "--ledger", str(ledger), "--since", "2000-01-01", "--format", "json")
-    )
+    hinted = _report_json(ledger, "--since", "2025-09-10", "--until", "2025-09-11")
+    everything = _report_json(ledger, "--since", "2000-01-01")
     assert hinted["headline"]["calls"] == everything["headline"]["calls"] > 0
     # The hint goes to stderr: stdout stays parseable JSON.
     result = runner.invoke(app, ["report", "--ledger", str(ledger), "--format", "json"])
@@ -185,9 +181,7 @@ def test_report_on_a_window_with_no_calls_counts_zero(tmp_path: Path) -> None:
 
 
 def test_whatif_and_levers_on_an_empty_window_say_where_the_calls_are(tmp_path: Path) -> None:
-    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
-    _write_events(events)
-    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    ledger = _ingested(tmp_path)
     for command in (["whatif", "--as", "openai:gpt-4o-mini"], ["levers"]):
         out = " ".join(run(*command, "--ledger", str(ledger), code=2).split())
         assert "no priced calls" in out
@@ -219,9 +213,7 @@ def test_report_on_a_missing_ledger_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_a_new_ledger_is_at_the_current_schema_version(tmp_path: Path) -> None:
-    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
-    _write_events(events)
-    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    ledger = _ingested(tmp_path)
     con = duckdb.connect(str(ledger), read_only=True)
     try:
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0]
@@ -331,34 +323,18 @@ def test_prices_update_is_explicit_and_reversible(
 
 
 def test_a_report_on_a_ledger_from_an_older_unitcost_migrates_it_first(tmp_path: Path) -> None:
-    events, ledger = tmp_path / "e.jsonl", tmp_path / "old.duckdb"
-    _write_events(events)
-    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    ledger = _ingested(tmp_path, "old.duckdb")
     con = duckdb.connect(str(ledger))
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # as an older release left it
     con.close()
-    data = json.loads(
-        run(
-            "report",
-            "--ledger",
-            str(ledger),
-            "--since",
-            "2025-09-10",
-            "--until",
-            "2025-09-11",
-            "--format",
-            "json",
-        )
-    )
+    data = _report_json(ledger, "--since", "2025-09-10", "--until", "2025-09-11")
     assert data["headline"]["calls"] == 2
 
 
 def test_report_loads_neither_pandas_nor_arrow_nor_the_price_book(tmp_path: Path) -> None:
     # What `unitcost report` imports is most of its run time on a large ledger (the query reads
     # rollups): it must stay out of the ingest path, pricing and the data-frame libraries.
-    events, ledger = tmp_path / "e.jsonl", tmp_path / "l.duckdb"
-    _write_events(events)
-    run("ingest", str(events), "--ledger", str(ledger), code=1)
+    ledger = _ingested(tmp_path)
     script = (
         "import sys\n"
         "from unitcost.cli import main\n"

@@ -35,6 +35,11 @@ def event(**changes: object) -> str:
     return json.dumps({k: v for k, v in record.items() if v is not ...})
 
 
+def raw_event(**changes: object) -> str:
+    """As `event`, with text other than ASCII written as itself, not as \\u escapes."""
+    return json.dumps({**GOOD, **changes}, ensure_ascii=False)
+
+
 BAD_RECORDS = [
     (event(event_id="n1", input_tokens=-5), "input_tokens", "must be a non-negative integer, got -5"),
     (event(event_id="n2", input_tokens=12.5), "input_tokens", "not an integer: 12.5"),
@@ -245,6 +250,84 @@ def test_parquet_typed_columns(ledger, tmp_path: Path) -> None:
     assert ledger.sql("SELECT tags FROM events")["tags"].tolist()[0] == [("k", "v")]
 
 
+def test_bytes_that_are_not_utf8_reject_their_record_and_keep_the_rest(ledger, tmp_path: Path) -> None:
+    """A Latin-1 "café" in one line stopped DuckDB for good (the ingest died, nothing after it went in)."""
+    path = tmp_path / "mixed-encoding.jsonl"
+    path.write_bytes(
+        b"\n".join(
+            [
+                raw_event(event_id="u1", team="équipe ☃").encode(),
+                raw_event(event_id="u2", team="café").encode(),
+                raw_event(event_id="u3", team="café").encode("latin-1"),
+                raw_event(event_id="u4").encode(),
+            ]
+        )
+        + b"\n"
+    )
+    summary = ledger.ingest(path)
+    assert (summary.accepted, summary.rejected) == (3, 1)
+    (rejection,) = summary.rejections
+    column = path.read_bytes().split(b"\n")[2].index(b"\xe9") + 1
+    assert (rejection.record, rejection.field) == (3, "record")
+    assert f"is not UTF-8 text: byte 0xE9 at column {column}" in rejection.reason
+    stored = ledger.sql("SELECT event_id, team FROM events ORDER BY event_id").to_dict("records")
+    assert [(r["event_id"], r["team"]) for r in stored] == [
+        ("u1", "équipe ☃"),
+        ("u2", "café"),
+        ("u4", "search"),
+    ]
+
+
+def test_a_latin1_file_is_rejected_line_by_line(ledger, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    lines = [raw_event(event_id=f"l{i}", team="équipe") for i in range(50)]
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    summary = ledger.ingest(path)
+    assert (summary.accepted, summary.rejected) == (0, 50)
+    assert [r.record for r in summary.rejections] == list(range(1, 51))
+    assert {r.field for r in summary.rejections} == {"record"}
+
+
+def test_csv_and_parquet_cells_that_are_not_utf8_reject_their_row(ledger, tmp_path: Path) -> None:
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_bytes(
+        b"event_id,ts,model,feature\n"
+        b"c1,2025-09-10T10:00:00Z,gpt-4o,ok\n"
+        b"c2,2025-09-10T10:00:00Z,gpt-4o,caf\xe9\n"
+        b"c3,2025-09-10T10:00:00Z,gpt-4o,caf\xc3\xa9\n"
+    )
+    summary = ledger.ingest(csv_path)
+    assert (summary.accepted, [(r.record, r.field) for r in summary.rejections]) == (2, [(3, "feature")])
+    assert "is not UTF-8 text" in summary.rejections[0].reason
+
+    # Arrow only checks text when told to: a writer can put any bytes in a string column.
+    feature = pa.array([b"ok", b"caf\xe9", b"ok"], pa.binary()).view(pa.string())
+    tags = pa.array([[("k", b"v")], [], [("k", b"\xff")]], type=pa.map_(pa.string(), pa.binary()))
+    bad_tag = pa.MapArray.from_arrays(tags.offsets, tags.keys, tags.items.view(pa.string()))
+    table = pa.table(
+        {
+            "event_id": ["p1", "p2", "p3"],
+            "ts": ["2025-09-10T10:00:00Z"] * 3,
+            "model": ["gpt-4o"] * 3,
+            "feature": feature,
+            "tags": bad_tag,
+        }
+    )
+    parquet_path = tmp_path / "events.parquet"
+    pq.write_table(table, parquet_path)
+    summary = ledger.ingest(parquet_path)
+    assert summary.accepted == 1
+    assert [(r.record, r.field) for r in summary.rejections] == [(2, "feature"), (3, "tags")]
+    assert ledger.sql("SELECT count(*) AS n FROM events")["n"].tolist() == [3]
+
+
+def test_a_csv_header_that_is_not_utf8_is_refused_whole(ledger, tmp_path: Path) -> None:
+    path = tmp_path / "header.csv"
+    path.write_bytes(b"event_id,ts,model,f\xe9ature\nx,2025-09-10T10:00:00Z,gpt-4o,ok\n")
+    with pytest.raises(IngestFileError, match=r"header line is not UTF-8 text \(byte 0xE9 at column 20\)"):
+        ledger.ingest(path)
+
+
 def test_exports_can_be_ingested_again(ledger, tmp_path: Path) -> None:
     """A ledger export has cost columns; they are recomputed, not rejected."""
     record = json.loads(event(event_id="x1"))
@@ -376,6 +459,24 @@ def test_python_records_go_through_the_same_checks(ledger) -> None:
             )
         )
     assert ledger.count() == 1
+
+
+def test_a_python_record_that_cannot_be_json_is_rejected_alone(ledger) -> None:
+    """A lone surrogate (bytes decoded with surrogateescape) or a set stopped the whole batch."""
+    base = {"ts": "2025-09-10T00:00:00Z", "model": "gpt-4o"}
+    summary = ledger.ingest_records(
+        [
+            {**base, "event_id": "r1"},
+            {**base, "event_id": "r2", "user": b"caf\xe9".decode("utf-8", "surrogateescape")},
+            {**base, "event_id": "r3", "tags": {"k": {1, 2}}},
+            {**base, "event_id": "r4"},
+        ]
+    )
+    assert summary.accepted == 2
+    assert [(r.record, r.field) for r in summary.rejections] == [(2, "user"), (3, "tags")]
+    assert "lone surrogate" in summary.rejections[0].reason
+    assert "set" in summary.rejections[1].reason
+    assert ledger.sql("SELECT event_id FROM events ORDER BY 1")["event_id"].tolist() == ["r1", "r4"]
 
 
 def test_rejects_file_gets_every_rejection(ledger, tmp_path: Path) -> None:

@@ -105,8 +105,8 @@ def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]
                 data, carry = data[: ends[-1]], data[ends[-1] :]
             elif not len(ends) or ends[-1] != len(data):  # the last line of the file has no newline
                 ends = np.append(ends, len(data))
-            table, line_no = _lines_table(data, ends, line_no)
-            yield RawChunk(table, "json", progress=len(data))
+            table, rejections, line_no = _lines_table(data, ends, line_no)
+            yield RawChunk(table, "json", rejections, progress=len(data))
             if got < chunk_bytes:
                 return
 
@@ -135,8 +135,11 @@ def _line_ends(data: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
-def _lines_table(data: np.ndarray, ends: np.ndarray, first_line: int) -> tuple[pa.Table, int]:
-    """The lines of `data` ending at `ends` (the last one at its end), numbered after `first_line`."""
+def _lines_table(
+    data: np.ndarray, ends: np.ndarray, first_line: int
+) -> tuple[pa.Table, list[Rejection], int]:
+    """The lines of `data` ending at `ends` (the last one at its end), numbered after `first_line`,
+    and a rejection for each line that is not UTF-8 text (which is left out)."""
     offsets = np.empty(len(ends) + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = ends
@@ -148,12 +151,47 @@ def _lines_table(data: np.ndarray, ends: np.ndarray, first_line: int) -> tuple[p
     keep = (lengths > 2) | ((lengths == 2) & (first_byte != 13)) | ((lengths == 1) & (first_byte != 10))
     line_numbers = np.arange(first_line + 1, first_line + 1 + len(ends), dtype=np.int64)
     lines = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+    rejections = []
+    for index, reason in _not_utf8(lines, data, starts, ends):
+        keep[index] = False
+        rejections.append(Rejection(int(line_numbers[index]), "record", reason))
     table = pa.table({"_row": line_numbers, "line": lines})
     if not keep.all():
         table = table.filter(pa.array(keep))
     # Small batches let the engine check several of them at once, one per core.
     batches = table.to_batches(max_chunksize=PARALLEL_ROWS)
-    return pa.Table.from_batches(batches, schema=table.schema), first_line + len(ends)
+    return pa.Table.from_batches(batches, schema=table.schema), rejections, first_line + len(ends)
+
+
+def _not_utf8(
+    lines: pa.Array, data: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> Iterator[tuple[int, str]]:
+    """The lines that are not UTF-8 text, with where they break.
+
+    JSON text is UTF-8 (RFC 8259), and every later step takes the lines as such: DuckDB fails
+    on the whole chunk, and cannot go on, at the first bad byte. ASCII, the usual case, is
+    found with one vectorised test; other text is validated in one pass by Arrow; lines are
+    looked at one by one only when that fails, and only those with a byte outside ASCII.
+    """
+    if not len(data) or int(data.max()) < 0x80:
+        return
+    try:
+        lines.validate(full=True)
+        return
+    except pa.ArrowInvalid:
+        pass
+    high = np.flatnonzero(data >= 0x80)
+    for index in np.unique(np.searchsorted(ends, high, side="right")):
+        start, end = int(starts[index]), int(ends[index])
+        try:
+            data[start:end].tobytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            byte = int(data[start + exc.start])
+            yield (
+                int(index),
+                f"is not UTF-8 text: byte 0x{byte:02X} at column {exc.start + 1} "
+                "(JSON lines must be UTF-8; re-encode the file, e.g. from Latin-1)",
+            )
 
 
 def json_source_sql(relation: str, *, careful: bool = True) -> tuple[str, dict[str, str], str]:
@@ -238,6 +276,8 @@ def read_csv(
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
                 strings_can_be_null=False,
+                # Bad bytes would fail the whole block; `_screen_utf8` names their rows instead.
+                check_utf8=False,
                 include_columns=columns,
             ),
         )
@@ -248,8 +288,9 @@ def read_csv(
             numbers = _line_numbers(next_line, batch.num_rows, [r.record for r in rejected if r.record > 0])
             next_line = int(numbers[-1]) + 1 if len(numbers) else next_line + len(rejected)
             table = pa.Table.from_batches([batch]).append_column("_row", pa.array(numbers))
+            table, not_text = _screen_utf8(table)
             step, reported = counted.consumed - reported, counted.consumed
-            yield RawChunk(table, "table", rejected, progress=step, tag_columns=tag_columns)
+            yield RawChunk(table, "table", rejected + not_text, progress=step, tag_columns=tag_columns)
 
 
 class _CountingReader:
@@ -281,8 +322,16 @@ def _line_numbers(first: int, n: int, skipped: list[int]) -> np.ndarray:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        first = handle.readline()
+    # Only the header line is decoded here: a bad byte further down is its own row's problem.
+    with open(path, "rb") as handle:
+        raw = handle.readline()
+    try:
+        first = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestFileError(
+            f"{path}: the header line is not UTF-8 text (byte 0x{raw[exc.start]:02X} at column "
+            f"{exc.start + 1}); re-encode the file as UTF-8"
+        ) from None
     if not first.strip():
         raise IngestFileError(f"{path}: empty file or no header line")
     return next(csv.reader([first]))
@@ -326,7 +375,87 @@ def read_parquet(path: Path, *, allow_unknown: bool = False, rows: int = TABLE_R
             "_row", pa.array(np.arange(first, first + n, dtype=np.int64))
         )
         first += n
-        yield RawChunk(table, "table", progress=size * n // total_rows, tag_columns=tag_columns)
+        table, not_text = _screen_utf8(table)
+        yield RawChunk(table, "table", not_text, progress=size * n // total_rows, tag_columns=tag_columns)
+
+
+def _screen_utf8(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+    """`table` without the rows whose text is not UTF-8, and a rejection naming each one's field.
+
+    Neither the CSV reader (told not to, so that one bad cell does not fail its whole block) nor
+    a Parquet file guarantees it, and DuckDB cannot go on after a bad byte. Arrow's validation
+    of a column is one fast pass; rows are looked at one by one only in a column that fails it.
+    """
+    bad: dict[int, str] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if not _holds_text(column.type):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for index in _rows_not_utf8(column.combine_chunks()):
+            bad.setdefault(index, name)
+    if not bad:
+        return table, []
+    rows = table.column("_row")
+    rejections = [
+        Rejection(
+            int(rows[index].as_py()),
+            field,
+            "is not UTF-8 text (re-encode the file as UTF-8, e.g. from Latin-1)",
+        )
+        for index, field in sorted(bad.items())
+    ]
+    keep = np.ones(table.num_rows, dtype=np.bool_)
+    keep[list(bad)] = False
+    return table.filter(pa.array(keep)), rejections
+
+
+def _rows_not_utf8(values: pa.Array) -> set[int]:
+    """The positions in `values` whose text, or text inside, is not UTF-8."""
+    kind = values.type
+    if pa.types.is_map(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        # The children are whole (a slice of the parent is not a slice of them): the offsets
+        # say which child values belong to which row.
+        offsets = np.asarray(values.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        children = [values.keys, values.items] if pa.types.is_map(kind) else [values.values]
+        rows: set[int] = set()
+        for child in children:
+            for position in _rows_not_utf8(child):
+                if offsets[0] <= position < offsets[-1]:
+                    rows.add(int(np.searchsorted(offsets, position, side="right")) - 1)
+        return rows
+    if pa.types.is_struct(kind):
+        return set().union(*(_rows_not_utf8(values.field(i)) for i in range(kind.num_fields)))
+    if not _holds_text(kind):
+        return set()
+    try:
+        values.validate(full=True)
+        return set()
+    except pa.ArrowInvalid:
+        pass
+    bad = set()
+    for index in range(len(values)):
+        try:
+            values.slice(index, 1).validate(full=True)
+        except pa.ArrowInvalid:
+            bad.add(index)
+    return bad
+
+
+def _holds_text(kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return True
+    if pa.types.is_map(kind):
+        return _holds_text(kind.key_type) or _holds_text(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _holds_text(kind.value_type)
+    if pa.types.is_struct(kind):
+        return any(_holds_text(kind.field(i).type) for i in range(kind.num_fields))
+    return False
 
 
 # --------------------------------------------------------------------------- Python records
@@ -338,15 +467,21 @@ def records_to_lines(
     """Python dicts become JSON lines, so they pass exactly the same checks as files."""
     numbers: list[int] = []
     lines: list[str] = []
+    unwritable: list[Rejection] = []
     position = first - 1
     for position, record in enumerate(records, start=first):
+        try:
+            line = _record_json(record)
+        except TypeError as exc:  # orjson's JSONEncodeError too: one record's problem, not the batch's
+            unwritable.append(Rejection(position, *_unwritable(record, exc)))
+            continue
         numbers.append(position)
-        lines.append(_record_json(record))
+        lines.append(line)
         if len(lines) >= rows:
-            yield _records_chunk(numbers, lines)
-            numbers, lines = [], []
-    if lines:
-        yield _records_chunk(numbers, lines)
+            yield _records_chunk(numbers, lines, unwritable)
+            numbers, lines, unwritable = [], [], []
+    if lines or unwritable:
+        yield _records_chunk(numbers, lines, unwritable)
 
 
 def _record_json(record: Mapping[str, Any]) -> str:
@@ -357,11 +492,30 @@ def _record_json(record: Mapping[str, Any]) -> str:
     return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _records_chunk(numbers: list[int], lines: list[str]) -> RawChunk:
+def _unwritable(record: Mapping[str, Any], error: TypeError) -> tuple[str, str]:
+    """The field of `record` that cannot be written as JSON text, and why."""
+    for key, value in record.items():
+        try:
+            _record_json({key: value})
+        except TypeError as exc:
+            error = exc
+            field = str(key)
+            break
+    else:
+        field = "record"
+    if "surrogates" in str(error):
+        return (
+            field,
+            "is not valid Unicode text: it holds a lone surrogate (bytes decoded with surrogateescape?)",
+        )
+    return field, str(error)
+
+
+def _records_chunk(numbers: list[int], lines: list[str], rejections: list[Rejection]) -> RawChunk:
     table = pa.table(
         {"_row": pa.array(numbers, type=pa.int64()), "line": pa.array(lines, type=pa.large_string())}
     )
-    return RawChunk(table, "json", progress=len(lines))
+    return RawChunk(table, "json", rejections, progress=len(lines) + len(rejections))
 
 
 def _json_default(value: Any) -> Any:

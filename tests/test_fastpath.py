@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from unitcost.events import EVENT_SCHEMA, FIELDS
 from unitcost.ingest.fastpath import SUSPECT_COLUMN, build_fast_sql
 from unitcost.ingest.normalise import _int_limits, build_sql, split_result
-from unitcost.ingest.quickjson import int_shape
+from unitcost.ingest.quickjson import PARALLEL_LINES, PLAIN_COLUMN, int_shape, line_shape, with_plain_flag
 from unitcost.ingest.readers import json_source_sql
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -127,6 +127,7 @@ def _run(con: duckdb.DuckDBPyConnection, lines: list[str]) -> tuple[list[pa.Tabl
         build_fast_sql(f"({sql})", types, now=NOW, pre_error=True, unknown_column=unknown)
     ).to_arrow_table()
     variants = [fast]
+    con.register("_raw", with_plain_flag(table))
     quick_sql, quick_types, _ = json_source_sql("_raw", careful=False)
     # The quick parse gives up on a malformed line; the pipeline then takes the careful one.
     with contextlib.suppress(duckdb.InvalidInputException):
@@ -204,7 +205,7 @@ def _quick_flags(lines: list[str]) -> list[bool]:
             "line": pa.array(lines, type=pa.large_string()),
         }
     )
-    con.register("_raw", table)
+    con.register("_raw", with_plain_flag(table))
     quick_sql, _, unknown = json_source_sql("_raw", careful=False)
     rows = con.sql(f"SELECT _pre_error, {unknown} FROM ({quick_sql}) ORDER BY _row").fetchall()
     return [pre_error is not None or unknown_key is not None for pre_error, unknown_key in rows]
@@ -358,6 +359,38 @@ def test_tricky_values_are_flagged_or_converted_as_the_checks_do() -> None:
         '"feature": -0',
         '"tags": {"a": 15, "b": true}',
     } <= passed
+
+
+def test_the_shape_flag_is_a_full_match_of_each_line_however_the_lines_are_shared_out() -> None:
+    """Arrow's RE2 kernel, run on slices in threads, flags exactly the lines DuckDB's
+    regexp_full_match of the same shape flags, each in its own place."""
+    samples = ["{" + BASE + ", " + pair + "}" for pair in TRICKY]
+    samples += [
+        "{" + BASE + "}",
+        "{" + BASE + "}\n",
+        "{" + BASE + "}\r\n",
+        "{" + BASE + "}\nx",
+        "x{" + BASE + "}",
+    ]
+    # More lines than one thread takes, in several Arrow chunks, so that every slice edge falls
+    # somewhere inside a chunk.
+    lines = [samples[(i * 7) % len(samples)] for i in range(3 * PARALLEL_LINES + 11)]
+    column = pa.chunked_array(
+        [pa.array(lines[i : i + 5000], type=pa.large_string()) for i in range(0, len(lines), 5000)]
+    )
+    table = pa.table({"_row": pa.array(range(len(lines)), type=pa.int64()), "line": column})
+    flagged = with_plain_flag(table).column(PLAIN_COLUMN).to_pylist()
+    con = duckdb.connect()
+    con.register("_lines", table)
+    expected = [
+        ok
+        for (ok,) in con.execute(
+            "SELECT regexp_full_match(line, ?) FROM _lines ORDER BY _row", [line_shape()]
+        ).fetchall()
+    ]
+    assert flagged == expected
+    assert 0 < sum(flagged) < len(flagged)
+    assert not any(plain for line, plain in zip(lines, flagged, strict=True) if line.endswith("x"))
 
 
 def test_int_shape_keeps_to_the_limits_it_claims() -> None:

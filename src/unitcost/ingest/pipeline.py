@@ -27,6 +27,7 @@ from ..pricing.batch import price_table
 from ..pricing.book import PriceBook
 from .fastpath import SUSPECT_COLUMN, build_fast_sql
 from .normalise import ROW_COLUMN, Rejection, build_sql, split_result
+from .quickjson import with_plain_flag
 from .readers import (
     RawChunk,
     detect_format,
@@ -235,7 +236,7 @@ class Ingestor:
         which name the problem or accept them (see `fastpath`).
         """
         con = self._con
-        con.register("_raw", chunk.table)
+        con.register("_raw", with_plain_flag(chunk.table) if chunk.kind == "json" else chunk.table)
         try:
             try:
                 relation, types, options = self._relation(chunk, careful=False)

@@ -328,6 +328,61 @@ def test_a_csv_header_that_is_not_utf8_is_refused_whole(ledger, tmp_path: Path) 
         ledger.ingest(path)
 
 
+def test_gzipped_files_are_read_as_they_stream(ledger, tmp_path: Path) -> None:
+    """`.jsonl.gz` and `.csv.gz` were taken for their format and then read as raw bytes."""
+    import gzip
+
+    from unitcost.ingest.readers import read_jsonl
+
+    lines = [event(event_id=f"g{i}") for i in range(2000)]
+    lines[1500] = event(event_id="g1500", input_tokens=-1)
+    jsonl = tmp_path / "events.jsonl.gz"
+    jsonl.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    summary = ledger.ingest(jsonl)
+    assert (summary.accepted, [(r.record, r.field) for r in summary.rejections]) == (
+        1999,
+        [(1501, "input_tokens")],
+    )
+    # Progress counts the bytes of the file as stored, so that the bar ends at 100 %.
+    chunks = list(read_jsonl(jsonl, chunk_bytes=4096))
+    assert len(chunks) > 10
+    assert sum(chunk.progress for chunk in chunks) == jsonl.stat().st_size
+
+    csv_path = tmp_path / "events.csv.gz"
+    csv_path.write_bytes(
+        gzip.compress(
+            b"event_id,ts,model,input_tokens\n"
+            b"z1,2025-09-10T10:00:00Z,gpt-4o,10\n"
+            b"z2,2025-09-10T10:00:00Z,gpt-4o,oops\n"
+            b"z3,2025-09-10T10:00:00Z,gpt-4o,30\n"
+        )
+    )
+    summary = ledger.ingest(csv_path)
+    assert (summary.accepted, [(r.record, r.field) for r in summary.rejections]) == (2, [(3, "input_tokens")])
+    assert ledger.count() == 2001
+
+
+def test_a_broken_gzip_file_is_named(ledger, tmp_path: Path) -> None:
+    import gzip
+
+    whole = gzip.compress(("\n".join(event(event_id=f"t{i}") for i in range(3000)) + "\n").encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(IngestFileError, match=r"cut\.jsonl\.gz: cannot be decompressed"):
+        ledger.ingest(path)
+    rows = "".join(f"k{i},2025-09-10T10:00:00Z,gpt-4o,{i}\n" for i in range(20000))
+    whole = gzip.compress(("event_id,ts,model,input_tokens\n" + rows).encode())
+    csv_path = tmp_path / "cut.csv.gz"
+    csv_path.write_bytes(whole[: len(whole) // 2])
+    # (Click reads a bare EOFError as the user's Ctrl-D: the CLI said only "Aborted.")
+    with pytest.raises(IngestFileError, match=r"cut\.csv\.gz: cannot be decompressed"):
+        ledger.ingest(csv_path)
+    parquet = tmp_path / "events.parquet.gz"
+    parquet.write_bytes(gzip.compress(b"PAR1"))
+    with pytest.raises(IngestFileError, match="gunzip it first"):
+        ledger.ingest(parquet)
+
+
 def test_exports_can_be_ingested_again(ledger, tmp_path: Path) -> None:
     """A ledger export has cost columns; they are recomputed, not rejected."""
     record = json.loads(event(event_id="x1"))

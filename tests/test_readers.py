@@ -12,7 +12,7 @@ from unitcost.ingest.readers import read_jsonl
 
 def expected_lines(data: bytes) -> list[tuple[int, str]]:
     """(line number, text with its line ending) of each non-blank line, the plain way."""
-    lines = re.findall(rb"[^\n]*\n|[^\n]+\Z", data)
+    lines = re.findall(rb"[^\n]*\n|[^\n]+\Z", data.removeprefix(b"\xef\xbb\xbf"))
     return [
         (number, line.decode()) for number, line in enumerate(lines, start=1) if line not in (b"\n", b"\r\n")
     ]
@@ -40,6 +40,8 @@ SAMPLES = {
     "one character lines": b"1\n\n2\n3",
     "only blank lines": b"\n\r\n\n",
     "empty": b"",
+    "byte order mark": b'\xef\xbb\xbf{"a": 1}\n{"b": "\xef\xbb\xbf"}\n',
+    "byte order mark and a blank first line": b'\xef\xbb\xbf\n{"a": 1}\n',
 }
 
 

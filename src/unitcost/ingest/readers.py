@@ -8,10 +8,12 @@ holds more than one chunk: a 10-million-line file is read 32 MB at a time.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 from .normalise import IGNORED_FIELDS, KNOWN_FIELDS, SEP, Rejection, suggest_field
 from .quickjson import json_quick_sql
 
+BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 32 << 20
 TABLE_ROWS = 200_000
 PARALLEL_ROWS = 4096
@@ -87,9 +90,14 @@ def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     line_no = 0
-    carry = np.empty(0, dtype=np.uint8)  # the partial last line of the previous read
     scratch = np.empty(min(SCAN_BYTES, chunk_bytes), dtype=np.bool_)
-    with open(path, "rb", buffering=0) as handle:
+    with open(path, "rb", buffering=0) as raw, _decompressed(path, raw) as handle:
+        # A byte order mark (Windows tools write one) is not part of the first line: RFC 8259
+        # lets a parser ignore it.
+        head = _read_exactly(handle, len(BOM))
+        # The partial last line of the previous read.
+        carry = np.frombuffer(b"" if head == BOM else head, dtype=np.uint8)
+        reported = 0  # progress is bytes of the file as stored, compressed or not
         while True:
             buf = np.empty(len(carry) + chunk_bytes, dtype=np.uint8)
             buf[: len(carry)] = carry
@@ -106,20 +114,41 @@ def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]
             elif not len(ends) or ends[-1] != len(data):  # the last line of the file has no newline
                 ends = np.append(ends, len(data))
             table, rejections, line_no = _lines_table(data, ends, line_no)
-            yield RawChunk(table, "json", rejections, progress=len(data))
+            step, reported = raw.tell() - reported, raw.tell()
+            yield RawChunk(table, "json", rejections, progress=step)
             if got < chunk_bytes:
                 return
 
 
-def _fill(handle: io.FileIO, view: memoryview) -> int:
+def _fill(handle: io.RawIOBase | io.BufferedIOBase, view: memoryview) -> int:
     """Read into `view` until it is full or the file ends; the number of bytes read."""
     filled = 0
     while filled < len(view):
-        got = handle.readinto(view[filled:])
+        try:
+            got = handle.readinto(view[filled:])
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise IngestFileError(
+                f"{getattr(handle, 'name', 'the file')}: cannot be decompressed: {exc}"
+            ) from None
         if not got:
             break
         filled += got
     return filled
+
+
+def _read_exactly(handle: io.RawIOBase | io.BufferedIOBase, size: int) -> bytes:
+    buffer = bytearray(size)
+    return bytes(buffer[: _fill(handle, memoryview(buffer))])
+
+
+def is_gzip(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def _decompressed(path: Path, raw: io.RawIOBase | io.BufferedIOBase) -> io.RawIOBase | io.BufferedIOBase:
+    """`raw` itself, or a gzip reader over it for a `.gz` file (closing that leaves `raw` open,
+    and closing `raw` twice is harmless)."""
+    return gzip.GzipFile(filename=str(path), mode="rb", fileobj=raw) if is_gzip(path) else raw
 
 
 def _line_ends(data: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -267,30 +296,35 @@ def read_csv(
         )
         return "skip"
 
-    with open(path, "rb") as raw:
-        counted = _CountingReader(raw)
-        reader = pacsv.open_csv(
-            counted,
-            read_options=pacsv.ReadOptions(block_size=block_bytes or CHUNK_BYTES, use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=False,
-                # Bad bytes would fail the whole block; `_screen_utf8` names their rows instead.
-                check_utf8=False,
-                include_columns=columns,
-            ),
-        )
-        next_line = 2
-        reported = 0
-        for batch in reader:
-            rejected, bad_rows[:] = list(bad_rows), []
-            numbers = _line_numbers(next_line, batch.num_rows, [r.record for r in rejected if r.record > 0])
-            next_line = int(numbers[-1]) + 1 if len(numbers) else next_line + len(rejected)
-            table = pa.Table.from_batches([batch]).append_column("_row", pa.array(numbers))
-            table, not_text = _screen_utf8(table)
-            step, reported = counted.consumed - reported, counted.consumed
-            yield RawChunk(table, "table", rejected + not_text, progress=step, tag_columns=tag_columns)
+    try:
+        with open(path, "rb") as raw:
+            counted = _CountingReader(raw)
+            reader = pacsv.open_csv(
+                gzip.GzipFile(filename=str(path), mode="rb", fileobj=counted) if is_gzip(path) else counted,
+                read_options=pacsv.ReadOptions(block_size=block_bytes or CHUNK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(header, pa.string()),
+                    strings_can_be_null=False,
+                    # Bad bytes would fail the whole block; `_screen_utf8` names their rows instead.
+                    check_utf8=False,
+                    include_columns=columns,
+                ),
+            )
+            next_line = 2
+            reported = 0
+            for batch in reader:
+                rejected, bad_rows[:] = list(bad_rows), []
+                numbers = _line_numbers(
+                    next_line, batch.num_rows, [r.record for r in rejected if r.record > 0]
+                )
+                next_line = int(numbers[-1]) + 1 if len(numbers) else next_line + len(rejected)
+                table = pa.Table.from_batches([batch]).append_column("_row", pa.array(numbers))
+                table, not_text = _screen_utf8(table)
+                step, reported = counted.consumed - reported, counted.consumed
+                yield RawChunk(table, "table", rejected + not_text, progress=step, tag_columns=tag_columns)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise IngestFileError(f"{path}: cannot be decompressed: {exc}") from None
 
 
 class _CountingReader:
@@ -309,6 +343,11 @@ class _CountingReader:
     def readable(self) -> bool:
         return True
 
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # Only a gzip reader going back to the start of the file ever asks.
+        self.consumed = int(self._handle.seek(offset, whence))
+        return self.consumed
+
     def close(self) -> None:
         self.closed = True
 
@@ -324,7 +363,7 @@ def _line_numbers(first: int, n: int, skipped: list[int]) -> np.ndarray:
 def _csv_header(path: Path) -> list[str]:
     # Only the header line is decoded here: a bad byte further down is its own row's problem.
     with open(path, "rb") as handle:
-        raw = handle.readline()
+        raw = _decompressed(path, handle).readline()
     try:
         first = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -364,6 +403,9 @@ def _check_columns(
 
 
 def read_parquet(path: Path, *, allow_unknown: bool = False, rows: int = TABLE_ROWS) -> Iterator[RawChunk]:
+    if is_gzip(path):
+        # Parquet compresses its own pages and is read from the end: a gzipped one cannot stream.
+        raise IngestFileError(f"{path}: a gzipped Parquet file cannot be read as it streams; gunzip it first")
     parquet = pq.ParquetFile(path)
     columns, tag_columns = _check_columns(path, parquet.schema_arrow.names, allow_unknown)
     total_rows = max(parquet.metadata.num_rows, 1)

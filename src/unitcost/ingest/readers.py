@@ -141,8 +141,8 @@ def _read_exactly(handle: io.RawIOBase | io.BufferedIOBase, size: int) -> bytes:
     return bytes(buffer[: _fill(handle, memoryview(buffer))])
 
 
-def is_gzip(path: Path) -> bool:
-    return path.name.lower().endswith(".gz")
+def is_gzip(path: str | Path) -> bool:
+    return str(path).lower().endswith(".gz")
 
 
 def _decompressed(path: Path, raw: io.RawIOBase | io.BufferedIOBase) -> io.RawIOBase | io.BufferedIOBase:

@@ -141,7 +141,37 @@ def test_aliases_section(tmp_path: Path) -> None:
     [
         (
             '[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtokens = 1\n',
-            "unknown price component 'input_mtokens'",
+            """unknown key 'input_mtokens' \\(did you mean "input_mtok"\\?\\)""",
+        ),
+        (
+            '[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtok = 1\nuntil = 2025-01-01\n',
+            """unknown key 'until' \\(did you mean "to"\\?\\)""",
+        ),
+        # A misspelt key in a discount was dropped: `until` made a dated discount last for ever,
+        # `models` gave one model's discount to the whole provider.
+        (
+            '[[discount]]\nprovider = "openai"\npercent = 10\nfrom = 2025-01-01\nuntil = 2025-03-01\n',
+            """\\[\\[discount\\]\\] #1: unknown key 'until' \\(did you mean "to"\\?\\)""",
+        ),
+        (
+            '[[discount]]\nprovider = "openai"\nmodels = ["gpt-4o-mini"]\npercent = 30\n',
+            """unknown key 'models' \\(did you mean "model"\\?\\)""",
+        ),
+        (
+            '[[discount]]\nprovider = "openai"\npercent = 10\nfrom = 2025-03-01\nto = 2025-01-01\n',
+            "must be after",
+        ),
+        (
+            '[[tier_rule]]\nprovider = "openai"\nmodel = "gpt-4o"\ntier = "batch"\nfactor = 0.5\n',
+            """\\[\\[tier_rule\\]\\] #1: unknown key 'model' \\(did you mean "models"\\?\\)""",
+        ),
+        (
+            '[[tier_rule]]\nprovider = "openai"\nmodels = "gpt-4o"\ntier = "batch"\nfactor = 0.5\n',
+            'models must be "\\*" or a list of model ids',
+        ),
+        (
+            '[[tier_rule]]\nprovider = "openai"\ntier = "batch"\nfactor = 0.5\ndata_first = "yes"\n',
+            "data_first must be true or false",
         ),
         ('[[price]]\nprovider = "x"\nmodel = "m"\ntier = "cheap"\ninput_mtok = 1\n', "tier must be one of"),
         ('[[price]]\nprovider = "x"\nmodel = "m"\ninput_mtok = -1\n', "finite non-negative"),
@@ -172,6 +202,55 @@ def test_mistakes_in_the_overrides_file_are_named(tmp_path: Path, text: str, mes
     with pytest.raises(PriceError, match=message) as info:
         book_with(tmp_path, text)
     assert "prices.toml" in str(info.value)
+
+
+def test_models_in_the_file_are_named_as_in_a_call(tmp_path: Path) -> None:
+    """`claude-sonnet-4` is what Anthropic calls the model genai-prices files as `claude-sonnet-4-0`:
+    a discount written with it never applied, and a price pinned to it missed dated snapshots."""
+    book = book_with(
+        tmp_path,
+        """
+[[discount]]
+provider = "anthropic"
+model = "claude-sonnet-4"
+percent = 20
+
+[[price]]
+provider = "openai"
+model = "gpt-4o-2024-08-06"
+from = 2025-01-01
+input_mtok = 2
+output_mtok = 8
+
+[[tier_rule]]
+provider = "openai"
+models = ["gpt-4.1-2025-04-14"]
+tier = "flex"
+factor = 0.5
+from = 2025-01-01
+""",
+    )
+    for name in ("claude-sonnet-4", "claude-sonnet-4-20250514", "claude-sonnet-4-0"):
+        call = book.price(name, input_tokens=M, at=at("2025-10-01"))
+        assert call.cost == Decimal("3") * Decimal("0.8"), name
+    for name in ("gpt-4o", "gpt-4o-2024-08-06"):
+        assert book.price(name, input_tokens=M, output_tokens=M, at=at("2025-10-01")).cost == Decimal("10"), (
+            name
+        )
+    flex = book.price("gpt-4.1", input_tokens=M, at=at("2025-10-01"), tier="flex")
+    assert flex.cost == Decimal("1"), flex.unpriced_reason
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '[[discount]]\nprovider = "openai"\nmodel = "gpt-4oo"\npercent = 10\n',
+        '[[tier_rule]]\nprovider = "openai"\nmodels = ["gpt-4o", "gtp-4.1"]\ntier = "flex"\nfactor = 0.5\n',
+    ],
+)
+def test_a_discount_or_rule_for_a_model_nobody_knows_is_a_mistake(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(PriceError, match="names a model no price layer knows"):
+        book_with(tmp_path, entry)
 
 
 def test_time_of_day_window_in_user_prices(tmp_path: Path) -> None:

@@ -126,6 +126,23 @@ def test_openai_tiers(book: PriceBook, tier: str, when: str, layer: str | None) 
     assert call.price_ref is not None and f"{layer}:" in call.price_ref.split("|")[-1]
 
 
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("anthropic", "claude-opus-4-1"), ("anthropic", "claude-sonnet-4-0"), ("openai", "chatgpt-4o-latest")],
+)
+def test_batch_stays_half_price_where_the_data_has_no_batch_price_of_its_own(
+    book: PriceBook, provider: str, model: str
+) -> None:
+    """genai-prices carries batch prices from 2026-10-14, for some models only: the 50 % rule
+    ended that day, and every other model's batch calls had no price at all."""
+    for when in ("2026-10-13", "2026-11-20"):
+        usage = {"input_tokens": M, "cache_read_tokens": M // 4, "output_tokens": M}
+        standard = book.price(model, provider=provider, at=at(when), **usage).cost
+        batch = book.price(model, provider=provider, at=at(when), tier="batch", **usage)
+        assert standard is not None and batch.cost == standard / 2, (when, batch.unpriced_reason)
+        assert batch.price_ref is not None and "unitcost:" in batch.price_ref.split("|")[-1]
+
+
 def test_tier_rules_follow_standard_price_changes(book: PriceBook) -> None:
     # o3's standard price fell from $10/$40 to $2/$8 on 2025-06-10; flex is half of whichever applies.
     for when in ("2025-05-01", "2025-07-01"):

@@ -7,6 +7,10 @@ Precedence, highest first, decided instant by instant:
 3. the pinned genai-prices data (its standard prices, and its tier variants on top of the
    standard price in force at that instant).
 
+A tier rule marked `data_first` steps behind the data's own tier price where there is one at
+that instant, and fills in for the models the data leaves out (genai-prices carries batch
+prices from October 2026, and only for some of the models the discount applies to).
+
 User discounts then scale whatever price results. A tier with no price at an instant is
 "no price", never the standard price: a batch call priced as a standard one would be
 wrong by a factor of two.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
@@ -26,7 +30,7 @@ from typing import Any
 
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
 from .genai_layer import GenaiLayer, ModelRef
-from .layers import TIERS, Layer, Period, load_layer
+from .layers import TIERS, Layer, Period, close_periods, load_layer
 from .model import Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
 from .quantities import (
     BREAKDOWN_COLUMNS,
@@ -121,6 +125,58 @@ class PriceBook:
         self._plans: dict[int, tuple[Price, RatePlan]] = {}
         self._resolved: dict[tuple[str, str], Resolution] = {}
         self._lock = threading.Lock()
+        for layer in self._layers:
+            self._canonical_periods(layer)
+        for layer in self._layers:
+            self._canonical_scopes(layer)
+
+    # A model named in a price file means what the same name means in a call: Anthropic's
+    # `claude-sonnet-4` and `claude-sonnet-4-20250514` are genai-prices' `claude-sonnet-4-0`.
+    # Left as written, a discount on `claude-sonnet-4` never applied, and a price pinned to it
+    # missed every call made with a dated snapshot name.
+
+    def _canonical_periods(self, layer: Layer) -> None:
+        """File each price under the book's id of its model, the name written kept as an alias."""
+        for (provider, model, tier), periods in list(layer.periods.items()):
+            try:
+                found_provider, found_model = self.genai.resolve(provider, model)
+            except LookupError:
+                continue  # a model of the user's own (self-hosted, custom)
+            key = (found_provider.id, found_model.id, tier)
+            if key == (provider, model, tier):
+                continue
+            del layer.periods[(provider, model, tier)]
+            renamed = [
+                replace(p, provider=key[0], model=key[1], aliases=(*p.aliases, model)) for p in periods
+            ]
+            merged = layer.periods.get(key, []) + renamed
+            layer.periods[key] = close_periods(merged, layer.path)
+
+    def _canonical_scopes(self, layer: Layer) -> None:
+        """Discounts and tier rules name their models by the book's ids; a name no layer knows is a mistake."""
+        discounts = []
+        for discount in layer.discounts:
+            if discount.model is None:
+                discounts.append(discount)
+                continue
+            ref = self._scope_model(layer, discount.provider, discount.model, f"a discount ({discount.ref})")
+            discounts.append(replace(discount, provider=ref.provider, model=ref.model))
+        layer.discounts[:] = discounts
+        rules = []
+        for rule in layer.tier_rules:
+            if rule.models is None:
+                rules.append(rule)
+                continue
+            what = f"a tier rule ({rule.ref})"
+            names = tuple(self._scope_model(layer, rule.provider, m, what).model for m in rule.models)
+            rules.append(replace(rule, models=names))
+        layer.tier_rules[:] = rules
+
+    def _scope_model(self, layer: Layer, provider: str | None, model: str, what: str) -> ModelRef:
+        resolution = self.resolve(provider, model)
+        if resolution.ref is None:
+            raise PriceError(f"{layer.path}: {what} names a model no price layer knows: {resolution.reason}")
+        return resolution.ref
 
     @classmethod
     def load(cls, overrides_path: str | Path | None = None, genai: GenaiLayer | None = None) -> PriceBook:
@@ -220,35 +276,34 @@ class PriceBook:
         out: list[Segment] = []
         for at in _sorted_points(points):
             std = _segment_at(standard, at)
+            active = [o for o in genai_overrides if _reached(o[0], at)]
             options: tuple[Option, ...] | None = None
             for (_layer, layer_periods), (_l2, layer_rules) in zip(periods, rules, strict=True):
                 period = next((p for p in layer_periods if p.covers(at)), None)
                 if period is not None:
                     options = period.options
                     break
-                rule = next((r for r in layer_rules if r.covers(at)), None)
+                rule = next((r for r in layer_rules if r.covers(at) and not (r.data_first and active)), None)
                 if rule is not None:
                     options = tuple(_scaled(o, rule.factor, f"|{rule.ref}", rule.note) for o in std.options)
                     break
-            if options is None:
-                active = [o for o in genai_overrides if _reached(o[0], at)]
-                if active:
-                    _start, overrides, tier_ref = active[-1]
-                    options = tuple(
-                        Option(
-                            o.window,
-                            o.price.overridden(
-                                overrides,
-                                o.price.layer,
-                                o.price.source,
-                                f"{o.price.ref}|{tier_ref}",
-                                o.price.note,
-                            ),
-                        )
-                        if o.price
-                        else o
-                        for o in std.options
+            if options is None and active:
+                _start, overrides, tier_ref = active[-1]
+                options = tuple(
+                    Option(
+                        o.window,
+                        o.price.overridden(
+                            overrides,
+                            o.price.layer,
+                            o.price.source,
+                            f"{o.price.ref}|{tier_ref}",
+                            o.price.note,
+                        ),
                     )
+                    if o.price
+                    else o
+                    for o in std.options
+                )
             if options is None:
                 options = (
                     Option(

@@ -25,7 +25,7 @@ write for themselves:
     tier = "batch"
     factor = 0.5
     from = 2024-10-08
-    to = 2026-10-14
+    data_first = true               # genai-prices' own price for the tier, where it has one, first
     source = "https://docs.anthropic.com/en/docs/build-with-claude/batch-processing#pricing"
 
 The user's file adds:
@@ -48,6 +48,7 @@ cache_write_1h_mtok, output_mtok, output_reasoning_mtok, input_audio_mtok, ...).
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections import defaultdict
 from collections.abc import Mapping
@@ -58,7 +59,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .model import Option, Price, PriceError, Window, parse_components, parse_number
+from .model import PRICE_KEY_DIMS, Option, Price, PriceError, Window, parse_components, parse_number
 
 TIERS = ("standard", "batch", "flex", "priority")
 
@@ -92,6 +93,9 @@ class TierRule:
     source: str
     note: str
     ref: str
+    data_first: bool = False
+    """Where genai-prices has its own price for the tier at an instant, that price is used and
+    the rule only fills in for the models the data leaves out."""
 
     def applies(self, provider: str, model: str) -> bool:
         return provider == self.provider and (self.models is None or model in self.models)
@@ -182,7 +186,7 @@ def parse_layer(raw: Mapping[str, Any], name: str, where: str) -> Layer:
         period = _parse_period(entry, name, f"{where} [[price]] #{index + 1}")
         layer.periods[(period.provider, period.model, period.tier)].append(period)
     for key, periods in layer.periods.items():
-        layer.periods[key] = _close_periods(periods, where)
+        layer.periods[key] = close_periods(periods, where)
 
     for index, entry in enumerate(raw.get("tier_rule", [])):
         layer.tier_rules.append(_parse_rule(entry, name, f"{where} [[tier_rule]] #{index + 1}"))
@@ -205,10 +209,13 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     provider = _req_str(entry, "provider", where).lower()
     model = _req_str(entry, "model", where)
     tier = _tier(entry.get("tier", "standard"), where)
-    start = _instant(entry.get("from"), f"{where}: from")
-    end = _instant(entry.get("to"), f"{where}: to")
-    if start and end and end <= start:
-        raise PriceError(f"{where}: 'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+    start, end = _interval(entry, where)
+    _refuse_unknown_keys(
+        entry,
+        _PERIOD_KEYS | set(PRICE_KEY_DIMS),
+        where,
+        f"{', '.join(sorted(_PERIOD_KEYS))} or price components such as input_mtok (see docs/pricing.md)",
+    )
     source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
     note = str(entry.get("note", ""))
     comps = parse_components({k: v for k, v in entry.items() if k not in _PERIOD_KEYS}, where)
@@ -248,7 +255,7 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     return Period(provider, model, tier, start, end, tuple(options), aliases)
 
 
-def _close_periods(periods: list[Period], where: str) -> list[Period]:
+def close_periods(periods: list[Period], where: str) -> list[Period]:
     """Sort, give open-ended entries the next entry's start as their end, and refuse overlaps."""
     ordered = sorted(periods, key=lambda p: p.start or datetime.min.replace(tzinfo=UTC))
     closed: list[Period] = []
@@ -270,17 +277,36 @@ def _close_periods(periods: list[Period], where: str) -> list[Period]:
     return closed
 
 
+_RULE_KEYS = {"provider", "models", "tier", "factor", "from", "to", "source", "note", "data_first"}
+_DISCOUNT_KEYS = {"provider", "model", "percent", "from", "to", "source", "note"}
+
+
 def _parse_rule(entry: Mapping[str, Any], layer: str, where: str) -> TierRule:
+    _refuse_unknown_keys(entry, _RULE_KEYS, where)
     provider = _req_str(entry, "provider", where).lower()
     models_raw = entry.get("models", "*")
-    models = None if models_raw == "*" else tuple(str(m) for m in models_raw)
+    if models_raw == "*":
+        models = None
+    elif (
+        isinstance(models_raw, list)
+        and models_raw
+        and all(isinstance(m, str) and m.strip() for m in models_raw)
+    ):
+        models = tuple(m.strip() for m in models_raw)
+    else:
+        # A bare string would otherwise be read letter by letter and match no model.
+        raise PriceError(f'{where}: models must be "*" or a list of model ids, got {models_raw!r}')
     tier = _tier(entry.get("tier"), where)
     if tier == "standard":
         raise PriceError(f"{where}: a tier rule is for batch, flex or priority, not standard")
     factor = parse_number(entry.get("factor"), f"{where}: factor")
-    start = _instant(entry.get("from"), f"{where}: from")
-    end = _instant(entry.get("to"), f"{where}: to")
+    if factor == 0:
+        raise PriceError(f"{where}: factor must be more than 0 (a free tier is a [[price]] of 0)")
+    start, end = _interval(entry, where)
     source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
+    data_first = entry.get("data_first", False)
+    if not isinstance(data_first, bool):
+        raise PriceError(f"{where}: data_first must be true or false, got {data_first!r}")
     tag = start.strftime("%Y-%m-%d") if start else "origin"
     return TierRule(
         provider,
@@ -292,10 +318,12 @@ def _parse_rule(entry: Mapping[str, Any], layer: str, where: str) -> TierRule:
         source,
         str(entry.get("note", "")),
         f"{layer}:{provider}[{tier}]x{factor}@{tag}",
+        data_first,
     )
 
 
 def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discount:
+    _refuse_unknown_keys(entry, _DISCOUNT_KEYS, where)
     provider = _opt_str(entry.get("provider"))
     model = _opt_str(entry.get("model"))
     if provider is None and model is None:
@@ -303,8 +331,7 @@ def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discoun
     percent = parse_number(entry.get("percent"), f"{where}: percent")
     if percent > 100:
         raise PriceError(f"{where}: percent must be between 0 and 100, got {percent}")
-    start = _instant(entry.get("from"), f"{where}: from")
-    end = _instant(entry.get("to"), f"{where}: to")
+    start, end = _interval(entry, where)
     scope = "/".join(x for x in (provider, model) if x)
     tag = start.strftime("%Y-%m-%d") if start else "origin"
     return Discount(
@@ -316,6 +343,40 @@ def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discoun
         str(entry.get("note", "")),
         f"{layer}:discount({scope} -{percent}%@{tag})",
     )
+
+
+def _interval(entry: Mapping[str, Any], where: str) -> tuple[datetime | None, datetime | None]:
+    start = _instant(entry.get("from"), f"{where}: from")
+    end = _instant(entry.get("to"), f"{where}: to")
+    if start and end and end <= start:
+        raise PriceError(f"{where}: 'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+    return start, end
+
+
+_SYNONYMS = {
+    "until": "to",
+    "till": "to",
+    "end": "to",
+    "since": "from",
+    "start": "from",
+    "discount": "percent",
+    "pct": "percent",
+    "percentage": "percent",
+}
+
+
+def _refuse_unknown_keys(entry: Mapping[str, Any], known: set[str], where: str, expected: str = "") -> None:
+    """A misspelt key must not be dropped: `until` for `to` would make a dated discount last for
+    ever, `models` for `model` would give a model's discount to the whole provider."""
+    for key in entry:
+        if key in known:
+            continue
+        close = [_SYNONYMS[key]] if _SYNONYMS.get(key) in known else []
+        close = close or difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise PriceError(
+            f"{where}: unknown key {key!r}{hint}; expected {expected or 'some of ' + ', '.join(sorted(known))}"
+        )
 
 
 def _req_str(entry: Mapping[str, Any], key: str, where: str) -> str:

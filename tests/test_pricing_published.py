@@ -183,6 +183,45 @@ def test_anthropic_batch_stacks_with_cache_multipliers(book: PriceBook) -> None:
     assert standard.cost is not None and batch.cost == standard.cost / 2
 
 
+def test_o3_launch_price_had_its_own_cached_rate(book: PriceBook) -> None:
+    # $10 input, $2.50 cached input, $40 output until the 2025-06-10 cut to $2 / $0.50 / $8.
+    usage = {"input_tokens": M, "cache_read_tokens": M // 2, "output_tokens": M}
+    before = book.price("o3", at=at("2025-05-01"), **usage)
+    after = book.price("o3", at=at("2025-06-10"), **usage)
+    assert before.cost == Decimal("5") + Decimal("1.25") + Decimal("40")
+    assert after.cost == Decimal("1") + Decimal("0.25") + Decimal("8")
+
+
+@pytest.mark.parametrize("name", ["claude-sonnet-4", "claude-sonnet-4-20250514"])
+def test_claude_sonnet_4_long_context_rates(book: PriceBook, name: str) -> None:
+    # From 2025-08-12 (1M context): a prompt over 200k tokens is billed at $6 / $22.50 throughout.
+    usage = {"input_tokens": 250_000, "cache_read_tokens": 100_000, "output_tokens": 2_000}
+    long = book.price(name, at=at("2025-10-01"), **usage)
+    assert long.cost == Decimal("0.9") + Decimal("0.06") + Decimal("0.045")
+    short = book.price(name, input_tokens=200_000, output_tokens=2_000, at=at("2025-10-01"))
+    assert short.cost == Decimal("0.6") + Decimal("0.03")
+
+
+def test_gpt4o_audio_preview_prices_audio_tokens_as_audio(book: PriceBook) -> None:
+    # Text $2.50 / $10; audio $100 / $200 at launch, $40 / $80 from the 2024-12-17 snapshot.
+    usage = {
+        "input_tokens": 1_100_000,
+        "input_audio_tokens": M,
+        "output_tokens": 2 * M,
+        "output_audio_tokens": M,
+    }
+    assert (
+        book.price("gpt-4o-audio-preview", at=at("2024-11-01"), **usage).cost
+        == Decimal("0.25") + 100 + 10 + 200
+    )
+    assert (
+        book.price("gpt-4o-audio-preview", at=at("2025-06-01"), **usage).cost
+        == Decimal("0.25") + 40 + 10 + 80
+    )
+    mini = book.price("gpt-4o-mini-audio-preview", at=at("2025-06-01"), **usage)
+    assert mini.cost == Decimal("0.015") + 10 + Decimal("0.6") + 20
+
+
 def test_unknown_model_is_unpriced_with_a_reason_never_zero(book: PriceBook) -> None:
     call = book.price("acme-classifier-v2", provider="self-hosted", input_tokens=1_000, at=at("2025-09-01"))
     assert call.cost is None

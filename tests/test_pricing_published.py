@@ -222,6 +222,28 @@ def test_gpt4o_audio_preview_prices_audio_tokens_as_audio(book: PriceBook) -> No
     assert mini.cost == Decimal("0.015") + 10 + Decimal("0.6") + 20
 
 
+@pytest.mark.parametrize(
+    ("name", "provider", "ref"),
+    [
+        ("openai/gpt-4o", None, "genai-prices:openai/gpt-4o"),
+        ("openai/gpt-4o", "openai", "genai-prices:openai/gpt-4o"),
+        ("anthropic/claude-sonnet-4-5", None, "genai-prices:anthropic/claude-sonnet-4-5"),
+        ("gemini/gemini-2.5-pro", None, "genai-prices:google/gemini-2.5-pro"),
+        ("openai/gpt-4o", "openrouter", "genai-prices:openrouter/openai/gpt-4o"),
+    ],
+)
+def test_provider_prefixed_names_are_the_providers_own_model(
+    book: PriceBook, name: str, provider: str | None, ref: str
+) -> None:
+    """LiteLLM writes `openai/gpt-4o`; genai-prices matched that to OpenRouter's resale entry,
+    which has no cached-input rate (cached tokens at $2.50, not $1.25), and with the provider
+    given as openai the call was unpriced."""
+    call = book.price(name, provider=provider, input_tokens=M, cache_read_tokens=M, at=at("2025-10-01"))
+    assert call.price_ref == ref, call.unpriced_reason
+    if ref == "genai-prices:openai/gpt-4o":
+        assert call.cost == Decimal("1.25")
+
+
 def test_unknown_model_is_unpriced_with_a_reason_never_zero(book: PriceBook) -> None:
     call = book.price("acme-classifier-v2", provider="self-hosted", input_tokens=1_000, at=at("2025-09-01"))
     assert call.cost is None

@@ -43,6 +43,18 @@ from .quantities import (
 
 CORRECTIONS_FILE = "corrections.toml"
 
+# Provider prefixes in model names (LiteLLM's spelling) that are not genai-prices' provider ids.
+PROVIDER_PREFIXES: Mapping[str, str] = {
+    "gemini": "google",
+    "vertex_ai": "google",
+    "google_genai": "google",
+    "xai": "x-ai",
+    "bedrock": "aws",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+    "mistralai": "mistral",
+}
+
 
 @dataclass(frozen=True)
 class _Quote:
@@ -201,6 +213,30 @@ class PriceBook:
     def _resolve(self, provider: str, model: str) -> Resolution:
         if not model:
             return Resolution(None, "no model name")
+        prefixed = self._first_party(provider, model)
+        if prefixed is not None:
+            return prefixed
+        return self._resolve_name(provider, model)
+
+    def _first_party(self, provider: str, model: str) -> Resolution | None:
+        """`openai/gpt-4o` (LiteLLM's and many gateways' spelling) is OpenAI's gpt-4o.
+
+        genai-prices would match the whole name to OpenRouter's resale entry, which has other
+        rates (no cached-input price: cached tokens at the full input rate). A call that says
+        its provider is OpenRouter keeps that reading."""
+        prefix, sep, rest = model.partition("/")
+        if not sep or not rest or provider == "openrouter":
+            return None
+        named = PROVIDER_PREFIXES.get(prefix.lower(), prefix.lower())
+        if named == "openrouter" or self.genai.provider(named) is None or provider not in ("", named):
+            return None
+        exact = self.genai.find_by_id(named, model)  # a provider's own id may hold a slash: perplexity/sonar
+        if exact is not None:
+            return Resolution(exact)
+        resolution = self._resolve_name(named, rest)
+        return resolution if resolution.ref is not None else None
+
+    def _resolve_name(self, provider: str, model: str) -> Resolution:
         for layer in self._layers:
             target = layer.aliases.get(model.lower()) or layer.aliases.get(f"{provider}/{model}".lower())
             if target:

@@ -269,6 +269,49 @@ def test_reprice_after_a_correction_audits_old_and_new(tmp_path: Path) -> None:
     assert cost == Decimal("0.8")
     assert "user" in ref
     assert runs == [(1, Decimal("0.8"))]
+    # The stored audit agrees: no old total where no event had a price (it said $0).
+    con = duckdb.connect(str(ledger), read_only=True)
+    try:
+        stored = con.execute("SELECT old_total, old_unpriced FROM reprice_runs").fetchall()
+        changes = con.execute("SELECT old_total, new_total, old_unpriced FROM reprice_changes").fetchall()
+    finally:
+        con.close()
+    assert stored == [(None, 1)]
+    assert changes == [(None, Decimal("0.8"), 1)]
+
+
+def test_reprice_refuses_a_missing_ledger_and_a_window_that_ends_before_it_starts(tmp_path: Path) -> None:
+    typo = tmp_path / "ledgr.duckdb"
+    out = " ".join(run("reprice", "--since", "2025-09-01", "--ledger", str(typo), code=2).split())
+    assert f"no ledger at {typo}" in out
+    assert not typo.exists()  # it made a new, empty ledger and reported "0 events changed"
+    ledger = _ingested(tmp_path)
+    out = run("reprice", "--since", "2025-10-01", "--until", "2025-09-01", "--ledger", str(ledger), code=2)
+    assert "--until (2025-09-01 00:00) must be after --since (2025-10-01 00:00)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["diff", "--from", "2025-09-01", "--to", "2025-10-01", "--provider", "deepsek"],
+            'did you mean "deepseek"',
+        ),
+        (
+            ["diff", "--from", "2025-09-01", "--to", "2025-10-01", "--model", "deepseek-chatt"],
+            "no model id contains",
+        ),
+        (
+            ["diff", "--from", "2025-09-01", "--to", "2025-10-01", "--tier", "batchx"],
+            "unknown service tier 'batchx'",
+        ),
+        (["show", "gpt-4o", "--tier", "batchx"], "unknown service tier 'batchx'"),
+    ],
+)
+def test_a_misspelt_price_filter_is_named_not_answered_with_nothing(args: list[str], message: str) -> None:
+    """Each of these printed "No price changed in that interval." or an empty table, exit 0."""
+    out = " ".join(run("prices", *args, code=2).split())
+    assert message in out
 
 
 class _Prices(BaseHTTPRequestHandler):

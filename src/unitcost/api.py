@@ -325,6 +325,10 @@ class Ledger:
 
         book = book or self.book
         window = Window(parse_instant(since), parse_instant(until) if until else datetime.now(UTC))
+        if window.until <= window.since:
+            raise ValueError(
+                f"--until ({window.until:%Y-%m-%d %H:%M}) must be after --since ({window.since:%Y-%m-%d %H:%M})"
+            )
         result = RepriceResult(uuid.uuid4().hex, window, dry_run=dry_run)
         dialect = dialect_for(self.store.dialect)
         columns = [
@@ -385,8 +389,9 @@ class Ledger:
             "price_layers": layers,
             "events_seen": result.events_seen,
             "events_changed": result.events_changed,
-            "old_total": result.old_total,
-            "new_total": result.new_total,
+            # A side where no event had a price has no total: NULL, never $0.
+            "old_total": _known_total(result.old_total, result.old_unpriced, result.events_seen),
+            "new_total": _known_total(result.new_total, result.new_unpriced, result.events_seen),
             "old_unpriced": result.old_unpriced,
             "new_unpriced": result.new_unpriced,
         }
@@ -397,8 +402,8 @@ class Ledger:
                 "provider": c.provider,
                 "model": c.model,
                 "events": c.events,
-                "old_total": c.old_total,
-                "new_total": c.new_total,
+                "old_total": _known_total(c.old_total, c.old_unpriced, c.events),
+                "new_total": _known_total(c.new_total, c.new_unpriced, c.events),
                 "old_unpriced": c.old_unpriced,
                 "new_unpriced": c.new_unpriced,
             }
@@ -406,6 +411,10 @@ class Ledger:
         ]
         if changes:
             self.store.insert("reprice_changes", pa.Table.from_pylist(changes, schema=REPRICE_CHANGE_SCHEMA))
+
+
+def _known_total(total: Decimal, unpriced: int, events: int) -> Decimal | None:
+    return None if events and unpriced >= events else total
 
 
 def _changed_mask(old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Array:

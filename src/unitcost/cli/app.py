@@ -101,6 +101,19 @@ def open_ledger(
     return Ledger(ledger, config=load_config(config), prices=prices, read_only=read_only)
 
 
+def require_ledger(ledger: str | None, config: Path | None) -> None:
+    """For commands that change what a ledger holds: a mistyped path must not become a new,
+    empty ledger with a report of nothing changed."""
+    from ..config import resolve_ledger
+
+    target = resolve_ledger(ledger, load_config(config))
+    if "://" not in target and not Path(target).exists():
+        raise FileNotFoundError(
+            f"no ledger at {target}: ingest events (unitcost ingest) or run `unitcost demo` first, "
+            "or point --ledger / $UNITCOST_LEDGER at one"
+        )
+
+
 def where_the_events_are(book_ledger: Any) -> str:
     """What to try when a window holds no call: the span of the ledger's events, as options."""
     span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")

@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..money import format_usd
-from .app import ConfigOpt, FormatOpt, LedgerOpt, PricesOpt, app, friendly, open_ledger, where_the_events_are
+from .app import (
+    ConfigOpt,
+    FormatOpt,
+    LedgerOpt,
+    PricesOpt,
+    app,
+    friendly,
+    open_ledger,
+    require_ledger,
+    where_the_events_are,
+)
 from .output import Col, Format, console, print_json, render, sparkline
 
 if TYPE_CHECKING:
@@ -381,6 +391,7 @@ def reprice_cmd(
     prices: PricesOpt = None,
 ) -> None:
     """Recompute stored costs with the current price book, with an audit of old → new totals."""
+    require_ledger(ledger, config)
     with open_ledger(ledger, config, prices) as book_ledger:
         result = book_ledger.reprice(since, until, where or [], dry_run=dry_run)
     rows = []

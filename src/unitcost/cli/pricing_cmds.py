@@ -219,7 +219,7 @@ def prices_show(
         columns,
         fmt,
         title=f"{ref.provider}/{ref.model} — USD per million tokens",
-        caption="Sources: " + "; ".join(sorted({str(r["source"]) for r in rows}))
+        caption="Sources: " + "; ".join(sorted({str(r["source"]) for r in rows if r.get("source")}))
         if fmt == Format.table
         else None,
     )

@@ -8,6 +8,7 @@ at its output price). That is what a bill reflects, so it is what history shows.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -65,7 +66,16 @@ def tiers_with_prices(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | Non
     return out
 
 
+def checked_tiers(tiers: Sequence[str] | None) -> list[str]:
+    """The tiers asked for, all of them by default; an unknown one is a mistake, not an empty answer."""
+    for tier in tiers or ():
+        if tier not in TIERS:
+            raise ValueError(f"unknown service tier {tier!r}; expected one of {', '.join(TIERS)}")
+    return list(tiers or TIERS)
+
+
 def price_history(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    checked_tiers(tiers)
     rows: list[dict[str, Any]] = []
     for tier in tiers_with_prices(book, ref, tiers):
         timeline = book.timeline(ref, tier)
@@ -147,7 +157,16 @@ def diff_prices(
     if end <= start:
         raise ValueError("--to must be after --from")
     rows: list[dict[str, Any]] = []
-    wanted = [t for t in (tiers or TIERS) if t in TIERS]
+    wanted = checked_tiers(tiers)
+    # A misspelt provider, model or tier must not read as "no price changed".
+    if provider and not any(ref.provider == provider.lower() for ref in book.known_models()):
+        known = sorted({ref.provider for ref in book.known_models()})
+        close = difflib.get_close_matches(provider.lower(), known, n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise ValueError(f"unknown provider {provider!r}{hint}")
+    if model_filter and not any(_models(book, provider, model_filter)):
+        where = f" of provider {provider!r}" if provider else ""
+        raise ValueError(f"no model id{where} contains {model_filter!r}")
     for ref in _models(book, provider, model_filter):
         for tier in wanted:
             if not _has_tier_data(book, ref, tier):

@@ -286,6 +286,32 @@ def test_reconcile_shows_models_whose_source_cost_disagrees(ledger: Ledger, tmp_
     assert {r.model for r in every} == {"gpt-4o", "claude-sonnet-4-6"}
 
 
+def test_reconcile_shows_an_unpriced_model_as_unknown_beside_its_bill(tmp_path: Path) -> None:
+    """A model unitcost has no price for showed $0 computed against $0 billed: the $0.50 the
+    source billed for it vanished, and the unknown cost read as zero."""
+    base = {"ts": "2025-09-10T10:00:00Z", "provider": "openai", "input_tokens": 1000, "output_tokens": 100}
+    path = tmp_path / "bill.jsonl"
+    path.write_text(
+        json.dumps({**base, "event_id": "b1", "model": "gpt-4o", "billed_cost": "0.0035"})
+        + "\n"
+        + json.dumps({**base, "event_id": "b2", "model": "mystery-y", "billed_cost": "0.50"})
+        + "\n"
+    )
+    runner = CliRunner()
+    ledger = str(tmp_path / "bill.duckdb")
+    assert runner.invoke(app, ["ingest", str(path), "--ledger", ledger]).exit_code == 0
+    args = ["--since", "2025-09-01", "--until", "2025-10-01", "--all", "--ledger", ledger, "-f", "json"]
+    result = runner.invoke(app, ["reconcile", *args])
+    assert result.exit_code == 0, result.output
+    rows = {row["model"]: row for row in json.loads(result.output)}
+    mystery = rows["mystery-y"]
+    assert (mystery["computed"], mystery["billed"], mystery["difference"]) == (None, None, None)
+    assert (mystery["unpriced"], Decimal(mystery["billed_unpriced"])) == (1, Decimal("0.50"))
+    assert (
+        Decimal(rows["gpt-4o"]["billed"]) == Decimal("0.0035") and rows["gpt-4o"]["billed_unpriced"] is None
+    )
+
+
 def test_cli_import_and_report_reconcile(tmp_path: Path) -> None:
     runner = CliRunner()
     path = tmp_path / "spend.json"

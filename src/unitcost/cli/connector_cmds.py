@@ -158,6 +158,7 @@ def print_reconcile(
             Col("difference", "difference", "unit_money"),
             Col("difference_pct", "diff", "pct"),
             Col("unpriced", "unpriced", "int"),
+            Col("billed_unpriced", "source $ unpriced", "unit_money"),
         ],
         fmt,
         title=f"Computed vs billed cost, models differing by more than {threshold:g}%"

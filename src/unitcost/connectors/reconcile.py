@@ -41,17 +41,24 @@ class Reconciliation:
             return None if self.computed == 0 else float("inf")
         return float(self.difference / self.billed * 100)
 
+    @property
+    def priced(self) -> int:
+        return self.calls - self.unpriced
+
     def as_row(self) -> dict[str, Any]:
+        # With no priced call there is nothing to compare: unitcost's cost is unknown, and the
+        # source's bill for those calls is in billed_unpriced. Two zeros would read "agrees".
+        compared = self.priced > 0
         return {
             "provider": self.provider,
             "model": self.model,
             "calls": self.calls,
-            "computed": self.computed,
-            "billed": self.billed,
-            "difference": self.difference,
-            "difference_pct": self.difference_pct,
+            "computed": self.computed if compared else None,
+            "billed": self.billed if compared else None,
+            "difference": self.difference if compared else None,
+            "difference_pct": self.difference_pct if compared else None,
             "unpriced": self.unpriced,
-            "billed_unpriced": self.billed_unpriced,
+            "billed_unpriced": self.billed_unpriced if self.unpriced else None,
         }
 
 

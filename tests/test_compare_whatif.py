@@ -337,3 +337,20 @@ def test_units_and_successes_count_like_the_report(ledger) -> None:
     headline = ledger.report_sections(SEPT.since, SEPT.until).headline
     assert (workload.units, workload.successes) == (4, 2)
     assert (headline["units"], headline["successes"]) == (4, 2)
+
+
+def test_cost_per_unit_counts_the_units_calls_as_the_report_does(ledger) -> None:
+    """`as recorded` divided every selected call's cost by the units: with a call outside any
+    unit, its cost per unit was four times the report's for the same window."""
+    ledger.ingest_records(
+        [
+            ev("2025-09-20T10:00:00Z", "openai", "gpt-4o", input_tokens=1_000, unit="ticket", unit_id="T1"),
+            ev("2025-09-20T11:00:00Z", "openai", "gpt-4o", input_tokens=3_000),
+        ]
+    )
+    rows = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
+    report = ledger.report(since="2025-01-01", until="2025-12-01")
+    assert rows[0]["total"] == Decimal("0.01")
+    assert rows[0]["cost_per_unit"] == Decimal("0.0025") == report["cost_per_unit"].iloc[0]
+    # gpt-4o-mini, $0.15 per million input: the unit's 1,000 tokens.
+    assert rows[1]["cost_per_unit"] == Decimal("0.00015")

@@ -155,6 +155,8 @@ class ScenarioResult:
     """Recorded cost of the calls this scenario could price (like for like), pico-USD."""
     baseline_components: dict[str, int]
     assumptions: list[str]
+    unit_total: int = 0
+    """Cost of the calls that belong to business units, pico-USD: the numerator of cost per unit."""
 
     @property
     def total(self) -> int:
@@ -201,7 +203,10 @@ class WhatIfResult:
                 "calls": s.costed.calls,
                 "unpriced_calls": s.costed.unpriced_calls,
                 "cost_per_request": total / priced_calls if priced_calls else None,
-                "cost_per_unit": total / w.units if w.units and not s.costed.unpriced_calls else None,
+                # As in the report: the cost of the units' calls over the units, not every call's.
+                "cost_per_unit": pico_to_usd(s.unit_total) / w.units
+                if w.units and not s.costed.unpriced_calls
+                else None,
                 "cost_per_success": total / w.successes
                 if w.successes and not s.costed.unpriced_calls
                 else None,
@@ -380,15 +385,19 @@ def run_whatif(book: PriceBook, workload: Workload, alternatives: Sequence[Alter
         recorded.total,
         dict(recorded.components),
         ["recorded prices, models and usage"],
+        recorded_cost([g for g in workload.groups if g.of_units]).total,
     )
     scenarios = []
     for alt in alternatives:
         notes: set[str] = set()
         costed = Costed.zero()
         like_for_like = Costed.zero()
+        unit_total = 0
         for group in workload.groups:
             part = pricer.cost([alternative_line(book, alt, group, notes)])
             costed.add(part)
+            if group.of_units:
+                unit_total += part.total
             if not part.unpriced_calls:
                 like_for_like.add(recorded_cost([group]))
         assumptions = [alt.cache.describe(), *sorted(notes)]
@@ -404,7 +413,12 @@ def run_whatif(book: PriceBook, workload: Workload, alternatives: Sequence[Alter
             )
         scenarios.append(
             ScenarioResult(
-                alt.label, costed, like_for_like.total, dict(like_for_like.components), assumptions
+                alt.label,
+                costed,
+                like_for_like.total,
+                dict(like_for_like.components),
+                assumptions,
+                unit_total,
             )
         )
     return WhatIfResult(workload, baseline, scenarios)

@@ -115,6 +115,8 @@ class Group:
     usage: dict[str, int]
     recorded: dict[str, int]
     """Recorded cost per breakdown column and `cost`, in pico-USD."""
+    of_units: bool = False
+    """The group's calls belong to business units (unit_id set)."""
     quantities: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -230,6 +232,7 @@ def load_workload(
             "priced_model",
             "service_tier",
             "cache_hit",
+            "unit_id",
             *USAGE_FIELDS,
             *COST_COLUMNS,
         )
@@ -239,10 +242,12 @@ def load_workload(
         # grouping on the columns themselves is cheaper than on expressions over them.
         "SELECT priced_provider AS p, priced_model AS m, service_tier AS t, cache_hit AS h, "
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
+        # Calls of a business unit apart: cost per unit is their cost over the units, as in the report.
+        "max(unit_id IS NOT NULL) AS u, "
         "count(*) AS calls, sum(requests) AS requests, min(ts) AS first_ts, max(ts) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
         f"FROM (SELECT {needed} FROM events WHERE {selected} AND cost IS NOT NULL) AS selected "
-        "GROUP BY p, m, t, h, tb, sb, zb"
+        "GROUP BY p, m, t, h, tb, sb, zb, unit_id IS NOT NULL"
     )
     groups = []
     first: int | None = None
@@ -260,6 +265,7 @@ def load_workload(
                 min_input=int(row["min_input"] or 0),
                 usage={f: int(row[f] or 0) for f in USAGE_FIELDS},
                 recorded=_recorded(row),
+                of_units=bool(row["u"]),
             )
         )
         first = _seconds(row["first_ts"]) if first is None else min(first, _seconds(row["first_ts"]))

@@ -186,9 +186,13 @@ class PriceBook:
 
     def _scope_model(self, layer: Layer, provider: str | None, model: str, what: str) -> ModelRef:
         resolution = self.resolve(provider, model)
-        if resolution.ref is None:
-            raise PriceError(f"{layer.path}: {what} names a model no price layer knows: {resolution.reason}")
-        return resolution.ref
+        if resolution.ref is not None:
+            return resolution.ref
+        if layer is self.corrections:
+            # The shipped corrections name models of the bundled data; a snapshot fetched with
+            # `unitcost prices update` may not have them all, which is no mistake of the user's.
+            return ModelRef(provider or "", model)
+        raise PriceError(f"{layer.path}: {what} names a model no price layer knows: {resolution.reason}")
 
     @classmethod
     def load(cls, overrides_path: str | Path | None = None, genai: GenaiLayer | None = None) -> PriceBook:

@@ -231,8 +231,8 @@ from = 2025-01-01
 """,
     )
     for name in ("claude-sonnet-4", "claude-sonnet-4-20250514", "claude-sonnet-4-0"):
-        call = book.price(name, input_tokens=M, at=at("2025-10-01"))
-        assert call.cost == Decimal("3") * Decimal("0.8"), name
+        call = book.price(name, input_tokens=100_000, at=at("2025-10-01"))  # under the 200k tier
+        assert call.cost == Decimal("0.3") * Decimal("0.8"), name
     for name in ("gpt-4o", "gpt-4o-2024-08-06"):
         assert book.price(name, input_tokens=M, output_tokens=M, at=at("2025-10-01")).cost == Decimal("10"), (
             name

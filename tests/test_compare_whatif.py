@@ -354,3 +354,27 @@ def test_cost_per_unit_counts_the_units_calls_as_the_report_does(ledger) -> None
     assert rows[0]["cost_per_unit"] == Decimal("0.0025") == report["cost_per_unit"].iloc[0]
     # gpt-4o-mini, $0.15 per million input: the unit's 1,000 tokens.
     assert rows[1]["cost_per_unit"] == Decimal("0.00015")
+
+
+def test_cost_per_success_and_successes_follow_the_reports_judgements(ledger) -> None:
+    """Judgements kept per trace covered no call without a unit, and `as recorded` divided every
+    call's cost by the successes: the what-if and the report disagreed for the same window."""
+    ledger.ingest_records(
+        [
+            ev("2025-09-20T10:00:00Z", "openai", "gpt-4o", input_tokens=1_000, unit="ticket", unit_id="T1"),
+            ev("2025-09-20T10:01:00Z", "openai", "gpt-4o", input_tokens=1_000, unit="ticket", unit_id="T1"),
+            ev("2025-09-20T11:00:00Z", "openai", "gpt-4o", input_tokens=2_000, trace_id="TS"),
+            ev("2025-09-20T12:00:00Z", "openai", "gpt-4o", input_tokens=4_000, trace_id="TF"),
+            ev("2025-09-20T13:00:00Z", "openai", "gpt-4o", input_tokens=8_000),
+        ]
+    )
+    ledger.record_outcome(unit="ticket", unit_id="T1", success=True)
+    ledger.record_outcome(trace_id="TS", success=True)
+    ledger.record_outcome(trace_id="TF", success=False)
+    rows = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
+    report = ledger.report(since="2025-01-01", until="2025-12-01")
+    # Judged calls: T1's two, TS's and TF's: 8,000 tokens at $2.50 per million; two successes.
+    assert rows[0]["cost_per_success"] == Decimal("0.01") == report["cost_per_success"].iloc[0]
+    assert report["successes"].iloc[0] == 2
+    # gpt-4o-mini, $0.15 per million input, for the same judged calls.
+    assert rows[1]["cost_per_success"] == Decimal("0.0006")

@@ -269,12 +269,14 @@ class Ledger:
         until: str | datetime | date | None = None,
         by: Sequence[str] | str = (),
         period: str | None = None,
-        where: Sequence[str] = (),
+        where: Sequence[str] | str = (),
         top: int | None = None,
     ) -> Report:
         if isinstance(by, str):
             by = [b for b in by.split(",") if b.strip()]
-        query = ReportQuery(Window.parse(since, until), list(by), period, list(where), top)
+        # One string is one filter (its commas separate values), not a sequence of characters.
+        filters = [where] if isinstance(where, str) else list(where)
+        query = ReportQuery(Window.parse(since, until), list(by), period, filters, top)
         return run_report(self.store, query)
 
     def report(
@@ -283,11 +285,12 @@ class Ledger:
         until: str | datetime | date | None = None,
         by: Sequence[str] | str = (),
         period: str | None = None,
-        where: Sequence[str] = (),
+        where: Sequence[str] | str = (),
         top: int | None = None,
     ) -> pd.DataFrame:
         """KPIs per group (spend, trend, cost per request and per 1k tokens, cache, reasoning, waste,
-        units, successes, latency, unpriced calls) as an Arrow-backed DataFrame."""
+        units, successes, latency, unpriced calls) as an Arrow-backed DataFrame. `where` is one
+        filter (`"team=ops"`) or a list of them, all of which must hold."""
         import pandas as pd
 
         report = self.report_sections(since, until, by, period, where, top)

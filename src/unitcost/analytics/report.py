@@ -72,18 +72,40 @@ def dimension_sql(name: str, dialect: Dialect) -> tuple[str, str]:
 
 
 def _parse_filter(text: str) -> tuple[str, bool, list[str]]:
-    """(dimension, negated, values) of `dimension=v1,v2` or `dimension!=v1,v2`."""
-    negate = "!=" in text
-    left, sep, right = text.partition("!=" if negate else "=")
-    if not sep or not left.strip():
+    """(dimension, negated, values) of `dimension=v1,v2` or `dimension!=v1,v2`.
+
+    The operator is the first `=` (or the `!=` it ends): dimension names hold no `=`, while
+    values may hold anything, `=` and `!=` included. A comma separates values (any of
+    them matches); `\\,` is a comma inside a value and `\\\\` a backslash."""
+    equals = text.find("=")
+    negate = equals > 0 and text[equals - 1] == "!"
+    left = text[: equals - 1 if negate else max(equals, 0)].strip()
+    if equals < 0 or not left:
         raise ReportError(f"a filter is dimension=value or dimension!=value, got {text!r}")
-    return left.strip(), negate, [v.strip() for v in right.split(",")]
+    return left, negate, _split_values(text[equals + 1 :])
 
 
-def where_sql(filters: Sequence[str], dialect: Dialect) -> str:
-    """`team=search`, `model!=gpt-4o`, `tag:region=eu,us` (comma = any of) as SQL conditions."""
+def _split_values(text: str) -> list[str]:
+    values, current, chars = [], [], iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            # Only a comma or a backslash is escaped: `C:\\temp` keeps its backslash.
+            current.append(following if following in (",", "\\") else char + following)
+        elif char == ",":
+            values.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    values.append("".join(current).strip())
+    return values
+
+
+def where_sql(filters: Sequence[str] | str, dialect: Dialect) -> str:
+    """`team=search`, `model!=gpt-4o`, `tag:region=eu,us` (comma = any of) as SQL conditions.
+    One string is one filter: iterating it would make a filter of each character."""
     clauses = []
-    for text in filters:
+    for text in [filters] if isinstance(filters, str) else filters:
         left, negate, values = _parse_filter(text)
         expr, _ = dimension_sql(left, dialect)
         options = ", ".join(dialect.literal(v) for v in values)
@@ -101,6 +123,14 @@ class ReportQuery:
     period: str | None = None
     where: Sequence[str] = ()
     top: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.where, str):
+            self.where = [self.where]
+        if self.top is not None and self.top < 1:
+            raise ReportError(
+                f"--top is how many groups to show, at least 1 (got {self.top}); leave it out for all"
+            )
 
 
 @dataclass
@@ -120,6 +150,18 @@ class Report:
 
     def table(self) -> pa.Table:
         return _rows_to_table(self.rows, self.dimensions)
+
+    @property
+    def bucket(self) -> str:
+        """What one entry of `periods` spans: `--period`, or the size chosen for the window."""
+        return self.query.period or _auto_period(self.query.window)
+
+    def spend_per_bucket(self) -> list[Decimal | None]:
+        """The spend of every bucket of the window, in order, None where it has no call:
+        `periods` lists only the buckets with calls, and a sparkline of those alone would
+        close the gaps."""
+        spend = {_as_utc(p["period"]): p.get("spend") for p in self.periods}
+        return [spend.get(start) for start in bucket_starts(self.query.window, self.bucket)]
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -159,6 +201,25 @@ def rollable(query: ReportQuery) -> bool:
     """Whether the report rollups keep every dimension the query groups or filters by."""
     names = [d.strip() for d in query.by] + [_parse_filter(f)[0] for f in query.where]
     return all(name in ROLLUP_DIMS for name in names)
+
+
+def judged_events_sql(source: str, *, unit_column: str = "unit") -> str:
+    """The events of `source` with the judgement each counts toward: `jk` its key kind (unit,
+    trace, event, or NULL), `ju` and `jid` its key, `js` whether it succeeded.
+
+    An event counts toward its unit's judgement if there is one, else its trace's, else its
+    own: the one rule of the report and of the what-ifs, so no cost is counted twice."""
+    return (
+        "SELECT s.*, CASE WHEN ou.key IS NOT NULL THEN 'unit' WHEN ot.key IS NOT NULL THEN 'trace' "
+        "WHEN oe.key IS NOT NULL THEN 'event' END AS jk, COALESCE(ou.unit, '') AS ju, "
+        "COALESCE(ou.key, ot.key, oe.key) AS jid, CASE WHEN ou.key IS NOT NULL THEN ou.success "
+        "WHEN ot.key IS NOT NULL THEN ot.success ELSE oe.success END AS js "
+        f"FROM ({source}) s "
+        f"LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = COALESCE(s.{unit_column}, '') "
+        "AND ou.key = s.unit_id "
+        "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = s.trace_id "
+        "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = s.event_id"
+    )
 
 
 @dataclass(frozen=True)
@@ -317,70 +378,77 @@ class ReportSQL:
     def grouping_columns(self) -> list[str]:
         return list(dict.fromkeys([*self.table_keys, "tp", "u", "up", "um", "ur"]))
 
-    def _unit_sets(self) -> tuple[str, str, str]:
+    def units(self, outcome_kinds: set[str]) -> str:
+        """Units, judgements, successes and the cost of the judged events: per table row, per
+        unit kind and in total. A unit, or a judgement, counts once in each group it has
+        events in; each event counts toward one judgement at most (see `_judgements`)."""
         keys = self.table_keys
         prefix = f"{', '.join(keys)}, " if keys else ""
-        sets = [f"({prefix}u, unit_id)"] + (["(u, unit_id)"] if keys else [])
-        whole = f"grouping({keys[0]})" if keys else "1"
-        return prefix, f"GROUPING SETS ({', '.join(sets)})", whole
-
-    def units(self, outcome_kinds: set[str]) -> str:
-        """Units, judged units, successes and the cost of judged units: per table row, in
-        total and per unit kind. A unit counts once in each group it has events in."""
-        prefix, sets, whole = self._unit_sets()
-        if outcome_kinds <= {"unit"}:
-            src = self._rolled("units") if self.rolled is not None else self.source()
-            per_unit = (
-                f"SELECT {prefix}u, unit_id, {whole} AS whole, sum(cost) AS cost FROM ({src}) s "
-                f"WHERE unit_id IS NOT NULL GROUP BY {sets}"
-            )
-            judged = (
-                f"SELECT p.*, o.key IS NOT NULL AS judged, o.success AS success FROM ({per_unit}) p "
-                "LEFT JOIN outcomes o ON o.key_kind = 'unit' AND o.unit = COALESCE(p.u, '') "
-                "AND o.key = p.unit_id"
-            )
-        else:
-            judged = self._judged_per_event()
         measures = (
-            "count(*) AS units, sum(CASE WHEN judged THEN cost END) AS judged_cost, "
+            "CAST(sum(is_unit) AS BIGINT) AS units, sum(CASE WHEN judged THEN cost END) AS judged_cost, "
             "CAST(sum(CASE WHEN judged THEN 1 ELSE 0 END) AS BIGINT) AS judged, "
             "CAST(sum(CASE WHEN success THEN 1 ELSE 0 END) AS BIGINT) AS successes"
         )
-        keys = self.table_keys
         parts = []
         if keys:
             parts.append(
                 f"SELECT 'table' AS s, {', '.join(keys)}, CAST(NULL AS VARCHAR) AS uk, {measures} "
-                f"FROM j WHERE whole = 0 GROUP BY {', '.join(keys)}"
+                f"FROM j WHERE lvl = 0 GROUP BY {', '.join(keys)}"
             )
         nulls = "".join(f"NULL AS {k}, " for k in keys)
-        parts.append(
-            f"SELECT CASE WHEN grouping(u) = 0 THEN 'unit' ELSE 'total' END AS s, {nulls}u AS uk, {measures} "
-            "FROM j WHERE whole = 1 GROUP BY GROUPING SETS ((u), ())"
-        )
+        if outcome_kinds <= {"unit"}:
+            # A unit's identity includes its kind, so the units of every kind add up to the total.
+            sets = [f"({prefix}u, unit_id)"] + (["(u, unit_id)"] if keys else [])
+            src = self._rolled("units") if self.rolled is not None else self.source()
+            per_unit = (
+                f"SELECT {prefix}u, unit_id, {self._level(keys)} AS lvl, sum(cost) AS cost FROM ({src}) s "
+                f"WHERE unit_id IS NOT NULL GROUP BY GROUPING SETS ({', '.join(sets)})"
+            )
+            judged = (
+                "SELECT p.*, 1 AS is_unit, o.key IS NOT NULL AS judged, o.success AS success "
+                f"FROM ({per_unit}) p LEFT JOIN outcomes o ON o.key_kind = 'unit' "
+                "AND o.unit = COALESCE(p.u, '') AND o.key = p.unit_id"
+            )
+            parts.append(
+                f"SELECT CASE WHEN grouping(u) = 0 THEN 'unit' ELSE 'total' END AS s, {nulls}u AS uk, "
+                f"{measures} FROM j WHERE lvl = 1 GROUP BY GROUPING SETS ((u), ())"
+            )
+        else:
+            judged = self._judgements()
+            # A trace may have events of several unit kinds: the total counts it once, from
+            # its own level, not as the sum of the kinds.
+            parts.append(
+                f"SELECT CASE WHEN lvl = 1 THEN 'unit' ELSE 'total' END AS s, {nulls}u AS uk, {measures} "
+                "FROM j WHERE lvl IN (1, 3) GROUP BY lvl, u"
+            )
         return f"WITH j AS ({judged}) " + " UNION ALL ".join(parts)
 
-    def _judged_per_event(self) -> str:
-        """When judgements are kept per trace or per event too, each event finds its own
-        (unit first, then trace, then event); a unit is judged if any of its events is.
-        This one always reads the events: the rollups keep no traces or event ids."""
-        prefix, sets, whole = self._unit_sets()
-        events = (
-            "SELECT s.*, COALESCE(ou.success, ot.success, oe.success) AS _success, "
-            "(ou.key IS NOT NULL OR ot.key IS NOT NULL OR oe.key IS NOT NULL) AS _judged "
-            f"FROM ({self.source()}) s "
-            "LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = COALESCE(s.u, '') "
-            "AND ou.key = s.unit_id "
-            "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = s.trace_id "
-            "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = s.event_id "
-            "WHERE s.unit_id IS NOT NULL"
+    @staticmethod
+    def _level(keys: Sequence[str]) -> str:
+        """0: a table row's group, 1: a unit kind's, 3: the whole window's."""
+        return f"grouping(u) * 2 + grouping({keys[0]})" if keys else "grouping(u) * 2 + 1"
+
+    def _judgements(self) -> str:
+        """When judgements are kept per trace or per event too. Each event counts toward the
+        judgement of its unit if there is one, else of its trace, else of itself, so no cost
+        is counted twice; a judgement counts once, with the cost of the events it covers. The
+        units are counted beside the judgements (`is_unit`). This reads the events: the
+        rollups keep no traces or event ids."""
+        keys = self.table_keys
+        prefix = f"{', '.join(keys)}, " if keys else ""
+        item = "role, iu, iid"
+        sets = [f"({prefix}u, {item})"] + (["(u, " + item + ")"] if keys else []) + [f"({item})"]
+        events = judged_events_sql(self.source(), unit_column="u")
+        items = (
+            f"SELECT {prefix}u, 'units' AS role, COALESCE(u, '') AS iu, unit_id AS iid, cost, "
+            "CAST(NULL AS BOOLEAN) AS js FROM e WHERE unit_id IS NOT NULL UNION ALL "
+            f"SELECT {prefix}u, jk AS role, ju AS iu, jid AS iid, cost, js FROM e WHERE jk IS NOT NULL"
         )
         return (
-            f"SELECT {prefix}u, unit_id, {whole} AS whole, "
-            "sum(CASE WHEN _judged THEN cost END) AS cost, "
-            "max(CASE WHEN _judged THEN 1 ELSE 0 END) = 1 AS judged, "
-            "max(CASE WHEN _success THEN 1 ELSE 0 END) = 1 AS success "
-            f"FROM ({events}) e GROUP BY {sets}"
+            f"WITH e AS ({events}) SELECT {prefix}u, {self._level(keys)} AS lvl, "
+            "CASE WHEN role = 'units' THEN 1 ELSE 0 END AS is_unit, role <> 'units' AS judged, "
+            "sum(cost) AS cost, max(CASE WHEN js THEN 1 ELSE 0 END) = 1 AS success "
+            f"FROM ({items}) i GROUP BY GROUPING SETS ({', '.join(sets)})"
         )
 
 
@@ -391,6 +459,38 @@ def _floor_hour(instant: datetime) -> datetime:
 def _ceil_hour(instant: datetime) -> datetime:
     floor = _floor_hour(instant)
     return floor if floor == instant else floor + timedelta(hours=1)
+
+
+def _as_utc(instant: datetime) -> datetime:
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _truncate(instant: datetime, period: str) -> datetime:
+    """The start of the bucket holding `instant`, as the dialects' `trunc` computes it."""
+    hour = _floor_hour(instant)
+    if period == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _next_bucket(start: datetime, period: str) -> datetime:
+    if period == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}[period]
+
+
+def bucket_starts(window: Window, period: str) -> list[datetime]:
+    """The start of every bucket the window overlaps, the partial ones at its edges included."""
+    starts, start = [], _truncate(window.since, period)
+    while start < window.until:
+        starts.append(start)
+        start = _next_bucket(start, period)
+    return starts
 
 
 def _auto_period(window: Window) -> str:
@@ -461,6 +561,8 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
             out["trend_pct"] = _pct_change(derived.get("spend"), prev)
         rows.append(out)
     if query.period:
+        if query.top:
+            rows = _top_groups(rows, labels, query.top)
         rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
         _add_period_trend(rows, labels)
     else:
@@ -568,6 +670,19 @@ def _merge_percentiles(
         row["latency_p95_ms"] = percentile(histogram, 0.95)
 
 
+def _top_groups(rows: list[dict[str, Any]], labels: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """The rows of the `top` groups by spend over the whole window: with a period, a group's
+    rows are its periods, and ranking them one by one would keep a group's best periods
+    rather than the biggest groups."""
+    spend: dict[tuple[Any, ...], Decimal] = {}
+    for row in rows:
+        key = tuple(row.get(label) for label in labels)
+        spend[key] = spend.get(key, Decimal(0)) + (row.get("spend") or 0)
+    ranked = sorted(spend, key=lambda k: (-spend[k], _names(dict(zip(labels, k, strict=True)), labels)))
+    kept = set(ranked[:top])
+    return [row for row in rows if tuple(row.get(label) for label in labels) in kept]
+
+
 def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None:
     last: dict[tuple[Any, ...], Decimal | None] = {}
     for row in rows:
@@ -632,7 +747,7 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
         "reasoning_share": _ratio(row["cost_reasoning"], _add(row["cost_output"], row["cost_reasoning"])),
         "failed_cost": row["failed_cost"],
         "retry_cost": row["retry_cost"],
-        "wasted_share": _ratio(_add(row["failed_cost"], row["retry_cost"]), spend),
+        "wasted_share": _ratio(row["wasted_cost"], spend),
         "retries": row["retries"],
         "error_rate": _ratio(row["errors"], row["calls"]),
         "timeout_rate": _ratio(row["timeouts"], row["calls"]),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
+import shlex
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -207,9 +211,20 @@ def report_cmd(
     period: Annotated[str | None, typer.Option("--period", help="Split by hour, day, week or month.")] = None,
     where: Annotated[
         list[str] | None,
-        typer.Option("--where", "-w", help="Filter, e.g. team=search or tag:region=eu (repeatable)."),
+        typer.Option(
+            "--where",
+            "-w",
+            help="Filter, e.g. team=search, model!=gpt-4o or tag:region=eu,us (repeatable; all must "
+            "hold). A comma separates values, any of which matches; write \\, for a comma inside a "
+            "value. The first = or != ends the dimension: tag:note=a!=b is note equal to a!=b.",
+        ),
     ] = None,
-    top: Annotated[int | None, typer.Option("--top", help="Only the N biggest groups.")] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top", help="Only the N (1 or more) biggest groups; with --period, by spend over the window."
+        ),
+    ] = None,
     fmt: FormatOpt = Format.table,
     wide: Annotated[bool, typer.Option("--wide", help="Every column in the table view.")] = False,
     reconcile: Annotated[
@@ -237,12 +252,26 @@ def report_cmd(
 def _hint_empty(book_ledger: Any, report: Report) -> None:
     from rich.console import Console
 
+    from ..analytics.dialect import dialect_for
+
+    window = report.query.window
+    hint = f"No events in {window.describe()}. {where_the_events_are(book_ledger)}"
+    if report.query.where:
+        # Widening the window cannot help when the filter is what left nothing.
+        d = dialect_for(book_ledger.store.dialect)
+        in_window = book_ledger.sql(
+            f"SELECT count(*) AS n FROM events WHERE ts >= {d.ts_literal(window.since.isoformat())} "
+            f"AND ts < {d.ts_literal(window.until.isoformat())}"
+        )
+        n = int(in_window["n"].iloc[0])
+        if n:
+            filters = " ".join(f"--where {shlex.quote(f)}" for f in report.query.where)
+            hint = (
+                f"No event in {window.describe()} matches {filters}: the window holds {n:,} "
+                f"event{'s' if n != 1 else ''}, none of them matching. Check the dimension and the values."
+            )
     # On stderr: stdout may be JSON or CSV that a program reads.
-    Console(stderr=True, highlight=False).print(
-        f"No events in {report.query.window.describe()}. {where_the_events_are(book_ledger)}",
-        markup=False,
-        style="yellow",
-    )
+    Console(stderr=True, highlight=False).print(hint, markup=False, style="yellow")
 
 
 def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
@@ -275,25 +304,26 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
             fmt,
         )
         return
+    if fmt == Format.markdown:
+        report = _one_line_cells(report)
     h = report.headline
     window = report.query.window
     trend = h.get("trend_pct")
     lines = [
-        f"Spend {format_usd(h.get('spend'))} over {window.describe()}"
+        f"Spend {_usd(h.get('spend'))} over {window.describe()}"
         + (f" ({trend:+.1f}% vs the previous {window.length.days or 1} days)" if trend is not None else ""),
         f"{h.get('calls', 0):,} calls · {format_usd(h.get('cost_per_request'), 6)} per request · "
-        f"cache hit {_pct(h.get('cache_hit_ratio'))} saved {format_usd(h.get('cache_savings'))} · "
+        f"cache hit {_pct(h.get('cache_hit_ratio'))} saved {_usd(h.get('cache_savings'))} · "
         f"reasoning {_pct(h.get('reasoning_share'))} of output cost",
-        f"failed attempts {format_usd(h.get('failed_cost'))} · retries {format_usd(h.get('retry_cost'))} · "
+        f"failed attempts {_usd(h.get('failed_cost'))} · retries {_usd(h.get('retry_cost'))} · "
         f"p50 {_num(h.get('latency_p50_ms'))} ms · p95 {_num(h.get('latency_p95_ms'))} ms · "
         f"errors {_pct(h.get('error_rate'))} · timeouts {_pct(h.get('timeout_rate'))}",
         f"unpriced: {h.get('unpriced_calls', 0):,} calls, {h.get('unpriced_tokens', 0):,} tokens "
         "(cost unknown, not zero)",
     ]
     if report.periods:
-        lines.append(
-            f"spend per {_period_name(report)}: {sparkline([p.get('spend') for p in report.periods])}"
-        )
+        # One bar per bucket of the window: an empty one is the lowest bar, not left out.
+        lines.append(f"spend per {report.bucket}: {sparkline(report.spend_per_bucket())}")
     if fmt == Format.markdown:
         out.file.write("\n".join(f"- {line}" for line in lines) + "\n\n")
     else:
@@ -334,13 +364,30 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
         )
 
 
-def _period_name(report: Report) -> str:
-    periods = report.periods
-    if len(periods) >= 2:
-        delta = periods[1]["period"] - periods[0]["period"]
-        hours = delta.total_seconds() / 3600
-        return "hour" if hours <= 1 else "day" if hours <= 24 else "week" if hours <= 168 else "month"
-    return "period"
+def _usd(value: Decimal | None) -> str:
+    """Cents from a dollar up; below, up to the six places of a cost per request, so that
+    $0.0035 does not read `$0.00` next to it (trailing zeros past the cents are dropped)."""
+    if value is None or abs(value) >= 1:
+        return format_usd(value)
+    text = format_usd(value, 6)
+    return text[: max(len(text.rstrip("0")), len(text) - 4)]
+
+
+def _one_line_cells(report: Report) -> Report:
+    """The report with every line break of its text cells turned into `<br>`: a break inside a
+    cell would end the markdown table's row."""
+
+    def clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {k: _BREAK.sub("<br>", v) if isinstance(v, str) else v for k, v in row.items()} for row in rows
+        ]
+
+    return dataclasses.replace(
+        report, rows=clean(report.rows), units=clean(report.units), unpriced=clean(report.unpriced)
+    )
+
+
+_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _pct(value: float | None) -> str:

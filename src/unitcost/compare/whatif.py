@@ -157,6 +157,8 @@ class ScenarioResult:
     assumptions: list[str]
     unit_total: int = 0
     """Cost of the calls that belong to business units, pico-USD: the numerator of cost per unit."""
+    judged_total: int = 0
+    """Cost of the calls a judgement covers, pico-USD: the numerator of cost per success."""
 
     @property
     def total(self) -> int:
@@ -207,7 +209,7 @@ class WhatIfResult:
                 "cost_per_unit": pico_to_usd(s.unit_total) / w.units
                 if w.units and not s.costed.unpriced_calls
                 else None,
-                "cost_per_success": total / w.successes
+                "cost_per_success": pico_to_usd(s.judged_total) / w.successes
                 if w.successes and not s.costed.unpriced_calls
                 else None,
                 "assumptions": "; ".join(s.assumptions),
@@ -386,18 +388,21 @@ def run_whatif(book: PriceBook, workload: Workload, alternatives: Sequence[Alter
         dict(recorded.components),
         ["recorded prices, models and usage"],
         recorded_cost([g for g in workload.groups if g.of_units]).total,
+        recorded_cost([g for g in workload.groups if g.judged]).total,
     )
     scenarios = []
     for alt in alternatives:
         notes: set[str] = set()
         costed = Costed.zero()
         like_for_like = Costed.zero()
-        unit_total = 0
+        unit_total = judged_total = 0
         for group in workload.groups:
             part = pricer.cost([alternative_line(book, alt, group, notes)])
             costed.add(part)
             if group.of_units:
                 unit_total += part.total
+            if group.judged:
+                judged_total += part.total
             if not part.unpriced_calls:
                 like_for_like.add(recorded_cost([group]))
         assumptions = [alt.cache.describe(), *sorted(notes)]
@@ -419,6 +424,7 @@ def run_whatif(book: PriceBook, workload: Workload, alternatives: Sequence[Alter
                 dict(like_for_like.components),
                 assumptions,
                 unit_total,
+                judged_total,
             )
         )
     return WhatIfResult(workload, baseline, scenarios)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..analytics.dialect import Dialect, dialect_for
-from ..analytics.report import where_sql
+from ..analytics.report import judged_events_sql, where_sql
 from ..analytics.window import Window
 from ..events import USAGE_FIELDS
 from ..money import usd_to_pico
@@ -117,6 +117,8 @@ class Group:
     """Recorded cost per breakdown column and `cost`, in pico-USD."""
     of_units: bool = False
     """The group's calls belong to business units (unit_id set)."""
+    judged: bool = False
+    """A judgement (`unitcost outcomes`) covers the group's calls."""
     quantities: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -237,17 +239,24 @@ def load_workload(
             *COST_COLUMNS,
         )
     )
+    source = f"SELECT {needed} FROM events WHERE {selected} AND cost IS NOT NULL"
+    judged = "false"
+    if with_units and _has_outcomes(store):
+        keys = f'{needed}, "unit", "trace_id", "event_id"'
+        source = judged_events_sql(f"SELECT {keys} FROM events WHERE {selected} AND cost IS NOT NULL")
+        judged = "jk IS NOT NULL"
     sql = (
         # Raw key columns (NULL tier = standard, NULL cache_hit = false, resolved in Python):
         # grouping on the columns themselves is cheaper than on expressions over them.
         "SELECT priced_provider AS p, priced_model AS m, service_tier AS t, cache_hit AS h, "
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
-        # Calls of a business unit apart: cost per unit is their cost over the units, as in the report.
-        "max(unit_id IS NOT NULL) AS u, "
+        # Calls of business units, and calls some judgement covers, apart: cost per unit and per
+        # success are their costs over the units and the successes, as in the report.
+        f"max(unit_id IS NOT NULL) AS u, max({judged}) AS j, "
         "count(*) AS calls, sum(requests) AS requests, min(ts) AS first_ts, max(ts) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
-        f"FROM (SELECT {needed} FROM events WHERE {selected} AND cost IS NOT NULL) AS selected "
-        "GROUP BY p, m, t, h, tb, sb, zb, unit_id IS NOT NULL"
+        f"FROM ({source}) AS selected "
+        f"GROUP BY p, m, t, h, tb, sb, zb, unit_id IS NOT NULL, {judged}"
     )
     groups = []
     first: int | None = None
@@ -266,6 +275,7 @@ def load_workload(
                 usage={f: int(row[f] or 0) for f in USAGE_FIELDS},
                 recorded=_recorded(row),
                 of_units=bool(row["u"]),
+                judged=bool(row["j"]),
             )
         )
         first = _seconds(row["first_ts"]) if first is None else min(first, _seconds(row["first_ts"]))
@@ -299,38 +309,34 @@ def _recorded(row: dict[str, object]) -> dict[str, int]:
 
 
 def unit_counts(store: Store, window: Window, where: Sequence[str]) -> tuple[int, int]:
-    """Business units and successful units among the selected priced calls.
+    """Business units, and successful judgements, among the selected priced calls.
 
-    Same rule as `unitcost report`: a unit is (unit, unit_id); it succeeded when a judgement
-    found for it says so - kept per unit, or per trace or event of one of its calls (unit
-    first, then trace, then event).
+    Same rule as `unitcost report`: a unit is (unit, unit_id); each call counts toward its
+    unit's judgement, else its trace's, else its own (`judged_events_sql`), and a judgement
+    is a success when it says so.
     """
     dialect = dialect_for(store.dialect)
-    selected = f"{selection_sql(window, where, dialect)} AND cost IS NOT NULL AND unit_id IS NOT NULL"
-    kinds = {r["key_kind"] for r in store.fetch("SELECT DISTINCT key_kind FROM outcomes").to_pylist()}
-    if kinds <= {"unit"}:
-        per_unit = f"SELECT unit AS u, unit_id FROM events WHERE {selected} GROUP BY unit, unit_id"
-        sql = (
-            "SELECT count(*) AS units, sum(CASE WHEN o.success THEN 1 ELSE 0 END) AS successes "
-            f"FROM ({per_unit}) AS p LEFT JOIN outcomes o ON o.key_kind = 'unit' "
-            "AND o.unit = COALESCE(p.u, '') AND o.key = p.unit_id"
-        )
-    else:
-        per_event = (
-            "SELECT s.unit AS u, s.unit_id, COALESCE(ou.success, ot.success, oe.success) AS success "
-            f"FROM (SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected}) AS s "
-            "LEFT JOIN outcomes ou ON ou.key_kind = 'unit' AND ou.unit = COALESCE(s.unit, '') "
-            "AND ou.key = s.unit_id "
-            "LEFT JOIN outcomes ot ON ot.key_kind = 'trace' AND ot.unit = '' AND ot.key = s.trace_id "
-            "LEFT JOIN outcomes oe ON oe.key_kind = 'event' AND oe.unit = '' AND oe.key = s.event_id"
-        )
-        per_unit = (
-            "SELECT max(CASE WHEN success THEN 1 ELSE 0 END) AS success "
-            f"FROM ({per_event}) AS e GROUP BY u, unit_id"
-        )
-        sql = f"SELECT count(*) AS units, sum(success) AS successes FROM ({per_unit}) AS p"
-    row = store.fetch(sql).to_pylist()[0]
-    return int(row["units"] or 0), int(row["successes"] or 0)
+    selected = f"{selection_sql(window, where, dialect)} AND cost IS NOT NULL"
+    row = store.fetch(
+        "SELECT count(*) AS units FROM (SELECT unit, unit_id FROM events "
+        f"WHERE {selected} AND unit_id IS NOT NULL GROUP BY unit, unit_id) AS p"
+    ).to_pylist()[0]
+    units = int(row["units"] or 0)
+    if not _has_outcomes(store):
+        return units, 0
+    calls = f"SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected}"
+    per_judgement = (
+        "SELECT max(CASE WHEN js THEN 1 ELSE 0 END) AS ok "
+        f"FROM ({judged_events_sql(calls)}) AS e WHERE jk IS NOT NULL GROUP BY jk, ju, jid"
+    )
+    row = store.fetch(f"SELECT sum(ok) AS successes FROM ({per_judgement}) AS p").to_pylist()[0]
+    return units, int(row["successes"] or 0)
+
+
+def _has_outcomes(store: Store) -> bool:
+    return bool(
+        store.fetch("SELECT count(*) AS n FROM (SELECT 1 FROM outcomes LIMIT 1) AS o").to_pylist()[0]["n"]
+    )
 
 
 def instant(seconds: int) -> datetime:

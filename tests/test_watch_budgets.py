@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from unitcost.watch.budgets import Budget, budget_findings, budget_status, parse_budgets
+from unitcost.config import Config, ConfigError
+from unitcost.watch.budgets import Budget, BudgetStatus, budget_findings, budget_status, parse_budgets
+from unitcost.watch.incidents import acknowledge, list_alerts
+from unitcost.watch.runner import Watcher
 from unitcost.watch.scope import Scope
+from unitcost.watch.settings import WatchSettings, load_watch_settings
 
 
-def _call(day: int, team: str = "search", hour: int = 12, **extra: Any) -> dict[str, Any]:
+def _call(day: int, team: str = "search", hour: int = 12, n: int = 0, **extra: Any) -> dict[str, Any]:
     return {
-        "event_id": f"b-{team}-{day}-{hour}-{len(extra)}",
+        "event_id": f"b-{team}-{day}-{hour}-{len(extra)}-{n}",
         "ts": f"2025-09-{day:02d}T{hour:02d}:00:00Z",
         "model": "gpt-4o-mini",
         "provider": "openai",
@@ -62,7 +67,7 @@ def test_thresholds_and_forecast_raise_findings(ledger: Any) -> None:
     budget = Budget("org", Scope(), amount=c * 24, period="month")  # 20c spent: 83 %
     findings = budget_findings(budget_status(ledger.store, budget, datetime(2025, 9, 11, tzinfo=UTC)))
     subjects = sorted(f.subject for f in findings)
-    assert subjects == ["org:2025-09-01:50", "org:2025-09-01:forecast"]
+    assert subjects == ["org:2025-09-01:forecast", "org:2025-09-01:thresholds"]
     assert "runs out: 2025-09-13" in "\n".join(findings[0].notes)
 
 
@@ -101,3 +106,102 @@ def test_budget_config_is_validated() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             parse_budgets([bad])
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        # Misspelt keys are named, not ignored in favour of a UTC month at 50/85/100 %.
+        ({"timzone": "Asia/Kolkata"}, r"#1 \(s\): unknown setting 'timzone' \(did you mean \"timezone\"\?\)"),
+        ({"threshold": [10]}, r"#1 \(s\): unknown setting 'threshold' \(did you mean \"thresholds\"\?\)"),
+        (
+            {"periode": "day"},
+            r"#1 \(s\): unknown setting 'periode' \(did you mean \"period\"\?\); known: name, scope",
+        ),
+        # Values of the wrong kind are named with the budget, the key and the value.
+        ({"thresholds": 80}, r"#1 \(s\): thresholds: expected a list of percentages.*got 80$"),
+        ({"thresholds": [50, -5]}, r"#1 \(s\): thresholds: expected positive percentages, got \[50, -5\]"),
+        ({"period": 7}, r"#1 \(s\): period: expected one of day, week, month, got 7"),
+        ({"variation_pct": -1}, r"#1 \(s\): variation_pct: expected a non-negative number, got -1"),
+        ({"name": ["s"]}, r"#1: name: expected a non-empty string, got \['s'\]"),
+    ],
+)
+def test_budget_settings_that_would_be_ignored_or_crash_are_named(
+    budget: dict[str, Any], message: str
+) -> None:
+    raw = {"budget": [{"name": "s", "amount": 10, **budget}]}
+    with pytest.raises(ConfigError, match=r"^u\.toml: \[\[budget\]\] " + message):
+        load_watch_settings(Config(path=Path("u.toml"), raw=raw))
+
+
+def test_a_single_bracket_budget_table_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"\[budget\] is a single table: write \[\[budget\]\]"):
+        load_watch_settings(Config(raw={"budget": {"name": "s", "amount": 10}}))
+
+
+def _status(budget: Budget, spent: str) -> BudgetStatus:
+    now = datetime(2025, 9, 10, 15, tzinfo=UTC)
+    start, end = budget.bounds(now)
+    money = Decimal(spent)
+    return BudgetStatus(budget, start, end, now, money, 0, money, money, money, money, None, None)
+
+
+def test_thresholds_are_compared_exactly() -> None:
+    (budget,) = parse_budgets([{"name": "t", "amount": 10, "thresholds": [29, 57]}])
+    (finding,) = budget_findings(_status(budget, "5.70"))  # 5.70 * 100 / 10 is 56.99999999999999 in floats
+    assert finding.title == "Budget t: 57% used (57 % threshold crossed)"
+    (finding,) = budget_findings(_status(budget, "5.69"))
+    assert "(29 % threshold crossed)" in finding.title
+
+
+def _watch(ledger: Any, amount: Decimal) -> Watcher:
+    budget = Budget("support", Scope.of(team="search"), amount=amount, period="month")
+    return Watcher(ledger.store, WatchSettings(detectors=[], budgets=[budget]), sinks=[])
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_budget_alerts_stay_one_incident_however_far_apart_the_cycles(ledger: Any) -> None:
+    """A daily cron (`watch --once`) must not resolve and reopen an unchanged budget alert."""
+    watcher = _watch(ledger, _daily_cost(ledger) * 15)  # 10 days spent: 67 %, forecast 200 %
+    opened = watcher.run_once(_at("2025-09-10T15:00")).notifications
+    assert sorted(n.title.split(": ")[1][:9] for n in opened) == ["67% used ", "forecast "]
+    acknowledge(ledger.store, opened[0].alert_id, "finops")
+    for later in ("2025-09-10T19:00", "2025-09-11T19:00", "2025-09-20T07:00"):
+        assert watcher.run_once(_at(later)).notifications == []
+    rows = {r["alert_id"]: r for r in list_alerts(ledger.store)}
+    assert set(rows) == {n.alert_id for n in opened}  # the same two incidents, updated
+    assert rows[opened[0].alert_id]["status"] == "acknowledged"  # the ack is kept
+    assert rows[opened[1].alert_id]["updates"] == 3
+    # A new month: the condition no longer holds, and that is said once for each.
+    resolved = watcher.run_once(_at("2025-10-01T01:00")).notifications
+    assert sorted((n.kind, n.alert_id) for n in resolved) == sorted(("resolved", n.alert_id) for n in opened)
+    assert watcher.run_once(_at("2025-10-02T01:00")).notifications == []
+    watcher.close(0)
+
+
+def test_a_higher_threshold_updates_the_budget_alert_without_resolving_the_lower(ledger: Any) -> None:
+    watcher = _watch(ledger, _daily_cost(ledger) * 15)  # thresholds 50, 85 and 100 %
+
+    def spend(n: int, at: str) -> list[tuple[str, str, str]]:
+        now = _at(f"2025-09-10T{at}")
+        calls = [_call(10, hour=now.hour, n=i) for i in range(n)]
+        assert ledger.ingest_records(calls, source="t").accepted == n
+        notes = watcher.run_once(now).notifications
+        # Nothing is resolved while spend only grows, the forecast alert past 100 % included.
+        assert [n.title for n in notes if n.kind == "resolved"] == []
+        return [(n.kind, n.alert_id, n.title) for n in notes if "threshold" in n.title]
+
+    ((kind, alert_id, title),) = spend(0, "14:30")
+    assert (kind, title) == ("opened", "Budget support: 67% used (50 % threshold crossed)")
+    assert spend(3, "15:30") == [("updated", alert_id, "Budget support: 87% used (85 % threshold crossed)")]
+    assert spend(0, "15:45") == []  # no new threshold: history only
+    # Passing 100 % is said at once: through the cool-down (an hour, and 15:30 was notified)
+    # and through the acknowledgement, which covered 85 %.
+    acknowledge(ledger.store, alert_id, "finops")
+    assert spend(3, "16:10") == [("updated", alert_id, "Budget support: 107% used (100 % threshold crossed)")]
+    (row,) = [r for r in list_alerts(ledger.store) if r["alert_id"] == alert_id]
+    assert row["status"] == "open" and row["severity"] == "critical"
+    watcher.close(0)

@@ -4,12 +4,15 @@ through the real ingest path."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
+from unitcost.api import Ledger
 from unitcost.cli import app
+from unitcost.config import Config
 
 runner = CliRunner()
 
@@ -105,3 +108,59 @@ def test_bad_ack_is_one_red_line(ledger: Any, ledger_path: Path) -> None:
     ledger.close()
     result = _invoke("alerts", "ack", "nope", "-l", str(ledger_path))
     assert result.exit_code == 2 and "no alert with id" in result.output
+
+
+def test_a_budget_config_mistake_is_one_error_line(ledger: Any, ledger_path: Path, tmp_path: Path) -> None:
+    ledger.close()
+    config = tmp_path / "unitcost.toml"
+    for text, message in (
+        ('[[budget]]\nname = "s"\namount = 10\nthresholds = 80\n', "thresholds: expected a list"),
+        ('[budget]\nname = "s"\namount = 10\n', "write [[budget]]"),
+        ('[[budget]]\nname = "s"\namount = 10\ntimzone = "Asia/Kolkata"\n', 'did you mean "timezone"'),
+    ):
+        config.write_text(text)
+        result = _invoke("budgets", "-l", str(ledger_path), "--config", str(config))
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and message in result.output
+
+
+def test_alert_filters_and_ids_that_match_everything_are_refused(ledger: Any, ledger_path: Path) -> None:
+    from unitcost.watch.detectors.base import Finding
+    from unitcost.watch.incidents import Incidents, list_alerts
+    from unitcost.watch.scope import Scope
+
+    at = datetime(2025, 9, 17, 10, tzinfo=UTC)
+    finding = Finding("cost_per_hour", Scope.of(team="eng"), at, at, "Cost up", 10.0, 5.0, "$/hour")
+    Incidents(ledger.store, cooldown=timedelta(hours=1), resolve_after=timedelta(hours=3)).apply(
+        [finding], at
+    )
+    ledger.close()
+    lp = str(ledger_path)
+    bogus = _invoke("alerts", "-l", lp, "--status", "bogus")
+    assert bogus.exit_code == 2 and "the statuses are open, acknowledged, resolved" in bogus.output
+    empty = _invoke("alerts", "ack", "", "-l", lp)
+    assert empty.exit_code == 2 and "alert id" in empty.output
+    with Ledger(ledger_path, config=Config()) as reopened:
+        assert [r["status"] for r in list_alerts(reopened.store)] == ["open"]  # not acknowledged
+
+
+def test_help_shows_config_tables_as_written() -> None:
+    assert "Each [[budget]]:" in _invoke("budgets", "--help").output
+    assert _invoke("watch", "--help").output.count("(default: [watch]") == 2
+
+
+def test_watch_options_for_one_cycle(ledger: Any, ledger_path: Path, monkeypatch: Any) -> None:
+    from unitcost.watch.runner import Watcher
+
+    ledger.close()
+    lp = str(ledger_path)
+    looped: list[float] = []
+    monkeypatch.setattr(
+        Watcher, "run_forever", lambda self, stop: looped.append(self.settings.backfill_hours)
+    )
+    replay = _invoke("watch", "-l", lp, "--now", "2025-09-04T00:00:00Z")
+    assert replay.exit_code == 2 and "--now replays one instant: use it with --once" in replay.output
+    assert looped == []
+    # --backfill-hours is not a --once option: the loop's first cycle judges that far back.
+    assert _invoke("watch", "-l", lp, "--backfill-hours", "5").exit_code == 0
+    assert looped == [5.0]

@@ -4,20 +4,22 @@ down gets the alert once it is back; a hung receiver never holds up detection.""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from unitcost.ledger.duckdb_store import DuckDBStore
 from unitcost.watch.incidents import Notification
-from unitcost.watch.sinks import Dispatcher, EmailSink, SlackSink, WebhookSink
+from unitcost.watch.settings import SinkConfig
+from unitcost.watch.sinks import Dispatcher, EmailSink, SlackSink, WebhookSink, build_sinks, redact_url
 
 
 def _notification(alert_id: str = "a1b2c3", kind: str = "opened") -> Notification:
@@ -204,3 +206,62 @@ def test_a_hung_receiver_does_not_hold_up_detection(receiver: Receiver, tmp_path
     dispatcher.close()
     assert len(receiver.bodies) == 1
     store.close()
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        _Refusing.paths.append(self.path)
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_url_never_reaches_the_logs_or_the_alert_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Slack URL holds its token in the path: a receiver answering 500 must not get it written
+    to the ledger's alert log (which `unitcost alerts show` prints) nor to any log line."""
+    from unitcost.watch.runner import Watcher
+    from unitcost.watch.settings import WatchSettings
+
+    _Refusing.paths.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{port}/services/T000/B000/XOXSECRETTOKEN")
+    # Whatever level the host gives these loggers (another test may have quietened httpx).
+    for name in ("", "httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    (sink,) = build_sinks([SinkConfig("slack", "finops-slack", {"url_env": "SLACK_WEBHOOK_URL"})])
+    store = DuckDBStore(tmp_path / "l.duckdb")
+    watcher = Watcher(store, WatchSettings(), sinks=[sink])
+    watcher.dispatcher.close(0)
+    watcher.dispatcher = Dispatcher(
+        [sink], on_result=watcher._record_delivery, base_delay=0.01, max_delay=0.01, max_attempts=2
+    )
+    try:
+        watcher.dispatcher.submit([_notification("leak1")])
+        assert watcher.dispatcher.flush(timeout=15)
+    finally:
+        watcher.close(0)
+        server.shutdown()
+        server.server_close()
+    assert _Refusing.paths == ["/services/T000/B000/XOXSECRETTOKEN"] * 2  # the token was used
+    rows = store.fetch('SELECT kind, sink, message FROM alert_log ORDER BY "at"').to_pylist()
+    store.close()
+    assert [(r["kind"], r["sink"]) for r in rows] == [("failed", "finops-slack")] * 2
+    assert f"HTTP 500 Internal Server Error from http://127.0.0.1:{port}/…" in rows[0]["message"]
+    assert any(r.name == "httpx" for r in caplog.records)  # httpx did log each request...
+    for text in [caplog.text, *(r["message"] for r in rows)]:
+        assert "XOXSECRETTOKEN" not in text and "T000" not in text  # ...without the path
+
+
+def test_redacted_urls_keep_only_scheme_host_and_port() -> None:
+    assert redact_url("https://hooks.slack.com/services/T0/B0/tok") == "https://hooks.slack.com/…"
+    assert redact_url("https://user:pw@example.org:8443/x?key=1") == "https://example.org:8443/…"
+    assert redact_url("http://127.0.0.1:8099") == "http://127.0.0.1:8099"

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import load_config
-from .app import ConfigOpt, FormatOpt, LedgerOpt, app, friendly, open_ledger
+from .app import ConfigOpt, FormatOpt, LedgerOpt, UserError, app, friendly, open_ledger
 from .output import Col, Format, console, render
 
 alerts_app = typer.Typer(
@@ -53,12 +53,13 @@ def watch_cmd(
     ] = False,
     interval: Annotated[
         float | None,
-        typer.Option("--interval", help="Seconds between cycles (default: [watch] interval_seconds)."),
+        typer.Option("--interval", help=r"Seconds between cycles (default: \[watch] interval_seconds)."),
     ] = None,
     backfill_hours: Annotated[
         float | None,
         typer.Option(
-            "--backfill-hours", help="On a ledger never watched, how many past hours to judge first."
+            "--backfill-hours",
+            help=r"On a ledger never watched, how many past hours to judge first (default: \[watch] backfill_hours).",
         ),
     ] = None,
     now: NowOpt = None,
@@ -66,10 +67,18 @@ def watch_cmd(
     """Watch the ledger: roll up new events, run the detectors and budgets, deliver alerts."""
     from ..watch.runner import Watcher
 
+    if now is not None and not once:
+        # Every cycle of the loop would judge the same instant: nothing new would ever be seen.
+        raise UserError("--now replays one instant: use it with --once")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per delivery is noise, and it would print each webhook URL: the URL is the secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     settings = _settings(config)
     if interval is not None:
         settings.interval_s = interval
+    if backfill_hours is not None:
+        settings.backfill_hours = backfill_hours  # the loop's first cycle reads it from the settings
     out = console()
     with open_ledger(ledger, config) as opened:
         watcher = Watcher(opened.store, settings)
@@ -203,7 +212,7 @@ BUDGET_COLUMNS = [
 def budgets_cmd(
     ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
-    """Each [[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
+    r"""Each [\[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
     from ..watch.budgets import budget_status
 
     settings = _settings(config)

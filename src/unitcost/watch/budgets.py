@@ -12,8 +12,9 @@ quiet Sunday is not mistaken for a change of pace.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -24,8 +25,11 @@ from ..ledger.base import Store
 from .detectors.base import Finding
 from .scope import Scope
 
+BUDGET_DETECTOR = "budget"
+"""The detector name of budget findings and incidents."""
 PERIODS = ("day", "week", "month")
-DEFAULT_THRESHOLDS = (50.0, 85.0, 100.0)
+DEFAULT_THRESHOLDS = (Decimal(50), Decimal(85), Decimal(100))
+BUDGET_KEYS = ("name", "scope", "amount", "period", "timezone", "thresholds", "variation_pct")
 Z90 = 1.645
 CENT = Decimal("0.01")
 
@@ -37,7 +41,8 @@ class Budget:
     amount: Decimal
     period: str = "month"
     timezone: str = "UTC"
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
+    """Percentages of the amount, exact: 57 % of $10 is crossed by $5.70, which a float misses."""
     variation_pct: float = 3.0
 
     @property
@@ -62,45 +67,77 @@ class Budget:
         return datetime(day.year, day.month, day.day, tzinfo=self.zone).astimezone(UTC)
 
 
-def parse_budgets(raw: Sequence[Mapping[str, Any]]) -> list[Budget]:
+def parse_budgets(raw: Any) -> list[Budget]:
+    """The `[[budget]]` tables, each checked: a misspelt key or a value of the wrong kind is an
+    error naming the budget, the key and the value, never a default used without a word."""
+    if isinstance(raw, Mapping):
+        raise ValueError("[budget] is a single table: write [[budget]] (double brackets), one per budget")
+    if not isinstance(raw, list):
+        raise ValueError(f"budget must be [[budget]] tables, got {raw!r}")
     budgets = []
     for i, entry in enumerate(raw):
         where = f"[[budget]] #{i + 1}"
-        name = str(entry.get("name") or f"budget-{i + 1}")
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where} must be a table, got {entry!r}")
+        name = entry.get("name", f"budget-{i + 1}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: name: expected a non-empty string, got {name!r}")
+        where = f"{where} ({name})"
+        _known_keys(entry, where)
         if "amount" not in entry:
-            raise ValueError(f"{where} ({name}): amount is required")
-        amount = _number(entry["amount"], f"{where} ({name}): amount")
+            raise ValueError(f"{where}: amount is required")
+        amount = _number(entry["amount"], f"{where}: amount")
         if amount <= 0:
-            raise ValueError(f"{where} ({name}): amount must be positive")
-        period = str(entry.get("period", "month"))
+            raise ValueError(f"{where}: amount must be positive, got {entry['amount']!r}")
+        period = entry.get("period", "month")
         if period not in PERIODS:
-            raise ValueError(f"{where} ({name}): period must be one of {', '.join(PERIODS)}")
-        zone = str(entry.get("timezone", "UTC"))
+            raise ValueError(f"{where}: period: expected one of {', '.join(PERIODS)}, got {period!r}")
+        zone = entry.get("timezone", "UTC")
         try:
-            ZoneInfo(zone)
+            ZoneInfo(str(zone))
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{where} ({name}): unknown time zone {zone!r}") from exc
+            raise ValueError(f"{where}: timezone: unknown time zone {zone!r}") from exc
         scope_raw = entry.get("scope", {})
         if not isinstance(scope_raw, Mapping):
-            raise ValueError(f'{where} ({name}): scope must be a table, e.g. {{ team = "search" }}')
-        thresholds = tuple(
-            float(_number(t, f"{where} ({name}): thresholds"))
-            for t in entry.get("thresholds", DEFAULT_THRESHOLDS)
-        )
+            raise ValueError(f'{where}: scope must be a table, e.g. {{ team = "search" }}, got {scope_raw!r}')
+        thresholds_raw = entry.get("thresholds", list(DEFAULT_THRESHOLDS))
+        if not isinstance(thresholds_raw, list):
+            raise ValueError(
+                f"{where}: thresholds: expected a list of percentages, e.g. [50, 85, 100], "
+                f"got {thresholds_raw!r}"
+            )
+        thresholds = [_number(t, f"{where}: thresholds") for t in thresholds_raw]
+        if any(t <= 0 for t in thresholds):
+            raise ValueError(f"{where}: thresholds: expected positive percentages, got {thresholds_raw!r}")
+        variation = _number(entry.get("variation_pct", 3), f"{where}: variation_pct")
+        if variation < 0:
+            raise ValueError(
+                f"{where}: variation_pct: expected a non-negative number, got {entry['variation_pct']!r}"
+            )
         budgets.append(
             Budget(
                 name=name,
                 scope=Scope.parse(scope_raw, where),
                 amount=amount,
                 period=period,
-                timezone=zone,
-                thresholds=tuple(sorted(thresholds)),
-                variation_pct=float(
-                    _number(entry.get("variation_pct", 3.0), f"{where} ({name}): variation_pct")
-                ),
+                timezone=str(zone),
+                thresholds=tuple(sorted(set(thresholds))),
+                variation_pct=float(variation),
             )
         )
     return budgets
+
+
+def _known_keys(entry: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(entry) - set(BUDGET_KEYS))
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, BUDGET_KEYS, n=1)
+        named.append(f"{key!r}" + (f' (did you mean "{close[0]}"?)' if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    raise ValueError(f"{where}: unknown setting{plural} {', '.join(named)}; known: {', '.join(BUDGET_KEYS)}")
 
 
 def _number(value: Any, where: str) -> Decimal:
@@ -137,6 +174,10 @@ class BudgetStatus:
     @property
     def used(self) -> float:
         return float(self.spent / self.budget.amount)
+
+    def crossed(self) -> list[Decimal]:
+        """The thresholds reached, lowest first, compared in Decimal (5.70 of 10 is 57 %, not 56.99…)."""
+        return [t for t in self.budget.thresholds if self.spent * 100 >= t * self.budget.amount]
 
     @property
     def variation_alarm(self) -> bool:
@@ -240,28 +281,40 @@ def _run_out(
 
 
 def budget_findings(status: BudgetStatus) -> list[Finding]:
-    """One finding per threshold crossed this period, and one if the forecast passes the amount."""
+    """At most two findings, each its own incident open while it holds: the highest threshold
+    crossed this period, and the forecast passing the amount. The threshold finding of a
+    budget and period is one incident whichever threshold it names, so crossing a higher one
+    updates it (its level rises) instead of opening another and leaving the lower one to be
+    announced as resolved while spend is still above it."""
     b = status.budget
     period = f"{status.start.astimezone(b.zone):%Y-%m-%d}"
-    common: dict[str, Any] = {"detector": "budget", "scope": b.scope, "at": status.now, "since": status.start}
+    common: dict[str, Any] = {
+        "detector": BUDGET_DETECTOR,
+        "scope": b.scope,
+        "at": status.now,
+        "since": status.start,
+    }
     findings = []
-    crossed = [t for t in b.thresholds if status.used * 100 >= t]
+    crossed = status.crossed()
     if crossed:
         top = crossed[-1]
         findings.append(
             Finding(
                 **common,
-                title=f"Budget {b.name}: {status.used:.0%} used ({top:g} % threshold crossed)",
+                title=f"Budget {b.name}: {status.used:.0%} used ({_pct(top)} % threshold crossed)",
                 observed=float(status.spent),
                 expected=float(b.amount),
                 unit=f"$ spent this {b.period}",
-                subject=f"{b.name}:{period}:{top:g}",
+                subject=f"{b.name}:{period}:thresholds",
                 what=f"${status.spent:,.2f} spent of ${b.amount:,.2f} ({status.used:.0%}) this {b.period}",
                 severity="critical" if top >= 100 else "warning",
                 notes=_budget_notes(status),
+                level=float(top),
             )
         )
-    if status.forecast > b.amount and (not crossed or crossed[-1] < 100):
+    # Kept past 100 % too: dropping it there would announce "forecast exceeds" as resolved
+    # at the moment spend itself passes the amount.
+    if status.forecast > b.amount:
         findings.append(
             Finding(
                 **common,
@@ -275,6 +328,11 @@ def budget_findings(status: BudgetStatus) -> list[Finding]:
             )
         )
     return findings
+
+
+def _pct(value: Decimal) -> str:
+    """50 for Decimal('50'), Decimal('50.0') or Decimal('5E+1'); 57.5 for 57.5."""
+    return f"{value.normalize():f}"
 
 
 def _budget_notes(status: BudgetStatus) -> list[str]:

@@ -5,12 +5,18 @@ update is recorded in the history but notifies again only after the cool-down an
 if the incident got worse (a larger change, or a higher severity). An incident with no
 finding for `resolve_after` is resolved, and that is notified once. Acknowledged
 incidents keep being updated in the history but notify nobody until they resolve.
+
+Two exceptions, for conditions that are re-evaluated as a whole every cycle (budgets):
+their incidents resolve when a cycle no longer finds them, not after a quiet spell, so
+cycles a day apart do not reopen them; and a finding that goes up a step (`level`: a
+higher threshold crossed) notifies at once, even through the cool-down and an
+acknowledgement, which covered the step it was given at.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +29,7 @@ from .detectors.base import Finding
 from .tables import ALERT_LOG_SCHEMA, ALERT_SCHEMA
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+STATUSES = ("open", "acknowledged", "resolved")
 
 
 @dataclass(frozen=True)
@@ -59,15 +66,28 @@ class Incidents:
         self.cooldown = cooldown
         self.resolve_after = resolve_after
 
-    def apply(self, findings: Iterable[Finding], now: datetime) -> list[Notification]:
-        """Fold a cycle's findings into the incidents, write the history, return what to notify."""
+    def apply(
+        self, findings: Iterable[Finding], now: datetime, *, current: Collection[str] = ()
+    ) -> list[Notification]:
+        """Fold a cycle's findings into the incidents, write the history, return what to notify.
+
+        `current` names the detectors whose findings are everything that holds at `now` (budgets,
+        evaluated at that instant rather than hour by hour): however long since the last cycle,
+        their incidents stay open while found, and resolve in the first cycle that does not find
+        them (a new period, spend back under)."""
         live = {row["key"]: row for row in open_alerts(self.store)}
+        found: set[str] = set()
         changed: dict[str, dict[str, Any]] = {}
         log: list[dict[str, Any]] = []
         out: list[Notification] = []
         for finding in sorted(findings, key=lambda f: f.at):
+            found.add(finding.key)
             row = live.get(finding.key)
-            if row is not None and finding.at - row["last_seen"] > self.resolve_after:
+            if (
+                row is not None
+                and finding.detector not in current
+                and finding.at - row["last_seen"] > self.resolve_after
+            ):
                 self._resolve(row, row["last_seen"] + self.resolve_after, changed, log, out)
                 row = None
             if row is None:
@@ -76,9 +96,9 @@ class Incidents:
                 log.append(_log(row["alert_id"], finding.at, "opened", finding.title))
                 out.append(_notification(row, "opened", finding.at))
             else:
-                worse = _worse(finding, row)
-                details = finding.details()
-                details["notified_change"] = _notified_change(row)
+                escalated = _escalated(finding, row)
+                worse = escalated if finding.level is not None else _worse(finding, row)
+                details = finding.details() | _notified(row)
                 row.update(
                     severity=max(row["severity"], finding.severity, key=lambda s: SEVERITY_RANK.get(s, 1)),
                     title=finding.title,
@@ -88,15 +108,25 @@ class Incidents:
                     updates=row["updates"] + 1,
                 )
                 log.append(_log(row["alert_id"], finding.at, "updated", finding.title))
-                due = finding.at - row["last_notified"] >= self.cooldown
+                if escalated and row["status"] == "acknowledged":
+                    # The acknowledgement was of the thresholds crossed then, not of this one.
+                    row.update(status="open", acked_by=None, acked_at=None)
+                due = escalated or finding.at - row["last_notified"] >= self.cooldown
                 if row["status"] == "open" and due and worse:
                     row["last_notified"] = finding.at
                     details["notified_change"] = finding.change
+                    if finding.level is not None:
+                        details["notified_level"] = finding.level
                     row["details"] = orjson.dumps(details).decode()
                     out.append(_notification(row, "updated", finding.at))
             changed[row["alert_id"]] = row
         for row in list(live.values()):
-            if row["status"] != "resolved" and now - row["last_seen"] > self.resolve_after:
+            if row["status"] == "resolved":
+                continue
+            if row["detector"] in current:
+                if row["key"] not in found:
+                    self._resolve(row, now, changed, log, out, "no longer holds")
+            elif now - row["last_seen"] > self.resolve_after:
                 self._resolve(row, now, changed, log, out)
         self._write(changed.values(), log)
         return out
@@ -129,10 +159,11 @@ class Incidents:
         changed: dict[str, dict[str, Any]],
         log: list[dict[str, Any]],
         out: list[Notification],
+        why: str | None = None,
     ) -> None:
         row.update(status="resolved", resolved_at=at)
         changed[row["alert_id"]] = row
-        log.append(_log(row["alert_id"], at, "resolved", f"no new finding for {self.resolve_after}"))
+        log.append(_log(row["alert_id"], at, "resolved", why or f"no new finding for {self.resolve_after}"))
         out.append(_notification(row, "resolved", at))
 
     def _write(self, rows: Iterable[dict[str, Any]], log: list[dict[str, Any]]) -> None:
@@ -152,6 +183,9 @@ def open_alerts(store: Store) -> list[dict[str, Any]]:
 
 
 def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    if status is not None and status not in STATUSES:
+        # A misspelt status would otherwise list "0 alerts", which reads as good news.
+        raise ValueError(f"unknown alert status {status!r}; the statuses are {', '.join(STATUSES)}")
     where = "WHERE status = ?" if status else ""
     params = [status] if status else []
     rows: list[dict[str, Any]] = store.fetch(
@@ -162,6 +196,9 @@ def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> 
 
 def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
     """One alert by id or unambiguous id prefix."""
+    if not alert_id.strip():
+        # Every id starts with "": on a ledger of one alert, that would pick it.
+        raise ValueError("an alert id (or a unique prefix of one) is required: see `unitcost alerts`")
     rows: list[dict[str, Any]] = store.fetch(
         "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert_id]
     ).to_pylist()
@@ -200,17 +237,29 @@ def alert_history(store: Store, alert_id: str) -> list[dict[str, Any]]:
 def _worse(finding: Finding, row: dict[str, Any]) -> bool:
     if SEVERITY_RANK.get(finding.severity, 1) > SEVERITY_RANK.get(row["severity"], 1):
         return True
-    before = _notified_change(row)
+    before: float | None = _notified(row)["notified_change"]
     now = finding.change
     if now is None or before is None:
         return False
     return abs(now) > abs(before) * 1.25
 
 
-def _notified_change(row: dict[str, Any]) -> float | None:
+def _escalated(finding: Finding, row: dict[str, Any]) -> bool:
+    if finding.level is None:
+        return False
+    before: float | None = _notified(row).get("notified_level")
+    return before is None or finding.level > before
+
+
+def _notified(row: dict[str, Any]) -> dict[str, Any]:
+    """What the last notification of the incident said (its change, and its level if it has one)."""
     details = orjson.loads(row["details"]) if row["details"] else {}
-    value = details.get("notified_change", details.get("change"))
-    return float(value) if value is not None else None
+    change = details.get("notified_change", details.get("change"))
+    level = details.get("notified_level", details.get("level"))
+    out = {"notified_change": float(change) if change is not None else None}
+    if level is not None:
+        out["notified_level"] = float(level)
+    return out
 
 
 def _notification(row: dict[str, Any], kind: str, at: datetime) -> Notification:

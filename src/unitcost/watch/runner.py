@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..ledger.base import Store
-from .budgets import budget_findings, budget_status
+from .budgets import BUDGET_DETECTOR, budget_findings, budget_status
 from .detectors.base import HOUR, Context, Finding
 from .incidents import Incidents, Notification, delivery_log
 from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
@@ -83,7 +83,8 @@ class Watcher:
             report.findings.extend(self._detect(eval_end, data_start, backfill, report))
         for budget in self.settings.budgets:
             report.findings.extend(budget_findings(budget_status(self.store, budget, now)))
-        report.notifications = self.incidents.apply(report.findings, eval_end)
+        # Every budget is judged every cycle, so one that is not found no longer holds.
+        report.notifications = self.incidents.apply(report.findings, eval_end, current={BUDGET_DETECTOR})
         if report.notifications:
             self.dispatcher.submit(report.notifications)
         report.seconds = time.perf_counter() - started

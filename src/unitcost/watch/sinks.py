@@ -4,6 +4,9 @@ Delivery happens on a background thread with its own queue, so a slow or dead re
 never holds up detection. A failed delivery is retried with exponential backoff (with
 jitter, capped) until it succeeds or `max_attempts` is reached; every outcome is reported
 through `on_result`, which the watcher records in the ledger's alert log.
+
+A webhook URL is a secret (Slack's holds the token in its path), so no failure reason or
+log line names more of it than scheme://host[:port]/…; the sink's name tells sinks apart.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -37,6 +41,49 @@ class Sink(Protocol):
         """Deliver, or raise with the reason."""
 
 
+class DeliveryError(Exception):
+    """A receiver's refusal or a transport failure, worded without the sink's secrets."""
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port], then `/…` if the URL had anything more (path, query, credentials)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    rest = parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc
+    return f"{parts.scheme}://{host}" + ("/…" if rest else "")
+
+
+class _RedactSinkUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO. A host that logs at INFO (`unitcost serve`,
+    any program running the watch loop) would write the webhook tokens to its log, so the URL of
+    a sink is replaced by its redacted form on httpx's own logger, whoever configures logging."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: dict[str, str] = {}
+
+    def add(self, url: str) -> None:
+        for form in _spellings(url):
+            self.urls[form] = redact_url(url)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(str(a) in self.urls for a in record.args):
+            record.args = tuple(self.urls.get(str(a), a) for a in record.args)
+        return True
+
+
+def _spellings(url: str) -> list[str]:
+    """The URL as configured and as httpx prints it (it normalises case, ports, encoding)."""
+    try:
+        return list(dict.fromkeys([url, str(httpx.URL(url))]))
+    except httpx.InvalidURL:
+        return [url]
+
+
+_SINK_URLS = _RedactSinkUrls()
+logging.getLogger("httpx").addFilter(_SINK_URLS)
+
+
 class WebhookSink:
     """POST the alert as JSON (`Notification.payload`) to any URL."""
 
@@ -44,12 +91,24 @@ class WebhookSink:
         self, name: str, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
     ) -> None:
         self.name, self.url, self.headers, self.timeout = name, url, headers or {}, timeout
+        _SINK_URLS.add(url)
 
     def send(self, notification: Notification) -> None:
-        response = httpx.post(
-            self.url, json=notification.payload(), headers=self.headers, timeout=self.timeout
-        )
-        response.raise_for_status()
+        self._post(notification.payload())
+
+    def _post(self, payload: dict[str, Any]) -> None:
+        where = redact_url(self.url)
+        try:
+            response = httpx.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            # Some httpx errors quote the URL; `from None` keeps it out of any traceback too.
+            reason = str(exc)
+            for form in _spellings(self.url):
+                reason = reason.replace(form, where)
+            raise DeliveryError(f"{type(exc).__name__}: {reason} ({where})") from None
+        if not response.is_success:
+            # Not raise_for_status(): its message quotes the whole URL.
+            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase} from {where}")
 
 
 class SlackSink(WebhookSink):
@@ -71,8 +130,7 @@ class SlackSink(WebhookSink):
                 },
             ],
         }
-        response = httpx.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
-        response.raise_for_status()
+        self._post(payload)
 
 
 class EmailSink:
@@ -239,7 +297,8 @@ class Dispatcher:
         try:
             delivery.sink.send(delivery.notification)
         except Exception as exc:  # any failure of a receiver is retried, never raised into detection
-            reason = f"attempt {delivery.attempt}: {type(exc).__name__}: {exc}"
+            why = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+            reason = f"attempt {delivery.attempt}: {why}"
             if delivery.attempt >= self.max_attempts:
                 self.failed += 1
                 self._report(delivery, False, reason + " (giving up)")

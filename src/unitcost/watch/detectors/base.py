@@ -37,6 +37,9 @@ class Finding:
     notes: list[str] = field(default_factory=list)
     what: str = ""
     """Overrides the generic "observed against expected" line when a plainer sentence exists."""
+    level: float | None = None
+    """For a condition that goes up in steps (a budget's highest threshold crossed): a step above
+    the one last notified is what makes the incident worse, not the size of `change`."""
 
     @property
     def key(self) -> str:
@@ -77,7 +80,7 @@ class Finding:
             "at": self.at.isoformat(),
             "contributors": self.contributors,
             "notes": self.notes,
-        }
+        } | ({"level": self.level} if self.level is not None else {})
 
 
 def _fmt(value: float) -> str:

@@ -6,16 +6,27 @@ final stream chunk with `usage` and no choices (`stream_options.include_usage`),
 with `input_tokens_details`/`output_tokens_details`, Anthropic Messages with uncached
 `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens` and its
 `cache_creation.ephemeral_5m/1h_input_tokens` split, the `message_start`/`message_delta`
-stream events, and each API's error body.
+stream events, and each API's error body. OpenRouter (`/api/v1`, its real base path) answers in
+the OpenAI shape with its usage accounting: cache writes in
+`prompt_tokens_details.cache_write_tokens` and what it charged, in USD, as `usage.cost`.
+
+A directive in the prompt makes an answer go wrong the ways real upstreams do:
+`fake:no-usage` (no usage object, and no usage chunk in a stream even when asked, as
+OpenAI-compatible servers that ignore `stream_options` do), `fake:stream-break` (the
+connection drops halfway through a stream), `fake:stream-stall` (a stream stops sending
+halfway and waits until the client goes away), `fake:failed` (a Responses stream ends in
+`response.failed`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -58,6 +69,34 @@ ANTHROPIC_USAGE = {
     "output_tokens_details": {"thinking_tokens": 412},
     "service_tier": "standard",
 }
+
+# Usage of a Responses call that failed after part of the answer: the prompt and what was
+# generated before the failure are reported (and billed).
+FAILED_RESPONSES_USAGE = {
+    "input_tokens": 5120,
+    "input_tokens_details": {"cached_tokens": 4096},
+    "output_tokens": 35,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 5155,
+}
+OPENROUTER_USAGE = {
+    "prompt_tokens": 14810,
+    "completion_tokens": 733,
+    "total_tokens": 15543,
+    "cost": 0.0249,
+    "is_byok": False,
+    "prompt_tokens_details": {"cached_tokens": 12000, "cache_write_tokens": 2500, "audio_tokens": 0},
+    "cost_details": {"upstream_inference_cost": None},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
+
+_DIRECTIVE = re.compile(r"fake:([a-z-]+)")
+
+
+def directive(body: Any) -> str | None:
+    """The `fake:NAME` directive written anywhere in the request, if any."""
+    found = _DIRECTIVE.search(orjson.dumps(body).decode())
+    return found.group(1) if found else None
 
 
 def chat_completion(model: str) -> dict[str, Any]:
@@ -137,6 +176,55 @@ def response_object(model: str) -> dict[str, Any]:
     }
 
 
+def openrouter_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "gen-1756743299-8HqQZ5OSNqbHLw6lVdhH",
+        "provider": "Anthropic",
+        "model": model,
+        "object": "chat.completion",
+        "created": 1756743299,
+        "choices": [
+            {
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": "stop",
+                "native_finish_reason": "end_turn",
+                "message": {"role": "assistant", "content": "Hi", "refusal": None, "reasoning": None},
+            }
+        ],
+        "usage": OPENROUTER_USAGE,
+    }
+
+
+def response_events(model: str, *, failed: bool = False) -> list[dict[str, Any]]:
+    """A Responses API stream: response.created ... response.completed (or response.failed)."""
+    done = response_object(model)
+    created = {**done, "status": "in_progress", "output": [], "usage": None}
+    message_id = done["output"][0]["id"]
+    if failed:
+        done = {
+            **done,
+            "status": "failed",
+            "output": [],
+            "error": {"code": "server_error", "message": "The model failed to generate a response."},
+            "usage": FAILED_RESPONSES_USAGE,
+        }
+    delta = {
+        "type": "response.output_text.delta",
+        "item_id": message_id,
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "Hi.",
+    }
+    events = [
+        {"type": "response.created", "response": created},
+        {"type": "response.in_progress", "response": created},
+        delta,
+        {"type": "response.failed" if failed else "response.completed", "response": done},
+    ]
+    return [{**event, "sequence_number": number} for number, event in enumerate(events)]
+
+
 def anthropic_message(model: str) -> dict[str, Any]:
     return {
         "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
@@ -187,9 +275,33 @@ def _sse(events: list[dict[str, Any]], named: bool) -> Iterator[bytes]:
         yield b"data: [DONE]\n\n"
 
 
+async def _stream(request: Request, events: list[dict[str, Any]], named: bool) -> Response:
+    """The events as SSE, or the first half of them followed by the failure the prompt asks for."""
+    body = await request.json()
+    items = list(_sse(events, named))
+    how = directive(body)
+
+    async def produce() -> AsyncIterator[bytes]:
+        if how not in ("stream-break", "stream-stall"):
+            for item in items:
+                yield item
+            return
+        for item in items[: len(items) // 2]:
+            yield item
+        if how == "stream-break":
+            raise ConnectionAbortedError("the fake upstream drops the connection mid-stream")
+        for _ in range(6000):  # a stalled upstream: silent until the client gives up (at most 10 minutes)
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.1)
+
+    return StreamingResponse(produce(), media_type="text/event-stream")
+
+
 async def _chat(request: Request) -> Response:
     body = await request.json()
     model = body["model"]
+    how = directive(body)
     if model == "missing-model":
         return JSONResponse(
             {
@@ -204,15 +316,33 @@ async def _chat(request: Request) -> Response:
         )
     if body.get("stream"):
         chunks = chat_chunks(model)
-        if not (body.get("stream_options") or {}).get("include_usage"):
+        if how == "no-usage" or not (body.get("stream_options") or {}).get("include_usage"):
             chunks = chunks[:-1]
-        return StreamingResponse(_sse(chunks, named=False), media_type="text/event-stream")
-    return JSONResponse(chat_completion(model))
+        return await _stream(request, chunks, named=False)
+    return JSONResponse(_without_usage(chat_completion(model), how))
+
+
+def _without_usage(payload: dict[str, Any], how: str | None) -> dict[str, Any]:
+    if how == "no-usage":
+        del payload["usage"]
+    return payload
 
 
 async def _responses(request: Request) -> Response:
     body = await request.json()
-    return JSONResponse(response_object(body["model"]))
+    model = body["model"]
+    how = directive(body)
+    if body.get("stream"):
+        events = response_events(model, failed=how == "failed")
+        if how == "no-usage":
+            events[-1]["response"]["usage"] = None
+        return await _stream(request, events, named=True)
+    return JSONResponse(_without_usage(response_object(model), how))
+
+
+async def _openrouter(request: Request) -> Response:
+    body = await request.json()
+    return JSONResponse(openrouter_completion(body["model"]))
 
 
 async def _messages(request: Request) -> Response:
@@ -223,8 +353,8 @@ async def _messages(request: Request) -> Response:
             {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, status_code=529
         )
     if body.get("stream"):
-        return StreamingResponse(_sse(anthropic_events(model), named=True), media_type="text/event-stream")
-    return JSONResponse(anthropic_message(model))
+        return await _stream(request, anthropic_events(model), named=True)
+    return JSONResponse(_without_usage(anthropic_message(model), directive(body)))
 
 
 def fake_provider_app() -> Starlette:
@@ -233,6 +363,7 @@ def fake_provider_app() -> Starlette:
             Route("/v1/chat/completions", _chat, methods=["POST"]),
             Route("/v1/responses", _responses, methods=["POST"]),
             Route("/v1/messages", _messages, methods=["POST"]),
+            Route("/api/v1/chat/completions", _openrouter, methods=["POST"]),
         ]
     )
 

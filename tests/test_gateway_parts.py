@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +18,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fake_providers import (
+    anthropic_message,
+    chat_completion,
+    openrouter_completion,
+    response_object,
+)
 from unitcost.config import ConfigError
+from unitcost.connectors.responses import normalise_response
+from unitcost.events import TOKEN_FIELDS
 from unitcost.gateway.budgets import (
     BudgetExceededError,
     MemoryBudgetState,
@@ -33,7 +42,7 @@ from unitcost.gateway.routing import answer_passes, apply_caps, escalation_reaso
 from unitcost.gateway.spool import Spool, drain
 from unitcost.gateway.sse import EventSplitter, event_data
 from unitcost.gateway.upstream import backoff_delay
-from unitcost.gateway.usage import anthropic_usage, openai_usage
+from unitcost.gateway.usage import NO_USAGE, Usage, anthropic_usage, openai_usage
 from unitcost.gateway.writer import pause_after
 
 counts = st.integers(min_value=0, max_value=10**7)
@@ -51,8 +60,9 @@ def test_openai_usage_subsets_never_exceed_totals(
             "completion_tokens": completion,
             "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": reasoning},
-        }
-    )
+        },
+        "chat",
+    ).tokens
     assert usage["input_tokens"] == prompt and usage["output_tokens"] == completion
     assert usage["cache_read_tokens"] == min(cached, prompt)
     assert usage["reasoning_tokens"] == min(reasoning, completion)
@@ -70,7 +80,7 @@ def test_anthropic_usage_becomes_totals_with_subsets(
             "cache_creation": {"ephemeral_5m_input_tokens": w5, "ephemeral_1h_input_tokens": w1},
             "output_tokens": out,
         }
-    )
+    ).tokens
     assert usage["input_tokens"] == uncached + read + w5 + w1
     assert (usage["cache_read_tokens"], usage["cache_write_5m_tokens"], usage["cache_write_1h_tokens"]) == (
         read,
@@ -80,7 +90,9 @@ def test_anthropic_usage_becomes_totals_with_subsets(
 
 
 def test_anthropic_usage_without_the_5m_1h_split_counts_writes_as_5m() -> None:
-    usage = anthropic_usage({"input_tokens": 10, "cache_creation_input_tokens": 30, "output_tokens": 1})
+    usage = anthropic_usage(
+        {"input_tokens": 10, "cache_creation_input_tokens": 30, "output_tokens": 1}
+    ).tokens
     assert (usage["input_tokens"], usage["cache_write_5m_tokens"], usage["cache_write_1h_tokens"]) == (
         40,
         30,
@@ -95,14 +107,37 @@ def test_responses_api_usage_shape() -> None:
             "input_tokens_details": {"cached_tokens": 60},
             "output_tokens": 30,
             "output_tokens_details": {"reasoning_tokens": 20},
-        }
-    )
+        },
+        "responses",
+    ).tokens
     assert (usage["input_tokens"], usage["cache_read_tokens"], usage["reasoning_tokens"]) == (100, 60, 20)
 
 
-def test_garbage_usage_is_zero_not_an_exception() -> None:
-    assert openai_usage(None) == {}
-    assert openai_usage({"prompt_tokens": -5, "completion_tokens": "7"})["input_tokens"] == 0
+def test_missing_or_garbage_usage_is_unknown_with_the_reason_not_zero() -> None:
+    assert openai_usage(None, "chat") == Usage(unknown=NO_USAGE)
+    assert anthropic_usage(None) == Usage(unknown=NO_USAGE)
+    garbage = openai_usage({"prompt_tokens": -5, "completion_tokens": 7}, "chat")
+    assert garbage.tokens == {} and garbage.unknown is not None
+    assert "usage.prompt_tokens" in garbage.unknown and "-5" in garbage.unknown
+
+
+@pytest.mark.parametrize(
+    ("payload", "operation", "api"),
+    [
+        (chat_completion("gpt-4o"), "chat", "openai"),
+        (response_object("gpt-4o"), "responses", "openai"),
+        (openrouter_completion("anthropic/claude-sonnet-4.5"), "chat", "openai"),
+        (anthropic_message("claude-sonnet-4-5"), "messages", "anthropic"),
+    ],
+)
+def test_usage_is_read_as_unitcost_record_reads_it(payload: dict[str, Any], operation: str, api: str) -> None:
+    read = (anthropic_usage if api == "anthropic" else partial(openai_usage, operation=operation))(
+        payload["usage"]
+    )
+    expected = normalise_response(payload)
+    assert read.tokens == {name: expected[name] for name in read.tokens}
+    assert set(read.tokens) >= {name for name in TOKEN_FIELDS if expected.get(name)}
+    assert read.billed_cost == expected.get("billed_cost")
 
 
 # ------------------------------------------------------------------ SSE
@@ -517,11 +552,30 @@ def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
             "ts": now.isoformat(),
             "input_tokens": 0,
             "output_tokens": 0,
+            "status": "error",
+            "http_status": 429,
             "tags": {"blocked_by_budget": "b"},
+        },
+        {
+            **base,
+            "event_id": "cascade-strong",
+            "ts": now.isoformat(),
+            "escalated_from": "gpt-4o-mini",
+            "latency_ms": 80.0,
+            "tags": {"escalation": "cascade_check_failed"},
         },
         {**base, "event_id": "old", "ts": (now - timedelta(days=40)).isoformat()},
         {**base, "event_id": "ads", "ts": now.isoformat(), "team": "ads"},
     ]
+    # Served calls whose client wrote the gateway's markers in x-unitcost-tags (as it could
+    # before they were reserved): they took a reservation and count against max_calls.
+    spoofed = [
+        {**base, "event_id": "spoof-blocked", "ts": now.isoformat(), "http_status": 200, "latency_ms": 90.0}
+        | {"tags": {"blocked_by_budget": "b"}},
+        {**base, "event_id": "spoof-cascade", "ts": now.isoformat(), "http_status": 200, "latency_ms": 90.0}
+        | {"tags": {"escalation": "cascade_check_failed"}},
+    ]
+    records += spoofed
     ledger.ingest_records(records, source="gateway")
     ledger.ingest_records([{**base, "event_id": "other-source", "ts": now.isoformat()}], source="otlp")
     month = budget(name="m", period="month")
@@ -530,7 +584,9 @@ def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
     line = lines_for([month], {"team": "search"}, "", now)[0]
     spend, calls = asyncio.run(state.read([line]))[0]
     one = ledger.book.price("gpt-4o", provider="openai", input_tokens=1000, output_tokens=100).cost
-    assert calls == 1 and Decimal(spend).scaleb(-9) == 2 * one  # ok1 + the paid retry; the hit cost 0
+    # ok1 and the two spoofed calls took reservations; the retry and the cascade's strong step
+    # are paid for within theirs; the hit and the rejection cost nothing.
+    assert calls == 3 and Decimal(spend).scaleb(-9) == 5 * one
 
 
 def real_redis() -> str:
@@ -629,7 +685,7 @@ def test_ledger_writer_ledger_runs_duckdb_on_one_thread(tmp_path: Path) -> None:
         assert checks._con.execute(threads).fetchall() == [(THREADS,)]
 
 
-def _spooled(event_id: str, **extra: Any) -> dict[str, Any]:
+def _spooled(event_id: str, billed_cost: Decimal | None = None, **extra: Any) -> dict[str, Any]:
     """A gateway record as the writer reads it back from the spool (JSON round trip)."""
     from unitcost.gateway.records import Attempt
 
@@ -637,6 +693,7 @@ def _spooled(event_id: str, **extra: Any) -> dict[str, Any]:
         "openai",
         "gpt-4o-mini",
         "chat",
+        billed_cost=billed_cost,
         http_status=200,
         usage={"input_tokens": 1200, "cache_read_tokens": 1024, "output_tokens": 16, "reasoning_tokens": 4},
         served_model="gpt-4o-mini-2024-07-18",
@@ -651,7 +708,8 @@ def _spooled(event_id: str, **extra: Any) -> dict[str, Any]:
 
 def test_ledger_writer_stores_spooled_events_exactly_as_the_general_ingest_path(tmp_path: Path) -> None:
     from unitcost.api import Ledger
-    from unitcost.gateway.writer import ledger_sink
+    from unitcost.connectors.typed import typed_table
+    from unitcost.gateway.writer import ledger_sink, typed_records
 
     blocked = _spooled("b" * 32, status="error", http_status=429, tags={"blocked_by_budget": "team-month"})
     for usage_field in (
@@ -663,15 +721,20 @@ def test_ledger_writer_stores_spooled_events_exactly_as_the_general_ingest_path(
     ):
         del blocked[usage_field]
     stream = _spooled("c" * 32, ttft_ms=12.5, cache_hit=True, status="cancelled", trace_id=None)
-    records = [_spooled(f"{i:032x}") for i in range(3)] + [blocked, stream]
+    billed = _spooled("d" * 32, billed_cost=Decimal("0.0249"))
+    records = [_spooled(f"{i:032x}") for i in range(3)] + [blocked, stream, billed]
+    typed = typed_records(records)
+    assert typed is not None
+    assert typed_table(typed).num_rows == 6  # OpenRouter's billed cost keeps the typed path
     columns = "* EXCLUDE (ingested_at)"
     with Ledger(str(tmp_path / "typed.duckdb")) as typed, Ledger(str(tmp_path / "general.duckdb")) as general:
         ledger_sink(typed)(records)
         general.ingest_records(records, source="gateway")
         query = f"SELECT {columns} FROM events ORDER BY event_id"
         got, want = typed.store.fetch(query).to_pylist(), general.store.fetch(query).to_pylist()
-    assert len(got) == 5
+    assert len(got) == 6
     assert got == want
+    assert got[-1]["billed_cost"] == Decimal("0.0249")
     assert got[0]["cost"] is not None
     assert sorted(got[0]["tags"]) == [("feature", "rerank"), ("gateway_model", "fast"), ("key", "bench")]
 

@@ -190,7 +190,9 @@ def test_stream_cut_by_the_client_is_recorded_as_cancelled(gateway) -> None:
     # Leaving the block closed the connection mid-stream.
     record = wait_for_event(directory, event_id)
     assert record["status"] == "cancelled" and record["model"] == "gpt-4o-mini"
-    assert record["output_tokens"] == 0  # the usage chunk never came: what was seen is recorded
+    # The usage chunk never came, yet the prompt was billed: unknown usage, not zero tokens.
+    assert record["tags"]["usage_unknown"] == "the provider reported no usage"
+    assert "output_tokens" not in record
 
 
 def test_openai_stream_keeps_usage_chunk_when_asked(gateway) -> None:
@@ -408,6 +410,20 @@ def test_budget_block_is_a_429_naming_the_budget(gateway) -> None:
             messages=[{"role": "user", "content": unique()}],
             extra_headers={"x-unitcost-tags": "feature=capped"},
         )
+
+
+@pytest.mark.parametrize("tag", ["blocked_by_budget", "escalation", "key", "usage_unknown"])
+def test_clients_cannot_write_the_gateways_own_tags(gateway, tag: str) -> None:
+    gw, directory = gateway
+    before = len(spooled(directory))
+    with pytest.raises(openai.BadRequestError) as refused:
+        oa(gw).chat.completions.create(
+            model="fast",
+            messages=[{"role": "user", "content": unique()}],
+            extra_headers={"x-unitcost-tags": f"feature=x,{tag}=cascade_check_failed"},
+        )
+    assert f"x-unitcost-tags: {tag} is reserved" in str(refused.value)
+    assert len(spooled(directory)) == before  # refused before any upstream call or reservation
 
 
 def test_trace_call_budget_stops_a_runaway_agent(gateway) -> None:

@@ -383,6 +383,28 @@ def test_a_broken_gzip_file_is_named(ledger, tmp_path: Path) -> None:
         ledger.ingest(parquet)
 
 
+def test_a_call_whose_usage_the_provider_did_not_report_is_unpriced_not_free(ledger, tmp_path: Path) -> None:
+    """The gateway records a reply without usage (or a stream cut before it) with no token
+    counts and the tag usage_unknown: priced as zero tokens, it was stored at $0."""
+    import pandas as pd
+
+    unknown = {"usage_unknown": "the provider reported no usage"}
+    lines = [event(event_id="k1", input_tokens=..., cache_read_tokens=..., output_tokens=..., tags=unknown)]
+    lines.append(event(event_id="k2"))
+    summary = ledger.ingest(write_lines(tmp_path / "gw.jsonl", lines))
+    assert (summary.accepted, summary.unpriced) == (2, 1)
+    rows = ledger.sql("SELECT event_id, cost, unpriced_reason FROM events ORDER BY event_id").to_dict(
+        "records"
+    )
+    assert pd.isna(rows[0]["cost"])
+    assert rows[0]["unpriced_reason"] == "usage unknown: the provider reported no usage"
+    assert rows[1]["cost"] == Decimal("0.029") and rows[1]["unpriced_reason"] is None
+    # Repricing keeps it unpriced: the tag is read again, not the zero token counts.
+    ledger.reprice("2025-09-01", "2025-10-01")
+    again = ledger.sql("SELECT cost, unpriced_reason FROM events WHERE event_id = 'k1'").to_dict("records")[0]
+    assert again["unpriced_reason"] == "usage unknown: the provider reported no usage"
+
+
 def test_exports_can_be_ingested_again(ledger, tmp_path: Path) -> None:
     """A ledger export has cost columns; they are recomputed, not rejected."""
     record = json.loads(event(event_id="x1"))

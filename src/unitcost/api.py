@@ -342,6 +342,7 @@ class Ledger:
             "served_model",
             "service_tier",
             "cache_hit",
+            "tags",  # a source's `usage_unknown` keeps the call unpriced
             *USAGE_FIELDS,
             *_PRICED,
         ]

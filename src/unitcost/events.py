@@ -215,6 +215,11 @@ FIELDS: tuple[Field, ...] = (
 
 FIELD_BY_NAME: Mapping[str, Field] = {f.name: f for f in FIELDS}
 
+USAGE_UNKNOWN_TAG = "usage_unknown"
+"""A tag a source sets when the provider reported no usage for the call (the gateway does, for a
+reply without usage or a stream cut before it): the call is stored unpriced, its value being
+the reason, never priced as zero tokens."""
+
 # Columns unitcost computes when it prices an event; sources never set them.
 COST_COLUMNS: tuple[str, ...] = (
     "cost",

@@ -57,6 +57,8 @@ all come from that one list.
 - Unknown fields are rejected with a suggestion (`input_token` → did you mean
   `input_tokens`?), unless you pass `--allow-unknown-fields`.
 - In CSV, tags are columns named `tag.<name>`; in JSONL and Parquet, a `tags` object.
+  The tag `usage_unknown` says the provider reported no usage for the call (the gateway
+  sets it): the call is stored unpriced with that reason, not priced as zero tokens.
 - Text is UTF-8. A line (or row) with other bytes, say Latin-1 `café`, is rejected,
   naming the byte and its column (the field, in CSV and Parquet).
 - A rejected record never stops the file: every rejection names the line (or row),

@@ -36,7 +36,7 @@ from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase
 from .httpserver import Request, Response
 from .keys import KeyRing
-from .records import Attempt, attribution, price, service_tier
+from .records import RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
 from .sse import EventSplitter, event_data, json_data
@@ -51,7 +51,14 @@ from .upstream import (
     upstream_headers,
     upstream_url,
 )
-from .usage import anthropic_usage, merge_anthropic_stream_usage, openai_usage
+from .usage import (
+    NO_USAGE,
+    Usage,
+    anthropic_usage,
+    merge_anthropic_stream_usage,
+    openai_usage,
+    responses_status,
+)
 
 log = logging.getLogger("unitcost.gateway")
 
@@ -116,6 +123,8 @@ class Call:
     def cost(self) -> Decimal | None:
         total = Decimal(0)
         for attempt, cost, _ in self.attempts:
+            if attempt.usage_unknown is not None:
+                return None
             if cost is None:
                 if attempt.usage.get("input_tokens") or attempt.usage.get("output_tokens"):
                     return None
@@ -125,6 +134,9 @@ class Call:
 
     def pico(self) -> int:
         return sum(pico for _, _, pico in self.attempts)
+
+    def usage_unknown(self) -> bool:
+        return any(attempt.usage_unknown is not None for attempt, _, _ in self.attempts)
 
 
 class Gateway:
@@ -288,6 +300,14 @@ class Gateway:
         body = self._read_body(request)
         target, route, reason = self._resolve(api, body.get("model"), body)
         apply_caps(route, body, api)
+        attrs = attribution(headers, key, self.config.environment)
+        reserved = sorted(RESERVED_TAGS.intersection(attrs["tags"]))
+        if reserved:
+            raise GatewayError(
+                400,
+                f"{TAGS_HEADER}: {', '.join(reserved)} is reserved for the gateway's own markers "
+                f"(reserved tag names: {', '.join(sorted(RESERVED_TAGS))}); use another name",
+            )
         stream = bool(body.get("stream"))
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -297,7 +317,7 @@ class Gateway:
             operation=operation,
             body=body,
             headers=headers,
-            attrs=attribution(headers, key, self.config.environment),
+            attrs=attrs,
             public=body["model"],
             target=target,
             route=route,
@@ -372,21 +392,28 @@ class Gateway:
 
     # ------------------------------------------------------------------ budgets
 
-    def _worst_case_pico(self, call: Call, target: ModelTarget) -> int:
-        upstream = self.config.upstreams[target.upstream]
+    def _reservation_amount(self, call: Call) -> int:
+        """The most the request can cost. A request is answered by its model or by one of that
+        model's fallbacks, whichever comes first, so the most expensive of them bounds it; a
+        cascade may pay for the light answer and then for the strong one."""
+        prompt = count_prompt(call.body)
         output = 0
         if call.operation != "embeddings":
             output = requested_output_cap(call.body) or self.config.default_max_tokens
-        return self.estimator.worst_case_pico(
-            upstream.provider, target.model, count_prompt(call.body), output
-        )
 
-    def _reservation_amount(self, call: Call) -> int:
-        pico = self._worst_case_pico(call, call.target)
+        def worst(first: ModelTarget) -> int:
+            return max(
+                self.estimator.worst_case_pico(
+                    self.config.upstreams[target.upstream].provider, target.model, prompt, output
+                )
+                for target in self._targets(call, first)
+            )
+
+        pico = worst(call.target)
         if call.route is not None and call.route.mode == "cascade" and call.escalated_from is None:
             strong = self.config.target(call.route.strong)
             if strong is not None:
-                pico += self._worst_case_pico(call, strong)
+                pico += worst(strong)
         return pico_to_nano_ceil(pico)
 
     async def _reserve(self, call: Call, lines: list[Any]) -> Reservation:
@@ -414,7 +441,12 @@ class Gateway:
     async def _settle(self, call: Call, reservation: Reservation | None) -> None:
         if reservation is None:
             return
-        delta = pico_to_nano_ceil(call.pico()) - reservation.amount_nano
+        spent = pico_to_nano_ceil(call.pico())
+        if call.usage_unknown():
+            # The provider did not say what it billed: the worst case reserved is the only
+            # bound there is, and settling lower would let the next requests spend the difference.
+            spent = max(spent, reservation.amount_nano)
+        delta = spent - reservation.amount_nano
         await self.budgets.adjust(reservation.lines, delta)
         reservation.spends = [(spend + delta, calls) for spend, calls in reservation.spends]
         reservation.amount_nano += delta
@@ -446,6 +478,9 @@ class Gateway:
         call.attempts.append((attempt, cost, pico))
 
     def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
+        if attempt.usage_unknown is not None:
+            self._emit(call, attempt, None)
+            return None
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
@@ -504,9 +539,11 @@ class Gateway:
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return orjson.dumps(body)
 
-    def _targets(self, call: Call) -> list[ModelTarget]:
-        targets = [call.target]
-        for name in call.target.fallbacks:
+    def _targets(self, call: Call, first: ModelTarget | None = None) -> list[ModelTarget]:
+        """`first` (by default the call's model) and then its fallbacks that speak the call's API."""
+        first = first or call.target
+        targets = [first]
+        for name in first.fallbacks:
             fallback = self.config.target(name)
             if fallback is not None and self.config.upstreams[fallback.upstream].kind == call.api:
                 targets.append(fallback)
@@ -578,14 +615,22 @@ class Gateway:
         assert last_error is not None
         return last_error
 
+    @staticmethod
+    def _take_usage(attempt: Attempt, usage: Usage) -> None:
+        attempt.usage = usage.tokens
+        attempt.billed_cost = usage.billed_cost
+        attempt.usage_unknown = usage.unknown
+
     def _read_usage(self, call: Call, attempt: Attempt, payload: Mapping[str, Any]) -> None:
         if call.api == "anthropic":
             usage = payload.get("usage")
-            attempt.usage = anthropic_usage(usage)
+            self._take_usage(attempt, anthropic_usage(usage))
             attempt.tier = service_tier(usage.get("service_tier") if isinstance(usage, dict) else None)
         else:
-            attempt.usage = openai_usage(payload.get("usage"))
+            self._take_usage(attempt, openai_usage(payload.get("usage"), call.operation))
             attempt.tier = service_tier(payload.get("service_tier"))
+            if call.operation == "responses":
+                attempt.status = responses_status(payload)
         served = payload.get("model")
         attempt.served_model = served if isinstance(served, str) else None
 
@@ -603,9 +648,11 @@ class Gateway:
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
-            payload = {}
+            payload = None
         if isinstance(payload, dict):
             self._read_usage(call, attempt, payload)
+        else:
+            attempt.usage_unknown = "the provider's reply is not a JSON object"
         self._finish(call, attempt, upstream)
         route = call.route
         if (
@@ -656,8 +703,9 @@ class Gateway:
         """Pass events through as they complete; capture usage; write the event before the last one."""
         upstream = self.config.upstreams[target.upstream]
         splitter = EventSplitter()
-        start_usage: dict[str, Any] = {}
-        end_usage: dict[str, Any] = {}
+        start_usage: dict[str, Any] | None = None
+        end_usage: Any = None
+        outcome = "ok"
         finished = False
         first: float | None = None
 
@@ -669,58 +717,76 @@ class Gateway:
             if first is not None:
                 attempt.ttft_ms = (first - sent) * 1000
             if call.api == "anthropic":
-                attempt.usage = anthropic_usage(merge_anthropic_stream_usage(start_usage, end_usage))
-                attempt.tier = service_tier(start_usage.get("service_tier"))
+                if start_usage is None:
+                    self._take_usage(attempt, Usage(unknown=NO_USAGE))
+                else:
+                    merged = merge_anthropic_stream_usage(start_usage, end_usage or {})
+                    self._take_usage(attempt, anthropic_usage(merged))
+                    attempt.tier = service_tier(start_usage.get("service_tier"))
             else:
-                attempt.usage = openai_usage(end_usage)
+                self._take_usage(attempt, openai_usage(end_usage, call.operation))
             self._finish(call, attempt, upstream)
 
         try:
             yield b""  # see _Relay: from here on, closing the relay runs the cleanup below
-            async for chunk in response.chunks():
-                if first is None:
-                    first = time.perf_counter()
-                for raw in splitter.feed(chunk):
-                    name, data = event_data(raw)
-                    payload = json_data(data)
-                    terminal = False
-                    if call.api == "anthropic":
-                        kind = name or (payload or {}).get("type")
-                        if kind == "message_start" and payload:
-                            message = payload.get("message") or {}
-                            start_usage = dict(message.get("usage") or {})
-                            attempt.served_model = message.get("model")
-                        elif kind == "message_delta" and payload:
-                            end_usage = dict(payload.get("usage") or {})
-                        terminal = kind == "message_stop"
-                    elif call.operation == "responses":
-                        if payload and payload.get("type") in _STREAM_END_TYPES:
-                            body = payload.get("response") or {}
-                            end_usage = dict(body.get("usage") or {})
-                            attempt.served_model = body.get("model")
+            try:
+                async for chunk in response.chunks():
+                    if first is None:
+                        first = time.perf_counter()
+                    for raw in splitter.feed(chunk):
+                        name, data = event_data(raw)
+                        payload = json_data(data)
+                        terminal = False
+                        if call.api == "anthropic":
+                            kind = name or (payload or {}).get("type")
+                            if kind == "message_start" and payload:
+                                message = payload.get("message") or {}
+                                start_usage = dict(message.get("usage") or {})
+                                attempt.served_model = message.get("model")
+                            elif kind == "message_delta" and payload:
+                                end_usage = dict(payload.get("usage") or {})
+                            terminal = kind == "message_stop"
+                        elif call.operation == "responses":
+                            kind = (payload or {}).get("type")
+                            if payload and kind in _STREAM_END_TYPES:
+                                body = payload.get("response")
+                                body = body if isinstance(body, dict) else {}
+                                end_usage = body.get("usage")
+                                attempt.served_model = body.get("model")
+                                outcome = "error" if kind == "response.failed" else responses_status(body)
+                                terminal = True
+                        elif data == "[DONE]":
                             terminal = True
-                    elif data == "[DONE]":
-                        terminal = True
-                    elif payload is not None:
-                        attempt.served_model = attempt.served_model or payload.get("model")
-                        if payload.get("usage"):
-                            end_usage = payload["usage"]
-                            if not call.wants_usage and not payload.get("choices"):
-                                continue  # the usage chunk the gateway asked for, not the client
-                    if terminal and not finished:
-                        finish("ok")
-                        await self._settle(call, reservation)
-                    yield raw
+                        elif payload is not None:
+                            attempt.served_model = attempt.served_model or payload.get("model")
+                            if payload.get("usage"):
+                                end_usage = payload["usage"]
+                                if not call.wants_usage and not payload.get("choices"):
+                                    continue  # the usage chunk the gateway asked for, not the client
+                        if terminal and not finished:
+                            finish(outcome)
+                            await self._settle(call, reservation)
+                        yield raw
+            except TIMEOUT_ERRORS + CONNECTION_ERRORS as exc:
+                if not finished:
+                    # The upstream broke, or stalled past its timeout, before the answer's end:
+                    # record which, and let the server cut the client's connection, since a
+                    # stream ended cleanly here would pass for a whole answer.
+                    finish("timeout" if isinstance(exc, TIMEOUT_ERRORS) else "error")
+                    await self._settle(call, reservation)
+                    raise
+                # Otherwise the answer's last event was relayed already: only the upstream's
+                # end of the body went missing, and the client's stream can end normally.
             rest = splitter.rest()
             if rest:
                 yield rest
             if not finished:
-                finish("ok" if end_usage else "error")
+                finish("ok" if end_usage is not None else "error")
                 await self._settle(call, reservation)
         finally:
             response.close(reuse=finished)
             if not finished:
-                # Client went away (or the upstream broke) mid-stream: record what was used so far.
+                # The client went away mid-stream: record what was used so far.
                 finish("cancelled")
                 task = asyncio.ensure_future(self._settle(call, reservation))
                 self._background.add(task)

@@ -254,8 +254,18 @@ class _Connection(asyncio.Protocol):
             else:
                 self.transport.write(_head(response, None, keep_alive))
                 await self._relay(response.stream)
-        except (asyncio.CancelledError, ConnectionError):
+        except asyncio.CancelledError:
             self.closed = True  # the client went away; the stream's own cleanup has run
+        except Exception as exc:
+            if not self.closed:
+                # The body's source failed midway (an upstream stream broke or stalled). The
+                # head and part of the body are out, so no error status can follow: closing
+                # the connection without the last chunk is how HTTP says the body is incomplete,
+                # and the client learns it now rather than when its own read timeout fires.
+                log.warning("%s %s: response stream failed: %r", request.method, request.path, exc)
+                if self.transport is not None:
+                    self.transport.close()
+            self.closed = True
         finally:
             self.busy = False
             self.task = None

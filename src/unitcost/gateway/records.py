@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..events import ATTRIBUTION_FIELDS, ServiceTier
+from ..events import ATTRIBUTION_FIELDS, USAGE_UNKNOWN_TAG, ServiceTier
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
 
@@ -20,6 +20,20 @@ TRACE_HEADER = "x-unitcost-trace-id"
 SESSION_HEADER = "x-unitcost-session-id"
 UNIT_HEADER = "x-unitcost-unit"
 MAX_TAGS = 32
+RESERVED_TAGS = frozenset(
+    {
+        "key",
+        "gateway_model",
+        "blocked_by_budget",
+        "escalation",
+        "downgraded_from",
+        "downgraded_by",
+        "budget_alert",
+        USAGE_UNKNOWN_TAG,
+    }
+)
+"""Tags the gateway writes itself. Budgets and their restore after a restart read some of them,
+so a client may not send them (`x-unitcost-tags`): they would be taken for the gateway's word."""
 
 
 def parse_tags(header: str | None) -> dict[str, str]:
@@ -133,6 +147,9 @@ class Attempt:
     fallback_from: str | None = None
     escalated_from: str | None = None
     cache_hit: bool = False
+    billed_cost: Decimal | None = None
+    usage_unknown: str | None = None
+    """Why the usage of this attempt is not known (the reply had none, or none that reads)."""
     extra_tags: dict[str, str] = field(default_factory=dict)
     event_id: str = field(default_factory=new_event_id)
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -146,6 +163,8 @@ class Attempt:
             tags["key"] = attrs["key"]
         if public_model != self.model:
             tags["gateway_model"] = public_model
+        if self.usage_unknown is not None:
+            tags[USAGE_UNKNOWN_TAG] = self.usage_unknown
         record: dict[str, Any] = {
             "event_id": self.event_id,
             "ts": self.ts.isoformat().replace("+00:00", "Z"),
@@ -176,6 +195,8 @@ class Attempt:
         for name, value in self.usage.items():
             if value is not None:
                 record[name] = value
+        if self.billed_cost is not None:
+            record["billed_cost"] = str(self.billed_cost)  # exact decimal text: JSON has no decimals
         for name in ATTRIBUTION_FIELDS:
             value = attrs.get(name)
             if value is not None:

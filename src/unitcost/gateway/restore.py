@@ -21,9 +21,19 @@ from .config import Budget
 
 log = logging.getLogger("unitcost.gateway.budget")
 
+# Rows are told apart by fields only the gateway sets, never by a tag alone: before the gateway
+# reserved its tag names, a client could send `blocked_by_budget` or `escalation` in
+# x-unitcost-tags, and rows written then would otherwise escape `max_calls` after a restart.
+# A rejection is the one gateway event with HTTP 429 and no upstream latency (every attempt
+# that reached an upstream has one); a cascade's strong attempt carries `escalated_from`, and
+# on such rows the gateway writes the `escalation` tag over whatever the client sent.
+_REJECTED = (
+    "(coalesce(http_status, 0) = 429 AND latency_ms IS NULL AND tags['blocked_by_budget'] IS NOT NULL)"
+)
+_CASCADE_STEP = "(escalated_from IS NOT NULL AND coalesce(tags['escalation'], '') = 'cascade_check_failed')"
 _RESERVED_CALL = (
     "attempt = 1 AND fallback_from IS NULL AND NOT coalesce(cache_hit, false) "
-    "AND tags['blocked_by_budget'] IS NULL AND coalesce(tags['escalation'], '') <> 'cascade_check_failed'"
+    f"AND NOT {_REJECTED} AND NOT {_CASCADE_STEP}"
 )
 
 

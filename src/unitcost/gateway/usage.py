@@ -1,67 +1,90 @@
 """Provider usage payloads -> unitcost usage fields (totals with subsets).
 
-OpenAI reports `prompt_tokens` (or `input_tokens`) as the whole prompt with `cached_tokens`
-inside it: already totals-with-subsets. Anthropic reports `input_tokens` as the *uncached*
-part only, with cache reads and cache writes beside it, so the total is their sum.
+The gateway reads usage with the rules `unitcost.record()` uses (`connectors/responses.py`):
+one reading of each provider's shape for every source, so a call costs the same whether it
+was recorded by the SDK wrapper or seen by the gateway (OpenAI and OpenRouter cache writes,
+OpenRouter's `usage.cost` as `billed_cost`, Anthropic thinking tokens as reasoning tokens).
+
+What the gateway adds: a reply whose usage is missing or cannot be read is not zero tokens
+but unknown usage, with the reason; and subsets are capped at their totals, because an event
+the ledger would reject for an inconsistent count is an event lost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from ..connectors import responses as record_rules
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+NO_USAGE = "the provider reported no usage"
+
+_INPUT_PARTS = (
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "input_image_tokens",
+)
+_OUTPUT_PARTS = ("reasoning_tokens", "output_audio_tokens", "output_image_tokens")
 
 
-def _sub(obj: Any, key: str) -> Mapping[str, Any]:
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
+@dataclass
+class Usage:
+    tokens: dict[str, int] = field(default_factory=dict)
+    billed_cost: Decimal | None = None
+    """What the provider says it charged (OpenRouter's `usage.cost`), kept for reconciliation."""
+    unknown: str | None = None
+    """Why the call's usage is not known; None when it is."""
 
 
-def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
-    """Chat Completions, Responses and Embeddings usage objects."""
+def _fit(fields: Mapping[str, Any]) -> dict[str, int]:
+    """Token counts with each group of subsets capped at what is left of its total."""
+    tokens = {name: value for name, value in fields.items() if isinstance(value, int)}
+    for total, parts in (("input_tokens", _INPUT_PARTS), ("output_tokens", _OUTPUT_PARTS)):
+        room = tokens.get(total, 0)
+        for name in parts:
+            if name in tokens:
+                tokens[name] = min(tokens[name], room)
+                room -= tokens[name]
+    return tokens
+
+
+def _read(reader: Any, usage: Any) -> Usage:
     if not isinstance(usage, Mapping):
-        return {}
-    if "prompt_tokens" in usage:  # chat completions, embeddings
-        inp, out = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        in_details, out_details = (
-            _sub(usage, "prompt_tokens_details"),
-            _sub(usage, "completion_tokens_details"),
-        )
-    else:  # responses API
-        inp, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
-        in_details, out_details = _sub(usage, "input_tokens_details"), _sub(usage, "output_tokens_details")
-    return {
-        "input_tokens": inp,
-        "cache_read_tokens": min(_int(in_details.get("cached_tokens")), inp),
-        "input_audio_tokens": min(_int(in_details.get("audio_tokens")), inp),
-        "output_tokens": out,
-        "reasoning_tokens": min(_int(out_details.get("reasoning_tokens")), out),
-        "output_audio_tokens": min(_int(out_details.get("audio_tokens")), out),
-    }
+        return Usage(unknown=NO_USAGE)
+    try:
+        fields = reader(usage)
+    except record_rules.UnrecognisedResponseError as exc:
+        return Usage(unknown=f"the provider's usage could not be read: {exc}")
+    billed = fields.get("billed_cost")
+    return Usage(_fit(fields), billed if isinstance(billed, Decimal) else None)
 
 
-def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
+def openai_usage(usage: Any, operation: str) -> Usage:
+    """Chat Completions and Embeddings usage (OpenRouter's too), or the Responses API's."""
+    reader = (
+        record_rules.openai_responses_usage if operation == "responses" else record_rules.openai_chat_usage
+    )
+    return _read(reader, usage)
+
+
+def anthropic_usage(usage: Any) -> Usage:
     """Messages API usage (also the merged message_start + message_delta usage of a stream)."""
-    if not isinstance(usage, Mapping):
-        return {}
-    uncached = _int(usage.get("input_tokens"))
-    read = _int(usage.get("cache_read_input_tokens"))
-    written = _int(usage.get("cache_creation_input_tokens"))
-    creation = _sub(usage, "cache_creation")
-    write_1h = _int(creation.get("ephemeral_1h_input_tokens"))
-    write_5m = _int(creation.get("ephemeral_5m_input_tokens")) if creation else written
-    server_tools = _sub(usage, "server_tool_use")
-    return {
-        "input_tokens": uncached + read + max(written, write_5m + write_1h),
-        "cache_read_tokens": read,
-        "cache_write_5m_tokens": write_5m,
-        "cache_write_1h_tokens": write_1h,
-        "output_tokens": _int(usage.get("output_tokens")),
-        "web_searches": _int(server_tools.get("web_search_requests")),
-    }
+    return _read(record_rules.anthropic_usage, usage)
+
+
+def responses_status(response: Mapping[str, Any]) -> str:
+    """A Responses API object's outcome, as `unitcost.record()` reads it: a failed response is an
+    error and a cancelled one cancelled; an incomplete one was answered (and billed) in part."""
+    status = response.get("status")
+    if status == "failed":
+        return "error"
+    if status == "cancelled":
+        return "cancelled"
+    return "ok"
 
 
 def merge_anthropic_stream_usage(start: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:

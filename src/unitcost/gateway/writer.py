@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,14 @@ def typed_records(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | 
         if not isinstance(ts, str):
             return None
         try:
-            out.append({**record, "ts": datetime.fromisoformat(ts)})
-        except ValueError:
+            typed = {**record, "ts": datetime.fromisoformat(ts)}
+            billed = record.get("billed_cost")
+            if billed is not None:
+                # Spooled as decimal text (JSON has no decimal type); the money column takes a Decimal.
+                typed["billed_cost"] = Decimal(billed) if isinstance(billed, str) else billed
+        except (ValueError, ArithmeticError):
             return None
+        out.append(typed)
     return out
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events import USAGE_FIELDS
+from ..events import USAGE_FIELDS, USAGE_UNKNOWN_TAG
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_array_to_arrow
 from .book import PriceBook, cached_pair_indexes
 from .genai_layer import ModelRef
@@ -77,6 +77,7 @@ def price_table(book: PriceBook, table: pa.Table) -> PricedColumns:
             has_missing, resolved.missing_reason(safe_opt, missing, has_missing), reason_code
         )
 
+    reason_code = _usage_unknown(table, resolved, reason_code)
     priced = reason_code < 0
     parts, total, savings, absurd = _multiply(quantities, resolved, np.where(has_rates, row, 0))
     too_big = priced & (absurd | (total > MAX_EVENT_PICO))
@@ -110,6 +111,23 @@ def price_table(book: PriceBook, table: pa.Table) -> PricedColumns:
     columns["priced_model"] = _take_strings(resolved.key_model, key_index)
     n_priced = int(np.count_nonzero(priced))
     return PricedColumns(columns, n_priced, n - n_priced)
+
+
+def _usage_unknown(table: pa.Table, resolved: _Resolved, reason_code: np.ndarray) -> np.ndarray:
+    """Calls whose source said the provider reported no usage: unpriced with that reason. Their
+    token counts are zero because nothing was reported, not because nothing was used."""
+    if "tags" not in table.column_names:
+        return reason_code
+    said = pc.map_lookup(table.column("tags"), pa.scalar(USAGE_UNKNOWN_TAG), "first")
+    if not pc.any(pc.is_valid(said)).as_py():
+        return reason_code
+    encoded = pc.dictionary_encode(said).combine_chunks()
+    codes = np.asarray(
+        [resolved.add_reason(f"usage unknown: {why}") for why in encoded.dictionary.to_pylist()]
+    )
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    known = np.asarray(pc.is_null(encoded.indices).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.where(known, reason_code, codes[np.where(known, 0, indices).astype(np.int64)])
 
 
 class _Resolved:

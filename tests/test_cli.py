@@ -53,6 +53,10 @@ def test_price_json_is_exact_decimal_text() -> None:
     data = json.loads(out)
     assert Decimal(data["cost"]) == Decimal("12.5")
     assert data["price_ref"] == "genai-prices:openai/gpt-4o"
+    assert Decimal(data["rates_usd_per_mtok"]["output_text"]) == Decimal("10")
+    # $10 per thousand web searches is not $10 per million tokens of anything.
+    assert "web_searches" not in data["rates_usd_per_mtok"]
+    assert Decimal(data["rates_usd_per_thousand"]["web_searches"]) == Decimal("10")
 
 
 def test_price_of_an_unknown_model_is_unpriced_not_zero() -> None:

@@ -138,12 +138,17 @@ def price_cmd(
         "note": call.price.note or None,
     }
     if fmt == Format.json:
+        from ..pricing.quantities import QUANTITIES
+
+        per_mtok = {q.name for q in QUANTITIES if q.per == 1_000_000}
         print_json(
             {
                 **info,
                 "cost": call.breakdown.total,
                 "breakdown": parts,
-                "rates_usd_per_mtok": dict(call.rates),
+                # Web searches and requests are priced per thousand, not per million tokens.
+                "rates_usd_per_mtok": {k: v for k, v in call.rates.items() if k in per_mtok},
+                "rates_usd_per_thousand": {k: v for k, v in call.rates.items() if k not in per_mtok},
             }
         )
         return

@@ -62,3 +62,12 @@ def test_a_price_that_came_and_went_inside_the_interval_is_listed(tmp_path: Path
     assert _steps(rows, "output") == []  # unchanged throughout: no row
     # An interval inside one price has nothing to list.
     assert diff_prices(book, _at("2025-03-02"), _at("2025-03-30"), model_filter="promo-llm") == []
+
+
+def test_a_windowed_price_says_its_hours(book: PriceBook) -> None:
+    """`prices show deepseek-chat` labelled the window "off-peak" without saying when it is."""
+    from unitcost.pricing.genai_layer import ModelRef
+    from unitcost.pricing.history import price_history
+
+    windows = {row["window"] for row in price_history(book, ModelRef("deepseek", "deepseek-chat"))}
+    assert "off-peak, 16:30-00:30 UTC" in windows

@@ -93,7 +93,7 @@ def _history_row(
         "tier": tier,
         "from": segment.start,
         "to": end,
-        "window": (option.window.label or option.window.describe()) if option.window else None,
+        "window": option.window.title() if option.window else None,
     }
     plan = _plan(book, option)
     if option.price is None or plan is None:
@@ -229,7 +229,7 @@ def _compare(
         old_opt = next((o for o in before.options if o.window == window), before.default)
         new_opt = next((o for o in after.options if o.window == window), after.default)
         old_plan, new_plan = _plan(book, old_opt), _plan(book, new_opt)
-        label = (window.label or window.describe()) if window else None
+        label = window.title() if window else None
         source = new_opt.price.source if new_opt.price else (new_opt.reason or "no price")
         layer = new_opt.price.layer if new_opt.price else None
         base = {

@@ -115,6 +115,10 @@ class Window:
 
         return f"{hm(self.start)}-{hm(self.end)} UTC"
 
+    def title(self) -> str:
+        """The label with its hours ("off-peak, 16:30-00:30 UTC"): a label alone does not say when."""
+        return f"{self.label}, {self.describe()}" if self.label else self.describe()
+
 
 def _utc_seconds(t: time) -> int:
     if t.tzinfo is not None:

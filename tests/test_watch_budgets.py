@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import logging
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from unitcost.config import Config, ConfigError
-from unitcost.watch.budgets import Budget, BudgetStatus, budget_findings, budget_status, parse_budgets
+from unitcost.watch.budgets import (
+    Budget,
+    BudgetStatus,
+    budget_findings,
+    budget_status,
+    parse_budgets,
+    unmatched_scope_note,
+)
 from unitcost.watch.incidents import acknowledge, list_alerts
 from unitcost.watch.runner import Watcher
 from unitcost.watch.scope import Scope
@@ -205,3 +214,112 @@ def test_a_higher_threshold_updates_the_budget_alert_without_resolving_the_lower
     (row,) = [r for r in list_alerts(ledger.store) if r["alert_id"] == alert_id]
     assert row["status"] == "open" and row["severity"] == "critical"
     watcher.close(0)
+
+
+def test_a_day_with_no_spend_is_a_stop_not_nothing_to_compare(ledger: Any) -> None:
+    """search spends every day from 1 to 10 Sept, and nothing after."""
+    search = Budget("search", Scope.of(team="search"), amount=Decimal(1000))
+    stopped = budget_status(ledger.store, search, datetime(2025, 9, 12, tzinfo=UTC))  # 11th vs 4th
+    assert stopped.daily_change == -1.0 and stopped.variation_alarm
+    # A day of unpriced calls only is the same $0, and reads the same.
+    assert ledger.ingest_records(
+        [_call(11, team="ops", model="acme-x", provider="acme")], source="t"
+    ).accepted
+    ops = [_call(4, team="ops")]
+    assert ledger.ingest_records(ops, source="t").accepted == 1
+    ops_budget = Budget("ops", Scope.of(team="ops"), amount=Decimal(1000))
+    unpriced = budget_status(ledger.store, ops_budget, datetime(2025, 9, 12, tzinfo=UTC))
+    assert unpriced.daily_change == -1.0 and unpriced.variation_alarm and unpriced.unpriced_calls == 1
+    # Neither day spent anything: nothing to compare.
+    quiet = budget_status(ledger.store, search, datetime(2025, 9, 20, tzinfo=UTC))  # 19th vs 12th
+    assert quiet.daily_change is None and not quiet.variation_alarm and not quiet.spend_started
+
+
+def test_spend_starting_from_nothing_is_a_change_unless_the_ledger_is_younger(ledger: Any) -> None:
+    assert ledger.ingest_records([_call(10, team="new")], source="t").accepted == 1
+    new = Budget("new", Scope.of(team="new"), amount=Decimal(1000))
+    started = budget_status(ledger.store, new, datetime(2025, 9, 11, tzinfo=UTC))  # 10th vs 3rd
+    assert started.spend_started and started.variation_alarm and started.daily_change is None
+    # 4 Sept against 28 Aug: the ledger begins on 1 Sept, so that day is unknown, not $0.
+    search = Budget("search", Scope.of(team="search"), amount=Decimal(1000))
+    young = budget_status(ledger.store, search, datetime(2025, 9, 5, tzinfo=UTC))
+    assert young.daily_change is None and not young.spend_started and not young.variation_alarm
+
+
+def _dollar_hours(first: datetime, last: datetime, local_hours: range | None = None) -> list[dict[str, Any]]:
+    """$1 calls (400k input tokens of gpt-4o), one each UTC hour, or only at these Paris clock hours."""
+    paris = ZoneInfo("Europe/Paris")
+    records = []
+    hour = first
+    while hour < last:
+        if local_hours is None or hour.astimezone(paris).hour in local_hours:
+            records.append(
+                {
+                    "event_id": f"dst-{hour:%m%d%H}",
+                    "ts": hour.isoformat(),
+                    "model": "gpt-4o",
+                    "input_tokens": 400_000,
+                    "team": "x",
+                }
+            )
+        hour += timedelta(hours=1)
+    return records
+
+
+@pytest.mark.parametrize(
+    ("traffic", "now"),
+    [
+        # Yesterday and the day a week before are both 24 hours of $1: the history once started
+        # at now - 9 days, which cut the earlier day's first hour after the clocks changed.
+        (None, "2025-10-26T21:30"),
+        (None, "2025-10-26T22:30"),
+        # Yesterday is the 25-hour 26 October, or the 23-hour 30 March, of the same hourly traffic.
+        (None, "2025-10-27T10:00"),
+        (None, "2025-03-31T10:00"),
+        # Office hours only, and a job once a day: the extra (or missing) hour is a quiet one.
+        (range(8, 19), "2025-10-27T10:00"),
+        (range(10, 11), "2025-10-27T10:00"),
+        (range(10, 11), "2025-03-31T10:00"),
+    ],
+)
+def test_the_same_traffic_across_a_clock_change_is_no_variation(
+    ledger: Any, traffic: range | None, now: str
+) -> None:
+    at = _at(now)
+    records = _dollar_hours((at - timedelta(days=12)).replace(minute=0), at, traffic)
+    assert ledger.ingest_records(records, source="t").accepted == len(records)
+    budget = Budget("paris", Scope.of(team="x"), Decimal(1000), period="day", timezone="Europe/Paris")
+    status = budget_status(ledger.store, budget, at)
+    assert status.daily_change == 0.0 and not status.variation_alarm
+
+
+def test_a_real_change_on_a_clock_change_day_is_still_seen(ledger: Any) -> None:
+    at = _at("2025-10-27T10:00")
+    records = _dollar_hours(at - timedelta(days=12), at)
+    for r in records:  # Sunday 26 October (25 hours, Paris) costs twice as much per hour
+        if r["ts"] >= "2025-10-25T22" and r["ts"] < "2025-10-26T23":
+            r["input_tokens"] *= 2
+    assert ledger.ingest_records(records, source="t").accepted == len(records)
+    budget = Budget("paris", Scope.of(team="x"), Decimal(1000), period="day", timezone="Europe/Paris")
+    status = budget_status(ledger.store, budget, at)
+    assert status.daily_change == pytest.approx(1.0) and status.variation_alarm
+    assert dict(status.daily_days)[date(2025, 10, 26)] == 50  # the whole day is still its 25 hours
+
+
+def test_a_scope_that_matches_no_event_is_named(ledger: Any, caplog: pytest.LogCaptureFixture) -> None:
+    ghost = Budget("ghost", Scope.of(team="ghost"), Decimal(10))
+    assert unmatched_scope_note(ledger.store, ghost) == (
+        "budget ghost: no event in the ledger matches team=ghost; it reads $0 until one does"
+    )
+    cased = Budget("Search", Scope.of(team="Search"), Decimal(10))
+    assert 'team=Search (did you mean team = "search"?)' in (unmatched_scope_note(ledger.store, cased) or "")
+    assert unmatched_scope_note(ledger.store, Budget("s", Scope.of(team="search"), Decimal(10))) is None
+    assert unmatched_scope_note(ledger.store, Budget("org", Scope(), Decimal(10))) is None
+    # watch says it once, not every cycle.
+    watcher = Watcher(ledger.store, WatchSettings(detectors=[], budgets=[ghost, cased]), sinks=[])
+    with caplog.at_level(logging.WARNING, logger="unitcost.watch"):
+        for later in ("2025-09-10T15:00", "2025-09-10T16:00", "2025-09-11T16:00"):
+            watcher.run_once(_at(later))
+    watcher.close(0)
+    said = [r.getMessage() for r in caplog.records if "no event in the ledger matches" in r.getMessage()]
+    assert len(said) == 2 and "budget ghost" in said[0] and "budget Search" in said[1]

@@ -164,3 +164,60 @@ def test_watch_options_for_one_cycle(ledger: Any, ledger_path: Path, monkeypatch
     # --backfill-hours is not a --once option: the loop's first cycle judges that far back.
     assert _invoke("watch", "-l", lp, "--backfill-hours", "5").exit_code == 0
     assert looped == [5.0]
+
+
+def test_budgets_table_says_what_its_flags_are(ledger: Any, ledger_path: Path, tmp_path: Path) -> None:
+    daily = [r for r in _records() if r["ts"].endswith("T12:10:00Z")]  # one call a day, 1 to 3 Sept
+    ledger.ingest_records(
+        daily + [{**daily[0], "event_id": f"d{d}", "ts": f"2025-09-{d:02d}T12:00:00Z"} for d in range(4, 10)],
+        source="t",
+    )
+    ledger.close()
+    config = tmp_path / "unitcost.toml"
+    config.write_text(
+        '[[budget]]\nname = "tight"\nscope = { team = "search" }\namount = 0.0001\n'
+        '[[budget]]\nname = "ghost"\nscope = { team = "Search" }\namount = 10\n'
+    )
+    args = ("budgets", "-l", str(ledger_path), "--config", str(config), "--now", "2025-09-10T15:00:00Z")
+    table = _invoke(*args, "--format", "markdown").output
+    header, _, tight, ghost = table.splitlines()[2:6]
+    # "> limit?" read as "over the budget's amount" next to a budget far over it that said "no".
+    assert "> limit?" not in header and "| status |" in header and "| daily variation alarm |" in header
+    assert "| OVER BUDGET |" in tight and "| +0.0% | no (≤ 3%) |" in tight
+    assert "| no matching events |" in ghost
+    assert table.rstrip().endswith(
+        'Note: budget ghost: no event in the ledger matches team=Search (did you mean team = "search"?); '
+        "it reads $0 until one does"
+    )
+    rows = {r["budget"]: r for r in json.loads(_invoke(*args, "--format", "json").output)}
+    assert rows["tight"]["status"] == "OVER BUDGET" and rows["tight"]["note"] is None
+    assert (
+        rows["ghost"]["status"] == "no matching events" and "no event in the ledger" in rows["ghost"]["note"]
+    )
+
+
+def test_watch_once_waits_thirty_seconds_in_all_for_deliveries(
+    ledger: Any, ledger_path: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Each wait is recorded instead of spent: with dead sinks, waiting for the deliveries and
+    then closing once waited 30 s and then 10 s more (and 1 s for the thread)."""
+    from unitcost.watch.sinks import Dispatcher
+
+    ledger.ingest_records(_records(), source="test")
+    ledger.close()
+    waits: list[float] = []
+
+    def never_delivered(self: Dispatcher, timeout: float) -> bool:
+        waits.append(timeout)
+        return False
+
+    monkeypatch.setattr(Dispatcher, "flush", never_delivered)
+    monkeypatch.setattr(Dispatcher, "submit", lambda self, notifications: None)
+    config = tmp_path / "unitcost.toml"
+    config.write_text('[[watch.sink]]\ntype = "log"\n')
+    result = _invoke(
+        "watch", "-l", str(ledger_path), "--config", str(config), "--once", "--now", "2025-09-04T00:00:00Z"
+    )
+    assert result.exit_code == 0, result.output
+    assert "still failing after 30 s" in result.output
+    assert waits and sum(waits) <= 30

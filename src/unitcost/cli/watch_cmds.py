@@ -19,6 +19,9 @@ alerts_app = typer.Typer(
 )
 app.add_typer(alerts_app, name="alerts")
 
+ONCE_DELIVERY_WAIT = 30.0
+"""Seconds `watch --once` waits for deliveries in all, retries included, before it exits."""
+
 NowOpt = Annotated[
     str | None,
     typer.Option(
@@ -86,10 +89,11 @@ def watch_cmd(
             if once:
                 report = watcher.run_once(now=_instant(now), backfill_hours=backfill_hours)
                 _print_cycle(report)
-                delivered = watcher.dispatcher.flush(timeout=30)
-                if not delivered:
+                # One bound for the whole wait: closing must not wait again once it is spent.
+                if not watcher.close(ONCE_DELIVERY_WAIT):
                     out.print(
-                        f"{watcher.dispatcher.pending} deliveries still failing after 30 s; see alert_log."
+                        f"{watcher.dispatcher.pending} deliveries still failing after "
+                        f"{ONCE_DELIVERY_WAIT:g} s; see alert_log."
                     )
                 return
             out.print(
@@ -197,12 +201,13 @@ BUDGET_COLUMNS = [
     Col("amount", "amount", "money"),
     Col("spent", "spent", "money"),
     Col("used", "used", "ratio"),
+    Col("status", "status"),
     Col("burn_per_day", "burn/day", "money"),
     Col("forecast", "forecast", "money"),
     Col("forecast_90", "forecast 90 %"),
     Col("runs_out", "runs out"),
     Col("daily_change_pct", "day vs week ago", "pct"),
-    Col("variation", "> limit?"),
+    Col("variation", "daily variation alarm"),
     Col("unpriced_calls", "unpriced", "int"),
 ]
 
@@ -213,7 +218,7 @@ def budgets_cmd(
     ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
     r"""Each [\[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
-    from ..watch.budgets import budget_status
+    from ..watch.budgets import budget_status, unmatched_scope_note
 
     settings = _settings(config)
     if not settings.budgets:
@@ -223,11 +228,39 @@ def budgets_cmd(
         raise typer.Exit(1)
     at = _instant(now) or datetime.now(UTC)
     rows = []
+    notes = []
     with open_ledger(ledger, config, read_only=True) as opened:
         for budget in settings.budgets:
-            row = budget_status(opened.store, budget, at).as_row()
+            status = budget_status(opened.store, budget, at)
+            row = status.as_row()
             change = row["daily_change"]
             row["daily_change_pct"] = None if change is None else change * 100
-            row["variation"] = "yes" if row["variation_over_limit"] else "no"
+            row["variation"] = _variation(status)
+            row["note"] = None if status.daily_days else unmatched_scope_note(opened.store, budget)
+            row["status"] = "no matching events" if row["note"] else _standing(status)
+            if row["note"]:
+                notes.append(row["note"])
             rows.append(row)
-    render(rows, BUDGET_COLUMNS, fmt, title=f"Budgets at {at:%Y-%m-%d %H:%M} UTC")
+    if fmt in (Format.json, Format.csv):
+        render(rows, [*BUDGET_COLUMNS, Col("note", "note")], fmt)
+        return
+    caption = "\n".join(f"Note: {n}" for n in notes) or None
+    render(rows, BUDGET_COLUMNS, fmt, title=f"Budgets at {at:%Y-%m-%d %H:%M} UTC", caption=caption)
+
+
+def _variation(status: Any) -> str:
+    """The daily-variation flag, saying what it compares (the budget's own limit)."""
+    limit = f"{status.budget.variation_pct:g}%"
+    if status.spend_started:
+        return "yes (spend started)"
+    if status.daily_change is None:
+        return "—"
+    return f"yes (> {limit})" if status.variation_alarm else f"no (≤ {limit})"
+
+
+def _standing(status: Any) -> str:
+    if status.over_budget:
+        return "OVER BUDGET"
+    if status.forecast > status.budget.amount:
+        return "forecast over"
+    return "ok"

@@ -7,7 +7,9 @@ tags). The forecast adds the mean daily spend of the period's complete days for 
 left, with a 90 % interval from their day-to-day spread (plus the uncertainty of the mean
 itself); with fewer than two complete days it uses the last seven days instead.
 "Daily variation" compares yesterday's spend with the same weekday a week earlier, so a
-quiet Sunday is not mistaken for a change of pace.
+quiet Sunday is not mistaken for a change of pace. Days are calendar days of the budget's
+zone; when the clocks change, the two days are compared on the clock hours both have (see
+`_comparable`).
 """
 
 from __future__ import annotations
@@ -168,8 +170,12 @@ class BudgetStatus:
     runs_out: date | None
     """The local day spend reaches the amount at the current pace (or did), None if not this period."""
     daily_change: float | None
-    """Yesterday against the same weekday a week before (0.05 = +5 %)."""
+    """Yesterday against the same weekday a week before (0.05 = +5 %, -1.0 = spend stopped); None
+    when the day a week before had no spend (see `spend_started`) or is before the ledger's data."""
     daily_days: list[tuple[date, Decimal]] = field(default_factory=list)
+    spend_started: bool = False
+    """Yesterday had spend and the same weekday a week before, within the ledger's data, had none:
+    no percentage describes it, but it is a change of pace."""
 
     @property
     def used(self) -> float:
@@ -181,7 +187,13 @@ class BudgetStatus:
 
     @property
     def variation_alarm(self) -> bool:
+        if self.spend_started:
+            return True
         return self.daily_change is not None and abs(self.daily_change) * 100 > self.budget.variation_pct
+
+    @property
+    def over_budget(self) -> bool:
+        return self.spent > self.budget.amount
 
     def as_row(self) -> dict[str, Any]:
         b = self.budget
@@ -198,6 +210,8 @@ class BudgetStatus:
             "runs_out": self.runs_out.isoformat() if self.runs_out else "not this period",
             "daily_change": self.daily_change,
             "variation_over_limit": self.variation_alarm,
+            "spend_started": self.spend_started,
+            "over_budget": self.over_budget,
             "unpriced_calls": self.unpriced_calls,
         }
 
@@ -205,23 +219,28 @@ class BudgetStatus:
 def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> BudgetStatus:
     now = now or datetime.now(UTC)
     start, end = budget.bounds(now)
-    history_start = min(start, now - timedelta(days=9))
+    today = now.astimezone(budget.zone).date()
+    # From the local midnight that starts the day a week before yesterday: `now - 9 days` cut
+    # that day short by an hour once the clocks had changed in between.
+    history_start = min(start, budget._instant(today - timedelta(days=8)))
     condition, params = budget.scope.where()
     rows = store.fetch(
         f"""
-        SELECT CAST(timezone(?, ts) AS DATE) AS day, ts >= ? AS in_period,
-               coalesce(sum(cost), 0) AS cost, count(*) - count(cost) AS unpriced
+        SELECT CAST(timezone(?, ts) AS DATE) AS day, hour(timezone(?, ts)) AS clock_hour,
+               ts >= ? AS in_period, coalesce(sum(cost), 0) AS cost, count(*) - count(cost) AS unpriced
         FROM events WHERE ts >= ? AND ts < ? AND {condition}
-        GROUP BY 1, 2 ORDER BY 1
+        GROUP BY 1, 2, 3 ORDER BY 1, 2
         """,
-        [budget.timezone, start, history_start, now, *params],
+        [budget.timezone, budget.timezone, start, history_start, now, *params],
     ).to_pylist()
     spent = sum((Decimal(r["cost"]) for r in rows if r["in_period"]), Decimal(0))
     unpriced = sum(int(r["unpriced"]) for r in rows if r["in_period"])
     daily: dict[date, Decimal] = {}
+    hourly: dict[date, dict[int, Decimal]] = {}
     for r in rows:
         daily[r["day"]] = daily.get(r["day"], Decimal(0)) + Decimal(r["cost"])
-    today = now.astimezone(budget.zone).date()
+        by_hour = hourly.setdefault(r["day"], {})
+        by_hour[r["clock_hour"]] = by_hour.get(r["clock_hour"], Decimal(0)) + Decimal(r["cost"])
     period_first = start.astimezone(budget.zone).date()
     days_elapsed = max((now - start).total_seconds() / 86400, 1 / 24)
     burn = spent / Decimal(str(days_elapsed))
@@ -237,8 +256,18 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
     spread = Z90 * sd * math.sqrt(remaining + remaining**2 / len(samples)) if remaining else 0.0
     low = max(float(spent), forecast - spread)
     runs_out = _run_out(budget, spent, daily, mean, now, end, period_first)
-    yesterday, week_before = daily.get(today - timedelta(days=1)), daily.get(today - timedelta(days=8))
-    change = float(yesterday / week_before - 1) if yesterday is not None and week_before else None
+    yesterday, week_before = today - timedelta(days=1), today - timedelta(days=8)
+    # A day with no event at all has no row: it is $0, not "unknown".
+    y_spend, w_spend = _comparable(
+        budget.zone, yesterday, hourly.get(yesterday, {}), week_before, hourly.get(week_before, {})
+    )
+    change: float | None = None
+    started = False
+    if w_spend > 0:
+        change = float(y_spend / w_spend - 1)
+    elif y_spend > 0:
+        # Spend from nothing, unless "nothing" is only the ledger not existing yet.
+        started = _has_events_before(store, budget._instant(week_before + timedelta(days=1)))
     return BudgetStatus(
         budget=budget,
         start=start,
@@ -253,6 +282,73 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
         runs_out=runs_out,
         daily_change=change,
         daily_days=sorted(daily.items()),
+        spend_started=started,
+    )
+
+
+def _comparable(
+    zone: ZoneInfo, day: date, spend: Mapping[int, Decimal], other: date, other_spend: Mapping[int, Decimal]
+) -> tuple[Decimal, Decimal]:
+    """The spend of two local days over the clock hours both have, each clock hour counted once.
+
+    A day the clocks change has 23 or 25 hours. Comparing whole days would call the same hourly
+    traffic +4 % (or -4 %); comparing spend per hour would do the same to a job that runs once a
+    day, and to office-hours traffic whose extra hour is a quiet night hour. By clock hour, both
+    read 0 %: the hour skipped in spring is left out of the other day too, and the hour lived
+    twice in autumn counts for its spend per hour of real time."""
+    lengths, other_lengths = _clock_hours(zone, day), _clock_hours(zone, other)
+    common = lengths.keys() & other_lengths.keys()
+
+    def total(by_hour: Mapping[int, Decimal], length: Mapping[int, Decimal]) -> Decimal:
+        return sum(
+            (value if length[h] == 1 else value / length[h] for h, value in by_hour.items() if h in common),
+            Decimal(0),
+        )
+
+    return total(spend, lengths), total(other_spend, other_lengths)
+
+
+def _clock_hours(zone: ZoneInfo, day: date) -> dict[int, Decimal]:
+    """Hours of real time that each clock hour of a local day lasts (1 except around a clock change,
+    which is on a quarter hour in every zone)."""
+    quarter = timedelta(minutes=15)
+    # Local days lie between UTC-12 and UTC+14.
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=15)
+    stop = moment + timedelta(hours=54)
+    quarters: dict[int, int] = {}
+    while moment < stop:
+        local = moment.astimezone(zone)
+        if local.date() == day:
+            quarters[local.hour] = quarters.get(local.hour, 0) + 1
+        moment += quarter
+    return {h: Decimal(n) / 4 for h, n in quarters.items()}
+
+
+def _has_events_before(store: Store, moment: datetime) -> bool:
+    rows = store.fetch("SELECT 1 AS found FROM events WHERE ts < ? LIMIT 1", [moment]).to_pylist()
+    return bool(rows)
+
+
+def unmatched_scope_note(store: Store, budget: Budget) -> str | None:
+    """A note when no event in the whole ledger matches the budget's scope: a misspelt or
+    wrongly cased name would otherwise read $0 spent, forever, which looks like good news."""
+    if budget.scope.is_org:
+        return None
+    condition, params = budget.scope.where()
+    if store.fetch(f"SELECT 1 AS found FROM events WHERE {condition} LIMIT 1", params).num_rows:
+        return None
+    near: list[str] = []
+    for key, value in budget.scope.dims:
+        if value is None:
+            continue
+        rows = store.fetch(
+            f'SELECT DISTINCT "{key}" AS v FROM events WHERE lower("{key}") = lower(?) LIMIT 3', [value]
+        ).to_pylist()
+        near.extend(f'{key} = "{r["v"]}"' for r in rows)
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    return (
+        f"budget {budget.name}: no event in the ledger matches {budget.scope.label}{hint}; "
+        "it reads $0 until one does"
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,7 +80,8 @@ class Incidents:
         changed: dict[str, dict[str, Any]] = {}
         log: list[dict[str, Any]] = []
         out: list[Notification] = []
-        for finding in sorted(findings, key=lambda f: f.at):
+        for judged in sorted(findings, key=lambda f: f.at):
+            finding = judged
             found.add(finding.key)
             row = live.get(finding.key)
             if (
@@ -96,6 +97,11 @@ class Incidents:
                 log.append(_log(row["alert_id"], finding.at, "opened", finding.title))
                 out.append(_notification(row, "opened", finding.at))
             else:
+                if row["since"] is not None and row["since"] < finding.since:
+                    # An incident started when it started: a detector that sees only its last
+                    # hours (a trailing window, a run longer than it looks back) must not move
+                    # "since" forward from one update to the next.
+                    finding = replace(finding, since=row["since"])
                 escalated = _escalated(finding, row)
                 worse = escalated if finding.level is not None else _worse(finding, row)
                 details = finding.details() | _notified(row)

@@ -18,7 +18,14 @@ from typing import Any
 import pandas as pd
 
 from ..ledger.base import Store
-from .budgets import BUDGET_DETECTOR, budget_findings, budget_status
+from .budgets import (
+    BUDGET_DETECTOR,
+    Budget,
+    BudgetStatus,
+    budget_findings,
+    budget_status,
+    unmatched_scope_note,
+)
 from .detectors.base import HOUR, Context, Finding
 from .incidents import Incidents, Notification, delivery_log
 from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
@@ -65,6 +72,7 @@ class Watcher:
         )
         chosen = sinks if sinks is not None else build_sinks(self.settings.sinks)
         self.dispatcher = dispatcher or Dispatcher(chosen, on_result=self._record_delivery)
+        self._scopes_checked: set[Budget] = set()
 
     def _record_delivery(self, notification: Notification, sink: str, ok: bool, message: str) -> None:
         self.store.insert("alert_log", delivery_log(notification.alert_id, sink, ok, message))
@@ -82,13 +90,27 @@ class Watcher:
         if data_start is not None:
             report.findings.extend(self._detect(eval_end, data_start, backfill, report))
         for budget in self.settings.budgets:
-            report.findings.extend(budget_findings(budget_status(self.store, budget, now)))
+            status = budget_status(self.store, budget, now)
+            self._check_scope(status)
+            report.findings.extend(budget_findings(status))
         # Every budget is judged every cycle, so one that is not found no longer holds.
         report.notifications = self.incidents.apply(report.findings, eval_end, current={BUDGET_DETECTOR})
         if report.notifications:
             self.dispatcher.submit(report.notifications)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _check_scope(self, status: BudgetStatus) -> None:
+        """Say once per watcher that a budget's scope matches no event (a misspelt or wrongly cased
+        name reads $0 forever). Only asked when the budget's recent days are empty, and once: the
+        question reads the whole events table."""
+        budget = status.budget
+        if status.daily_days or budget in self._scopes_checked:
+            return
+        self._scopes_checked.add(budget)
+        note = unmatched_scope_note(self.store, budget)
+        if note:
+            log.warning(note)
 
     def _detect(
         self, eval_end: datetime, data_start: datetime, backfill: timedelta, report: CycleReport
@@ -146,8 +168,9 @@ class Watcher:
                 log.exception("watch cycle failed")
             stop.wait(self.settings.interval_s)
 
-    def close(self, flush_timeout: float = 10.0) -> None:
-        self.dispatcher.close(flush_timeout)
+    def close(self, flush_timeout: float = 10.0) -> bool:
+        """Wait up to `flush_timeout` seconds for deliveries, then stop; True if none is left."""
+        return self.dispatcher.close(flush_timeout)
 
 
 async def watch_task(watcher: Watcher, stop: asyncio.Event | None = None) -> None:

@@ -1,7 +1,9 @@
 """A scope: which slice of spend a budget or a detector setting applies to.
 
 A scope is any combination of team, app, feature, user, customer, model, provider and
-tags; an empty scope is the whole organisation.
+tags; an empty scope is the whole organisation. A detector's series can be the events with
+no value for a dimension (no team, say): that value is None, reads `(none)` in text and null
+in JSON, never "" or "nan".
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ SCOPE_DIMS: tuple[str, ...] = (
     "environment",
 )
 
+MISSING = "(none)"
+"""How a dimension with no value reads in messages and labels."""
+
 
 @dataclass(frozen=True)
 class Scope:
-    dims: tuple[tuple[str, str], ...] = ()
+    dims: tuple[tuple[str, str | None], ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str = "scope") -> Scope:
-        dims: list[tuple[str, str]] = []
+        dims: list[tuple[str, str | None]] = []
         tags: list[tuple[str, str]] = []
         for key, value in raw.items():
             if key == "tags":
@@ -46,7 +51,13 @@ class Scope:
 
     @classmethod
     def of(cls, **dims: str | None) -> Scope:
+        """A scope on the dimensions given a value (None leaves that dimension out)."""
         return cls(tuple(sorted((k, v) for k, v in dims.items() if v is not None)))
+
+    @classmethod
+    def series(cls, **dims: str | None) -> Scope:
+        """The scope of one series: None is the events that have no value for that dimension."""
+        return cls(tuple(sorted(dims.items(), key=lambda item: item[0])))
 
     @property
     def is_org(self) -> bool:
@@ -56,7 +67,7 @@ class Scope:
     def label(self) -> str:
         if self.is_org:
             return "org"
-        parts = [f"{k}={v}" for k, v in self.dims] + [f"tags.{k}={v}" for k, v in self.tags]
+        parts = [f"{k}={show(v)}" for k, v in self.dims] + [f"tags.{k}={v}" for k, v in self.tags]
         return ",".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +87,9 @@ class Scope:
         clauses = ["TRUE"]
         params: list[Any] = []
         for key, value in self.dims:
+            if value is None:
+                clauses.append(f'"{key}" IS NULL')
+                continue
             clauses.append(f'"{key}" = ?')
             params.append(value)
         for key, value in self.tags:
@@ -85,6 +99,11 @@ class Scope:
 
 
 ORG = Scope()
+
+
+def show(value: str | None) -> str:
+    """A dimension's value as text: a missing one reads as missing."""
+    return MISSING if value is None else value
 
 
 @dataclass(frozen=True)

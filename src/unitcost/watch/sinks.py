@@ -268,12 +268,22 @@ class Dispatcher:
                 self._cv.wait(min(left, 0.1))
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
-        self.flush(timeout)
+    def close(self, timeout: float = 5.0) -> bool:
+        """Wait up to `timeout` seconds in all for the queued deliveries, then stop delivering.
+        True if every delivery succeeded or gave up. Closing again returns at once: `watch --once`
+        waits its bounded time and then still closes on its way out."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            if self._closed:
+                return not (self._queue or self._busy)
+        done = self.flush(timeout)
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join(timeout=1.0)
+        # A send still in flight (up to its sink's timeout) is not waited for past the deadline:
+        # the thread is a daemon.
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        return done
 
     def _run(self) -> None:
         while True:
@@ -313,7 +323,8 @@ class Dispatcher:
         self._report(delivery, True, f"attempt {delivery.attempt}")
 
     def _report(self, delivery: _Delivery, ok: bool, message: str) -> None:
-        if self.on_result is None:
+        if self.on_result is None or self._closed:
+            # Past close() the ledger the outcome would be written to may be closed already.
             return
         try:
             self.on_result(delivery.notification, delivery.sink.name, ok, message)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ...ledger.base import Store
-from ..scope import ORG, Scope, ScopedValue
+from ..scope import ORG, Scope, ScopedValue, show
 
 HOUR = timedelta(hours=1)
 HOURS_PER_WEEK = 168
@@ -62,7 +62,7 @@ class Finding:
             f"since: {self.since:%Y-%m-%d %H:%M} UTC (seen by {self.at:%Y-%m-%d %H:%M} UTC)",
         ]
         if self.contributors:
-            top = "; ".join(f"{c['dimension']}={c['name']} {c['label']}" for c in self.contributors[:3])
+            top = "; ".join(f"{c['dimension']}={show(c['name'])} {c['label']}" for c in self.contributors[:3])
             lines.append(f"top contributors: {top}")
         lines.extend(self.notes)
         return "\n".join(lines)
@@ -153,17 +153,29 @@ class Detector(Protocol):
 
 
 def scope_for(by: str | None, value: Any) -> Scope:
-    return ORG if by is None else Scope.of(**{by: "" if value is None else str(value)})
+    return ORG if by is None else Scope.series(**{by: dim_value(value)})
 
 
 def scope_of(dims: Sequence[str], key: Any) -> Scope:
     """The scope of one column of `Context.pivot(value, dims)` (a tuple key when several dims)."""
     values = key if len(dims) > 1 else (key,)
-    return Scope.of(**{d: "" if _missing(v) else str(v) for d, v in zip(dims, values, strict=True)})
+    return Scope.series(**{d: dim_value(v) for d, v in zip(dims, values, strict=True)})
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+def dim_value(value: Any) -> str | None:
+    """A dimension's value from a rollup frame, None when the events had none: pandas turns a
+    missing group key into NaN, whose str() is "nan", a name no team has."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    """The rows of a rollup frame inside `scope` (a None value selects the rows with no value)."""
+    for key, wanted in scope.dims:
+        if key in frame.columns:
+            frame = frame[frame[key].isna()] if wanted is None else frame[frame[key] == wanted]
+    return frame
 
 
 def run_start(flags: Sequence[bool] | np.ndarray, position: int) -> int:
@@ -184,10 +196,7 @@ def contributors(
     unit: str = "$",
 ) -> list[dict[str, Any]]:
     """Which groups inside the scope moved most between the baseline hours and `hour`."""
-    frame = ctx.at_hours([hour, *baseline_hours])
-    for key, wanted in scope.dims:
-        if key in frame.columns:
-            frame = frame[frame[key] == wanted]
+    frame = in_scope(ctx.at_hours([hour, *baseline_hours]), scope)
     out: list[dict[str, Any]] = []
     n_base = max(len(baseline_hours), 1)
     for dim in dims:
@@ -207,7 +216,7 @@ def contributors(
             out.append(
                 {
                     "dimension": dim,
-                    "name": str(name),
+                    "name": dim_value(name),
                     "observed": float(now.get(name, 0.0)),
                     "expected": float(base.get(name, 0.0)),
                     "delta": float(d),

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import HOUR, Context, Finding, run_start, scope_for
+from ..scope import Scope
+from .base import HOUR, Context, Finding, dim_value, in_scope, run_start, scope_for
 from .windows import Trailing
 
 
@@ -58,7 +59,7 @@ class BilledDrift:
                         observed=tb,
                         expected=tc,
                         unit=f"$ billed over {width} h",
-                        contributors=_models(ctx, str(provider), index[max(0, i - width + 1) : i + 1]),
+                        contributors=_models(ctx, scope, index[max(0, i - width + 1) : i + 1]),
                         notes=[
                             "a price in the book (or a discount in the overrides) is probably wrong; "
                             "check `unitcost prices show` for these models"
@@ -68,15 +69,15 @@ class BilledDrift:
         return findings
 
 
-def _models(ctx: Context, provider: str, hours: Any) -> list[dict[str, Any]]:
-    frame = ctx.frame[(ctx.frame["provider"] == provider) & ctx.frame["hour"].isin(hours)]
-    grouped = frame.groupby("model")[["billed_cost", "billed_computed_cost"]].sum()
+def _models(ctx: Context, scope: Scope, hours: Any) -> list[dict[str, Any]]:
+    frame = in_scope(ctx.frame[ctx.frame["hour"].isin(hours)], scope)
+    grouped = frame.groupby("model", dropna=False)[["billed_cost", "billed_computed_cost"]].sum()
     grouped["delta"] = grouped["billed_cost"] - grouped["billed_computed_cost"]
     grouped = grouped.reindex(grouped["delta"].abs().sort_values(ascending=False).index).head(3)
     return [
         {
             "dimension": "model",
-            "name": str(m),
+            "name": dim_value(m),
             "observed": float(r.billed_cost),
             "expected": float(r.billed_computed_cost),
             "delta": float(r.delta),

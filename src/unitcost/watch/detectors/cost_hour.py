@@ -46,6 +46,8 @@ class _Level:
     cost: np.ndarray
     expectation: Expectation
     windows: dict[int, _Windows] = field(default_factory=dict)
+    threshold: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Each series' `threshold`: an hour that is not that far above its baseline did not start a run."""
 
 
 @dataclass
@@ -117,6 +119,7 @@ class CostPerHour:
         params = [ctx.params(s) for s in level.scopes]
         sigmas = np.array([float(p["sigmas"]) for p in params])
         threshold = np.array([float(p["threshold"]) for p in params])
+        level.threshold = threshold
         min_excess = np.array([float(p["min_excess"]) for p in params])
         for width in widths:
             observed, expected, z = _window(x, level.expectation, width)
@@ -167,13 +170,20 @@ class CostPerHour:
 
     def _since(self, levels: list[_Level]) -> dict[tuple[int, int, int], int]:
         """For each flagged (level, series, hour): the first hour of the run of flagged hours it
-        belongs to, each window counted from its first hour above its baseline."""
+        belongs to, each window counted from its first hour that is itself `threshold` above its
+        baseline. Merely above it is not enough: the ordinary hour before a jump is above its
+        baseline half the time, and would be named as the start of the incident. A window that
+        passes `threshold` as a whole has at least one such hour."""
         starts: dict[tuple[int, int, int], int] = {}
         for li, level in enumerate(levels):
             widths = _best_widths(level)
             for i, j in sorted(zip(*np.nonzero(widths), strict=True)):
                 start = int(i) - int(widths[i, j]) + 1
-                while start < i and not level.cost[start, j] > level.expectation.base[start, j]:
+                bar = 1.0 + float(level.threshold[j])
+                while start < i and not (
+                    level.cost[start, j] > level.expectation.base[start, j]
+                    and level.cost[start, j] >= bar * level.expectation.base[start, j]
+                ):
                     start += 1
                 previous = starts.get((li, int(j), int(i) - 1))
                 starts[(li, int(j), int(i))] = min(start, previous) if previous is not None else start

@@ -80,7 +80,7 @@ class CostPerRequest:
             if not flags[i]:
                 continue
             observed, expected, width = best[i]
-            since = index[min(run_start(flags, i), window_start(i, width) if width > 1 else i)]
+            since = index[self._since(flags, best, cost, calls, i, float(params["threshold"]))]
             ref = index[max(0, window_start(i, width) - ref_hours) : window_start(i, width)]
             findings.append(
                 Finding(
@@ -98,6 +98,29 @@ class CostPerRequest:
                 )
             )
         return findings
+
+    @staticmethod
+    def _since(
+        flags: np.ndarray,
+        best: dict[int, tuple[float, float, int]],
+        cost: np.ndarray,
+        calls: np.ndarray,
+        i: int,
+        threshold: float,
+    ) -> int:
+        """The first hour of the incident: in the first flagged window of the run that hour `i`
+        ends, the first hour whose own cost per request is `threshold` above the reference.
+        Taken from the run's first window, not hour i's, so it does not move with the window
+        as later hours are judged; and not the window's first hour, which can be a day before
+        anything changed."""
+        first = run_start(flags, i)
+        _, reference, width = best[first]
+        hour = window_start(first, width)
+        with np.errstate(all="ignore"):
+            per_call = np.nan_to_num(cost) / calls
+        while hour < first and not per_call[hour] >= reference * (1 + threshold):
+            hour += 1
+        return hour
 
     @staticmethod
     def _window(

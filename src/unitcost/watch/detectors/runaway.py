@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from ..scope import Scope
-from .base import HOUR, Context, Finding
+from ..scope import Scope, show
+from .base import HOUR, Context, Finding, dim_value
 
 
 class RunawayTrace:
@@ -60,7 +60,7 @@ class RunawayTrace:
         ]
         findings: list[Finding] = []
         for row in merged.itertuples(index=False):
-            scope = Scope.of(feature=str(row.feature))
+            scope = Scope.series(feature=dim_value(row.feature))
             p = ctx.params(scope)
             if row.traces < int(p["min_traces"]):
                 continue
@@ -97,7 +97,10 @@ class RunawayTrace:
                             f"${row.p99_cost:,.2f}, {row.p99_calls:,.0f} calls)",
                         }
                     ],
-                    notes=[f"team={row.team}; stop or cap this {row.key_kind} if it is still running"],
+                    notes=[
+                        f"team={show(dim_value(row.team))}; stop or cap this {row.key_kind} if it is "
+                        "still running"
+                    ],
                 )
             )
         return findings

@@ -40,8 +40,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..scope import Scope
-from .base import HOUR, Context, Finding
+from ..scope import Scope, show
+from .base import HOUR, Context, Finding, dim_value
 
 BURST_CAP = 2.0
 """One hour's log excess counts at most this many times log(1 + threshold)."""
@@ -69,10 +69,10 @@ class TokensPerRequest:
         findings: list[Finding] = []
         hours = ctx.hours()
         for (feature, model), rows in grouped.groupby(level=["feature", "model"], dropna=False):
-            if feature is None or (isinstance(feature, float) and math.isnan(feature)):
+            if dim_value(feature) is None:
                 continue
             part = rows.droplevel(["feature", "model"]).reindex(hours).fillna(0.0)
-            scope = Scope.of(feature=str(feature), model=str(model))
+            scope = Scope.series(feature=dim_value(feature), model=dim_value(model))
             params = ctx.params(scope)
             key = f"{feature}|{model}"
             findings.extend(self._series(ctx, scope, part, params, series_state.setdefault(key, {})))
@@ -191,7 +191,7 @@ class TokensPerRequest:
                 }
             )
         contributors.sort(key=lambda c: float(c["delta"]), reverse=True)
-        model = dict(scope.dims).get("model", "?")
+        model = show(dict(scope.dims).get("model"))
         return Finding(
             detector=self.name,
             scope=scope,

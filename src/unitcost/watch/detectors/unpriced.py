@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from ..scope import Scope
-from .base import HOUR, Context, Finding
+from ..scope import Scope, show
+from .base import HOUR, Context, Finding, dim_value
 
 
 class NewUnpricedModel:
@@ -35,18 +35,18 @@ class NewUnpricedModel:
         for (hour, provider, model), part in frame.groupby(
             ["hour", "provider", "model"], dropna=False, sort=True
         ):
-            name = f"{provider}/{model}"
+            name = f"{show(dim_value(provider))}/{show(dim_value(model))}"
             if name in seen and name not in fresh:
                 continue
             seen.add(name)
             at = pd.Timestamp(hour)  # type: ignore[arg-type]
             first_hour = fresh.setdefault(name, at.isoformat())
             calls = int(part["unpriced_calls"].sum())
-            features = sorted({str(f) for f in part["feature"]})
+            features = sorted({dim_value(f) for f in part["feature"]}, key=lambda f: (f is None, f or ""))
             findings.append(
                 Finding(
                     detector=self.name,
-                    scope=Scope.of(provider=str(provider), model=str(model)),
+                    scope=Scope.series(provider=dim_value(provider), model=dim_value(model)),
                     at=at.to_pydatetime() + HOUR,
                     since=pd.Timestamp(first_hour).to_pydatetime(),
                     title=f"New model with no price: {name}",

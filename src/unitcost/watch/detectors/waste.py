@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import HOUR, Context, Finding, run_start, scope_for
+from .base import HOUR, Context, Finding, dim_value, in_scope, run_start, scope_for
 from .windows import Trailing
 
 
@@ -78,14 +78,12 @@ class RetryWaste:
 
 
 def _by_feature(ctx: Context, scope: Any, hours: Any) -> list[dict[str, Any]]:
-    frame = ctx.frame[ctx.frame["hour"].isin(hours)]
-    for key, value in scope.dims:
-        frame = frame[frame[key] == value]
-    top = frame.groupby("feature")["waste_cost"].sum().sort_values(ascending=False).head(3)
+    frame = in_scope(ctx.frame[ctx.frame["hour"].isin(hours)], scope)
+    top = frame.groupby("feature", dropna=False)["waste_cost"].sum().sort_values(ascending=False).head(3)
     return [
         {
             "dimension": "feature",
-            "name": str(k),
+            "name": dim_value(k),
             "observed": float(v),
             "expected": 0.0,
             "delta": float(v),

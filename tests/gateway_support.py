@@ -198,3 +198,32 @@ def wait_for_event(directory: Path, event_id: str, timeout: float = 10.0) -> dic
             return found
         time.sleep(0.05)
     raise AssertionError(f"event {event_id} was not spooled")
+
+
+# ------------------------------------------------------------------ SDK clients of a running gateway
+
+
+def oa(gw: Any, key: str = GATEWAY_KEY) -> Any:
+    """The official OpenAI SDK, pointed at the gateway, with no retries of its own."""
+    import openai
+
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+
+
+def an(gw: Any) -> Any:
+    """The official Anthropic SDK, pointed at the gateway, with no retries of its own."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gw.url, api_key=GATEWAY_KEY, max_retries=0)
+
+
+def unique(text: str = "hello") -> str:
+    """A prompt no earlier request sent, so that no response cache answers it."""
+    import uuid
+
+    return f"{text} {uuid.uuid4().hex}"
+
+
+def event(directory: Path, headers: Any) -> dict[str, Any]:
+    """The spooled event of the request whose response carried `headers`."""
+    return spooled(directory)[headers["x-unitcost-event-id"]]

@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -26,7 +25,17 @@ from fake_providers import (
     openrouter_completion,
     serve_app,
 )
-from gateway_support import GATEWAY_KEY, GatewayProcess, free_port, spooled, wait_for_event, write_config
+from gateway_support import (
+    GATEWAY_KEY,
+    GatewayProcess,
+    an,
+    event,
+    free_port,
+    oa,
+    unique,
+    wait_for_event,
+    write_config,
+)
 from unitcost.connectors.responses import normalise_response
 from unitcost.events import TOKEN_FIELDS
 from unitcost.gateway.budgets import pico_to_nano_ceil
@@ -94,22 +103,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
         config = write_config(directory, fake_url, port, extra(fake_url, free_port()))
         with GatewayProcess(config, port) as process:
             yield process, directory
-
-
-def oa(gw: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
-
-
-def an(gw: GatewayProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=GATEWAY_KEY, max_retries=0)
-
-
-def unique(text: str = "hello") -> str:
-    return f"{text} {uuid.uuid4().hex}"
-
-
-def event(directory: Path, headers: Any) -> dict[str, Any]:
-    return spooled(directory)[headers["x-unitcost-event-id"]]
 
 
 def tokens_of(fields: dict[str, Any]) -> dict[str, int]:

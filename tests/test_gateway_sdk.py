@@ -19,9 +19,13 @@ from gateway_support import (
     GATEWAY_KEY,
     OTHER_KEY,
     GatewayProcess,
+    an,
+    event,
     free_port,
+    oa,
     simulator,
     spooled,
+    unique,
     wait_for_event,
     write_config,
 )
@@ -85,22 +89,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
         config = write_config(directory, sim_url, port, EXTRA)
         with GatewayProcess(config, port) as process:
             yield process, directory
-
-
-def oa(gw: GatewayProcess, key: str = GATEWAY_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
-
-
-def an(gw: GatewayProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=GATEWAY_KEY, max_retries=0)
-
-
-def unique(text: str = "hello") -> str:
-    return f"{text} {uuid.uuid4().hex}"
-
-
-def event(directory: Path, headers: Any) -> dict[str, Any]:
-    return spooled(directory)[headers["x-unitcost-event-id"]]
 
 
 def test_openai_sync_chat_is_recorded_priced_and_attributed(gateway, book) -> None:

@@ -378,3 +378,31 @@ def test_cost_per_success_and_successes_follow_the_reports_judgements(ledger) ->
     assert report["successes"].iloc[0] == 2
     # gpt-4o-mini, $0.15 per million input, for the same judged calls.
     assert rows[1]["cost_per_success"] == Decimal("0.0006")
+
+
+def test_whatif_gives_the_same_rows_on_clickhouse(ledger, book) -> None:
+    """The grouping by units and judgements broke whatif (and levers) on ClickHouse: `GROUP BY
+    false` is a position there, and the outcomes' own `ts` made the events' ambiguous."""
+    import uuid
+
+    pytest.importorskip("chdb", reason="the chdb package runs ClickHouse in-process")
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+
+    records = [
+        ev("2025-09-20T10:00:00Z", "openai", "gpt-4o", input_tokens=1_000, unit="ticket", unit_id="T1"),
+        ev("2025-09-20T11:00:00Z", "openai", "gpt-4o", input_tokens=2_000, trace_id="TS"),
+        ev("2025-09-20T12:00:00Z", "openai", "gpt-4o", input_tokens=4_000),
+    ]
+    with Ledger(f"chdb://?database=t_{uuid.uuid4().hex}", book=book, config=Config()) as house:
+        for target in (ledger, house):
+            target.ingest_records(records)
+            assert whatif(target, Alternative.parse("openai:gpt-4o-mini"))[0]["cost_per_success"] is None
+        expected = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
+        assert whatif(house, Alternative.parse("openai:gpt-4o-mini")) == expected
+        for target in (ledger, house):
+            target.record_outcome(unit="ticket", unit_id="T1", success=True)
+            target.record_outcome(trace_id="TS", success=True)
+        expected = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
+        assert expected[0]["cost_per_success"] == Decimal("0.00375")
+        assert whatif(house, Alternative.parse("openai:gpt-4o-mini")) == expected

@@ -239,12 +239,18 @@ def load_workload(
             *COST_COLUMNS,
         )
     )
-    source = f"SELECT {needed} FROM events WHERE {selected} AND cost IS NOT NULL"
+    # Calls some judgement covers are flagged by id: joining the outcomes in here would bring
+    # their own `ts` beside the events' (ambiguous on ClickHouse), and a constant flag cannot
+    # be grouped by on ClickHouse (`GROUP BY false` is read as a position).
     judged = "false"
     if with_units and _has_outcomes(store):
-        keys = f'{needed}, "unit", "trace_id", "event_id"'
-        source = judged_events_sql(f"SELECT {keys} FROM events WHERE {selected} AND cost IS NOT NULL")
-        judged = "jk IS NOT NULL"
+        calls = f"SELECT unit, unit_id, trace_id, event_id FROM events WHERE {selected} AND cost IS NOT NULL"
+        covered = f"SELECT event_id FROM ({judged_events_sql(calls)}) AS c WHERE jk IS NOT NULL"
+        judged = f"event_id IN ({covered})"
+    source = (
+        f"SELECT {needed}, unit_id IS NOT NULL AS of_units, {judged} AS judged "
+        f"FROM events WHERE {selected} AND cost IS NOT NULL"
+    )
     sql = (
         # Raw key columns (NULL tier = standard, NULL cache_hit = false, resolved in Python):
         # grouping on the columns themselves is cheaper than on expressions over them.
@@ -252,11 +258,11 @@ def load_workload(
         f"{time_bucket} AS tb, {sod_bucket} AS sb, {size_bucket} AS zb, "
         # Calls of business units, and calls some judgement covers, apart: cost per unit and per
         # success are their costs over the units and the successes, as in the report.
-        f"max(unit_id IS NOT NULL) AS u, max({judged}) AS j, "
+        "of_units AS u, judged AS j, "
         "count(*) AS calls, sum(requests) AS requests, min(ts) AS first_ts, max(ts) AS last_ts, "
         f"min(input_tokens) AS min_input, {usage_sums}, {cost_sums} "
         f"FROM ({source}) AS selected "
-        f"GROUP BY p, m, t, h, tb, sb, zb, unit_id IS NOT NULL, {judged}"
+        "GROUP BY p, m, t, h, tb, sb, zb, of_units, judged"
     )
     groups = []
     first: int | None = None

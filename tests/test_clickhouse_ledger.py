@@ -11,11 +11,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -351,3 +353,105 @@ def test_server_urls_reach_clickhouse_connect_without_leaking_the_password(
     assert first["settings"]["max_threads"] == "4" and first["settings"]["join_use_nulls"] == 1
     assert (second["port"], second["password"], second["secure"]) == (8123, "from-env", False)
     assert redact("clickhouse://alice:s3cret@host/db") == "clickhouse://alice:***@host/db"
+
+
+def test_watch_rolls_up_every_new_event_and_judges_runaways_on_clickhouse(
+    demo_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`max(ingested_at)` as the upper bound must keep its microseconds when bound (it used
+    to be cut to the second on ClickHouse: 0 rows rolled up, watermark moved anyway), and
+    the runaway norms must use a quantile ClickHouse has."""
+    from types import SimpleNamespace
+
+    from unitcost.watch.detectors.runaway import RunawayTrace
+    from unitcost.watch.rollup import roll_up
+
+    events, _ = demo_files
+    duck, house = open_pair(tmp_path, PriceBook())
+    try:
+        results = []
+        for ledger in (duck, house):
+            ledger.ingest(events)
+            result = roll_up(ledger.store)
+            hourly = ledger.store.fetch(
+                "SELECT CAST(sum(calls) AS BIGINT) AS calls, CAST(sum(cost) AS DECIMAL(38, 12)) AS cost, "
+                "CAST(sum(waste_calls) AS BIGINT) AS waste FROM watch_hourly"
+            ).to_pylist()
+            traces = ledger.store.fetch("SELECT count(*) AS n FROM watch_traces").to_pylist()[0]["n"]
+            norms = RunawayTrace._norms(
+                SimpleNamespace(store=ledger.store, state={}),  # type: ignore[arg-type]
+                datetime(2025, 9, 1, tzinfo=UTC),
+                datetime(2025, 10, 1, tzinfo=UTC),
+                30,
+            )
+            norms = norms.sort_values(["key_kind", "feature"]).reset_index(drop=True)
+            results.append((result.events, result.hourly_rows, result.trace_rows, hourly, traces, norms))
+        (d_events, d_hourly, d_traces, d_sums, d_n, d_norms) = results[0]
+        (c_events, c_hourly, c_traces, c_sums, c_n, c_norms) = results[1]
+        assert d_hourly > 0 and d_traces > 0 and len(d_norms) > 0
+        assert (c_events, c_hourly, c_traces, c_sums, c_n) == (d_events, d_hourly, d_traces, d_sums, d_n)
+        assert c_sums[0]["calls"] == d_events
+        pd.testing.assert_frame_equal(d_norms, c_norms, check_dtype=False, atol=1e-9, rtol=0)
+    finally:
+        duck.close()
+        house.close()
+
+
+def test_budget_status_is_the_same_on_clickhouse(pair: tuple[Ledger, Ledger]) -> None:
+    from unitcost.watch.budgets import budget_status, parse_budgets, unmatched_scope_note
+
+    budgets = parse_budgets(
+        [
+            {"name": "paris", "scope": {"team": "support"}, "amount": 2, "period": "month",
+             "timezone": "Europe/Paris"},
+            {"name": "week", "amount": 1, "period": "week"},
+            {"name": "eu", "scope": {"tags": {"region": "eu"}}, "amount": 0.05, "period": "day",
+             "timezone": "America/New_York"},
+            {"name": "nobody", "scope": {"team": "no-such-team"}, "amount": 1, "period": "day"},
+        ]
+    )  # fmt: skip
+    now = datetime(2025, 9, 20, 12, 30, tzinfo=UTC)
+    duck, house = pair
+    for budget in budgets:
+        left, right = budget_status(duck.store, budget, now), budget_status(house.store, budget, now)
+        assert left == right, budget.name
+        assert unmatched_scope_note(duck.store, budget) == unmatched_scope_note(house.store, budget)
+    assert budget_status(duck.store, budgets[0], now).spent > 0
+    assert budget_status(duck.store, budgets[2], now).daily_days
+
+
+def test_gateway_budgets_are_restored_the_same_from_clickhouse(tmp_path: Path, book: PriceBook) -> None:
+    from unitcost.gateway.budgets import MemoryBudgetState
+    from unitcost.gateway.config import Budget
+    from unitcost.gateway.restore import restore_budgets
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = {"ts": now.isoformat(), "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 1000,
+            "output_tokens": 100, "team": "search", "attempt": 1,
+            "http_status": 200, "latency_ms": 120.0}  # fmt: skip
+    rows = [
+        {**base, "event_id": "g1", "tags": {"key": "k1"}},
+        {**base, "event_id": "g2", "tags": {"key": "k1"}, "attempt": 2},
+        {**base, "event_id": "g3", "tags": {"blocked_by_budget": "b"}, "http_status": 429, "latency_ms": None,
+         "input_tokens": 0, "output_tokens": 0},
+        {**base, "event_id": "g4", "tags": {"key": "k2"}, "cache_hit": True},
+        {**base, "event_id": "g5", "team": "lab"},
+    ]  # fmt: skip
+    budgets = [
+        Budget(name="all", scope="global", limit_usd=Decimal(10), period="day", max_calls=100),
+        Budget(name="teams", scope="team", limit_usd=Decimal(10), period="month", max_calls=100),
+        Budget(name="keys", scope="key", limit_usd=Decimal(10), period="day", max_calls=100),
+    ]
+    duck, house = open_pair(tmp_path, book)
+    try:
+        seeded = []
+        for ledger in (duck, house):
+            assert ledger.ingest_records(rows, source="gateway").accepted == len(rows)
+            state = MemoryBudgetState()
+            n = restore_budgets(ledger.store, budgets, state, "uc")
+            seeded.append((n, dict(state._counters)))
+        assert seeded[0] == seeded[1]
+        assert seeded[0][0] > 0
+    finally:
+        duck.close()
+        house.close()

@@ -53,6 +53,22 @@ class Dialect:
             return f"to_timestamp(({days} - ({days} + 3) % 7) * 86400)"
         return f"date_trunc('{period}', {expr})"
 
+    def local_date(self, expr: str, zone: str) -> str:
+        """The calendar date of the instant `expr` on the clocks of time zone `zone` (IANA name)."""
+        if self.name == "clickhouse":
+            return f"toDate(toTimeZone({expr}, {self.literal(zone)}))"
+        return f"CAST(timezone({self.literal(zone)}, {expr}) AS DATE)"
+
+    def local_hour(self, expr: str, zone: str) -> str:
+        """The clock hour (0-23) of the instant `expr` in time zone `zone`."""
+        if self.name == "clickhouse":
+            return f"toHour(toTimeZone({expr}, {self.literal(zone)}))"
+        return f"hour(timezone({self.literal(zone)}, {expr}))"
+
+    def count_if(self, condition: str) -> str:
+        """How many rows of the group satisfy `condition` (0 for none, on both engines)."""
+        return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
     def tag(self, key: str) -> str:
         if self.name == "clickhouse":
             return f"nullIf(tags[{self.literal(key)}], '')"

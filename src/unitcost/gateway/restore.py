@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from ..analytics.dialect import Dialect, dialect_for
 from ..events import ATTRIBUTION_FIELDS
 from ..ledger.base import Store
 from ..money import usd_to_pico
@@ -27,29 +28,32 @@ log = logging.getLogger("unitcost.gateway.budget")
 # A rejection is the one gateway event with HTTP 429 and no upstream latency (every attempt
 # that reached an upstream has one); a cascade's strong attempt carries `escalated_from`, and
 # on such rows the gateway writes the `escalation` tag over whatever the client sent.
-_REJECTED = (
-    "(coalesce(http_status, 0) = 429 AND latency_ms IS NULL AND tags['blocked_by_budget'] IS NOT NULL)"
-)
-_CASCADE_STEP = "(escalated_from IS NOT NULL AND coalesce(tags['escalation'], '') = 'cascade_check_failed')"
-_RESERVED_CALL = (
-    "attempt = 1 AND fallback_from IS NULL AND NOT coalesce(cache_hit, false) "
-    f"AND NOT {_REJECTED} AND NOT {_CASCADE_STEP}"
-)
 
 
-def _scope_sql(budget: Budget) -> str:
+def _reserved_call(d: Dialect) -> str:
+    rejected = f"(coalesce(http_status, 0) = 429 AND latency_ms IS NULL AND {d.tag('blocked_by_budget')} IS NOT NULL)"
+    cascade_step = (
+        f"(escalated_from IS NOT NULL AND coalesce({d.tag('escalation')}, '') = 'cascade_check_failed')"
+    )
+    return (
+        "attempt = 1 AND fallback_from IS NULL AND NOT coalesce(cache_hit, false) "
+        f"AND NOT {rejected} AND NOT {cascade_step}"
+    )
+
+
+def _scope_sql(budget: Budget, d: Dialect) -> str:
     scope = budget.scope
     if scope == "global":
         return "'*'"
     if scope == "key":
-        return "tags['key']"
+        return d.tag("key")
     if scope in ("trace", "session"):
         return f"{scope}_id"
     if scope.startswith("tag:"):
-        name = scope[4:].replace("'", "''")
+        name = scope[4:]
         if name in ATTRIBUTION_FIELDS:
-            return f"coalesce(tags['{name}'], \"{name}\")"
-        return f"tags['{name}']"
+            return f'coalesce({d.tag(name)}, "{name}")'
+        return d.tag(name)
     return f'"{scope}"'
 
 
@@ -65,8 +69,9 @@ def restore_budgets(store: Store, budgets: Sequence[Budget], state: MemoryBudget
     """Load the current period's spend and calls of every budget line; returns the lines seeded."""
     now = datetime.now(UTC)
     seeded = 0
+    d = dialect_for(store.dialect)
     for budget in budgets:
-        scope = _scope_sql(budget)
+        scope = _scope_sql(budget, d)
         start = _period_start(budget, now)
         where = ["source = 'gateway'", f"{scope} IS NOT NULL"]
         params: list[object] = []
@@ -77,7 +82,7 @@ def restore_budgets(store: Store, budgets: Sequence[Budget], state: MemoryBudget
             where.append(f"{scope} = ?")
             params.append(budget.match)
         sql = (
-            f"SELECT {scope} AS value, sum(cost) AS spend, count(*) FILTER ({_RESERVED_CALL}) AS calls "
+            f"SELECT {scope} AS value, sum(cost) AS spend, {d.count_if(_reserved_call(d))} AS calls "
             f"FROM events WHERE {' AND '.join(where)} GROUP BY 1"
         )
         for row in store.fetch(sql, params).to_pylist():

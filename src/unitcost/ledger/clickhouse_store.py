@@ -352,9 +352,16 @@ def bind(sql: str, params: Sequence[Any] | None) -> str:
         if match.group(0) != "?":
             return match.group(0)
         try:
-            return str(format_query_value(next(values)))
+            value = next(values)
         except StopIteration:
             raise ValueError(f"more ? placeholders than parameters in {sql!r}") from None
+        if isinstance(value, datetime):
+            # clickhouse-connect renders a datetime to the second: a bound such as
+            # `ingested_at <= max(ingested_at)` would then miss the rows of its last second.
+            # Keep the microseconds; naive datetimes are UTC, as DuckDB reads them here.
+            utc = value.astimezone(UTC) if value.tzinfo else value
+            return f"toDateTime64('{utc:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC')"
+        return str(format_query_value(value))
 
     bound = _PLACEHOLDER.sub(substitute, sql)
     if next(values, None) is not None:

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..analytics.dialect import Dialect, dialect_for
 from ..ledger.base import Store
 from .detectors.base import Finding
 from .scope import Scope
@@ -223,15 +224,17 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
     # From the local midnight that starts the day a week before yesterday: `now - 9 days` cut
     # that day short by an hour once the clocks had changed in between.
     history_start = min(start, budget._instant(today - timedelta(days=8)))
-    condition, params = budget.scope.where()
+    dialect = dialect_for(store.dialect)
+    condition, params = scope_where(budget.scope, dialect)
     rows = store.fetch(
         f"""
-        SELECT CAST(timezone(?, ts) AS DATE) AS day, hour(timezone(?, ts)) AS clock_hour,
+        SELECT {dialect.local_date("ts", budget.timezone)} AS day,
+               {dialect.local_hour("ts", budget.timezone)} AS clock_hour,
                ts >= ? AS in_period, coalesce(sum(cost), 0) AS cost, count(*) - count(cost) AS unpriced
         FROM events WHERE ts >= ? AND ts < ? AND {condition}
         GROUP BY 1, 2, 3 ORDER BY 1, 2
         """,
-        [budget.timezone, budget.timezone, start, history_start, now, *params],
+        [start, history_start, now, *params],
     ).to_pylist()
     spent = sum((Decimal(r["cost"]) for r in rows if r["in_period"]), Decimal(0))
     unpriced = sum(int(r["unpriced"]) for r in rows if r["in_period"])
@@ -286,6 +289,19 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
     )
 
 
+def scope_where(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
+    """`scope.where()` for the store's engine: ClickHouse has no `element_at` on maps, so its
+    tag conditions read the map through the dialect (a missing tag is NULL on both engines)."""
+    if dialect.name != "clickhouse" or not scope.tags:
+        return scope.where()
+    condition, params = Scope(scope.dims).where()
+    clauses = [condition]
+    for key, value in scope.tags:
+        clauses.append(f"{dialect.tag(key)} = ?")
+        params.append(value)
+    return " AND ".join(clauses), params
+
+
 def _comparable(
     zone: ZoneInfo, day: date, spend: Mapping[int, Decimal], other: date, other_spend: Mapping[int, Decimal]
 ) -> tuple[Decimal, Decimal]:
@@ -334,7 +350,7 @@ def unmatched_scope_note(store: Store, budget: Budget) -> str | None:
     wrongly cased name would otherwise read $0 spent, forever, which looks like good news."""
     if budget.scope.is_org:
         return None
-    condition, params = budget.scope.where()
+    condition, params = scope_where(budget.scope, dialect_for(store.dialect))
     if store.fetch(f"SELECT 1 AS found FROM events WHERE {condition} LIMIT 1", params).num_rows:
         return None
     near: list[str] = []

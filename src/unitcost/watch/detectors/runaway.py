@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from ...analytics.dialect import dialect_for
 from ..scope import Scope, show
 from .base import HOUR, Context, Finding, dim_value
 
@@ -113,14 +114,16 @@ class RunawayTrace:
         if cached and pd.Timestamp(cached["at"]) > pd.Timestamp(last) - pd.Timedelta(days=1):
             return pd.DataFrame(cached["rows"])
         since = min(first, last - timedelta(days=days))
+        dialect = dialect_for(ctx.store.dialect)
         norms: pd.DataFrame = ctx.store.fetch(
-            """
+            f"""
             WITH totals AS (
                 SELECT key_kind, key, any_value(feature) AS feature, CAST(sum(calls) AS BIGINT) AS calls,
                        CAST(sum(cost) AS DOUBLE) AS cost
                 FROM watch_traces WHERE hour >= ? AND hour < ? GROUP BY 1, 2)
             SELECT key_kind, feature, count(*) AS traces,
-                   quantile_cont(cost, 0.99) AS p99_cost, quantile_cont(calls, 0.99) AS p99_calls
+                   CAST({dialect.quantile("cost", 0.99)} AS DOUBLE) AS p99_cost,
+                   CAST({dialect.quantile("calls", 0.99)} AS DOUBLE) AS p99_calls
             FROM totals GROUP BY 1, 2
             """,
             [since, last],

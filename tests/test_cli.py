@@ -417,3 +417,37 @@ def test_the_public_api_is_imported_on_first_use() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "no attribute 'no_such_name'" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "whatif"])
+@pytest.mark.parametrize("kind", ["text file", "directory"])
+def test_a_ledger_that_is_no_duckdb_file_is_one_error_line(tmp_path: Path, command: str, kind: str) -> None:
+    target = tmp_path / "notdb.duckdb"
+    if kind == "directory":
+        target.mkdir()
+    else:
+        target.write_text("this is not a database\n")
+    extra = ["--tier", "batch"] if command == "whatif" else []
+    result = runner.invoke(app, [command, "-l", str(target), *extra])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error:" in result.output and "not a unitcost ledger (DuckDB database file)" in result.output
+    assert ("is a directory" in result.output) == (kind == "directory")
+
+
+def test_help_shows_config_sections_in_brackets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    assert "then [pricing] overrides in the config file" in run("whatif", "--help")
+    gateway = run("gateway", "--help")
+    assert "Default: [gateway] host, 127.0.0.1." in gateway
+    assert "Default: [gateway] port, 4000." in gateway
+
+
+def test_an_unknown_file_format_names_each_commands_option(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("{}\n")
+    ledger = _ingested(tmp_path)
+    ingest = run("ingest", str(tmp_path / "x.txt"), "-l", str(ledger), code=2)
+    assert "(or pass --input-format)" in ingest and "--format)" not in ingest
+    outcomes = run("outcomes", str(tmp_path / "x.txt"), "-l", str(ledger), code=2)
+    assert "pass --" not in outcomes and ".jsonl or .csv" in outcomes

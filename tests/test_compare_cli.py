@@ -190,3 +190,34 @@ def test_explain_price_change_on_the_ledger_and_on_examples(small_ledger: str, t
         "csv",
     )
     assert csv_out.splitlines()[0] == "workload,factor,before,after,contribution,points"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["whatif", "--as", "openai:gpt-4o-mini", "--token-ratio", "-1"],
+            "--token-ratio must be a number above 0",
+        ),
+        (
+            ["whatif", "--as", "openai:gpt-4o-mini", "--token-ratio", "0"],
+            "--token-ratio must be a number above 0",
+        ),
+        (
+            ["whatif", "--as", "openai:gpt-4o-mini", "--reasoning-multiplier", "-2"],
+            "--reasoning-multiplier must be 0 or more",
+        ),
+        (["whatif", "--tier", "bogus"], "unknown service tier 'bogus'"),
+        (["whatif", "--as", "openai:gpt-4o-mini/nosuchtier"], "unknown service tier 'nosuchtier'"),
+        (["levers", "--set", "utilisation=0"], "utilisation must be above 0"),
+        (["levers", "--set", "tokens_per_second=0"], "tokens_per_second must be above 0"),
+        (["levers", "--set", "summarise_every=0"], "summarise_every must be at least 1"),
+        (["levers", "--set", "prefix_reuse=0"], "prefix_reuse must be at least 1"),
+        (["levers", "--set", "self_hosted_usd_per_mtok=-1"], "self_hosted_usd_per_mtok cannot be negative"),
+        (["levers", "--set", "gpu_hour_usd=-5"], "gpu_hour_usd cannot be negative"),
+    ],
+)
+def test_assumptions_that_make_no_sense_are_refused(small_ledger: str, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, [*args, "-l", small_ledger, *WINDOW, "-f", "csv"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and message in " ".join(result.output.split())

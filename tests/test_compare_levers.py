@@ -105,7 +105,19 @@ def test_overrides_change_the_assumption(ledger) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"nonsense": "1"}, "unknown lever setting"), ({"batch_share": "1.5"}, "within 0..1")],
+    [
+        ({"nonsense": "1"}, "unknown lever setting"),
+        ({"batch_share": "1.5"}, "within 0..1"),
+        ({"utilisation": "0"}, "utilisation must be above 0"),
+        ({"tokens_per_second": "0"}, "tokens_per_second must be above 0"),
+        ({"gpus": "0"}, "gpus must be above 0"),
+        ({"summarise_every": "0"}, "summarise_every must be at least 1"),
+        ({"prefix_reuse": "0"}, "prefix_reuse must be at least 1"),
+        ({"self_hosted_usd_per_mtok": "-1"}, "self_hosted_usd_per_mtok cannot be negative"),
+        ({"gpu_hour_usd": "-5"}, "gpu_hour_usd cannot be negative"),
+        ({"summarise_min_prompt": "-1"}, "summarise_min_prompt cannot be negative"),
+        ({"gpu_hour_usd": "NaN"}, "gpu_hour_usd must be a finite number"),
+    ],
 )
 def test_bad_overrides_are_refused(ledger, overrides: dict[str, str], message: str) -> None:
     record(ledger, 2, "gpt-5", input_tokens=10, output_tokens=10)

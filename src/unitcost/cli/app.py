@@ -45,7 +45,7 @@ PricesOpt = Annotated[
     typer.Option(
         "--prices",
         help="Price overrides TOML (discounts, custom models). Default: $UNITCOST_PRICES, "
-        "then [pricing] overrides in the config file.",
+        "then \\[pricing] overrides in the config file.",
         show_default=False,
     ),
 ]
@@ -98,7 +98,31 @@ def open_ledger(
 ) -> Any:
     from ..api import Ledger
 
-    return Ledger(ledger, config=load_config(config), prices=prices, read_only=read_only)
+    loaded = load_config(config)
+    try:
+        return Ledger(ledger, config=loaded, prices=prices, read_only=read_only)
+    except Exception as exc:
+        not_a_ledger = _not_a_ledger(ledger, loaded, exc)
+        if not_a_ledger is None:
+            raise
+        raise UserError(not_a_ledger) from None
+
+
+def _not_a_ledger(ledger: str | None, config: Any, exc: Exception) -> str | None:
+    """What to say when the ledger path names a directory or a file DuckDB cannot open."""
+    from ..config import resolve_ledger
+
+    if type(exc).__name__ != "IOException":
+        return None
+    target = resolve_ledger(ledger, config)
+    if "://" in target:
+        return None
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return f"{target} is a directory, not a unitcost ledger (DuckDB database file)"
+    if path.is_file() and "not a valid DuckDB database" in str(exc):
+        return f"{target} is not a unitcost ledger (DuckDB database file)"
+    return None
 
 
 def require_ledger(ledger: str | None, config: Path | None) -> None:

@@ -16,8 +16,8 @@ from .output import console
 def gateway_cmd(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
-    host: Annotated[str | None, typer.Option("--host", help="Default: [gateway] host, 127.0.0.1.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Default: [gateway] port, 4000.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help=r"Default: \[gateway] host, 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help=r"Default: \[gateway] port, 4000.")] = None,
 ) -> None:
     """Run the OpenAI- and Anthropic-compatible gateway configured in the gateway section of the config file."""
     import logging

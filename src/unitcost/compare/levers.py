@@ -41,6 +41,28 @@ def light_models() -> dict[str, str]:
     return dict(_data()["light_models"])
 
 
+# Settings that are not numbers, numbers that may be left empty, and the bounds of the rest
+# (every number is at least 0).
+_TEXT_SETTINGS = frozenset({"summariser"})
+_OPTIONAL_SETTINGS = frozenset({"self_hosted_usd_per_mtok"})
+_POSITIVE_SETTINGS = frozenset({"tokens_per_second", "utilisation", "gpus"})
+_AT_LEAST_ONE_SETTINGS = frozenset({"prefix_reuse", "summarise_every"})
+_SHARE_SETTINGS = frozenset(
+    {
+        "model_choice_share",
+        "reasoning_cut",
+        "prefix_share",
+        "batch_share",
+        "summarise_cut",
+        "summary_output_ratio",
+        "structured_output_cut",
+        "escalation_rate",
+        "self_hosted_share",
+        "utilisation",
+    }
+)
+
+
 @dataclass
 class Settings:
     values: dict[str, str]
@@ -59,7 +81,26 @@ class Settings:
                     f"unknown lever setting {key!r}; known: {', '.join(sorted(values))}, light.<provider>"
                 )
             values[key] = str(raw)
-        return Settings(values, light)
+        settings = Settings(values, light)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values no workload could have: a zero that is divided by, a negative price."""
+        for key in self.values:
+            if key in _TEXT_SETTINGS or (key in _OPTIONAL_SETTINGS and not self.values[key]):
+                continue
+            value = self.num(key)
+            if not value.is_finite():
+                raise ValueError(f"lever setting {key} must be a finite number, got {self.values[key]!r}")
+            if key in _POSITIVE_SETTINGS and value <= 0:
+                raise ValueError(f"lever setting {key} must be above 0, got {value}")
+            if key in _AT_LEAST_ONE_SETTINGS and value < 1:
+                raise ValueError(f"lever setting {key} must be at least 1, got {value}")
+            if value < 0:
+                raise ValueError(f"lever setting {key} cannot be negative, got {value}")
+            if key in _SHARE_SETTINGS:
+                self.share(key)
 
     def num(self, key: str) -> Decimal:
         try:

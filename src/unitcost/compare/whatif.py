@@ -125,6 +125,12 @@ class Alternative:
             provider, sep, model = text.partition(":")
             if not sep:
                 provider, model = None, text
+        if tier is not None and tier not in TIERS:
+            raise WhatIfError(f"unknown service tier {tier!r}; use one of {', '.join(TIERS)}")
+        if token_ratio is not None and not (token_ratio.is_finite() and token_ratio > 0):
+            raise WhatIfError(f"--token-ratio must be a number above 0, got {token_ratio}")
+        if not (reasoning_multiplier.is_finite() and reasoning_multiplier >= 0):
+            raise WhatIfError(f"--reasoning-multiplier must be 0 or more, got {reasoning_multiplier}")
         when = parse_instant(at) if at else None
         return Alternative(
             provider or None,

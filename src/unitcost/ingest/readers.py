@@ -57,7 +57,8 @@ class RawChunk:
 Progress = Callable[[int], None]
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, *, option: str | None = "--input-format") -> str:
+    """The format a file's name says; `option` is the command's option that names it instead."""
     name = path.name.lower()
     for suffix, fmt in (
         (".jsonl", "jsonl"),
@@ -70,7 +71,8 @@ def detect_format(path: Path) -> str:
         if name.endswith(suffix) or name.endswith(suffix + ".gz"):
             return fmt
     raise IngestFileError(
-        f"{path}: cannot tell the format from the name; use .jsonl, .csv or .parquet (or pass --format)"
+        f"{path}: cannot tell the format from the name; use .jsonl, .csv or .parquet"
+        + (f" (or pass {option})" if option else "")
     )
 
 

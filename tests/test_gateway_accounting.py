@@ -153,14 +153,20 @@ def test_anthropic_thinking_tokens_are_reasoning_tokens(gateway) -> None:
 # ------------------------------------------------------------------ no usage: unpriced, never $0
 
 
-def test_a_reply_without_usage_is_unpriced_and_keeps_its_reservation(gateway, book) -> None:
-    gw, directory = gateway
+def _no_usage_request() -> tuple[dict[str, str], dict[str, Any]]:
+    """A budget line of its own (the probe tag) and a body the fake upstream answers without usage."""
     probe = {"x-unitcost-tags": f"probe={uuid.uuid4().hex}"}
     body = {
         "model": "gpt-4o",
         "max_tokens": 500,
         "messages": [{"role": "user", "content": unique("fake:no-usage")}],
     }
+    return probe, body
+
+
+def test_a_reply_without_usage_is_unpriced_and_keeps_its_reservation(gateway, book) -> None:
+    gw, directory = gateway
+    probe, body = _no_usage_request()
     raw = oa(gw).chat.completions.with_raw_response.create(**body, extra_headers=probe)
     assert raw.headers["x-unitcost-cost"] == "unpriced"
     record = event(directory, raw.headers)
@@ -172,12 +178,7 @@ def test_a_reply_without_usage_is_unpriced_and_keeps_its_reservation(gateway, bo
 
 def test_a_stream_without_usage_is_unpriced_and_keeps_its_reservation(gateway, book) -> None:
     gw, directory = gateway
-    probe = {"x-unitcost-tags": f"probe={uuid.uuid4().hex}"}
-    body = {
-        "model": "gpt-4o",
-        "max_tokens": 500,
-        "messages": [{"role": "user", "content": unique("fake:no-usage")}],
-    }
+    probe, body = _no_usage_request()
     stream = oa(gw).chat.completions.with_raw_response.create(
         **body, stream=True, stream_options={"include_usage": True}, extra_headers=probe
     )

@@ -406,3 +406,18 @@ def test_whatif_gives_the_same_rows_on_clickhouse(ledger, book) -> None:
         expected = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
         assert expected[0]["cost_per_success"] == Decimal("0.00375")
         assert whatif(house, Alternative.parse("openai:gpt-4o-mini")) == expected
+
+
+def test_ratios_are_money_to_the_pico_dollar_and_percentages_as_numbers(ledger) -> None:
+    """cost_per_request came out as a 28-digit decimal beside 12-place money."""
+    # $0.01 over three calls: a third of a cent repeats for ever.
+    ledger.ingest_records(
+        [ev("2025-09-20T10:00:00Z", "openai", "gpt-4o", input_tokens=n) for n in (1_000, 1_000, 2_000)]
+    )
+    rows = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))
+    for row in rows:
+        per_request = row["cost_per_request"]
+        assert isinstance(per_request, Decimal) and per_request.as_tuple().exponent >= -12
+    assert rows[0]["cost_per_request"] == Decimal("0.003333333333")
+    alt = whatif(ledger, Alternative.parse("openai:gpt-4o-mini"))[1]
+    assert isinstance(alt["delta_pct"], float) and round(alt["delta_pct"], 6) == -94.0

@@ -693,6 +693,11 @@ def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None
         last[key] = row.get("spend")
 
 
+def per_unit(a: Decimal | int | None, b: Decimal | int | None, scale: int = 1) -> Decimal | None:
+    """Money per request, unit or success: to the pico-dollar, like every amount in the ledger."""
+    return _div(a, b, scale)
+
+
 def _div(a: Decimal | int | None, b: Decimal | int | None, scale: int = 1) -> Decimal | None:
     if a is None or b in (None, 0):
         return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from ..analytics.report import per_unit
 from ..analytics.window import Window, parse_instant
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
@@ -202,7 +203,8 @@ class WhatIfResult:
                 "scenario": s.label,
                 "total": total,
                 "delta": total - base,
-                "delta_pct": (total - base) / base * 100 if base else None,
+                # A percentage, as the report's trends: a ratio of two amounts is not money.
+                "delta_pct": float((total - base) / base * 100) if base else None,
                 **{c: pico_to_usd(s.costed.components[c]) for c in COMPONENTS},
                 **{
                     f"delta_{c}": pico_to_usd(s.costed.components[c] - s.baseline_components[c])
@@ -210,13 +212,13 @@ class WhatIfResult:
                 },
                 "calls": s.costed.calls,
                 "unpriced_calls": s.costed.unpriced_calls,
-                "cost_per_request": total / priced_calls if priced_calls else None,
+                "cost_per_request": per_unit(total, priced_calls),
                 # As in the report: the cost of the units' calls over the units, not every call's.
-                "cost_per_unit": pico_to_usd(s.unit_total) / w.units
-                if w.units and not s.costed.unpriced_calls
+                "cost_per_unit": per_unit(pico_to_usd(s.unit_total), w.units)
+                if not s.costed.unpriced_calls
                 else None,
-                "cost_per_success": pico_to_usd(s.judged_total) / w.successes
-                if w.successes and not s.costed.unpriced_calls
+                "cost_per_success": per_unit(pico_to_usd(s.judged_total), w.successes)
+                if not s.costed.unpriced_calls
                 else None,
                 "assumptions": "; ".join(s.assumptions),
             }

@@ -221,3 +221,12 @@ def test_watch_once_waits_thirty_seconds_in_all_for_deliveries(
     assert result.exit_code == 0, result.output
     assert "still failing after 30 s" in result.output
     assert waits and sum(waits) <= 30
+
+
+def test_no_budgets_is_said_on_stderr_so_json_on_stdout_stays_json(tmp_path: Path) -> None:
+    config = tmp_path / "unitcost.toml"
+    config.write_text("[watch]\ninterval_seconds = 60\n")
+    result = CliRunner().invoke(app, ["budgets", "--config", str(config), "-f", "json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "No budgets" in result.stderr

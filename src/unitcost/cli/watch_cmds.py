@@ -222,9 +222,8 @@ def budgets_cmd(
 
     settings = _settings(config)
     if not settings.budgets:
-        console().print(
-            "No budgets: add [[budget]] tables to the config file (see docs/watch.md).", markup=False
-        )
+        # On stderr: stdout may be read as JSON or CSV by a program.
+        typer.echo("No budgets: add [[budget]] tables to the config file (see docs/watch.md).", err=True)
         raise typer.Exit(1)
     at = _instant(now) or datetime.now(UTC)
     rows = []

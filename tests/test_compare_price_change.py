@@ -113,3 +113,12 @@ def test_two_ledger_periods_split_into_price_mix_and_volume(ledger) -> None:
     assert e.contributions["p_cache_read"] == 0
     # the input list price rose (0.27 -> 0.28): the decomposition says so with the right sign
     assert e.contributions["p_input"] > 0
+
+
+def test_a_reversed_period_is_refused() -> None:
+    """`--from 2025-09-10..2025-09-05` was taken as an empty period and explained, exit 0."""
+    import pytest
+
+    with pytest.raises(ValueError, match="needs B after A"):
+        pc.parse_period("2025-09-10..2025-09-05", "7d")
+    assert pc.parse_period("2025-09-05..2025-09-10", "7d").length.days == 5

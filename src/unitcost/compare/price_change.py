@@ -252,7 +252,11 @@ def parse_period(text: str, window: str) -> Window:
     """`2025-09-20` (a period of `window`, e.g. 7d, from that date) or `2025-09-01..2025-09-15`."""
     if ".." in text:
         start, _, end = text.partition("..")
-        return Window(parse_instant(start), parse_instant(end))
+        since, until = parse_instant(start), parse_instant(end)
+        if until <= since:
+            # A reversed period holds no call: it would explain a change between empty periods.
+            raise ValueError(f"a period A..B needs B after A, got {text!r}")
+        return Window(since, until)
     start_at = parse_instant(text)
     reference = datetime(2000, 1, 1, tzinfo=UTC)
     length = reference - parse_instant(window, now=reference)

@@ -500,23 +500,47 @@ def outcome_row(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
             score = float(score)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"score: not a number: {score!r}") from exc
-        if math.isnan(score):
-            raise ValueError("score: NaN is not a score")
+        if not math.isfinite(score):
+            raise ValueError(f"score: {score} is not a score (a finite number)")
     if success is None and score is None:
         raise ValueError("success: an outcome needs success (true/false) or a score")
-    ts = raw.get("ts")
-    when = parse_instant(ts) if ts else datetime.now(UTC)
     return {
         "key_kind": kind,
         "unit": unit_kind,
         "key": key,
         "success": success,
         "score": score,
-        "feedback": _opt(raw.get("feedback")),
-        "ts": when,
+        "feedback": _feedback(raw.get("feedback")),
+        "ts": _judged_at(raw.get("ts")),
         "source": source,
         "recorded_at": datetime.now(UTC),
     }
+
+
+def _judged_at(value: Any) -> datetime:
+    """When the judgement was made: now by default, and within the times an event may have."""
+    from .ingest.normalise import EARLIEST, FUTURE_SKEW
+
+    if value in (None, ""):
+        return datetime.now(UTC)
+    try:
+        when = parse_instant(value)
+    except ValueError as exc:
+        raise ValueError(f"ts: {exc}") from None
+    if when > datetime.now(UTC) + FUTURE_SKEW:
+        raise ValueError(f"ts: in the future: {value}")
+    if when < EARLIEST:
+        raise ValueError(f"ts: before {EARLIEST:%Y-%m-%d}: {value}")
+    return when
+
+
+def _feedback(value: Any) -> str | None:
+    # Structured feedback is kept as JSON, not as Python's repr of it.
+    if isinstance(value, Mapping | list):
+        import orjson
+
+        return orjson.dumps(value, default=str).decode()
+    return _opt(value)
 
 
 def _opt(value: Any) -> str | None:

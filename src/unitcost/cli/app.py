@@ -129,13 +129,11 @@ def require_ledger(ledger: str | None, config: Path | None) -> None:
     """For commands that change what a ledger holds: a mistyped path must not become a new,
     empty ledger with a report of nothing changed."""
     from ..config import resolve_ledger
+    from ..ledger.duckdb_store import no_ledger
 
     target = resolve_ledger(ledger, load_config(config))
     if "://" not in target and not Path(target).exists():
-        raise FileNotFoundError(
-            f"no ledger at {target}: ingest events (unitcost ingest) or run `unitcost demo` first, "
-            "or point --ledger / $UNITCOST_LEDGER at one"
-        )
+        raise no_ledger(target)
 
 
 def where_the_events_are(book_ledger: Any) -> str:

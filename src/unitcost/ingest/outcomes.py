@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
-from .readers import BOM, IngestFileError, detect_format
+from .readers import BOM, IngestFileError, detect_format, is_gzip
 
 OUTCOME_FIELDS = frozenset({"unit", "unit_id", "trace_id", "event_id", "success", "score", "feedback", "ts"})
 
@@ -39,7 +39,7 @@ def read_outcomes(path: Path) -> Iterator[tuple[int, dict[str, Any], str | None]
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
+    if is_gzip(path):
         return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
 

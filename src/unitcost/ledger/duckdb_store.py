@@ -40,6 +40,14 @@ BULK_MEMORY_BYTES = 512 << 20
 _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
 
 
+def no_ledger(path: str | Path) -> FileNotFoundError:
+    """The error of a command that reads a ledger file that is not there."""
+    return FileNotFoundError(
+        f"no ledger at {path}: ingest events (unitcost ingest) or run "
+        "`unitcost demo` first, or point --ledger / $UNITCOST_LEDGER at one"
+    )
+
+
 class DuckDBStore:
     dialect = "duckdb"
 
@@ -54,10 +62,7 @@ class DuckDBStore:
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
-            raise FileNotFoundError(
-                f"no ledger at {self.path}: ingest events (unitcost ingest) or run "
-                "`unitcost demo` first, or point --ledger / $UNITCOST_LEDGER at one"
-            )
+            raise no_ledger(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}

@@ -57,9 +57,8 @@ def _tiers_text(plan: RatePlan) -> str | None:
 
 
 def tiers_with_prices(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[str]:
-    chosen = [t for t in (tiers or TIERS) if t in TIERS]
     out = []
-    for tier in chosen:
+    for tier in checked_tiers(tiers):
         timeline = book.timeline(ref, tier)
         if any(o.price is not None for s in timeline.segments for o in s.options):
             out.append(tier)
@@ -75,7 +74,6 @@ def checked_tiers(tiers: Sequence[str] | None) -> list[str]:
 
 
 def price_history(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    checked_tiers(tiers)
     rows: list[dict[str, Any]] = []
     for tier in tiers_with_prices(book, ref, tiers):
         timeline = book.timeline(ref, tier)

@@ -156,7 +156,7 @@ def test_watch_options_for_one_cycle(ledger: Any, ledger_path: Path, monkeypatch
     lp = str(ledger_path)
     looped: list[float] = []
     monkeypatch.setattr(
-        Watcher, "run_forever", lambda self, stop: looped.append(self.settings.backfill_hours)
+        Watcher, "run_forever", lambda self, stop, reopen: looped.append(self.settings.backfill_hours)
     )
     replay = _invoke("watch", "-l", lp, "--now", "2025-09-04T00:00:00Z")
     assert replay.exit_code == 2 and "--now replays one instant: use it with --once" in replay.output
@@ -230,3 +230,58 @@ def test_no_budgets_is_said_on_stderr_so_json_on_stdout_stays_json(tmp_path: Pat
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "No budgets" in result.stderr
+
+
+def test_a_running_watch_leaves_the_ledger_to_ingest_and_ack_between_cycles(
+    ledger: Any, ledger_path: Path, tmp_path: Path
+) -> None:
+    """`unitcost watch` runs for days; a cron `unitcost ingest` and an on-call `alerts ack` must be
+    able to write to the ledger meanwhile (a DuckDB file has one writer process at a time), and the
+    next cycle judges what the ingest brought."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records = _records()
+    ledger.ingest_records(records[:40], source="test")
+    ledger.close()
+    later = tmp_path / "later.jsonl"
+    later.write_text("".join(json.dumps(r) + "\n" for r in records[40:]))
+    env = {**os.environ, "UNITCOST_LOCK_WAIT": "20"}
+    cli = [str(Path(sys.executable).with_name("unitcost"))]
+    watch = subprocess.Popen(
+        [*cli, "watch", "-l", str(ledger_path), "--interval", "0.2", "--backfill-hours", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert watch.stdout is not None
+        started = watch.stdout.readline()  # printed once the loop is about to start
+        assert b"Watching" in started, started
+        ingest = subprocess.run(
+            [*cli, "ingest", "-l", str(ledger_path), str(later)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+        assert f"{len(records) - 40:,} accepted" in ingest.stdout
+        rolled = 0
+        for _ in range(300):  # the next cycles roll up what the ingest appended
+            with Ledger(ledger_path, config=Config(), read_only=True) as reader:
+                rolled = reader.store.fetch("SELECT sum(calls) AS n FROM watch_hourly").to_pylist()[0]["n"]
+            if rolled == len(records):
+                break
+            time.sleep(0.1)
+        assert rolled == len(records)
+        assert watch.poll() is None, "the watch loop should still be running"
+    finally:
+        watch.send_signal(signal.SIGINT)
+        out, _ = watch.communicate(timeout=60)
+    assert watch.returncode == 0, out.decode()
+    assert b"the ledger is held only while a cycle runs" in started

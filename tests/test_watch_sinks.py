@@ -265,3 +265,28 @@ def test_redacted_urls_keep_only_scheme_host_and_port() -> None:
     assert redact_url("https://hooks.slack.com/services/T0/B0/tok") == "https://hooks.slack.com/…"
     assert redact_url("https://user:pw@example.org:8443/x?key=1") == "https://example.org:8443/…"
     assert redact_url("http://127.0.0.1:8099") == "http://127.0.0.1:8099"
+
+
+def test_a_delivery_that_ends_while_the_loop_has_the_ledger_closed_is_logged_at_the_next_cycle(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The watch loop closes the ledger between cycles; the delivery thread may finish then. Its
+    result is kept and written when the ledger is open again, not written to a closed store."""
+    from unitcost.watch.runner import Watcher
+    from unitcost.watch.settings import WatchSettings
+
+    sink = WebhookSink("hook", receiver.url, timeout=5)
+    first = DuckDBStore(tmp_path / "l.duckdb")
+    watcher = Watcher(first, WatchSettings(), sinks=[sink])
+    watcher.detach()
+    first.close()
+    watcher.dispatcher.submit([_notification("between1")])
+    assert watcher.dispatcher.flush(timeout=15)
+    assert watcher.unrecorded == 1
+    second = DuckDBStore(tmp_path / "l.duckdb")
+    watcher.attach(second)
+    watcher.close(0)
+    rows = second.fetch("SELECT alert_id, kind, sink FROM alert_log").to_pylist()
+    second.close()
+    assert rows == [{"alert_id": "between1", "kind": "delivered", "sink": "hook"}]
+    assert watcher.unrecorded == 0 and [b["alert_id"] for b in receiver.bodies] == ["between1"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -85,8 +87,9 @@ def watch_cmd(
     out = console()
     with open_ledger(ledger, config) as opened:
         watcher = Watcher(opened.store, settings)
-        try:
-            if once:
+        target = opened.target
+        if once:
+            try:
                 report = watcher.run_once(now=_instant(now), backfill_hours=backfill_hours)
                 _print_cycle(report)
                 # One bound for the whole wait: closing must not wait again once it is spent.
@@ -95,17 +98,32 @@ def watch_cmd(
                         f"{watcher.dispatcher.pending} deliveries still failing after "
                         f"{ONCE_DELIVERY_WAIT:g} s; see alert_log."
                     )
-                return
-            out.print(
-                f"Watching {opened.target} every {settings.interval_s:g} s (Ctrl-C to stop).", markup=False
-            )
-            stop = threading.Event()
-            try:
-                watcher.run_forever(stop)
-            except KeyboardInterrupt:
-                stop.set()
-        finally:
-            watcher.close()
+            finally:
+                watcher.close()
+            return
+
+    @contextlib.contextmanager
+    def reopen() -> Iterator[Any]:
+        with open_ledger(ledger, config) as again:
+            yield again.store
+
+    # The ledger is open only while a cycle runs, so `unitcost ingest` and `alerts ack` can write
+    # to it between cycles (a DuckDB file has one writer process at a time).
+    out.print(
+        f"Watching {target} every {settings.interval_s:g} s (Ctrl-C to stop); "
+        "the ledger is held only while a cycle runs.",
+        markup=False,
+    )
+    stop = threading.Event()
+    try:
+        watcher.run_forever(stop, reopen=reopen)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        watcher.close()
+        if watcher.unrecorded:  # deliveries that ended after the last cycle: into the alert log
+            with reopen() as store:
+                watcher.attach(store)
 
 
 def _print_cycle(report: Any) -> None:

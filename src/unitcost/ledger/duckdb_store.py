@@ -399,9 +399,10 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
             if time.monotonic() >= deadline:
                 raise LedgerBusyError(
                     f"the ledger {path} is open for writing by another process ({exc}). A DuckDB "
-                    "ledger has one writer at a time, and that process (a `unitcost watch` loop, "
-                    "`unitcost serve`, an ingest) keeps it: wait for it to finish or stop it, or "
-                    "use a ClickHouse ledger for several writers (docs/scale-out.md)."
+                    "ledger has one writer at a time, and that process (`unitcost serve`, the "
+                    "gateway's writer, an ingest, a watch cycle) keeps it until it is done: wait "
+                    "for it or stop it, or use a ClickHouse ledger for several writers "
+                    "(docs/scale-out.md)."
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

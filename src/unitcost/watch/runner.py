@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from ..ledger.base import Store
+from ..ledger.base import LedgerBusyError, Store
 from .budgets import (
     BUDGET_DETECTOR,
     Budget,
@@ -35,6 +37,9 @@ from .state import WatchState
 from .tables import ROLLUP_DIMS
 
 log = logging.getLogger("unitcost.watch")
+
+StoreOpener = Callable[[], contextlib.AbstractContextManager[Store]]
+"""Opens the ledger for one cycle and closes it after (see `Watcher.run_forever`)."""
 
 
 @dataclass
@@ -73,9 +78,40 @@ class Watcher:
         chosen = sinks if sinks is not None else build_sinks(self.settings.sinks)
         self.dispatcher = dispatcher or Dispatcher(chosen, on_result=self._record_delivery)
         self._scopes_checked: set[Budget] = set()
+        # Deliveries end on the dispatcher's thread, maybe while the ledger is closed between
+        # cycles: their log rows wait here until the next cycle opens it.
+        self._store_lock = threading.Lock()
+        self._attached = True
+        self._unrecorded: list[pa.Table] = []
 
     def _record_delivery(self, notification: Notification, sink: str, ok: bool, message: str) -> None:
-        self.store.insert("alert_log", delivery_log(notification.alert_id, sink, ok, message))
+        row = delivery_log(notification.alert_id, sink, ok, message)
+        with self._store_lock:
+            if self._attached:
+                self.store.insert("alert_log", row)
+            else:
+                self._unrecorded.append(row)
+
+    def attach(self, store: Store) -> None:
+        """Work on `store` from now on (the ledger reopened for a cycle), and write to it the
+        deliveries that ended while no ledger was open."""
+        with self._store_lock:
+            self.store = self.state.store = self.incidents.store = store
+            self._attached = True
+            waiting, self._unrecorded = self._unrecorded, []
+        if waiting:
+            store.insert("alert_log", pa.concat_tables(waiting))
+
+    @property
+    def unrecorded(self) -> int:
+        """Delivery results waiting for the ledger to be opened again."""
+        with self._store_lock:
+            return len(self._unrecorded)
+
+    def detach(self) -> None:
+        """The ledger is about to close: keep delivery results in memory until `attach`."""
+        with self._store_lock:
+            self._attached = False
 
     def run_once(self, now: datetime | None = None, backfill_hours: float | None = None) -> CycleReport:
         """One cycle. `now` (default: the clock) decides which hours are complete."""
@@ -157,16 +193,34 @@ class Watcher:
         self.state.put_many(progress)
         return findings
 
-    def run_forever(self, stop: threading.Event | None = None) -> None:
+    def run_forever(self, stop: threading.Event | None = None, *, reopen: StoreOpener | None = None) -> None:
+        """Cycle until `stop` is set. With `reopen`, the ledger is opened for each cycle and closed
+        after it: a DuckDB file has one writer process, and a loop that held it between cycles
+        would lock out `unitcost ingest` and `unitcost alerts ack` for as long as it runs."""
         stop = stop or threading.Event()
+        if reopen is not None:
+            self.detach()
         while not stop.is_set():
             try:
-                report = self.run_once()
-                if report.notifications:
-                    log.info("watch cycle: %d notifications", len(report.notifications))
+                if reopen is None:
+                    self._cycle()
+                else:
+                    with reopen() as store:
+                        self.attach(store)
+                        try:
+                            self._cycle()
+                        finally:
+                            self.detach()
+            except LedgerBusyError as exc:  # an ingest holds the ledger: its events are judged next time
+                log.warning("watch cycle skipped: %s; next try in %g s", exc, self.settings.interval_s)
             except Exception:  # keep watching: the next cycle starts from the same watermarks
                 log.exception("watch cycle failed")
             stop.wait(self.settings.interval_s)
+
+    def _cycle(self) -> None:
+        report = self.run_once()
+        if report.notifications:
+            log.info("watch cycle: %d notifications", len(report.notifications))
 
     def close(self, flush_timeout: float = 10.0) -> bool:
         """Wait up to `flush_timeout` seconds for deliveries, then stop; True if none is left."""

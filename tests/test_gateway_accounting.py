@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from fake_providers import (
+    ANTHROPIC_USAGE,
     FAILED_RESPONSES_USAGE,
     anthropic_events,
     anthropic_message,
@@ -41,6 +42,7 @@ from unitcost.events import TOKEN_FIELDS
 from unitcost.gateway.budgets import pico_to_nano_ceil
 from unitcost.gateway.estimate import WorstCase
 from unitcost.gateway.tokens import count_prompt
+from unitcost.gateway.usage import NO_FINAL_USAGE
 
 HEADERS = {"authorization": f"Bearer {GATEWAY_KEY}"}
 NO_USAGE = "the provider reported no usage"
@@ -235,6 +237,39 @@ def test_an_upstream_stream_that_breaks_or_stalls_closes_the_client_connection(
                 pass
     record = wait_for_event(directory, event_id)
     assert record["status"] == status and record["tags"]["usage_unknown"] == NO_USAGE
+
+
+def test_an_anthropic_stream_cut_before_its_final_usage_is_not_priced_as_a_one_token_answer(
+    gateway,
+) -> None:
+    """message_start says output_tokens 1 (a placeholder); the real count comes in message_delta.
+    A stream that breaks in between keeps the prompt's tokens and says the output is not known."""
+    gw, directory = gateway
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 400,
+        "stream": True,
+        "messages": [{"role": "user", "content": unique("fake:stream-break")}],
+    }
+    headers = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", gw.url + "/v1/messages", json=body, headers=headers) as response,
+    ):
+        event_id = response.headers["x-unitcost-event-id"]
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in response.iter_raw():
+                pass
+    record = wait_for_event(directory, event_id)
+    assert record["status"] == "error"
+    assert record["tags"]["usage_unknown"] == NO_FINAL_USAGE
+    assert (
+        record["input_tokens"]
+        == ANTHROPIC_USAGE["input_tokens"]
+        + ANTHROPIC_USAGE["cache_read_input_tokens"]
+        + ANTHROPIC_USAGE["cache_creation_input_tokens"]
+    )
+    assert record.get("cost") is None
 
 
 # ------------------------------------------------------------------ fallbacks under a budget

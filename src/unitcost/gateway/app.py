@@ -52,6 +52,7 @@ from .upstream import (
     upstream_url,
 )
 from .usage import (
+    NO_FINAL_USAGE,
     NO_USAGE,
     Usage,
     anthropic_usage,
@@ -720,8 +721,12 @@ class Gateway:
                 if start_usage is None:
                     self._take_usage(attempt, Usage(unknown=NO_USAGE))
                 else:
-                    merged = merge_anthropic_stream_usage(start_usage, end_usage or {})
-                    self._take_usage(attempt, anthropic_usage(merged))
+                    usage = anthropic_usage(merge_anthropic_stream_usage(start_usage, end_usage or {}))
+                    if end_usage is None and usage.unknown is None:
+                        # message_start's output count is a placeholder (1 token): the answer's
+                        # length comes in message_delta, and Anthropic bills what it generated.
+                        usage.unknown = NO_FINAL_USAGE
+                    self._take_usage(attempt, usage)
                     attempt.tier = service_tier(start_usage.get("service_tier"))
             else:
                 self._take_usage(attempt, openai_usage(end_usage, call.operation))

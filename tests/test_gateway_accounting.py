@@ -176,6 +176,8 @@ def test_a_reply_without_usage_is_unpriced_and_keeps_its_reservation(gateway, bo
     assert record["status"] == "ok" and "input_tokens" not in record
     reserved = reservation_usd(book, "gpt-4o", body, 500)
     assert Decimal(raw.headers["x-unitcost-budget-remaining"]) == 1 - reserved
+    # What is held is in the event, for the budget lines rebuilt from the ledger after a restart.
+    assert Decimal(record["tags"]["reserved_usd"]) == reserved
 
 
 def test_a_stream_without_usage_is_unpriced_and_keeps_its_reservation(gateway, book) -> None:

@@ -576,6 +576,19 @@ def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
         | {"tags": {"escalation": "cascade_check_failed"}},
     ]
     records += spoofed
+    # A call whose provider reported no usage: unpriced, its budget lines kept the reservation.
+    records.append(
+        {
+            **base,
+            "event_id": "no-usage",
+            "ts": now.isoformat(),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "http_status": 200,
+            "latency_ms": 90.0,
+            "tags": {"usage_unknown": "the provider reported no usage", "reserved_usd": "0.0125"},
+        }
+    )
     ledger.ingest_records(records, source="gateway")
     ledger.ingest_records([{**base, "event_id": "other-source", "ts": now.isoformat()}], source="otlp")
     month = budget(name="m", period="month")
@@ -584,9 +597,10 @@ def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:
     line = lines_for([month], {"team": "search"}, "", now)[0]
     spend, calls = asyncio.run(state.read([line]))[0]
     one = ledger.book.price("gpt-4o", provider="openai", input_tokens=1000, output_tokens=100).cost
-    # ok1 and the two spoofed calls took reservations; the retry and the cascade's strong step
-    # are paid for within theirs; the hit and the rejection cost nothing.
-    assert calls == 3 and Decimal(spend).scaleb(-9) == 5 * one
+    # ok1, the two spoofed calls and the call of unknown usage took reservations; the retry and
+    # the cascade's strong step are paid for within theirs; the hit and the rejection cost nothing;
+    # the call of unknown usage still holds what was reserved for it.
+    assert calls == 4 and Decimal(spend).scaleb(-9) == 5 * one + Decimal("0.0125")
 
 
 def real_redis() -> str:

@@ -400,7 +400,7 @@ def test_budget_block_is_a_429_naming_the_budget(gateway) -> None:
         )
 
 
-@pytest.mark.parametrize("tag", ["blocked_by_budget", "escalation", "key", "usage_unknown"])
+@pytest.mark.parametrize("tag", ["blocked_by_budget", "escalation", "key", "usage_unknown", "reserved_usd"])
 def test_clients_cannot_write_the_gateways_own_tags(gateway, tag: str) -> None:
     gw, directory = gateway
     before = len(spooled(directory))

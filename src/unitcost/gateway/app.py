@@ -36,7 +36,7 @@ from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase
 from .httpserver import Request, Response
 from .keys import KeyRing
-from .records import RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
+from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
 from .sse import EventSplitter, event_data, json_data
@@ -117,6 +117,8 @@ class Call:
     attempts: list[tuple[Attempt, Decimal | None, int]] = field(default_factory=list)
     """(attempt, exact cost or None when unpriced, the same cost in pico-USD or 0)."""
     extra_tags: dict[str, str] = field(default_factory=dict)
+    reserved_nano: int = 0
+    """What the call's budget lines reserved for it (0: no budget applies)."""
 
     def overhead_ms(self) -> float:
         return (time.perf_counter() - self.started - self.upstream_s - self.waited_s) * 1000
@@ -421,6 +423,7 @@ class Gateway:
         amount = self._reservation_amount(call)
         spends = await self.budgets.reserve(lines, amount)
         reservation = Reservation(lines, amount, spends)
+        call.reserved_nano = amount
         downgrades = reservation.over("downgrade")
         if downgrades:
             cheaper = self.config.target(downgrades[0].budget.downgrade_to or "")
@@ -431,6 +434,7 @@ class Gateway:
                 call.target, call.route, call.escalated_from = cheaper, None, None
                 amount = self._reservation_amount(call)
                 reservation = Reservation(lines, amount, await self.budgets.reserve(lines, amount))
+                call.reserved_nano = amount
         fired = self.alerts.check(reservation)
         over_alert = reservation.over("alert")
         if fired or over_alert:
@@ -480,6 +484,10 @@ class Gateway:
 
     def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
         if attempt.usage_unknown is not None:
+            if call.reserved_nano:
+                # Settling keeps the whole reservation (see _settle); the event says how much, so
+                # that the budget lines rebuilt from the ledger after a restart keep it too.
+                attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
             self._emit(call, attempt, None)
             return None
         priced = price(

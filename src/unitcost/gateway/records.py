@@ -20,6 +20,9 @@ TRACE_HEADER = "x-unitcost-trace-id"
 SESSION_HEADER = "x-unitcost-session-id"
 UNIT_HEADER = "x-unitcost-unit"
 MAX_TAGS = 32
+HELD_TAG = "reserved_usd"
+"""On a call whose usage is unknown: the reservation its budget lines keep (USD), which is how
+they keep it after a restart too (see `restore.py`)."""
 RESERVED_TAGS = frozenset(
     {
         "key",
@@ -30,6 +33,7 @@ RESERVED_TAGS = frozenset(
         "downgraded_by",
         "budget_alert",
         USAGE_UNKNOWN_TAG,
+        HELD_TAG,
     }
 )
 """Tags the gateway writes itself. Budgets and their restore after a restart read some of them,

@@ -2,16 +2,19 @@
 
 Without this, a restart would forget what the current periods already spent. Redis state
 survives restarts by itself; the in-process state is rebuilt from the gateway's own events:
-spend is the sum of their costs in the period, calls the requests that took a reservation
-(first attempts that were not a fallback, a cascade escalation, a cache hit or a rejection).
+spend is the sum of their costs in the period, plus the reservation still held for each call
+whose usage the provider did not report (its `reserved_usd` tag), calls the requests that took
+a reservation (first attempts that were not a fallback, a cascade escalation, a cache hit or a
+rejection).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from ..analytics.dialect import Dialect, dialect_for
 from ..events import ATTRIBUTION_FIELDS
@@ -19,6 +22,7 @@ from ..ledger.base import Store
 from ..money import usd_to_pico
 from .budgets import MemoryBudgetState, lines_for, period_bounds, pico_to_nano_ceil
 from .config import Budget
+from .records import HELD_TAG
 
 log = logging.getLogger("unitcost.gateway.budget")
 
@@ -85,15 +89,36 @@ def restore_budgets(store: Store, budgets: Sequence[Budget], state: MemoryBudget
             f"SELECT {scope} AS value, sum(cost) AS spend, {d.count_if(_reserved_call(d))} AS calls "
             f"FROM events WHERE {' AND '.join(where)} GROUP BY 1"
         )
+        held = _held(store, d, scope, where, params)
         for row in store.fetch(sql, params).to_pylist():
             attrs = _attrs_for(budget, str(row["value"]))
             for line in lines_for([budget], attrs, prefix, now):
                 spend = row["spend"] if isinstance(row["spend"], Decimal) else Decimal(0)
+                spend += held.get(str(row["value"]), Decimal(0))
                 state.seed(line.key, pico_to_nano_ceil(usd_to_pico(spend)), int(row["calls"] or 0))
                 seeded += 1
     if seeded:
         log.info("budgets: %d budget lines restored from the ledger", seeded)
     return seeded
+
+
+def _held(store: Store, d: Dialect, scope: str, where: list[str], params: list[object]) -> dict[str, Decimal]:
+    """Per scope value, the reservations kept for calls of unknown usage (cost NULL): a handful
+    of rows, summed here rather than cast in two SQL dialects."""
+    held_tag = d.tag(HELD_TAG)
+    sql = (
+        f"SELECT {scope} AS value, {held_tag} AS held FROM events "
+        f"WHERE {' AND '.join(where)} AND cost IS NULL AND {held_tag} IS NOT NULL"
+    )
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for row in store.fetch(sql, params).to_pylist():
+        try:
+            amount = Decimal(row["held"])
+        except InvalidOperation:
+            continue  # not written by the gateway (the tag is reserved since it exists)
+        if amount.is_finite() and amount > 0:
+            totals[str(row["value"])] += amount
+    return totals
 
 
 def _attrs_for(budget: Budget, value: str) -> dict[str, object]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
@@ -69,3 +72,59 @@ def test_demo_ledger_and_report(tmp_path: Path) -> None:
     refused = CliRunner().invoke(app, ["demo", "--ledger", str(other), "--scale", "0.02"])
     assert refused.exit_code != 0
     assert "not a demo ledger" in refused.output
+
+
+def test_a_demo_ledger_open_elsewhere_is_not_called_foreign(tmp_path: Path) -> None:
+    target = tmp_path / "demo.duckdb"
+    _marked_demo_ledger(target)
+    hold = f"import duckdb, sys; c = duckdb.connect({str(target)!r}); print('open', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen(  # another process keeps it open, as `unitcost serve` would
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        result = CliRunner().invoke(app, ["demo", "--ledger", str(target), "--scale", "0.01"])
+    finally:
+        holder.communicate("")
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2, out
+    assert "open in another process" in out and "not a demo ledger" not in out
+    assert target.exists()
+
+
+def _marked_demo_ledger(target: Path) -> None:
+    con = duckdb.connect(str(target))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('demo', 'true')")  # as `unitcost demo` marks its ledger
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["--seed", "-1"], "--seed"), (["--scale", "0"], "--scale"), (["--scale", "-2"], "--scale")],
+)
+def test_bad_options_are_refused_before_the_previous_demo_ledger_is_touched(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    target = tmp_path / "demo.duckdb"
+    _marked_demo_ledger(target)
+    result = CliRunner().invoke(app, ["demo", "--ledger", str(target), *args])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert target.exists()
+
+
+def test_a_failed_generation_leaves_the_previous_demo_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitcost.demo import generator
+
+    def broken(**_: object) -> None:
+        raise MemoryError("no room for the month")
+
+    monkeypatch.setattr(generator, "generate", broken)
+    target = tmp_path / "demo.duckdb"
+    _marked_demo_ledger(target)
+    result = CliRunner().invoke(app, ["demo", "--ledger", str(target)])
+    assert isinstance(result.exception, MemoryError)
+    assert target.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from datetime import timedelta
@@ -37,9 +38,9 @@ def demo_cmd(
             help="Where to write the demo ledger (replaced if it is a previous demo ledger).",
         ),
     ] = Path(DEMO_LEDGER),
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same month, to the event.")] = 7,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same month, to the event.")] = 7,
     scale: Annotated[
-        float, typer.Option("--scale", help="Multiply the volume (1.0 is about 400k events).")
+        float, typer.Option("--scale", help="Multiply the volume (1.0 is about 370k events).")
     ] = 1.0,
     by: Annotated[str, typer.Option("--by", help="Dimensions of the report table.")] = "team,feature",
 ) -> None:
@@ -48,9 +49,13 @@ def demo_cmd(
     from ..demo.generator import generate
 
     out = console()
-    _prepare(ledger)
+    if not (math.isfinite(scale) and scale > 0):
+        raise UserError(f"--scale must be a positive number (0.1 is a tenth of the volume), not {scale}")
+    replace = _previous_demo(ledger)  # refuses any other file before anything is done
     started = time.perf_counter()
     month = generate(seed=seed, scale=scale)
+    if replace:  # only once the new month exists: a failure above leaves the old ledger as it was
+        _remove(ledger)
     out.print(
         f"Generated {month.events.num_rows:,} calls for September 2025 (seed {seed}) in "
         f"{time.perf_counter() - started:.1f} s. Planted: " + "; ".join(month.notes) + ".",
@@ -120,10 +125,10 @@ def demo_cmd(
         out.print(f"  {example}", markup=False)
 
 
-def _prepare(path: Path) -> None:
-    """Replace a previous demo ledger; refuse to touch any other file."""
+def _previous_demo(path: Path) -> bool:
+    """True for a previous demo ledger (to replace), False for no file; any other file is refused."""
     if not path.exists():
-        return
+        return False
     import duckdb
 
     try:
@@ -133,10 +138,23 @@ def _prepare(path: Path) -> None:
             row = rows[0] if rows else None
         finally:
             con.close()
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise UserError(f"{path} exists and is not a demo ledger; choose another --ledger") from exc
+        # Another process (`unitcost serve`, a notebook, a `watch` loop) has it open: it may well
+        # be a demo ledger, and it cannot be replaced while it is open.
+        raise UserError(
+            f"{path} is open in another process, so the demo can neither check nor replace it: "
+            "close it (or stop that process) and run the demo again, or choose another --ledger"
+        ) from exc
     except duckdb.Error:
         row = None
     if not row or row[0] != "true":
         raise UserError(f"{path} exists and is not a demo ledger; choose another --ledger")
+    return True
+
+
+def _remove(path: Path) -> None:
     path.unlink()
     wal = path.with_name(path.name + ".wal")
     if wal.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -274,16 +275,36 @@ def prices_diff(
 @friendly
 def prices_layers(fmt: FormatOpt = Format.table, config: ConfigOpt = None, prices: PricesOpt = None) -> None:
     """Which price layers are in use, highest precedence last."""
+    from ..pricing.update import active_snapshot
+
     book = open_book(config, prices)
-    render(
-        book.describe_layers(), [Col("layer", "layer"), Col("what", "data"), Col("updated", "updates")], fmt
-    )
+    rows = book.describe_layers()
+    snapshot = active_snapshot()
+    if snapshot is not None:  # the data in use is a fetched snapshot, not the pinned package data
+        rows = [
+            {
+                **row,
+                "updated": f"fetched {snapshot['fetched_at'][:16].replace('T', ' ')} UTC as "
+                f"{Path(snapshot['path']).name}; `unitcost prices update --bundled` reverts",
+            }
+            if row["layer"] == "genai-prices"
+            else row
+            for row in rows
+        ]
+    render(rows, [Col("layer", "layer"), Col("what", "data"), Col("updated", "updates")], fmt)
 
 
 @prices_app.command("update")
 @friendly
 def prices_update(
-    url: Annotated[str | None, typer.Option("--url", help="Where to fetch genai-prices data (JSON).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Where to fetch genai-prices data (JSON): a URL, or the path of a data.json "
+            "downloaded elsewhere (offline machines).",
+        ),
+    ] = None,
     revert: Annotated[
         bool,
         typer.Option(
@@ -302,10 +323,11 @@ def prices_update(
     snapshot = fetch_snapshot(url or DEFAULT_URL)
     out.print(
         f"Fetched {snapshot.models} models from {snapshot.providers} providers "
-        f"({snapshot.url}) into {snapshot.path}.",
+        f"({snapshot.url}, sha256 {snapshot.sha256[:12]}) into {snapshot.path}; new calls are priced with it.",
         markup=False,
     )
     out.print(
-        "Run `unitcost reprice --since DATE` to apply the new prices to events already in a ledger.",
+        "Costs already in a ledger are unchanged: `unitcost reprice --since DATE` applies the new "
+        "prices to them, with an audit of old -> new.",
         markup=False,
     )

@@ -257,7 +257,7 @@ class DemoMonth:
 
 
 def generate(seed: int = 7, scale: float = 1.0, workloads: tuple[Workload, ...] = WORKLOADS) -> DemoMonth:
-    """Events for September 2025. `scale` multiplies volumes (1.0 is about 450k events)."""
+    """Events for September 2025. `scale` multiplies volumes (1.0 is about 370k events)."""
     rng = np.random.default_rng(seed)
     parts = [_workload_events(rng, w, scale, index) for index, w in enumerate(workloads)]
     runaway = _runaway_agent(rng)

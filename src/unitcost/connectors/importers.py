@@ -12,8 +12,10 @@ written; a bad item is rejected alone and named by its position in the file.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,9 +56,25 @@ class ImportResult:
 # --------------------------------------------------------------------------- reading files
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_items(path: Path) -> list[Any]:
-    """Items of a JSON array, a JSON object (its `data`), JSON lines, or CSV rows (as dicts of text)."""
+    """Items of a JSON array, a JSON object (its `data`), JSON lines, or CSV rows (as dicts of text).
+
+    The file may be gzipped (recognised by its first bytes, whatever its name) and may start
+    with a UTF-8 byte order mark; an empty file has no items."""
     raw = path.read_bytes()
+    if raw.startswith(_GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ImportFileError(f"{path.name}: not a readable gzip file ({exc})") from exc
+    # A byte order mark (Windows tools write one) is not part of the text: JSON after one is JSON.
+    raw = raw.removeprefix(_UTF8_BOM)
+    if not raw.strip():
+        return []
     text_start = raw.lstrip()[:1]
     if text_start in (b"[", b"{"):
         try:
@@ -73,7 +91,7 @@ def read_items(path: Path) -> list[Any]:
             return _json_lines(raw)
         raise ImportFileError(f"{path.name}: not valid JSON")
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{path.name}: not UTF-8 text ({exc})") from exc
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -222,6 +240,31 @@ _LITELLM_OPERATIONS = {
 }
 
 
+def _litellm_prompt_total(prompt: int, cache_read: int, cache_write: int) -> int:
+    """The whole prompt, from LiteLLM's `prompt_tokens` for an Anthropic-style call.
+
+    LiteLLM converts Anthropic's uncached `input_tokens` to a total, but not the same way in
+    every release: recent ones add the cache reads and the cache writes, some 2025 releases
+    added the cache reads only. A count smaller than the reads is the raw uncached count; one
+    that holds the reads but not the reads and writes together lacks the writes. Adding the
+    reads again there would count every cached token twice."""
+    if prompt < cache_read:
+        return prompt + cache_read + cache_write
+    if prompt < cache_read + cache_write:
+        return prompt + cache_write
+    return prompt
+
+
+def _litellm_1h_writes(usage: Mapping[str, Any], prompt_details: Mapping[str, Any]) -> int:
+    """Cache writes with Anthropic's 1-hour lifetime, wherever the LiteLLM release put the split."""
+    where = "metadata.usage_object.prompt_tokens_details.cache_creation_token_details"
+    split = _obj(prompt_details.get("cache_creation_token_details"), where)
+    if not split:
+        where = "metadata.usage_object.cache_creation"
+        split = _obj(usage.get("cache_creation"), where)
+    return _count(split.get("ephemeral_1h_input_tokens"), f"{where}.ephemeral_1h_input_tokens")
+
+
 def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
     """One LiteLLM_SpendLogs row. `spend` -> billed_cost; `api_key` (a hash) is never stored."""
     request_id = _text(item.get("request_id"))
@@ -245,10 +288,11 @@ def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
         "metadata.usage_object.cache_read_input_tokens",
     )
     cache_write = _count(
-        usage.get("cache_creation_input_tokens"), "metadata.usage_object.cache_creation_input_tokens"
+        _first(usage, "cache_creation_input_tokens") or prompt_details.get("cache_creation_tokens"),
+        "metadata.usage_object.cache_creation_input_tokens",
     )
-    if cache_read + cache_write > prompt:
-        prompt += cache_read + cache_write  # Anthropic-style uncached prompt count
+    prompt = _litellm_prompt_total(prompt, cache_read, cache_write)
+    write_1h = min(_litellm_1h_writes(usage, prompt_details), cache_write)
     start = _time(item.get("startTime"), "startTime")
     event: dict[str, Any] = {
         "event_id": f"litellm:{request_id}",
@@ -256,7 +300,8 @@ def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
         "model": model,
         "input_tokens": prompt,
         "cache_read_tokens": cache_read,
-        "cache_write_5m_tokens": cache_write,
+        "cache_write_5m_tokens": cache_write - write_1h,
+        "cache_write_1h_tokens": write_1h,
         "output_tokens": completion,
         "reasoning_tokens": _count(
             completion_details.get("reasoning_tokens"),
@@ -293,15 +338,51 @@ def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- Langfuse
 
-_LANGFUSE_CACHE_READ = ("input_cached_tokens", "input_cache_read", "cache_read_input_tokens")
-_LANGFUSE_CACHE_WRITE_1H = (
-    "input_cache_creation_1h",
-    "cache_creation_input_tokens_1h",
-    "input_cache_write_1h",
-)
-_LANGFUSE_CACHE_WRITE = ("input_cache_creation", "cache_creation_input_tokens", "input_cache_write")
-_LANGFUSE_REASONING = ("output_reasoning_tokens", "output_reasoning", "reasoning_tokens")
 _LANGFUSE_MODEL_CALLS = {"GENERATION", "EMBEDDING"}
+
+
+@dataclass
+class _LangfuseUsage:
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
+    reasoning: int = 0
+    input_audio: int = 0
+    output_audio: int = 0
+
+
+def _langfuse_usage(counts: Mapping[str, int]) -> _LangfuseUsage:
+    """Langfuse's usage types are free names, disjoint (their sum is the total). Langfuse itself
+    reads every type whose name contains `input` as input and `output` as output; the parts are
+    recognised the same way, by the words in their names (`input_cached_tokens`,
+    `cache_read_input_tokens`, `cache_write_input_tokens`, `input_cache_creation_1h`, ...)."""
+    usage = _LangfuseUsage()
+    for name, value in counts.items():
+        key = name.lower()
+        if key in ("reasoning", "reasoning_tokens"):  # some SDKs omit the `output_` prefix
+            usage.output += value
+            usage.reasoning += value
+            continue
+        if "input" in key:
+            usage.input += value
+            if "cache" in key and ("creation" in key or "write" in key):
+                if "1h" in key:
+                    usage.write_1h += value
+                else:
+                    usage.write_5m += value
+            elif "cached" in key or ("cache" in key and "read" in key):
+                usage.cache_read += value
+            elif "audio" in key:
+                usage.input_audio += value
+        elif "output" in key:
+            usage.output += value
+            if "reasoning" in key:
+                usage.reasoning += value
+            elif "audio" in key:
+                usage.output_audio += value
+    return usage
 
 
 def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -323,16 +404,7 @@ def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
             return None
         raise ItemError("model", "missing (a generation without its model cannot be priced)")
     counts = {str(k): _count(v, f"usage_details.{k}") for k, v in usage.items()}
-    cache_read = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_READ)
-    write_1h = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_WRITE_1H)
-    write_5m = sum(counts.get(k, 0) for k in _LANGFUSE_CACHE_WRITE)
-    reasoning = sum(counts.get(k, 0) for k in _LANGFUSE_REASONING)
-    input_total = sum(
-        v for k, v in counts.items() if k == "input" or k.startswith("input_") or k in _LANGFUSE_CACHE_READ
-    ) + sum(counts.get(k, 0) for k in ("cache_creation_input_tokens", "cache_creation_input_tokens_1h"))
-    output_total = sum(v for k, v in counts.items() if k == "output" or k.startswith("output_")) + counts.get(
-        "reasoning_tokens", 0
-    )
+    parts = _langfuse_usage(counts)
     cost = _obj(_first(item, "cost_details", "costDetails"), "cost_details")
     billed = _money(
         _first(cost, "total") or _first(item, "calculated_total_cost", "calculatedTotalCost", "total_cost"),
@@ -344,14 +416,14 @@ def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
         "ts": start,
         "model": model,
         "operation": "embeddings" if kind == "EMBEDDING" else "chat",
-        "input_tokens": input_total,
-        "cache_read_tokens": cache_read,
-        "cache_write_5m_tokens": write_5m,
-        "cache_write_1h_tokens": write_1h,
-        "input_audio_tokens": counts.get("input_audio_tokens", 0) + counts.get("input_audio", 0),
-        "output_tokens": output_total,
-        "reasoning_tokens": reasoning,
-        "output_audio_tokens": counts.get("output_audio_tokens", 0) + counts.get("output_audio", 0),
+        "input_tokens": parts.input,
+        "cache_read_tokens": parts.cache_read,
+        "cache_write_5m_tokens": parts.write_5m,
+        "cache_write_1h_tokens": parts.write_1h,
+        "input_audio_tokens": parts.input_audio,
+        "output_tokens": parts.output,
+        "reasoning_tokens": parts.reasoning,
+        "output_audio_tokens": parts.output_audio,
         "billed_cost": billed,
         "trace_id": _text(_first(item, "trace_id", "traceId")),
         "parent_id": _text(_first(item, "parent_observation_id", "parentObservationId")),
@@ -394,6 +466,25 @@ def _openai_results(items: list[Any]) -> Iterator[tuple[Any, Mapping[str, Any] |
             yield item, None
 
 
+def _openai_usage_cache_writes(result: Mapping[str, Any]) -> dict[str, int]:
+    """Cache writes are part of `input_tokens`: 30-minute retention in the short write column,
+    12-hour retention in the long one (without a write price both cost the input price)."""
+    return {
+        "cache_write_5m_tokens": _count(result.get("input_cache_write_tokens"), "input_cache_write_tokens"),
+        "cache_write_1h_tokens": _count(
+            result.get("input_cache_write_12h_tokens"), "input_cache_write_12h_tokens"
+        ),
+    }
+
+
+def _openai_usage_modality(result: Mapping[str, Any], kind: str) -> dict[str, int]:
+    """Audio or image input. The export reports the uncached part (`input_audio_tokens`) beside the
+    cached one (`input_cached_audio_tokens`); the ledger keeps all of it, and the cached part apart."""
+    name, cached_name = f"input_{kind}_tokens", f"input_cached_{kind}_tokens"
+    cached = _count(result.get(cached_name), cached_name)
+    return {name: _count(result.get(name), name) + cached, f"cache_{kind}_read_tokens": cached}
+
+
 def openai_usage_event(result: Mapping[str, Any], bucket: Mapping[str, Any] | None) -> dict[str, Any] | None:
     kind = str(result.get("object", ""))
     if kind and not kind.startswith("organization.usage."):
@@ -423,6 +514,8 @@ def openai_usage_event(result: Mapping[str, Any], bucket: Mapping[str, Any] | No
             result.get("api_key_id"),
             result.get("batch"),
             tier,
+            # Present only when the export is grouped by it; then it tells two results apart.
+            *([result["api_source"]] if result.get("api_source") is not None else []),
         ]
     )
     event: dict[str, Any] = {
@@ -434,15 +527,18 @@ def openai_usage_event(result: Mapping[str, Any], bucket: Mapping[str, Any] | No
         "service_tier": tier if tier in ("batch", "flex", "priority") else "standard",
         "input_tokens": input_tokens,
         "cache_read_tokens": _count(result.get("input_cached_tokens"), "input_cached_tokens"),
-        "input_audio_tokens": _count(result.get("input_audio_tokens"), "input_audio_tokens"),
+        **_openai_usage_cache_writes(result),
+        **_openai_usage_modality(result, "audio"),
+        **_openai_usage_modality(result, "image"),
         "output_tokens": output_tokens,
         "output_audio_tokens": _count(result.get("output_audio_tokens"), "output_audio_tokens"),
+        "output_image_tokens": _count(result.get("output_image_tokens"), "output_image_tokens"),
         "requests": max(requests, 1),
         "user": _text(result.get("user_id")),
     }
     tags = {
         name: str(result[name])
-        for name in ("project_id", "api_key_id")
+        for name in ("project_id", "api_key_id", "api_source")
         if _text(result.get(name)) is not None
     }
     if tags:

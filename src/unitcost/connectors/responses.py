@@ -325,6 +325,20 @@ def _stream(items: list[Any]) -> dict[str, Any]:
     raise UnrecognisedResponseError(f"a stream of {kind!r} items is not a known provider stream")
 
 
+NO_FINAL_USAGE = (
+    "the stream ended before its final usage (message_delta): the answer's output tokens are not known"
+)
+
+
+def final_usage_missing(response: Any) -> bool:
+    """An Anthropic answer cut before message_delta: the prompt's counts are known, but its output
+    count is message_start's placeholder (1 token), and Anthropic bills what it generated."""
+    if isinstance(response, (list, tuple)):
+        kinds = {get(e, "type") for e in response}
+        return "message_start" in kinds and "message_delta" not in kinds
+    return get(response, "type") == "message" and get(response, "stop_reason") is None
+
+
 def _anthropic_stream(events: list[Any]) -> dict[str, Any]:
     """message_start carries the prompt usage; each message_delta the cumulative output (and,
     since 2025, possibly updated input counts). The last value of each field wins."""

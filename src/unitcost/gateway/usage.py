@@ -20,9 +20,7 @@ from typing import Any
 from ..connectors import responses as record_rules
 
 NO_USAGE = "the provider reported no usage"
-NO_FINAL_USAGE = (
-    "the stream ended before its final usage (message_delta): the answer's output tokens are not known"
-)
+NO_FINAL_USAGE = record_rules.NO_FINAL_USAGE
 
 _INPUT_PARTS = (
     "cache_read_tokens",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from unitcost.watch.runner import Watcher, watch_task
 from unitcost.watch.settings import WatchSettings
@@ -42,3 +45,71 @@ def test_watch_task_runs_cycles_until_stopped(ledger: Any) -> None:
         "n"
     ]
     assert rolled == 1  # rolled up once, not once per cycle
+
+
+def _calls(n: int, prefix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": f"{prefix}{i}",
+            "ts": f"2025-09-01T{10 + i % 5:02d}:00:00Z",
+            "model": "gpt-4o-mini",
+            "input_tokens": 10 + i,
+            "feature": "answer",
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_server_hosts_the_watch_on_its_ledger_writer_thread(tmp_path: Path) -> None:
+    """`unitcost serve` owns the ledger through one writer thread; its watch cycles run on that
+    thread between commits, while requests keep being committed, and see every event."""
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+    from unitcost.connectors.writer import BatchWriter
+    from unitcost.watch.runner import HostedWatch
+
+    path = tmp_path / "served.duckdb"
+    writer = BatchWriter(lambda: Ledger(path, config=Config()), source="otlp")
+    writer.submit(_calls(30, "a")).result(timeout=60)
+    hosted = HostedWatch(writer.call, WatchSettings(interval_s=0.01), sinks=[])
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(hosted.run(stop))
+        while hosted.cycles < 1:
+            await asyncio.sleep(0.01)
+        # Requests arrive while the loop runs: committed by the same thread, between cycles.
+        await asyncio.wrap_future(writer.submit(_calls(20, "b")))
+        seen = hosted.cycles
+        while hosted.cycles < seen + 2:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    asyncio.run(serve())
+    assert hosted.close(0)
+    writer.close()
+    with Ledger(path, config=Config(), read_only=True) as ledger:
+        rolled = ledger.store.fetch("SELECT CAST(sum(calls) AS BIGINT) AS n FROM watch_hourly").to_pylist()
+    assert rolled == [{"n": 50}]
+
+
+def test_work_handed_to_the_writer_thread_reports_its_error_and_the_thread_goes_on(tmp_path: Path) -> None:
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+    from unitcost.connectors.writer import BatchWriter
+
+    writer = BatchWriter(lambda: Ledger(tmp_path / "l.duckdb", config=Config()), source="t")
+
+    def broken(ledger: Any) -> None:
+        raise ValueError("no such detector")
+
+    failed = writer.call(broken)
+    with pytest.raises(ValueError, match="no such detector"):
+        failed.result(timeout=60)
+    # Events queued behind a call are still written, also when the writer closes right after.
+    writer.call(lambda ledger: ledger.store.fetch("SELECT 1"))
+    writer.submit(_calls(5, "c"), wait=False)
+    writer.close()
+    with Ledger(tmp_path / "l.duckdb", config=Config(), read_only=True) as ledger:
+        assert ledger.store.fetch("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 5}]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..api import Ledger
 
 log = logging.getLogger("unitcost.writer")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,6 +78,7 @@ class BatchWriter:
         self.typed = typed
         """Records hold already-typed values (servers): skip the JSON round trip (see `typed`)."""
         self._jobs: list[_Job] = []
+        self._calls: list[tuple[Callable[[Ledger], Any], Future[Any]]] = []
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
@@ -115,6 +118,18 @@ class BatchWriter:
             return done
         return job.future
 
+    def call(self, fn: Callable[[Ledger], T]) -> Future[T]:
+        """Run `fn(ledger)` on the writer's thread, between two commits: other work of a server
+        that owns the ledger (the watch loop of `unitcost serve`) uses the one write connection
+        without racing the ingest. The future holds what `fn` returns or raises."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the ledger writer is closed")
+            self._calls.append((fn, future))
+            self._cond.notify()
+        return future
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is written. False on timeout."""
         with self._cond:
@@ -139,8 +154,10 @@ class BatchWriter:
 
     def _take(self) -> list[_Job]:
         with self._cond:
-            while not self._jobs and not self._closing:
+            while not self._jobs and not self._calls and not self._closing:
                 self._cond.wait()
+            if self._calls:
+                return []  # the calls first (see _run); the jobs wait for the next turn
             if self.linger_s and not self._closing:
                 # Let concurrent producers join the batch: fewer, larger commits.
                 self._cond.wait_for(
@@ -159,11 +176,12 @@ class BatchWriter:
     def _run(self) -> None:
         while True:
             jobs = self._take()
+            self._run_calls()
             if not jobs:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-                    if self._closing:
+                    if self._closing and not self._jobs and not self._calls:
                         return
                 continue
             try:
@@ -174,6 +192,19 @@ class BatchWriter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _run_calls(self) -> None:
+        with self._cond:
+            calls, self._calls = self._calls, []
+        for fn, future in calls:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if self._ledger is None:
+                    self._ledger = self._factory()
+                future.set_result(fn(self._ledger))
+            except BaseException as exc:  # the caller learns of it; the thread lives on
+                future.set_exception(exc)
 
     def _write(self, jobs: list[_Job]) -> None:
         """One ingest call for jobs of one kind (all tables or all records)."""

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -238,3 +239,45 @@ async def watch_task(watcher: Watcher, stop: asyncio.Event | None = None) -> Non
             log.exception("watch cycle failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=watcher.settings.interval_s)
+
+
+class HostedWatch:
+    """The watch loop inside a server whose ledger is owned by a writer thread (`unitcost serve`):
+    each cycle is handed to that thread (`BatchWriter.call`) and runs between two commits, so the
+    one write connection of a DuckDB ledger is never used by two threads at once, and the server
+    keeps answering while a cycle runs."""
+
+    def __init__(
+        self,
+        call: Callable[[Callable[[Any], CycleReport]], Future[CycleReport]],
+        settings: WatchSettings,
+        *,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        self._call = call
+        self.settings = settings
+        self._sinks = sinks
+        self.watcher: Watcher | None = None
+        self.cycles = 0
+
+    def _cycle(self, ledger: Any) -> CycleReport:
+        if self.watcher is None:  # built on the writer's thread, once its ledger is open
+            self.watcher = Watcher(ledger.store, self.settings, sinks=self._sinks)
+        report = self.watcher.run_once()
+        self.cycles += 1
+        return report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                report = await asyncio.wrap_future(self._call(self._cycle))
+                if report.notifications:
+                    log.info("watch cycle: %d notifications", len(report.notifications))
+            except Exception:  # keep watching: the next cycle starts from the same watermarks
+                log.exception("watch cycle failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.interval_s)
+
+    def close(self, flush_timeout: float = 10.0) -> bool:
+        """Wait up to `flush_timeout` s for deliveries (call before the writer closes the ledger)."""
+        return self.watcher.close(flush_timeout) if self.watcher is not None else True

@@ -38,18 +38,43 @@ def serve_cmd(
 ) -> None:
     """Run the OTLP/HTTP receiver: point any OTLP exporter at http://HOST:PORT and GenAI spans
     become priced events. The server owns the ledger's write connection."""
+    import socket
+
     import uvicorn
 
     from ..config import resolve_ledger
+    from ..otlp.mapping import AttributeMapping
     from ..otlp.server import otlp_app
+    from .app import UserError
 
     cfg = load_config(config)
-    application, _ = otlp_app(ledger, config=cfg, prices=prices, decode_workers=decode_workers)
+    # Everything a user can get wrong is checked before the server says it is listening: the
+    # [otlp] section, a ledger another process writes (or that is no ledger), a port already taken.
+    AttributeMapping.from_config(cfg.section("otlp"))
+    book = open_ledger(ledger, config, prices)
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise UserError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `unitcost serve` or an "
+                "OpenTelemetry collector may be using it: stop it or choose another --port)"
+            ) from None
+        application, _ = otlp_app(book, config=cfg, prices=prices, decode_workers=decode_workers)
+    except BaseException:
+        book.close()
+        raise
     console().print(
-        f"unitcost serve: OTLP/HTTP on http://{host}:{port}/v1/traces -> {resolve_ledger(ledger, cfg)}",
+        f"unitcost serve: OTLP/HTTP on http://{host}:{sock.getsockname()[1]}/v1/traces -> "
+        f"{resolve_ledger(ledger, cfg)}",
         markup=False,
     )
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    server = uvicorn.Server(uvicorn.Config(application, log_level=log_level, access_log=False))
+    server.run(sockets=[sock])
 
 
 def _import(

@@ -17,7 +17,9 @@ Attribute names, old and new, that carry the same fact (first present wins):
 
 The semantic conventions define input tokens as the whole prompt, cached included. Some
 Anthropic instrumentations copy Anthropic's uncached count; when the cache parts of an
-Anthropic span exceed its input, the input is read that way and the parts are added.
+Anthropic span exceed its input, the input is read that way and the parts are added. OpenLIT
+(`telemetry.sdk.name = openlit` on its spans) always reports the uncached count, so its
+Anthropic spans are completed whatever the sizes.
 
 Agent and tool spans (`invoke_agent`, `execute_tool`, `create_agent`) are not calls to a
 model, and an agent span's usage, when present, repeats its children's: they are ignored
@@ -62,6 +64,10 @@ SERVICE_TIER = (
     "gen_ai.openai.request.service_tier",
 )
 BILLED = ("gen_ai.usage.cost", "llm.cost.total")
+SDK_NAME = ("telemetry.sdk.name",)
+UNCACHED_ANTHROPIC_INPUT_SDKS = frozenset({"openlit"})
+"""Instrumentations (their span's `telemetry.sdk.name`) that report an Anthropic call's
+`gen_ai.usage.input_tokens` as Anthropic's uncached count, beside the cache reads and writes."""
 NOT_A_MODEL_CALL = frozenset({"invoke_agent", "execute_tool", "create_agent"})
 
 # Semantic-convention provider names -> genai-prices provider ids.
@@ -136,7 +142,13 @@ class AttributeMapping:
     def from_config(cls, section: Mapping[str, Any]) -> AttributeMapping:
         """`[otlp.attributes]` table: `"k8s.namespace.name" = "team"`, `"region" = "tag:region"`."""
         merged = dict(DEFAULT_ATTRIBUTES)
-        for name, value in dict(section.get("attributes", {})).items():
+        attributes = section.get("attributes", {})
+        if not isinstance(attributes, Mapping):
+            raise ValueError(
+                f"[otlp] attributes = {attributes!r}: expected a table of attribute name = field, "
+                'e.g. [otlp.attributes] "k8s.namespace.name" = "team"'
+            )
+        for name, value in attributes.items():
             merged[str(name)] = str(value)
         return cls(merged)
 

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS
+from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS, USAGE_UNKNOWN_TAG
+from ..money import MONEY_SCALE
 from .mapping import (
     BILLED,
     CACHE_READ,
@@ -31,7 +32,9 @@ from .mapping import (
     REASONING,
     REQUEST_MODEL,
     RESPONSE_MODEL,
+    SDK_NAME,
     SERVICE_TIER,
+    UNCACHED_ANTHROPIC_INPUT_SDKS,
     AttributeMapping,
     ResourceFields,
     Span,
@@ -93,6 +96,7 @@ _SLOT_NAMES: tuple[tuple[str, ...], ...] = (
     ("gen_ai.operation.name",),
     ("error.type",),
     ("http.response.status_code",),
+    SDK_NAME,
 )
 (
     _INPUT,
@@ -110,7 +114,15 @@ _SLOT_NAMES: tuple[tuple[str, ...], ...] = (
     _OPERATION,
     _ERROR_TYPE,
     _HTTP_STATUS,
+    _SDK_NAME,
 ) = range(len(_SLOT_NAMES))
+_USAGE_SLOTS = (_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _REASONING, _INPUT_AUDIO, _OUTPUT_AUDIO)
+NO_USAGE = "the span reports no token usage (no gen_ai.usage.* count)"
+"""The `usage_unknown` tag of a successful call whose span has no usage: stored unpriced, never as $0."""
+_MAX_AMOUNT_DIGITS = 6
+"""A billed amount of a million dollars or more for one call is not one (the ledger holds less)."""
+_AMOUNT_QUANTUM = Decimal(1).scaleb(-(MONEY_SCALE + 6))
+"""Finer digits than this are rounded off: the ledger keeps MONEY_SCALE of them."""
 N_SLOTS = len(_SLOT_NAMES)
 _SLOTS: dict[str, tuple[int, int]] = {
     name: (slot, rank) for slot, names in enumerate(_SLOT_NAMES) for rank, name in enumerate(names)
@@ -223,10 +235,12 @@ class SpanMapper:
             if slot >= 0:
                 genai = True
                 if rank < ranks[slot]:
-                    ranks[slot] = rank
                     value = kv.value
                     which = value.WhichOneof("value")
-                    values[slot] = getattr(value, which) if which in _SCALARS else any_value(value)
+                    decoded = getattr(value, which) if which in _SCALARS else any_value(value)
+                    if decoded is not None and decoded != "":  # an empty value counts as absent
+                        ranks[slot] = rank
+                        values[slot] = decoded
             elif slot == -1:
                 if mapped is None:
                     mapped = []
@@ -259,7 +273,7 @@ class SpanMapper:
             slot, rank = self.kind(name)
             if slot >= 0:
                 genai = True
-                if rank < ranks[slot]:
+                if rank < ranks[slot] and value is not None and value != "":
                     ranks[slot] = rank
                     values[slot] = value
             elif slot == -1:
@@ -330,7 +344,12 @@ class SpanMapper:
         if provider is not None:
             provider_name = text(provider).lower()
             provider = PROVIDERS.get(provider_name, provider_name)
-            if provider == "anthropic" and cache_read + cache_write > input_tokens:
+            if provider == "anthropic" and (
+                cache_read + cache_write > input_tokens
+                or (
+                    values[_SDK_NAME] is not None and text(values[_SDK_NAME]) in UNCACHED_ANTHROPIC_INPUT_SDKS
+                )
+            ):
                 input_tokens += cache_read + cache_write
         if start_ns:
             ts = start_ns // 1000
@@ -371,6 +390,10 @@ class SpanMapper:
                     merged[_ATTRIBUTION_INDEX[target]] = text(value)
             if merged is not None:
                 attribution = tuple(merged)
+        if status is None and all(values[slot] is None for slot in _USAGE_SLOTS):
+            # A call that says nothing of its usage (a stream without usage, an instrumentation
+            # that reports none) is stored unpriced with the reason, not priced as zero tokens.
+            span_tags = {**(span_tags or {}), USAGE_UNKNOWN_TAG: NO_USAGE}
         tags = None
         if resource.tags or span_tags:
             tag_map = {"span_id": span_id} if span_id else {}
@@ -413,6 +436,12 @@ def _amount(name: str, value: Any) -> str:
         raise SpanError(f"{name}: not an amount: {value!r}") from exc
     if not amount.is_finite():
         raise SpanError(f"{name}: not an amount: {value!r}")
+    if amount and amount.adjusted() >= _MAX_AMOUNT_DIGITS:
+        # Checked before formatting: "1e999999999" would be a billion digits of text.
+        raise SpanError(f"{name}: not a plausible amount for one call: {text(value)[:60]!r}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -(MONEY_SCALE + 6):
+        amount = amount.quantize(_AMOUNT_QUANTUM)
     return format(amount, "f")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,19 +25,35 @@ from ..connectors.writer import BatchWriter
 from .mapping import AttributeMapping
 from .receiver import TraceReceiver
 
+if TYPE_CHECKING:
+    from ..api import Ledger
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318  # the OTLP/HTTP port exporters use by default
 
 
 def ledger_writer(
-    ledger: str | Path | None, *, config: Config | None = None, prices: Path | None = None
+    ledger: str | Path | Ledger | None, *, config: Config | None = None, prices: Path | None = None
 ) -> BatchWriter:
-    """A writer that opens the ledger on its own thread (DuckDB: one writer per file)."""
+    """A writer that owns the ledger's write connection (DuckDB: one writer per file).
 
-    def open_ledger() -> Any:
+    Given a path (or None), the writer's thread opens the ledger on its first write. Given an
+    open `Ledger`, the writer takes it over: a server opens it before it starts listening, so a
+    ledger it cannot write (busy, not a ledger) stops it at once rather than failing every export.
+    """
+    path: str | Path | None = None
+    opened: list[Ledger] = []
+    if ledger is None or isinstance(ledger, (str, Path)):
+        path = ledger
+    else:
+        opened.append(ledger)
+
+    def open_ledger() -> Ledger:
+        if opened:
+            return opened.pop()
         from ..api import Ledger
 
-        return Ledger(ledger, config=config, prices=prices)
+        return Ledger(path, config=config, prices=prices)
 
     # While one commit runs, the exports arriving meanwhile queue up and share the next one.
     return BatchWriter(open_ledger, source="otlp", typed=True, name="unitcost-serve-writer")
@@ -67,7 +83,7 @@ def build_app(
 
 
 def otlp_app(
-    ledger: str | Path | None,
+    ledger: str | Path | Ledger | None,
     *,
     config: Config | None = None,
     prices: Path | None = None,
@@ -75,7 +91,9 @@ def otlp_app(
 ) -> tuple[Starlette, TraceReceiver]:
     """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver.
 
-    `decode_workers` > 0 decodes requests in that many worker processes (see `workers`)."""
+    `ledger` is a path (opened on the first write) or an open `Ledger` the app takes over and
+    closes when it stops. `decode_workers` > 0 decodes requests in that many worker processes
+    (see `workers`)."""
     config = config or Config()
     writer = ledger_writer(ledger, config=config, prices=prices)
     receiver = TraceReceiver(

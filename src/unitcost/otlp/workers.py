@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +36,20 @@ _worker: dict[str, SpanMapper] = {}
 
 def _start_worker(mapping: AttributeMapping) -> None:
     _worker["mapper"] = SpanMapper(mapping)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent.sentinel,), name="unitcost-parent-watch", daemon=True
+        ).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    """Ends the worker when the server is gone. A server that stops cleanly shuts its pool down,
+    but one killed (SIGKILL, the OOM killer) cannot, and its workers would otherwise wait on
+    their task queue for ever: the pool's queue is inherited at both ends, so no end-of-file
+    ever comes."""
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(0)
 
 
 def _decode(body: bytes, content_type: str, encoding: str | None) -> Decoded:

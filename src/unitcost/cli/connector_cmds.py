@@ -32,12 +32,20 @@ def serve_cmd(
             help="Processes that decode requests beside the ledger writer (0: decode in the server process).",
         ),
     ] = 1,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch/--no-watch",
+            help=r"Run the watch loop (budgets, detectors, alerts; \[watch] in the config) in the server.",
+        ),
+    ] = True,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
     prices: PricesOpt = None,
 ) -> None:
     """Run the OTLP/HTTP receiver: point any OTLP exporter at http://HOST:PORT and GenAI spans
-    become priced events. The server owns the ledger's write connection."""
+    become priced events. The server owns the ledger's write connection, so it also runs the
+    watch loop (unless --no-watch)."""
     import socket
 
     import uvicorn
@@ -51,6 +59,11 @@ def serve_cmd(
     # Everything a user can get wrong is checked before the server says it is listening: the
     # [otlp] section, a ledger another process writes (or that is no ledger), a port already taken.
     AttributeMapping.from_config(cfg.section("otlp"))
+    settings = None
+    if watch:
+        from ..watch.settings import load_watch_settings
+
+        settings = load_watch_settings(cfg)
     book = open_ledger(ledger, config, prices)
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -64,13 +77,16 @@ def serve_cmd(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `unitcost serve` or an "
                 "OpenTelemetry collector may be using it: stop it or choose another --port)"
             ) from None
-        application, _ = otlp_app(book, config=cfg, prices=prices, decode_workers=decode_workers)
+        application, _ = otlp_app(
+            book, config=cfg, prices=prices, decode_workers=decode_workers, watch=settings
+        )
     except BaseException:
         book.close()
         raise
     console().print(
         f"unitcost serve: OTLP/HTTP on http://{host}:{sock.getsockname()[1]}/v1/traces -> "
-        f"{resolve_ledger(ledger, cfg)}",
+        f"{resolve_ledger(ledger, cfg)}"
+        + (f"; watching it every {settings.interval_s:g} s" if settings is not None else ""),
         markup=False,
     )
     server = uvicorn.Server(uvicorn.Config(application, log_level=log_level, access_log=False))

@@ -10,8 +10,9 @@ hosted beside the OTLP receiver:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from .receiver import TraceReceiver
 
 if TYPE_CHECKING:
     from ..api import Ledger
+    from ..watch.settings import WatchSettings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318  # the OTLP/HTTP port exporters use by default
@@ -67,17 +69,26 @@ def build_app(
     parts: Iterable[Sequence[BaseRoute]],
     *,
     on_shutdown: Sequence[Callable[[], Any]] = (),
+    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
 ) -> Starlette:
-    """An ASGI app from route groups; `on_shutdown` callables run (in order) when the server stops."""
+    """An ASGI app from route groups. `background` loops (e.g. the watch) run while the server
+    does and are told to stop, and awaited, when it stops; then the `on_shutdown` callables run
+    in order."""
     routes: list[BaseRoute] = [Route("/healthz", _health, methods=["GET"])]
     for part in parts:
         routes.extend(part)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        for stop in on_shutdown:
-            stop()
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(loop(stop)) for loop in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for close in on_shutdown:
+                close()
 
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -88,15 +99,25 @@ def otlp_app(
     config: Config | None = None,
     prices: Path | None = None,
     decode_workers: int = 0,
+    watch: WatchSettings | None = None,
 ) -> tuple[Starlette, TraceReceiver]:
-    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver.
+    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver, and the watch
+    loop when `watch` settings are given.
 
     `ledger` is a path (opened on the first write) or an open `Ledger` the app takes over and
     closes when it stops. `decode_workers` > 0 decodes requests in that many worker processes
-    (see `workers`)."""
+    (see `workers`). The watch cycles run on the ledger writer's thread, between commits: the
+    server owns the ledger's one write connection, so no other process could watch it."""
     config = config or Config()
     writer = ledger_writer(ledger, config=config, prices=prices)
     receiver = TraceReceiver(
         writer, AttributeMapping.from_config(config.section("otlp")), decode_workers=decode_workers
     )
-    return build_app([receiver.routes()], on_shutdown=[receiver.close, writer.close]), receiver
+    if watch is None:
+        return build_app([receiver.routes()], on_shutdown=[receiver.close, writer.close]), receiver
+    from ..watch.runner import HostedWatch
+
+    hosted = HostedWatch(writer.call, watch)
+    # Deliveries still under way are given a few seconds to be logged in the ledger before it closes.
+    shutdown = [receiver.close, lambda: hosted.close(5.0), writer.close]
+    return build_app([receiver.routes()], on_shutdown=shutdown, background=[hosted.run]), receiver

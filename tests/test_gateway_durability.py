@@ -215,3 +215,23 @@ action = "block"
     # Redis holds the settled spend: the ledger's costs rounded up to nano-USD, request by request.
     assert int(counters[b"c"]) == ok_events
     assert abs(Decimal(int(counters[b"s"])).scaleb(-9) - spend) <= Decimal(ok_events) * Decimal("1e-9")
+
+
+def test_the_gateway_writer_runs_the_watch_when_asked(tmp_path: Path) -> None:
+    """With a DuckDB ledger the gateway's writer process is its only writer, so `[gateway] watch =
+    true` runs the watch cycles there, between drains: every event the gateway wrote is rolled up."""
+    with simulator(latency_ms=1) as (sim_url, _):
+        port = free_port()
+        config = write_config(tmp_path, sim_url, port, "\n[watch]\ninterval_seconds = 0.1\n")
+        config.write_text(config.read_text().replace("[gateway]\n", "[gateway]\nwatch = true\n", 1))
+        with (
+            GatewayProcess(config, port) as gateway,
+            httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=10) as http,
+        ):
+            for _ in range(5):
+                body = {"model": "fast", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+                assert http.post("/v1/chat/completions", json=body).status_code == 200
+            time.sleep(0.5)  # drains and watch cycles; the last ones run when the gateway stops
+    calls = ledger_rows(tmp_path, "SELECT CAST(sum(calls) AS BIGINT) FROM watch_hourly")[0][0]
+    events = ledger_rows(tmp_path, "SELECT count(*) FROM events")[0][0]
+    assert events == 5 and calls == 5

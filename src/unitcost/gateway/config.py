@@ -128,6 +128,10 @@ class GatewayConfig:
     cache_max_entries: int = 10_000
     redis_url: str | None = None
     redis_prefix: str = "unitcost:"
+    watch: bool = False
+    """Run the watch loop (budgets, detectors, alerts; [watch]) in the ledger writer process:
+    with a DuckDB ledger that process is its only writer, so a `unitcost watch` beside the
+    gateway cannot open it."""
     store_bodies: bool = False
     environment: str | None = None
 
@@ -336,6 +340,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         redis_url=redis.get("url"),
         redis_prefix=str(redis.get("prefix", "unitcost:")),
         store_bodies=bool(section.get("store_bodies", False)),
+        watch=bool(section.get("watch", False)),
         environment=section.get("environment"),
     )
     if config.cache_backend == "redis" and not config.redis_url:

@@ -50,7 +50,7 @@ def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, 
     with Ledger(target, config=base) as ledger:
         book, budgets = recover(config, ledger)
     # The ledger is closed here: from now on the writer process is its only writer.
-    writer = LedgerWriter(config.spool_dir, target, base.path)
+    writer = LedgerWriter(config.spool_dir, target, base.path, watch=config.watch)
     writer.start()
     gateway = build_gateway(config, book, budgets)
     try:

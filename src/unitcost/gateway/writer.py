@@ -125,7 +125,13 @@ def die_with_parent() -> bool:
 
 
 def _run(
-    spool_dir: str, ledger_target: str, config_path: str | None, interval_s: float, stop: Any, parent: int
+    spool_dir: str,
+    ledger_target: str,
+    config_path: str | None,
+    interval_s: float,
+    stop: Any,
+    parent: int,
+    watch: bool = False,
 ) -> None:
     if die_with_parent() and os.getppid() != parent:
         return  # the gateway died before the kernel was told: its next start replays the spool
@@ -136,8 +142,11 @@ def _run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(OSError):
         os.nice(NICE)  # before DuckDB starts its threads: they inherit it
-    ledger = Ledger(ledger_target, config=load_config(config_path), threads=THREADS)
+    config = load_config(config_path)
+    ledger = Ledger(ledger_target, config=config, threads=THREADS)
     sink = ledger_sink(ledger)
+    watcher = _watcher(ledger, config) if watch else None
+    next_watch = time.monotonic()
 
     def gateway_gone() -> bool:
         return stop.is_set() or os.getppid() != parent
@@ -150,14 +159,30 @@ def _run(
                 drain(spool_dir, sink, live=not finishing)
             except Exception:
                 log.exception("ledger write failed; the events stay in the spool and are retried")
-            if finishing:
+            if watcher is not None and (finishing or time.monotonic() >= next_watch):
+                # Between two drains, on the one connection; its CPU counts in the pause below.
+                try:
+                    watcher.run_once()
+                except Exception:  # the next cycle starts from the same watermarks
+                    log.exception("watch cycle failed")
+                next_watch = time.monotonic() + watcher.settings.interval_s
+            if finishing:  # after a last drain, and a last watch cycle over it
                 return
             resume = time.monotonic() + pause_after(interval_s, time.process_time() - started)
             # Wait in short slices: a gateway killed meanwhile is noticed within POLL_S.
             while not gateway_gone() and time.monotonic() < resume:
                 stop.wait(min(POLL_S, max(resume - time.monotonic(), 0)))
     finally:
+        if watcher is not None:
+            watcher.close(5.0)  # deliveries under way get a few seconds to be logged
         ledger.close()
+
+
+def _watcher(ledger: Any, config: Any) -> Any:
+    from ..watch.runner import Watcher
+    from ..watch.settings import load_watch_settings
+
+    return Watcher(ledger.store, load_watch_settings(config))
 
 
 class LedgerWriter:
@@ -167,6 +192,8 @@ class LedgerWriter:
         ledger_target: str,
         config_path: str | Path | None,
         interval_s: float = INTERVAL_S,
+        *,
+        watch: bool = False,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
@@ -179,6 +206,7 @@ class LedgerWriter:
                 interval_s,
                 self._stop,
                 os.getpid(),
+                watch,
             ),
             name="unitcost-ledger-writer",
             daemon=False,

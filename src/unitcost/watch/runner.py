@@ -213,7 +213,12 @@ class Watcher:
                         finally:
                             self.detach()
             except LedgerBusyError as exc:  # an ingest holds the ledger: its events are judged next time
-                log.warning("watch cycle skipped: %s; next try in %g s", exc, self.settings.interval_s)
+                log.warning(
+                    "watch cycle skipped: %s; next try in %g s (a server that owns the ledger can "
+                    "watch it itself: `unitcost serve` does, the gateway with [gateway] watch = true)",
+                    exc,
+                    self.settings.interval_s,
+                )
             except Exception:  # keep watching: the next cycle starts from the same watermarks
                 log.exception("watch cycle failed")
             stop.wait(self.settings.interval_s)

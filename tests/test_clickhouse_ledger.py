@@ -455,3 +455,46 @@ def test_gateway_budgets_are_restored_the_same_from_clickhouse(tmp_path: Path, b
     finally:
         duck.close()
         house.close()
+
+
+def test_alerts_are_found_by_id_prefix_and_acknowledged_on_clickhouse(
+    tmp_path: Path, book: PriceBook
+) -> None:
+    """`unitcost alerts show/ack ID` take an id prefix: the lookup is spelt for each engine, and a
+    prefix holding LIKE wildcards matches only itself."""
+    from unitcost.watch.detectors.base import Finding
+    from unitcost.watch.incidents import Incidents, acknowledge, find_alert
+    from unitcost.watch.scope import Scope
+
+    at = datetime(2025, 9, 17, 10, tzinfo=UTC)
+    finding = Finding("cost_per_hour", Scope.of(team="eng"), at, at, "Cost up", 10.0, 5.0, "$/hour")
+    for ledger in open_pair(tmp_path, book):
+        with ledger:
+            incidents = Incidents(
+                ledger.store, cooldown=pd.Timedelta(hours=1), resolve_after=pd.Timedelta(hours=3)
+            )
+            (opened,) = incidents.apply([finding], at)
+            assert find_alert(ledger.store, opened.alert_id[:6])["alert_id"] == opened.alert_id
+            with pytest.raises(ValueError, match="no alert with id"):
+                find_alert(ledger.store, "%")
+            assert acknowledge(ledger.store, opened.alert_id[:6], "oncall", at)["status"] == "acknowledged"
+
+
+def test_the_ledger_target_shown_in_messages_has_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unitcost ingest` prints "already in <target>" and -f json a "ledger" field; the watch and
+    serve banners print it too: a ClickHouse URL's password must not be in any of them."""
+    import unitcost.api
+
+    opened: list[str] = []
+
+    def fake_store(target: str, **_: Any) -> Any:
+        opened.append(target)
+        return ClickHouseStore.from_url(chdb_url())
+
+    monkeypatch.setattr(unitcost.api, "open_store", fake_store)
+    ledger = Ledger("clickhouse://alice:s3cr3t@ch.example:8123/costs", config=Config())
+    try:
+        assert ledger.target == "clickhouse://alice:***@ch.example:8123/costs"
+        assert opened == ["clickhouse://alice:s3cr3t@ch.example:8123/costs"]  # the store gets it whole
+    finally:
+        ledger.close()

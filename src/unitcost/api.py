@@ -53,6 +53,14 @@ _PRICED = (
 )
 
 
+def _shown(target: str) -> str:
+    if "://" not in target:
+        return target
+    from .ledger.clickhouse_store import redact
+
+    return redact(target)
+
+
 def open_store(target: str, *, read_only: bool = False, threads: int | None = None) -> Store:
     """A DuckDB file path, or a ClickHouse URL (clickhouse://, chdb://). `threads` caps DuckDB's
     worker threads (default: one per core); ClickHouse ignores it."""
@@ -112,10 +120,12 @@ class Ledger:
         threads: int | None = None,
     ) -> None:
         self.config = config or load_config()
-        self.target = resolve_ledger(path, self.config)
+        target = resolve_ledger(path, self.config)
+        self.target = _shown(target)
+        """Where the ledger is, as messages show it: a ClickHouse URL without its password."""
         self._threads = threads
         """DuckDB worker threads of the ledger and of the ingest checks (None: one per core)."""
-        self.store: Store = open_store(self.target, read_only=read_only, threads=threads)
+        self.store: Store = open_store(target, read_only=read_only, threads=threads)
         self._book = book
         self._prices = prices
         self._ingestor: Ingestor | None = None

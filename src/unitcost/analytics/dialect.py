@@ -74,6 +74,13 @@ class Dialect:
             return f"nullIf(tags[{self.literal(key)}], '')"
         return f"tags[{self.literal(key)}]"
 
+    def starts_with(self, expr: str, prefix: str) -> str:
+        """`expr` begins with `prefix` (both SQL expressions, e.g. a column and `?`); no LIKE
+        wildcards, so a prefix holding `%` or `_` matches only itself."""
+        if self.name == "clickhouse":
+            return f"startsWith({expr}, {prefix})"
+        return f"starts_with({expr}, {prefix})"
+
     def concat(self, *parts: str) -> str:
         return "concat(" + ", ".join(parts) + ")"
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from ..analytics.dialect import dialect_for
 from ..ledger.base import Store
 from .detectors.base import Finding
 from .tables import ALERT_LOG_SCHEMA, ALERT_SCHEMA
@@ -205,9 +206,8 @@ def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
     if not alert_id.strip():
         # Every id starts with "": on a ledger of one alert, that would pick it.
         raise ValueError("an alert id (or a unique prefix of one) is required: see `unitcost alerts`")
-    rows: list[dict[str, Any]] = store.fetch(
-        "SELECT * FROM alerts WHERE starts_with(alert_id, ?)", [alert_id]
-    ).to_pylist()
+    prefix = dialect_for(store.dialect).starts_with("alert_id", "?")
+    rows: list[dict[str, Any]] = store.fetch(f"SELECT * FROM alerts WHERE {prefix}", [alert_id]).to_pylist()
     if not rows:
         raise ValueError(f"no alert with id {alert_id!r}: see `unitcost alerts`")
     if len(rows) > 1:

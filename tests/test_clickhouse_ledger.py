@@ -498,3 +498,27 @@ def test_the_ledger_target_shown_in_messages_has_no_password(monkeypatch: pytest
         assert opened == ["clickhouse://alice:s3cr3t@ch.example:8123/costs"]  # the store gets it whole
     finally:
         ledger.close()
+
+
+def test_a_misspelt_chdb_path_or_a_server_that_is_down_is_one_line(tmp_path: Path) -> None:
+    """A read command must not create an empty chDB ledger at a misspelt path (DuckDB says "no
+    ledger"), and a ClickHouse server that is down or refuses the password is one red line that
+    never shows the password, not a traceback."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from unitcost.cli import app
+
+    runner = CliRunner()
+    missing = tmp_path / "no-such-dir" / "ledger.chdb"
+    done = runner.invoke(app, ["report", "--ledger", f"chdb://{missing}"])
+    assert done.exit_code == 2 and "no ledger" in done.output, done.output
+    assert not missing.exists()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = runner.invoke(app, ["report", "--ledger", f"clickhouse://alice:s3cr3t@127.0.0.1:{port}/costs"])
+    assert done.exit_code == 2, done.output
+    assert f"cannot open the ClickHouse ledger clickhouse://alice:***@127.0.0.1:{port}/costs" in done.output
+    assert "s3cr3t" not in done.output and "Traceback" not in done.output

@@ -78,9 +78,9 @@ def friendly(func: F) -> F:
 # Errors a user can fix, by module: a module that was never imported raised none of them,
 # and importing it only to name its errors would cost a command that does not use it
 # (the price book alone takes a third of a second to import).
-_USER_ERRORS = {
+_USER_ERRORS: dict[str, str | tuple[str, ...]] = {
     "unitcost.ingest.readers": "IngestFileError",
-    "unitcost.ledger.base": "LedgerBusyError",
+    "unitcost.ledger.base": ("LedgerBusyError", "LedgerUnreachableError"),
     "unitcost.pricing.book": "UnknownModelError",
     "unitcost.pricing.model": "PriceError",
 }
@@ -88,7 +88,10 @@ _USER_ERRORS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     loaded = [
-        getattr(sys.modules[module], name) for module, name in _USER_ERRORS.items() if module in sys.modules
+        getattr(sys.modules[module], name)
+        for module, names in _USER_ERRORS.items()
+        if module in sys.modules
+        for name in ((names,) if isinstance(names, str) else names)
     ]
     return (UserError, ConfigError, ValueError, FileNotFoundError, *loaded)
 

@@ -15,6 +15,10 @@ class LedgerBusyError(RuntimeError):
     """Another process holds the ledger for writing."""
 
 
+class LedgerUnreachableError(RuntimeError):
+    """The ledger's server cannot be reached or refuses the connection (a user can fix it)."""
+
+
 @dataclass(frozen=True)
 class AppendResult:
     inserted: int

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._version import __version__
-from .base import AppendResult
+from .base import AppendResult, LedgerUnreachableError
 from .clickhouse_schema import (
     META_DDL,
     all_tables,
@@ -82,6 +82,7 @@ class ClickHouseStore:
         for a server. In-memory chdb ledgers open at the same time share one engine: give
         each its own database to keep them apart."""
         import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError
 
         parts = urlsplit(url)
         settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
@@ -98,17 +99,24 @@ class ClickHouseStore:
                 if parts.password
                 else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
             )
-            client = clickhouse_connect.get_client(
-                host=parts.hostname or "localhost",
-                port=parts.port or (8443 if secure else 8123),
-                username=unquote(parts.username) if parts.username else "default",
-                password=password,
-                secure=secure,
-                settings=settings,
-                # No server session: queries from several threads would lock it, and unitcost keeps
-                # no session state (settings travel with every query, staging tables are real tables).
-                autogenerate_session_id=False,
-            )
+            try:
+                client = clickhouse_connect.get_client(
+                    host=parts.hostname or "localhost",
+                    port=parts.port or (8443 if secure else 8123),
+                    username=unquote(parts.username) if parts.username else "default",
+                    password=password,
+                    secure=secure,
+                    settings=settings,
+                    # No server session: queries from several threads would lock it, and unitcost
+                    # keeps no session state (settings travel with every query, staging tables are
+                    # real tables).
+                    autogenerate_session_id=False,
+                )
+            except ClickHouseError as exc:  # down, wrong port, wrong password: one line, no traceback
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise LedgerUnreachableError(
+                    f"cannot open the ClickHouse ledger {redact(url)}: {reason}"
+                ) from None
         if database:
             # Create it only when missing: a user allowed to write tables may not create databases.
             if not client.command(

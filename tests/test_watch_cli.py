@@ -166,6 +166,28 @@ def test_watch_options_for_one_cycle(ledger: Any, ledger_path: Path, monkeypatch
     assert looped == [5.0]
 
 
+def test_an_interval_that_is_no_number_of_seconds_is_refused(ledger: Any, ledger_path: Path) -> None:
+    """A negative interval looped without pause; inf and nan crashed the loop after its first cycle."""
+    import subprocess
+    import sys
+
+    ledger.close()
+    cli = [sys.executable, "-c", "from unitcost.cli import main; main()"]
+    for bad in ("-1", "inf", "nan"):
+        try:
+            result = subprocess.run(
+                [*cli, "watch", "-l", str(ledger_path), "--interval", bad],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"--interval {bad} started a loop") from None
+        assert result.returncode == 2, (bad, result.stdout + result.stderr)
+        assert "--interval: expected a number of seconds >= 0" in result.stdout
+
+
 def test_budgets_table_says_what_its_flags_are(ledger: Any, ledger_path: Path, tmp_path: Path) -> None:
     daily = [r for r in _records() if r["ts"].endswith("T12:10:00Z")]  # one call a day, 1 to 3 Sept
     ledger.ingest_records(

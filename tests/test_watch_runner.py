@@ -113,3 +113,33 @@ def test_work_handed_to_the_writer_thread_reports_its_error_and_the_thread_goes_
     writer.close()
     with Ledger(tmp_path / "l.duckdb", config=Config(), read_only=True) as ledger:
         assert ledger.store.fetch("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 5}]
+
+
+def test_a_loop_that_reopens_the_ledger_leaves_it_free_between_cycles(ledger: Any) -> None:
+    """`unitcost watch` opens the ledger for each cycle so an ingest or an `alerts ack` can write
+    between cycles. With an interval of 0 it reopened the ledger at once, and a command waiting
+    for it (it tries every half second) could wait its whole lock wait and fail."""
+    import contextlib
+    import threading
+    from collections.abc import Iterator
+
+    from unitcost.watch.runner import LEDGER_FREE_S
+
+    pauses: list[float | None] = []
+
+    class OneCycle(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            pauses.append(timeout)
+            self.set()
+            return True
+
+    @contextlib.contextmanager
+    def reopen() -> Iterator[Any]:
+        yield ledger.store
+
+    watcher = Watcher(ledger.store, WatchSettings(interval_s=0), sinks=[])
+    try:
+        watcher.run_forever(OneCycle(), reopen=reopen)
+    finally:
+        watcher.close()
+    assert pauses == [LEDGER_FREE_S]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,7 +72,7 @@ def watch_cmd(
     now: NowOpt = None,
 ) -> None:
     """Watch the ledger: roll up new events, run the detectors and budgets, deliver alerts."""
-    from ..watch.runner import Watcher
+    from ..watch.runner import LEDGER_FREE_S, Watcher
 
     if now is not None and not once:
         # Every cycle of the loop would judge the same instant: nothing new would ever be seen.
@@ -79,6 +81,8 @@ def watch_cmd(
     # One line per delivery is noise, and it would print each webhook URL: the URL is the secret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    if interval is not None and not 0 <= interval < math.inf:  # nan fails both
+        raise UserError(f"--interval: expected a number of seconds >= 0, got {interval}")
     settings = _settings(config)
     if interval is not None:
         settings.interval_s = interval
@@ -110,20 +114,61 @@ def watch_cmd(
     # The ledger is open only while a cycle runs, so `unitcost ingest` and `alerts ack` can write
     # to it between cycles (a DuckDB file has one writer process at a time).
     out.print(
-        f"Watching {target} every {settings.interval_s:g} s (Ctrl-C to stop); "
+        f"Watching {target} every {max(settings.interval_s, LEDGER_FREE_S):g} s (Ctrl-C to stop); "
         "the ledger is held only while a cycle runs.",
         markup=False,
     )
     stop = threading.Event()
+    # A service manager stops the loop with SIGTERM (systemd, Docker, Kubernetes): it ends the
+    # loop as Ctrl-C does, so the delivery results kept in memory since the last cycle reach
+    # the alert log rather than dying with the process.
+    restore = _stop_on_sigterm()
     try:
         watcher.run_forever(stop, reopen=reopen)
     except KeyboardInterrupt:
         stop.set()
     finally:
+        try:
+            _stop_watching(watcher, reopen)
+        finally:
+            restore()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Have SIGTERM raise KeyboardInterrupt (as SIGINT does) until the returned function is called."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def _stop_watching(watcher: Any, reopen: Callable[[], contextlib.AbstractContextManager[Any]]) -> None:
+    """Log the deliveries that ended since the last cycle, and give those under way a few seconds,
+    with the ledger open so each result is written as it ends: a supervisor that kills the
+    process when its grace period is over (Docker: 10 s) loses none of those already ended."""
+    closed = False
+    if not watcher.dispatcher.pending and not watcher.unrecorded:
         watcher.close()
-        if watcher.unrecorded:  # deliveries that ended after the last cycle: into the alert log
-            with reopen() as store:
-                watcher.attach(store)
+        closed = True
+        if not watcher.unrecorded:  # one may have ended meanwhile
+            return
+    try:
+        with reopen() as store:
+            watcher.attach(store)
+            try:
+                if not closed:
+                    watcher.close()
+            finally:
+                watcher.detach()
+    except Exception as exc:  # e.g. an ingest holds the ledger: say what is not in the alert log
+        watcher.close(0)
+        console().print(
+            f"{watcher.unrecorded} delivery results not written to alert_log: {exc}", markup=False
+        )
 
 
 def _print_cycle(report: Any) -> None:

@@ -135,6 +135,12 @@ def _run(
 ) -> None:
     if die_with_parent() and os.getppid() != parent:
         return  # the gateway died before the kernel was told: its next start replays the spool
+    # A terminal's Ctrl-C and systemd's SIGTERM reach the whole process group, this process too:
+    # it must end as when the gateway asks (a last drain, a last watch cycle, deliveries logged),
+    # not die in the middle of a wait. SIGINT is the gateway's to act on: it then sets `stop`.
+    terminated: list[int] = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     from ..api import Ledger
     from ..config import load_config
     from .spool import drain
@@ -145,11 +151,16 @@ def _run(
     config = load_config(config_path)
     ledger = Ledger(ledger_target, config=config, threads=THREADS)
     sink = ledger_sink(ledger)
-    watcher = _watcher(ledger, config) if watch else None
+    watcher = None
+    if watch:
+        try:
+            watcher = _watcher(ledger, config)
+        except Exception:  # the gateway checked it (LedgerWriter); the drains must go on regardless
+            log.exception("the watch cannot run in the ledger writer; the spool is still drained")
     next_watch = time.monotonic()
 
     def gateway_gone() -> bool:
-        return stop.is_set() or os.getppid() != parent
+        return stop.is_set() or bool(terminated) or os.getppid() != parent
 
     try:
         while True:
@@ -185,6 +196,16 @@ def _watcher(ledger: Any, config: Any) -> Any:
     return Watcher(ledger.store, load_watch_settings(config))
 
 
+def check_watch(config_path: str | Path | None) -> None:
+    """Raise what would stop the writer process's watch (a [watch] mistake, a sink without a
+    URL), so the gateway refuses to start rather than run without it."""
+    from ..config import load_config
+    from ..watch.settings import load_watch_settings
+    from ..watch.sinks import build_sinks
+
+    build_sinks(load_watch_settings(load_config(config_path)).sinks)
+
+
 class LedgerWriter:
     def __init__(
         self,
@@ -195,6 +216,8 @@ class LedgerWriter:
         *,
         watch: bool = False,
     ) -> None:
+        if watch:
+            check_watch(config_path)
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._process = context.Process(

@@ -109,15 +109,19 @@ def otlp_app(
     (see `workers`). The watch cycles run on the ledger writer's thread, between commits: the
     server owns the ledger's one write connection, so no other process could watch it."""
     config = config or Config()
+    mapping = AttributeMapping.from_config(config.section("otlp"))
+    sinks = None
+    if watch is not None:
+        from ..watch.sinks import build_sinks
+
+        sinks = build_sinks(watch.sinks)  # a sink without a URL is refused before anything starts
     writer = ledger_writer(ledger, config=config, prices=prices)
-    receiver = TraceReceiver(
-        writer, AttributeMapping.from_config(config.section("otlp")), decode_workers=decode_workers
-    )
+    receiver = TraceReceiver(writer, mapping, decode_workers=decode_workers)
     if watch is None:
         return build_app([receiver.routes()], on_shutdown=[receiver.close, writer.close]), receiver
     from ..watch.runner import HostedWatch
 
-    hosted = HostedWatch(writer.call, watch)
+    hosted = HostedWatch(writer.call, watch, sinks=sinks)
     # Deliveries still under way are given a few seconds to be logged in the ledger before it closes.
     shutdown = [receiver.close, lambda: hosted.close(5.0), writer.close]
     return build_app([receiver.routes()], on_shutdown=shutdown, background=[hosted.run]), receiver

@@ -42,6 +42,11 @@ log = logging.getLogger("unitcost.watch")
 StoreOpener = Callable[[], contextlib.AbstractContextManager[Store]]
 """Opens the ledger for one cycle and closes it after (see `Watcher.run_forever`)."""
 
+LEDGER_FREE_S = 1.0
+"""A loop that reopens the ledger for each cycle leaves it free at least this long between
+cycles, whatever the interval: a command waiting for the ledger tries again every half second
+at most, so it always gets in (with no pause, an ingest could wait its whole lock wait)."""
+
 
 @dataclass
 class CycleReport:
@@ -199,8 +204,10 @@ class Watcher:
         after it: a DuckDB file has one writer process, and a loop that held it between cycles
         would lock out `unitcost ingest` and `unitcost alerts ack` for as long as it runs."""
         stop = stop or threading.Event()
+        pause = self.settings.interval_s
         if reopen is not None:
             self.detach()
+            pause = max(pause, LEDGER_FREE_S)
         while not stop.is_set():
             try:
                 if reopen is None:
@@ -217,11 +224,11 @@ class Watcher:
                     "watch cycle skipped: %s; next try in %g s (a server that owns the ledger can "
                     "watch it itself: `unitcost serve` does, the gateway with [gateway] watch = true)",
                     exc,
-                    self.settings.interval_s,
+                    pause,
                 )
             except Exception:  # keep watching: the next cycle starts from the same watermarks
                 log.exception("watch cycle failed")
-            stop.wait(self.settings.interval_s)
+            stop.wait(pause)
 
     def _cycle(self) -> None:
         report = self.run_once()
@@ -261,7 +268,9 @@ class HostedWatch:
     ) -> None:
         self._call = call
         self.settings = settings
-        self._sinks = sinks
+        # Built now, not with the watcher on the writer's thread: a sink that cannot be built (no
+        # URL) stops the server before it listens rather than failing every cycle.
+        self._sinks = sinks if sinks is not None else build_sinks(settings.sinks)
         self.watcher: Watcher | None = None
         self.cycles = 0
 

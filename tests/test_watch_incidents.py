@@ -129,8 +129,40 @@ def test_thresholds_are_configurable_per_scope() -> None:
         ({"cost_per_hour": {"sigmas": True}}, r"sigmas: expected a non-negative number, got True"),
         ({"cost_per_hour": {"windows": 3}}, r"windows: expected a list of positive numbers, got 3"),
         ({"interval_seconds": "1m"}, r"\[watch\] interval_seconds: expected a non-negative number, got '1m'"),
+        # TOML has inf and nan: a loop would crash on the first, spin on the second.
+        ({"interval_seconds": float("inf")}, r"interval_seconds: expected a non-negative number, got inf"),
+        ({"backfill_hours": float("nan")}, r"backfill_hours: expected a non-negative number, got nan"),
     ],
 )
 def test_watch_settings_that_would_be_ignored_or_crash_are_named(watch: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_watch_settings(Config(raw={"watch": watch}))
+
+
+def test_a_standing_budget_alert_keeps_one_update_an_hour_not_one_a_cycle(store) -> None:  # type: ignore[no-untyped-def]
+    """Budgets are judged every cycle (every minute by default, inside `unitcost serve` too): a
+    budget past 85 % for a whole afternoon must not write an alert-log row per cycle."""
+    incidents = Incidents(store, cooldown=timedelta(hours=1), resolve_after=timedelta(hours=3))
+    start = datetime(2025, 9, 17, 10, 0, tzinfo=UTC)
+
+    def over(at: datetime, level: float) -> Finding:
+        return Finding(
+            "budget", Scope.of(team="eng"), at, start, f"Budget eng at {level:.0%}", 900.0, 1000.0, "$",
+            level=level,
+        )  # fmt: skip
+
+    for minute in range(0, 150):  # 10:00 to 12:29, one cycle a minute
+        at = start + timedelta(minutes=minute)
+        level = 1.0 if minute >= 100 else 0.85  # 100 % crossed at 11:40
+        incidents.apply([over(at, level)], at, current={"budget"})
+    (row,) = list_alerts(store)
+    kinds = [
+        (r["kind"], r["at"].astimezone(UTC).strftime("%H:%M")) for r in alert_history(store, row["alert_id"])
+    ]
+    assert kinds == [
+        ("opened", "10:00"),
+        ("updated", "11:00"),  # a new clock hour
+        ("updated", "11:40"),  # the 100 % threshold crossed: notified
+        ("updated", "12:00"),
+    ]
+    assert row["updates"] == 3

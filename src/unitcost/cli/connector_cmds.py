@@ -50,7 +50,6 @@ def serve_cmd(
 
     import uvicorn
 
-    from ..config import resolve_ledger
     from ..otlp.mapping import AttributeMapping
     from ..otlp.server import otlp_app
     from .app import UserError
@@ -85,8 +84,7 @@ def serve_cmd(
         raise
     console().print(
         f"unitcost serve: OTLP/HTTP on http://{host}:{sock.getsockname()[1]}/v1/traces -> "
-        f"{resolve_ledger(ledger, cfg)}"
-        + (f"; watching it every {settings.interval_s:g} s" if settings is not None else ""),
+        f"{book.target}" + (f"; watching it every {settings.interval_s:g} s" if settings is not None else ""),
         markup=False,
     )
     server = uvicorn.Server(uvicorn.Config(application, log_level=log_level, access_log=False))

@@ -146,6 +146,9 @@ def _run(
     from .spool import drain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per webhook delivery of the watch is noise (the sinks log what failed themselves).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     with contextlib.suppress(OSError):
         os.nice(NICE)  # before DuckDB starts its threads: they inherit it
     config = load_config(config_path)

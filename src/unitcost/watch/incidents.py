@@ -106,20 +106,30 @@ class Incidents:
                 escalated = _escalated(finding, row)
                 worse = escalated if finding.level is not None else _worse(finding, row)
                 details = finding.details() | _notified(row)
+                # Hourly detectors find an incident once an hour; budgets are judged every cycle
+                # (every minute by default): their history keeps one update per clock hour, and
+                # every escalation and notification, not one row per cycle.
+                logged = (
+                    finding.detector not in current
+                    or escalated
+                    or _hour(finding.at) != _hour(row["last_seen"])
+                )
                 row.update(
                     severity=max(row["severity"], finding.severity, key=lambda s: SEVERITY_RANK.get(s, 1)),
                     title=finding.title,
                     message=finding.message(),
                     details=orjson.dumps(details).decode(),
                     last_seen=finding.at,
-                    updates=row["updates"] + 1,
                 )
-                log.append(_log(row["alert_id"], finding.at, "updated", finding.title))
                 if escalated and row["status"] == "acknowledged":
                     # The acknowledgement was of the thresholds crossed then, not of this one.
                     row.update(status="open", acked_by=None, acked_at=None)
                 due = escalated or finding.at - row["last_notified"] >= self.cooldown
-                if row["status"] == "open" and due and worse:
+                notify = row["status"] == "open" and due and worse
+                if logged or notify:
+                    row["updates"] += 1
+                    log.append(_log(row["alert_id"], finding.at, "updated", finding.title))
+                if notify:
                     row["last_notified"] = finding.at
                     details["notified_change"] = finding.change
                     if finding.level is not None:
@@ -199,6 +209,10 @@ def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> 
         f"SELECT * FROM alerts {where} ORDER BY last_seen DESC LIMIT {int(limit)}", params
     ).to_pylist()
     return rows
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def find_alert(store: Store, alert_id: str) -> dict[str, Any]:

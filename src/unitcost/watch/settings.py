@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def load_watch_settings(config: Config) -> WatchSettings:
 
     def number(key: str, default: float) -> float:
         value = watch.get(key, default)
-        if not _is_number(value) or value < 0:
+        if not _is_number(value) or not 0 <= value < math.inf:  # nan fails both
             raise ConfigError(f"{where}: [watch] {key}: expected a non-negative number, got {value!r}")
         return float(value)
 

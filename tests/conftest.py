@@ -38,3 +38,16 @@ def ledger(ledger_path: Path, book) -> Iterator:
 def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No ./unitcost.toml from the developer's checkout leaks into a test.
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def otlp_receiver(tmp_path: Path) -> Iterator[tuple[str, object, Path]]:
+    """A real OTLP receiver on 127.0.0.1 writing a fresh ledger: (base URL, receiver, ledger path)."""
+    from fake_providers import serve_app
+    from unitcost.config import Config
+    from unitcost.otlp.server import otlp_app
+
+    path = tmp_path / "otlp.duckdb"
+    app, rec = otlp_app(path, config=Config())
+    with serve_app(app) as url:
+        yield url, rec, path

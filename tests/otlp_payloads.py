@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from unitcost.api import Ledger
+from unitcost.config import Config
 
 
 def genai_attributes(
@@ -118,3 +122,8 @@ def json_request(spans: Sequence[Any], resource: Mapping[str, Any] | None = None
             }
         ]
     }
+
+
+def ledger_rows(path: Path) -> list[dict[str, Any]]:
+    with Ledger(path, config=Config(), read_only=True) as ledger:
+        return ledger.store.fetch("SELECT * FROM events ORDER BY event_id").to_pylist()

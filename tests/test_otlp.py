@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from fake_providers import CHAT_USAGE, fake_provider_app, serve_app
-from otlp_payloads import genai_attributes, json_request, json_span, protobuf_request
+from otlp_payloads import genai_attributes, json_request, json_span, ledger_rows, protobuf_request
 from unitcost.api import Ledger
 from unitcost.config import Config
 from unitcost.otlp.columns import storable_table
@@ -280,21 +279,10 @@ def test_protobuf_and_decoded_spans_map_alike(
 # --------------------------------------------------------------------------- the receiver over HTTP
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[str, Any, Path]]:
-    path = tmp_path / "otlp.duckdb"
-    app, rec = otlp_app(path, config=Config())
-    with serve_app(app) as url:
-        yield url, rec, path
-
-
-def ledger_rows(path: Path) -> list[dict[str, Any]]:
-    with Ledger(path, config=Config(), read_only=True) as ledger:
-        return ledger.store.fetch("SELECT * FROM events ORDER BY event_id").to_pylist()
-
-
-def test_protobuf_gzip_export_is_priced_and_acknowledged(receiver: tuple[str, Any, Path], book: Any) -> None:
-    url, rec, path = receiver
+def test_protobuf_gzip_export_is_priced_and_acknowledged(
+    otlp_receiver: tuple[str, Any, Path], book: Any
+) -> None:
+    url, rec, path = otlp_receiver
     body = protobuf_request(
         [
             {
@@ -337,8 +325,8 @@ def test_protobuf_gzip_export_is_priced_and_acknowledged(receiver: tuple[str, An
     assert big["cost"] == expected.cost
 
 
-def test_json_partial_success_names_each_rejected_span(receiver: tuple[str, Any, Path]) -> None:
-    url, rec, path = receiver
+def test_json_partial_success_names_each_rejected_span(otlp_receiver: tuple[str, Any, Path]) -> None:
+    url, rec, path = otlp_receiver
     bad_count = json_span(genai_attributes(input_tokens=-1))
     bad_subset = json_span(genai_attributes(input_tokens=10, **{"gen_ai.usage.cache_read.input_tokens": 50}))
     bad_id = json_span(genai_attributes(), spanId="xyz")
@@ -361,8 +349,8 @@ def test_json_partial_success_names_each_rejected_span(receiver: tuple[str, Any,
     assert row["event_id"] == f"otlp:{good['traceId']}:{good['spanId']}"
 
 
-def test_requests_that_cannot_be_read(receiver: tuple[str, Any, Path]) -> None:
-    url, rec, _ = receiver
+def test_requests_that_cannot_be_read(otlp_receiver: tuple[str, Any, Path]) -> None:
+    url, rec, _ = otlp_receiver
     assert (
         httpx.post(url + "/v1/traces", content=b"x", headers={"Content-Type": "text/plain"}).status_code
         == 415

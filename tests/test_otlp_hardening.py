@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,10 @@ import httpx
 import orjson
 import pytest
 
-from fake_providers import serve_app
-from otlp_payloads import genai_attributes, json_request, json_span, protobuf_request
-from unitcost.api import Ledger
-from unitcost.config import Config
+from otlp_payloads import genai_attributes, json_request, json_span, ledger_rows, protobuf_request
 from unitcost.otlp.extract import extract
 from unitcost.otlp.mapping import AttributeMapping, Span, SpanError
 from unitcost.otlp.rows import SpanMapper, span_to_event
-from unitcost.otlp.server import otlp_app
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
@@ -46,26 +41,15 @@ def span(attrs: dict[str, Any], **kw: Any) -> Span:
     return Span(**{**defaults, **kw})
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[str, Any, Path]]:
-    path = tmp_path / "otlp.duckdb"
-    app, rec = otlp_app(path, config=Config())
-    with serve_app(app) as url:
-        yield url, rec, path
-
-
-def ledger_rows(path: Path) -> list[dict[str, Any]]:
-    with Ledger(path, config=Config(), read_only=True) as ledger:
-        return ledger.store.fetch("SELECT * FROM events ORDER BY event_id").to_pylist()
-
-
 # --------------------------------------------------------------------------- mapping
 
 
-def test_a_call_span_without_usage_is_stored_unpriced_not_at_zero(receiver: tuple[str, Any, Path]) -> None:
+def test_a_call_span_without_usage_is_stored_unpriced_not_at_zero(
+    otlp_receiver: tuple[str, Any, Path],
+) -> None:
     """The official OpenAI instrumentation on a stream without `include_usage` reports the call
     and its model but no token counts: that is unknown usage, not a free call."""
-    url, rec, path = receiver
+    url, rec, path = otlp_receiver
     no_usage = json_span(
         {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
     )
@@ -153,10 +137,10 @@ def test_a_bad_otlp_attributes_section_is_named() -> None:
 
 
 def test_an_oversized_body_is_refused_from_its_length_before_it_is_read(
-    receiver: tuple[str, Any, Path],
+    otlp_receiver: tuple[str, Any, Path],
 ) -> None:
     """A client announcing 100 MiB is answered 413 at once: the server neither waits for nor holds it."""
-    url, _, _ = receiver
+    url, _, _ = otlp_receiver
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(

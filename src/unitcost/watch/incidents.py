@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ..analytics.dialect import dialect_for
 from ..ledger.base import Store
-from .detectors.base import Finding
+from .detectors.base import Finding, floor_hour
 from .tables import ALERT_LOG_SCHEMA, ALERT_SCHEMA
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -112,7 +112,7 @@ class Incidents:
                 logged = (
                     finding.detector not in current
                     or escalated
-                    or _hour(finding.at) != _hour(row["last_seen"])
+                    or floor_hour(finding.at) != floor_hour(row["last_seen"])
                 )
                 row.update(
                     severity=max(row["severity"], finding.severity, key=lambda s: SEVERITY_RANK.get(s, 1)),
@@ -209,10 +209,6 @@ def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> 
         f"SELECT * FROM alerts {where} ORDER BY last_seen DESC LIMIT {int(limit)}", params
     ).to_pylist()
     return rows
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def find_alert(store: Store, alert_id: str) -> dict[str, Any]:

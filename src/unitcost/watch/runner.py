@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +29,7 @@ from .budgets import (
     budget_status,
     unmatched_scope_note,
 )
-from .detectors.base import HOUR, Context, Finding
+from .detectors.base import HOUR, Context, Finding, floor_hour
 from .incidents import Incidents, Notification, delivery_log
 from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
 from .settings import WatchSettings
@@ -58,10 +58,6 @@ class CycleReport:
 
     def by_detector(self) -> Counter[str]:
         return Counter(f.detector for f in self.findings)
-
-
-def floor_hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 class Watcher:
@@ -243,14 +239,24 @@ class Watcher:
 async def watch_task(watcher: Watcher, stop: asyncio.Event | None = None) -> None:
     """Run the watch loop inside an event loop (e.g. `unitcost serve`): cycles run in a worker
     thread, so the server keeps answering; cancel the task or set `stop` to end it."""
-    stop = stop or asyncio.Event()
+    await _cycles(
+        lambda: asyncio.to_thread(watcher.run_once), watcher.settings.interval_s, stop or asyncio.Event()
+    )
+
+
+async def _cycles(
+    cycle: Callable[[], Awaitable[CycleReport]], interval_s: float, stop: asyncio.Event
+) -> None:
+    """Await one cycle after another, `interval_s` apart, until `stop` is set."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(watcher.run_once)
-        except Exception:
+            report = await cycle()
+            if report.notifications:
+                log.info("watch cycle: %d notifications", len(report.notifications))
+        except Exception:  # keep watching: the next cycle starts from the same watermarks
             log.exception("watch cycle failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=watcher.settings.interval_s)
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
 class HostedWatch:
@@ -282,15 +288,7 @@ class HostedWatch:
         return report
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                report = await asyncio.wrap_future(self._call(self._cycle))
-                if report.notifications:
-                    log.info("watch cycle: %d notifications", len(report.notifications))
-            except Exception:  # keep watching: the next cycle starts from the same watermarks
-                log.exception("watch cycle failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.interval_s)
+        await _cycles(lambda: asyncio.wrap_future(self._call(self._cycle)), self.settings.interval_s, stop)
 
     def close(self, flush_timeout: float = 10.0) -> bool:
         """Wait up to `flush_timeout` s for deliveries (call before the writer closes the ledger)."""

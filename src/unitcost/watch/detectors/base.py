@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -14,6 +14,13 @@ from ...ledger.base import Store
 from ..scope import ORG, Scope, ScopedValue, show
 
 HOUR = timedelta(hours=1)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """The start of the UTC clock hour holding `moment`."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 HOURS_PER_WEEK = 168
 
 

@@ -51,7 +51,8 @@ def test_each_lever_by_hand_on_gpt5(ledger) -> None:
     month = Decimal(30) / Decimal(29)
     # reasoning -30%: 10 x 300 tokens x $10/Mtok
     assert result["reasoning effort"].saving == 10 * 300 * 10 * 10**6
-    assert result["reasoning effort"].monthly_saving == Decimal("0.03") * month
+    # rounded to the pico-dollar like every amount: a stable string in json and csv
+    assert result["reasoning effort"].monthly_saving == (Decimal("0.03") * month).quantize(Decimal("1e-12"))
     # structured output -15% of visible output: 10 x 150 x $10/Mtok
     assert pico_to_usd(result["structured output"].saving) == Decimal("0.015")
     # batch 20% at half price: 0.2 x 0.5 x spend
@@ -75,7 +76,9 @@ def test_each_lever_by_hand_on_gpt5(ledger) -> None:
     # model choice: 25% on gpt-4o-mini
     assert pico_to_usd(result["model choice"].saving) == (spend - light) / 4
     for r in result.values():
-        assert r.share_of_spend == Decimal(r.saving) / Decimal(10 * per_call * 10**12)
+        assert r.share_of_spend == (Decimal(r.saving) / Decimal(10 * per_call * 10**12)).quantize(
+            Decimal("1e-12")
+        )
 
 
 def test_combined_is_applied_in_sequence_not_summed(ledger) -> None:

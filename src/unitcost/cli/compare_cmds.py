@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -55,12 +56,36 @@ def _print_lines(lines: Sequence[str], fmt: Format) -> None:
         out.file.write("\n")
 
 
+def _days(seconds: int) -> Decimal:
+    return (Decimal(seconds) / 86400).quantize(Decimal("0.0001"))
+
+
 def _excluded_note(unpriced: dict[str, int]) -> list[str]:
     if not unpriced:
         return []
     total = sum(unpriced.values())
     top = "; ".join(f"{n:,}: {reason}" for reason, n in list(unpriced.items())[:3])
     return [f"{total:,} selected calls have no recorded price and are left out of every total ({top})"]
+
+
+def _no_priced_calls(
+    book_ledger: Any, span: str, unpriced: dict[str, int], no_calls: str | None = None
+) -> UserError:
+    """Why there is nothing to compare: calls selected but none with a price, or no calls at all.
+
+    Pointing at the ledger's dates when the window does hold calls (all unpriced) would send
+    the user looking in the wrong place."""
+    if unpriced:
+        count = sum(unpriced.values())
+        return UserError(
+            f"no priced calls in {span} for the filters given: "
+            + (f"the {count:,} selected calls have" if count != 1 else "the one selected call has")
+            + " no recorded price, so there is nothing to reprice "
+            + f"({'; '.join(f'{n:,}: {why}' for why, n in list(unpriced.items())[:3])})"
+        )
+    return UserError(
+        no_calls or f"no priced calls in {span} for the filters given. " + where_the_events_are(book_ledger)
+    )
 
 
 # --------------------------------------------------------------------------- whatif
@@ -154,10 +179,7 @@ def whatif_cmd(
             with_recorded_models=needs_recorded_models(alts),
         )
         if not workload.groups:
-            raise UserError(
-                f"no priced calls in {window.describe()} for the filters given. "
-                + where_the_events_are(book_ledger)
-            )
+            raise _no_priced_calls(book_ledger, window.describe(), workload.unpriced)
         result = run_whatif(book_ledger.book, workload, alts)
     rows = result.rows()
     if chart:
@@ -236,7 +258,7 @@ def levers_cmd(
     """Simulate the cost levers on the recorded workload, one at a time and combined."""
     from ..analytics.window import Window
     from ..compare.charts import check_path
-    from ..compare.levers import Settings, run_levers
+    from ..compare.levers import Settings, run_levers, scaling_span_seconds
     from ..compare.whatif import Alternative, needed_cuts
     from ..compare.workload import load_workload
     from ..config import load_config
@@ -259,10 +281,7 @@ def levers_cmd(
             book_ledger.store, window, where or [], needed_cuts(book, light, window), with_units=False
         )
         if not workload.groups:
-            raise UserError(
-                f"no priced calls in {window.describe()} for the filters given. "
-                + where_the_events_are(book_ledger)
-            )
+            raise _no_priced_calls(book_ledger, window.describe(), workload.unpriced)
         baseline, results = run_levers(book, workload, chosen)
     rows = [
         {
@@ -292,10 +311,15 @@ def levers_cmd(
                 "window": {"since": window.since, "until": window.until},
                 "where": list(where or []),
                 "spend": pico_to_usd(baseline.total),
-                "span_days": Decimal(workload.span_seconds()) / 86400,
+                # The span the monthly savings are scaled from (at least one day).
+                "span_days": _days(scaling_span_seconds(workload)),
+                "calls_span_days": _days(workload.span_seconds()),
                 "settings": chosen.values,
                 "light_models": chosen.light,
                 "excluded_unpriced": workload.unpriced,
+                # Priced when recorded, but with no price in the price book given now (an
+                # overrides file left out, say): left out of the spend and of every saving.
+                "not_repriced": baseline.unpriced_reasons or {},
                 "levers": rows,
             }
         )
@@ -314,7 +338,7 @@ def levers_cmd(
             fmt,
         )
         return
-    span_days = workload.span_seconds() / 86400
+    span_days = _days(scaling_span_seconds(workload))
     render(
         rows,
         columns,
@@ -322,14 +346,35 @@ def levers_cmd(
         title=f"Cost levers on {workload.calls:,} calls, {pico_to_usd(baseline.total):,.2f} USD over "
         f"{span_days:.1f} days (monthly = 30 days)",
     )
+    short = workload.span_seconds() < scaling_span_seconds(workload)
     _print_lines(
         [
             "defaults are conservative; override any with --set name=value or a [levers] section in the config",
+            *(
+                [
+                    "the selected calls span less than a day: savings are scaled to a month from one day, "
+                    "a rough extrapolation (select a longer window for a firmer figure)"
+                ]
+                if short
+                else []
+            ),
             *_excluded_note(workload.unpriced),
+            *_not_repriced_note(baseline.unpriced_calls, baseline.unpriced_reasons or {}),
             *([f"chart written to {chart}"] if chart else []),
         ],
         fmt,
     )
+
+
+def _not_repriced_note(calls: int, reasons: dict[str, int]) -> list[str]:
+    if not calls:
+        return []
+    top = "; ".join(f"{n:,}: {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    return [
+        f"{calls:,} selected calls have a recorded price but none in the price book used now, so they are "
+        f"left out of the spend and of every saving ({top}); pass the overrides file they were priced "
+        "with (--prices or the config)"
+    ]
 
 
 # --------------------------------------------------------------------------- explain-price-change
@@ -390,16 +435,29 @@ def explain_price_change_cmd(
     else:
         with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
             book = book_ledger.book
+            # The price book's model, not the id a source recorded: a ledger of
+            # claude-sonnet-4-5-20250929 calls is what --model claude-sonnet-4-5 explains.
+            chosen = book.require(provider, model_name) if model_name else None
+            filters = [*(where or []), *(_model_filters(book_ledger, chosen) if chosen else [])]
             explanations.append(
                 (
                     "your ledger",
-                    _ledger_explanation(book_ledger, period_a, period_b, model_name, where or [], notes),
+                    _ledger_explanation(book_ledger, period_a, period_b, filters, notes),
                 )
             )
     ref = book.require(provider, model_name) if model_name else None
     for _, e in explanations:
         if ref is not None:
             e.list_prices = pc.list_price_rows(book, ref, period_a.since, period_b.since)
+    if ref is not None and not examples:
+        for name, period in (("first", period_a), ("second", period_b)):
+            changes = pc.price_changes_within(book, ref, period)
+            if changes:
+                when = ", ".join(f"{c:%Y-%m-%d %H:%M} UTC" for c in changes)
+                notes.append(
+                    f"the price of {ref.provider}/{ref.model} changed inside the {name} period ({when}): "
+                    "its effective prices blend both, the list prices shown are those at the period's start"
+                )
     _print_explanations(explanations, ref, fmt, notes, period_a, period_b)
     if chart:
         from ..compare.charts import waterfall
@@ -422,15 +480,36 @@ def _split_model(model: str | None) -> tuple[str | None, str | None]:
     return (provider, name) if sep else (None, model)
 
 
+def _filter_value(value: str) -> str:
+    """A value for a `dimension=value` filter: its commas and backslashes escaped."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def _model_filters(book_ledger: Any, ref: Any) -> list[str]:
+    """Filters for the calls the price book priced as `ref`, under whatever provider name
+    their source recorded (the priced provider is not a report dimension)."""
+    from ..analytics.dialect import dialect_for
+
+    dialect = dialect_for(book_ledger.store.dialect)
+    rows = book_ledger.store.fetch(
+        "SELECT DISTINCT provider FROM events WHERE priced_provider = "
+        f"{dialect.literal(ref.provider)} AND priced_model = {dialect.literal(ref.model)}"
+    ).to_pylist()
+    providers = sorted({str(r["provider"]) for r in rows if r["provider"] is not None}) or [ref.provider]
+    return [
+        f"priced_model={_filter_value(ref.model)}",
+        "provider=" + ",".join(_filter_value(p) for p in providers),
+    ]
+
+
 def _ledger_explanation(
-    book_ledger: Any, period_a: Any, period_b: Any, model: str | None, where: list[str], notes: list[str]
+    book_ledger: Any, period_a: Any, period_b: Any, filters: list[str], notes: list[str]
 ) -> Any:
     from ..compare import price_change as pc
     from ..compare.costing import Pricer
     from ..compare.whatif import Alternative, needed_cuts
     from ..compare.workload import load_workload
 
-    filters = [*where, *([f"model={model}"] if model else [])]
     cuts = needed_cuts(book_ledger.book, [Alternative()])
     wa = load_workload(book_ledger.store, period_a, filters, cuts, with_units=False)
     wb = load_workload(book_ledger.store, period_b, filters, cuts, with_units=False)
@@ -440,7 +519,13 @@ def _ledger_explanation(
     label_a = f"{period_a.since:%Y-%m-%d}..{period_a.until:%Y-%m-%d}"
     label_b = f"{period_b.since:%Y-%m-%d}..{period_b.until:%Y-%m-%d}"
     if not wa.groups and not wb.groups:
-        raise UserError("neither period has priced calls for these filters")
+        unpriced = dict(Counter(wa.unpriced) + Counter(wb.unpriced))
+        raise _no_priced_calls(
+            book_ledger,
+            f"{label_a} or {label_b}",
+            unpriced,
+            no_calls="neither period has priced calls for these filters",
+        )
     if not wb.groups:
         notes.append(
             f"no recorded calls in {label_b}: the first period's workload is priced at {period_b.since:%Y-%m-%d} "
@@ -520,7 +605,7 @@ def _print_explanations(
             render(
                 e.list_prices,
                 [
-                    Col("component", "list price ($/Mtok)"),
+                    Col("component", "list price (USD per unit named)"),
                     Col("before", e.a.label),
                     Col("after", e.b.label),
                     Col("change_pct", "change", "pct"),

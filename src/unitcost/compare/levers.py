@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from fractions import Fraction
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -24,7 +25,8 @@ from .costing import TOKEN_QUANTITIES, Costed, Line, Pricer, Q, scale, scale_all
 from .whatif import CacheAssumption, apply_cache, group_line
 from .workload import Workload
 
-MONTH_SECONDS = 30 * 86400
+DAY_SECONDS = 86400
+MONTH_SECONDS = 30 * DAY_SECONDS
 
 
 @cache
@@ -248,20 +250,32 @@ def structured_output(pricer: Pricer, settings: Settings, lines: list[Line]) -> 
     return _scaled(lines, "output_text", 1 - settings.share("structured_output_cut"))
 
 
+def _hosted_cost(line: Line, rate_pico: int) -> Costed:
+    """The line's tokens at a flat self-hosted rate (pico-USD per token), input and output apart."""
+    hosted = Costed.zero()
+    hosted.calls = line.calls
+    for i, amount in enumerate(line.quantities):
+        if i in TOKEN_QUANTITIES:
+            direction = "input" if i < Q["output_text"] else "output"
+            hosted.components[direction] += amount * rate_pico
+    return hosted
+
+
 def self_hosted(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
     rate_pico = scale(10**6, settings.self_hosted_rate())  # pico-USD per token
     extra = Costed.zero()
     out: list[Line] = []
     for line in lines:
         kept, moved = _split(line, settings.share("self_hosted_share"))
-        out.append(kept)
-        extra.calls += moved.calls
-        if line.free:
+        hosted = _hosted_cost(moved, rate_pico)
+        current = pricer.cost([moved])
+        # Like every lever, never a move that costs more: a share of gpt-4.1-nano traffic at a
+        # $0.93/Mtok GPU profile would add to the bill, not save.
+        if line.free or current.unpriced_calls or hosted.total >= current.total:
+            out.append(line)
             continue
-        for i, amount in enumerate(moved.quantities):
-            if i in TOKEN_QUANTITIES:
-                direction = "input" if i < Q["output_text"] else "output"
-                extra.components[direction] += amount * rate_pico
+        out.append(kept)
+        extra.add(hosted)
     return out, extra
 
 
@@ -337,7 +351,8 @@ LEVERS: tuple[Lever, ...] = (
         "self-hosted model",
         self_hosted,
         lambda s: (
-            f"{_pct(s, 'self_hosted_share')} of traffic at ${s.self_hosted_rate()}/Mtok (TCO profile: "
+            f"{_pct(s, 'self_hosted_share')} of traffic, where it is cheaper than the current model, "
+            f"at ${s.self_hosted_rate()}/Mtok (TCO profile: "
             + (
                 "set directly"
                 if s.values["self_hosted_usd_per_mtok"]
@@ -381,12 +396,22 @@ def _apply(pricer: Pricer, settings: Settings, lines: list[Line], levers: list[L
     return total
 
 
+def scaling_span_seconds(workload: Workload) -> int:
+    """The time span savings are scaled to a month from: the selected calls' first to last
+    call, and at least one day (a burst of calls an hour long is not extrapolated 720 times)."""
+    return max(workload.span_seconds(), DAY_SECONDS)
+
+
+def _exact(numerator: int, denominator: int) -> Decimal:
+    """numerator / denominator to 12 decimal places (half-even): a stable, exact string."""
+    return pico_to_usd(round(Fraction(numerator * 10**12, denominator)))
+
+
 def run_levers(book: PriceBook, workload: Workload, settings: Settings) -> tuple[Costed, list[LeverResult]]:
     pricer = Pricer(book)
     lines = [group_line(g) for g in workload.groups]
     baseline = pricer.cost(lines)
-    span = max(workload.span_seconds(), 86400)
-    per_month = Decimal(MONTH_SECONDS) / Decimal(span)
+    span = scaling_span_seconds(workload)
 
     def result(name: str, assumption: str, needs: str, after: Costed) -> LeverResult:
         saving = baseline.total - after.total
@@ -395,8 +420,9 @@ def run_levers(book: PriceBook, workload: Workload, settings: Settings) -> tuple
             assumption,
             after.total,
             saving,
-            pico_to_usd(saving) * per_month,
-            Decimal(saving) / Decimal(baseline.total) if baseline.total else None,
+            # pico-USD x 30 days / span, rounded to the pico-dollar like every amount
+            pico_to_usd(round(Fraction(saving * MONTH_SECONDS, span))),
+            _exact(saving, baseline.total) if baseline.total else None,
             needs,
         )
 

@@ -86,6 +86,9 @@ class Explanation:
     list_prices: list[dict[str, object]] = field(default_factory=list)
     list_change_on_a_mix: Decimal | None = None
     headline: str = ""
+    undefined_a: frozenset[str] = frozenset()
+    """Factors with nothing to measure in period A (no tokens of that kind): shown as absent, not $0."""
+    undefined_b: frozenset[str] = frozenset()
 
     @property
     def change(self) -> Fraction:
@@ -98,14 +101,16 @@ class Explanation:
 
     def rows(self) -> list[dict[str, object]]:
         base = Fraction(self.a.total, 10**12)
-        out = []
+        out: list[dict[str, object]] = []
         for key, label in LABELS.items():
             c = self.contributions[key]
             out.append(
                 {
                     "factor": label,
-                    "before": _show(self.factors_a[key], key),
-                    "after": _show(self.factors_b[key], key),
+                    # A price of a component the period did not use is not a price of 0: shown
+                    # empty ("—"), its borrowed value only keeps the factor still.
+                    "before": None if key in self.undefined_a else _show(self.factors_a[key], key),
+                    "after": None if key in self.undefined_b else _show(self.factors_b[key], key),
                     "contribution": _dec(c),
                     "points": _dec(c / base * 100) if base else None,
                 }
@@ -210,11 +215,20 @@ def _complete(
 
 
 def explain(a: PeriodCost, b: PeriodCost) -> Explanation:
-    fa, fb = _complete(factors(a), factors(b))
+    raw_a, raw_b = factors(a), factors(b)
+    fa, fb = _complete(raw_a, raw_b)
     # The factor model reproduces each period's cost exactly; a mismatch would be a bug here.
     assert cost_of(fa) == Fraction(a.total, 10**12), "period A does not decompose exactly"
     assert cost_of(fb) == Fraction(b.total, 10**12), "period B does not decompose exactly"
-    return Explanation(a, b, fa, fb, shapley(cost_of, fa, fb))
+    return Explanation(
+        a,
+        b,
+        fa,
+        fb,
+        shapley(cost_of, fa, fb),
+        undefined_a=frozenset(k for k, v in raw_a.items() if v is None),
+        undefined_b=frozenset(k for k, v in raw_b.items() if v is None),
+    )
 
 
 def list_price_rows(
@@ -241,6 +255,17 @@ def list_price_rows(
             }
         )
     return rows
+
+
+def price_changes_within(book: PriceBook, ref: ModelRef, period: Window) -> list[datetime]:
+    """Instants strictly inside `period` at which the model's standard price changes.
+
+    A period that straddles a change pays a blend of both prices: its effective prices are
+    that blend, while the list price shown for it is the one at its start."""
+    segments = book.timeline(ref, "standard").segments
+    return [
+        seg.start for seg in segments if seg.start is not None and period.since < seg.start < period.until
+    ]
 
 
 def _base(price: Price | None, key: str) -> Decimal | None:

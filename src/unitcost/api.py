@@ -153,6 +153,12 @@ class Ledger:
             self._ingestor.close()
         self.store.close()
 
+    def yield_to_waiters(self) -> bool:
+        """Between two writes of a process that keeps the ledger open (a server, a recorder): give
+        a DuckDB file up to a command waiting for it; the next write takes it back. True when it
+        was given up."""
+        return self.store.yield_to_waiters()
+
     def __enter__(self) -> Ledger:
         return self
 

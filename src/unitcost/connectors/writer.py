@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from ..ingest.normalise import Rejection
+from ..ledger.duckdb_store import YIELD_POLL_S
 from .typed import ingest_typed
 
 if TYPE_CHECKING:
@@ -153,10 +154,13 @@ class BatchWriter:
     # ------------------------------------------------------------------ the thread
 
     def _take(self) -> list[_Job]:
+        """The jobs of the next commit; none after `YIELD_POLL_S` without work (or when calls wait)."""
         with self._cond:
-            while not self._jobs and not self._calls and not self._closing:
-                self._cond.wait()
-            if self._calls:
+            if not self._jobs and not self._calls and not self._closing:
+                # Not for ever: an idle writer still looks, now and then, for a command that
+                # waits for the ledger (see `_yield`).
+                self._cond.wait(YIELD_POLL_S)
+            if self._calls or not self._jobs:
                 return []  # the calls first (see _run); the jobs wait for the next turn
             if self.linger_s and not self._closing:
                 # Let concurrent producers join the batch: fewer, larger commits.
@@ -175,6 +179,7 @@ class BatchWriter:
 
     def _run(self) -> None:
         while True:
+            self._yield()
             jobs = self._take()
             self._run_calls()
             if not jobs:
@@ -192,6 +197,19 @@ class BatchWriter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _yield(self) -> None:
+        """Between two commits: give a DuckDB ledger up to a command that asked for it (`unitcost
+        report`, `alerts ack`), which would otherwise wait until this process stops. The next
+        commit takes it back; meanwhile the producers' records wait in the queue."""
+        # A ledger the application lent the recorder stays the application's to give up.
+        give_up = getattr(self._ledger, "yield_to_waiters", None)
+        if give_up is None:
+            return
+        try:
+            give_up()
+        except Exception:  # closing a connection should not fail; if it does, keep writing
+            log.exception("unitcost: could not give the ledger up to a waiting command")
 
     def _run_calls(self) -> None:
         with self._cond:

@@ -183,13 +183,22 @@ def _run(
             if finishing:  # after a last drain, and a last watch cycle over it
                 return
             resume = time.monotonic() + pause_after(interval_s, time.process_time() - started)
-            # Wait in short slices: a gateway killed meanwhile is noticed within POLL_S.
+            # Wait in short slices: a gateway killed meanwhile is noticed within POLL_S, and a
+            # command waiting for the ledger (`unitcost report`) gets it; the next drain takes it back.
             while not gateway_gone() and time.monotonic() < resume:
+                _yield(ledger)
                 stop.wait(min(POLL_S, max(resume - time.monotonic(), 0)))
     finally:
         if watcher is not None:
             watcher.close(5.0)  # deliveries under way get a few seconds to be logged
         ledger.close()
+
+
+def _yield(ledger: Any) -> None:
+    try:
+        ledger.yield_to_waiters()
+    except Exception:  # closing a connection should not fail; if it does, keep draining
+        log.exception("could not give the ledger up to a waiting command")
 
 
 def _watcher(ledger: Any, config: Any) -> Any:

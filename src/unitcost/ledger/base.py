@@ -64,4 +64,9 @@ class Store(Protocol):
         """Many appends at once (a file): the engine may defer its report rollups to the end."""
         ...
 
+    def yield_to_waiters(self) -> bool:
+        """Give the ledger up if another process asked for it (an engine with one writer process
+        at a time); the next use takes it back. True when it was given up."""
+        ...
+
     def close(self) -> None: ...

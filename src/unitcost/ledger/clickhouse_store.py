@@ -340,6 +340,10 @@ class ClickHouseStore:
     def _scalar(self, sql: str) -> Any:
         return self.client.command(sql)
 
+    def yield_to_waiters(self) -> bool:
+        """A ClickHouse server takes any number of writers and readers: nobody waits for this one."""
+        return False
+
     def close(self) -> None:
         with self._write:
             self.client.close()

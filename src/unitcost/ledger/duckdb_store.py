@@ -13,6 +13,7 @@ the process) is what keeps that lookup and the insert from racing.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,18 @@ DEFAULT_MEMORY = "1GB"
 # whole 1 GB, for 2.2 GiB of peak RSS); appends gain nothing from keeping them cached.
 BULK_MEMORY_BYTES = 512 << 20
 _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
+
+log = logging.getLogger("unitcost.ledger")
+
+YIELD_POLL_S = 0.25
+"""How often a process holding the ledger while idle looks for another that asked for it (a
+`stat` of one file; see `DuckDBStore.yield_to_waiters`)."""
+
+
+def wanted_path(path: Path) -> Path:
+    """The file a process touches while it waits for a ledger another process holds (see
+    `DuckDBStore.yield_to_waiters`)."""
+    return path.with_name(path.name + ".wanted")
 
 
 def no_ledger(path: str | Path) -> FileNotFoundError:
@@ -73,8 +86,14 @@ class DuckDBStore:
         self._bulk_memory = config["memory_limit"] == DEFAULT_MEMORY
         if threads:
             config["threads"] = threads
-        self._con = _connect(self.path, read_only, config)
+        self._config = config
+        self._live: duckdb.DuckDBPyConnection | None = _connect(self.path, read_only, config)
         self._write = threading.RLock()
+        self._readers = 0  # cursors open for reads (fetch, snapshot, scan): the connection must stay
+        # Guards `_readers` and the closing in `yield_to_waiters`, and not `_write`: reads go on
+        # beside a write in another thread, as DuckDB allows.
+        self._gate = threading.Lock()
+        self._seen_wanted = _wanted_since(self.path)  # requests made before this store opened are not ours
         self._depth = 0  # nesting of transaction()
         self._dirty_hours: set[datetime] = set()  # rolled-up hours whose costs this transaction changed
         self._waiting = 0  # events appended since the report rollups were last refreshed
@@ -89,10 +108,78 @@ class DuckDBStore:
             # A ledger written by an older unitcost: bring it up to date once, then read it.
             self._con.close()
             DuckDBStore(self.path, memory_limit=config["memory_limit"]).close()
-            self._con = _connect(self.path, True, config)
+            self._live = _connect(self.path, True, config)
             self._check_version()
         else:
             self._check_version()
+        self._stop_courtesy = threading.Event()
+        if read_only:
+            threading.Thread(target=self._courtesy, name="unitcost-ledger-courtesy", daemon=True).start()
+
+    def _courtesy(self) -> None:
+        """A read-only store gives the ledger up between its reads when a writer asks for it."""
+        while not self._stop_courtesy.wait(YIELD_POLL_S):
+            try:
+                self.yield_to_waiters()
+            except Exception:  # closing a connection should not fail; a read reopens it anyway
+                log.exception("could not give the ledger %s up to a waiting writer", self.path)
+
+    # ------------------------------------------------------------------ the connection
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        """The connection, opened again if this store gave the ledger up to another process."""
+        live = self._live
+        if live is not None:
+            return live
+        with self._write:
+            if self._live is None:
+                if self._closed:
+                    raise RuntimeError(f"the ledger {self.path} is closed")
+                # Asking whoever holds it meanwhile to give it back: a reader of the ledger that
+                # stays open (a notebook's read-only Ledger) would otherwise stop the server's
+                # writes for as long as it lives.
+                self._live = _connect(self.path, self.read_only, self._config)
+                self._check_version()
+            return self._live
+
+    def yield_to_waiters(self) -> bool:
+        """Close the connection if another process has asked for the ledger since the last time
+        this store gave it up; the next use opens it again (waiting for that process, up to
+        `UNITCOST_LOCK_WAIT`). True when it was given up.
+
+        A DuckDB file has one writer process, and readers cannot open it while it is open for
+        writing. A server that writes the ledger for as long as it runs (`unitcost serve`, the
+        gateway's ledger writer, an app's recorder) would otherwise keep every `unitcost
+        report` and `unitcost alerts ack` out until it stops. Instead, a command that finds the
+        ledger held touches `<ledger>.wanted` while it waits, and the server calls this between
+        two writes (at least every fraction of a second when idle): the command gets in within
+        one write. The server's writes wait meanwhile, which its producers already allow for (a
+        spool, a retry, a 503 that OTLP exporters retry).
+
+        Not inside a transaction, a bulk append or while a read is under way; and once per
+        request, so that a request left behind by a command that has gone does not make the
+        server give the ledger up again and again. A read-only store does this by itself, from
+        a thread of its own (`_courtesy`): between its reads it holds nothing a server needs to
+        keep, and a writer may not close the connection from another thread that way, since
+        its writes use the connection outside the reads' bookkeeping.
+        """
+        if self._live is None:
+            return False
+        wanted = _wanted_since(self.path)
+        if wanted <= self._seen_wanted:
+            return False
+        with self._write:
+            if self._closed or self._live is None or self._depth or self._bulk:
+                return False
+            with self._gate:
+                if self._readers:
+                    return False
+                self._seen_wanted = wanted
+                self._live.close()
+                self._live = None
+        log.info("gave the ledger %s up to a process that asked for it; writes resume after it", self.path)
+        return True
 
     # ------------------------------------------------------------------ schema
 
@@ -325,11 +412,8 @@ class DuckDBStore:
     # ------------------------------------------------------------------ reads
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        cursor = self._con.cursor()
-        try:
+        with self._reading() as cursor:
             return cursor.sql(sql, params=list(params) if params else None).to_arrow_table()
-        finally:
-            cursor.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
@@ -337,37 +421,52 @@ class DuckDBStore:
         so a report's queries agree with each other while a writer appends or rolls up. Rows
         come straight from DuckDB as dicts, not through Arrow: pyarrow imports pandas to turn
         values into Python objects, a second or so that a report does not need."""
-        cursor = self._con.cursor()
-        try:
+        with self._reading() as cursor:
             cursor.execute("BEGIN TRANSACTION")
             yield lambda sql: _dicts(cursor, sql)
-        finally:
-            cursor.close()
 
     def scan(
         self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
     ) -> Iterator[pa.RecordBatch]:
-        cursor = self._con.cursor()
-        try:
+        with self._reading() as cursor:
             reader = cursor.sql(sql, params=list(params) if params else None).to_arrow_reader(batch_size)
             yield from reader
+
+    @contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for a read; the connection is not given up while one is open."""
+        with self._gate:
+            # `_con` opens the connection again (under `_write`, waiting for the process that
+            # holds the ledger) only if it was given up, which happens under `_gate` too.
+            cursor = self._con.cursor()
+            self._readers += 1
+        try:
+            yield cursor
         finally:
             cursor.close()
+            with self._gate:
+                self._readers -= 1
 
     def checkpoint(self) -> None:
         with self._write:
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
-        """Roll up what is waiting, then close; closing again does nothing."""
+        """Roll up what is waiting, then close; closing again does nothing. A store that gave the
+        ledger up (`yield_to_waiters`) does not open it again for that: the next writer to open
+        the ledger rolls those events up, and reports read them meanwhile."""
+        self._stop_courtesy.set()
         with self._write:
             if self._closed:
                 return
             try:
-                self.refresh_rollups()
+                if self._live is not None:
+                    self.refresh_rollups()
             finally:
                 self._closed = True
-                self._con.close()
+                if self._live is not None:
+                    self._live.close()
+                    self._live = None
 
 
 def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
@@ -383,12 +482,34 @@ def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
+def _wanted_since(path: Path) -> int:
+    """When a process last asked for the ledger (ns since the epoch); 0 if none has."""
+    try:
+        return wanted_path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _ask_for(path: Path) -> bool:
+    """Tell the process holding the ledger that this one waits for it; False where the file
+    cannot be written (a read-only directory: this process then waits as it would anyway)."""
+    try:
+        wanted_path(path).touch()
+    except OSError:
+        return False
+    return True
+
+
 def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + _LOCK_WAIT_S
     delay = 0.05
+    asked = False
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=config)
+            if asked:
+                # Answered: a request left standing would make the holder give the ledger up again.
+                wanted_path(path).unlink(missing_ok=True)
             # Day and month boundaries are UTC whatever the machine's zone (set after connecting:
             # the time-zone extension is loaded on first use, not at configuration time).
             con.execute("SET TimeZone = 'UTC'")
@@ -396,13 +517,18 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
+            # Again at each attempt: a holder gives way once per request (a newer file time).
+            asked = _ask_for(path) or asked
             if time.monotonic() >= deadline:
+                if asked:
+                    wanted_path(path).unlink(missing_ok=True)
                 raise LedgerBusyError(
                     f"the ledger {path} is open for writing by another process ({exc}). A DuckDB "
-                    "ledger has one writer at a time, and that process (`unitcost serve`, the "
-                    "gateway's writer, an ingest, a watch cycle) keeps it until it is done: wait "
-                    "for it or stop it, or use a ClickHouse ledger for several writers "
-                    "(docs/scale-out.md)."
+                    "ledger has one writer at a time; `unitcost serve`, the gateway's ledger "
+                    "writer and an app's recorder give it up between two writes when another "
+                    "command asks, but an ingest or a watch cycle keeps it until it is done, and "
+                    "so does a reader or a server of an older unitcost: wait for it or stop it, or "
+                    "use a ClickHouse ledger for several writers (docs/scale-out.md)."
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

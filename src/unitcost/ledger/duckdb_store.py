@@ -526,9 +526,10 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
                     f"the ledger {path} is open for writing by another process ({exc}). A DuckDB "
                     "ledger has one writer at a time; `unitcost serve`, the gateway's ledger "
                     "writer and an app's recorder give it up between two writes when another "
-                    "command asks, but an ingest or a watch cycle keeps it until it is done, and "
-                    "so does a reader or a server of an older unitcost: wait for it or stop it, or "
-                    "use a ClickHouse ledger for several writers (docs/scale-out.md)."
+                    "command asks, and a reader between two reads, but an ingest or a watch cycle "
+                    "keeps it until it is done, and so does a process of an older unitcost: wait "
+                    "for it or stop it, or use a ClickHouse ledger for several writers "
+                    "(docs/scale-out.md)."
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

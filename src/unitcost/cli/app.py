@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -94,6 +95,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         for name in ((names,) if isinstance(names, str) else names)
     ]
     return (UserError, ConfigError, ValueError, FileNotFoundError, *loaded)
+
+
+def listening_socket(host: str, port: int, taken_hint: str) -> socket.socket:
+    """A socket bound to host:port, for a server to listen on once everything else is checked:
+    a port already in use is the user's to fix (one line, exit code 2), not a traceback after
+    the server has said it is listening. `taken_hint` says who may hold the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc} ({taken_hint})") from None
+    return sock
 
 
 def open_ledger(

@@ -46,13 +46,11 @@ def serve_cmd(
     """Run the OTLP/HTTP receiver: point any OTLP exporter at http://HOST:PORT and GenAI spans
     become priced events. The server owns the ledger's write connection, so it also runs the
     watch loop (unless --no-watch)."""
-    import socket
-
     import uvicorn
 
     from ..otlp.mapping import AttributeMapping
     from ..otlp.server import otlp_app
-    from .app import UserError
+    from .app import listening_socket
 
     cfg = load_config(config)
     # Everything a user can get wrong is checked before the server says it is listening: the
@@ -65,17 +63,12 @@ def serve_cmd(
         settings = load_watch_settings(cfg)
     book = open_ledger(ledger, config, prices)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise UserError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `unitcost serve` or an "
-                "OpenTelemetry collector may be using it: stop it or choose another --port)"
-            ) from None
+        sock = listening_socket(
+            host,
+            port,
+            "another `unitcost serve` or an OpenTelemetry collector may be using it: stop it or "
+            "choose another --port",
+        )
         application, _ = otlp_app(
             book, config=cfg, prices=prices, decode_workers=decode_workers, watch=settings
         )

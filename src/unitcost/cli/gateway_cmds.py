@@ -24,20 +24,33 @@ def gateway_cmd(
 
     from ..gateway.config import load_gateway
     from ..gateway.server import run_gateway
+    from .app import listening_socket
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     base = load_config(config)
     settings = load_gateway(base)
     host, port = host or settings.host, port or settings.port
-    console().print(
-        f"unitcost gateway on http://{host}:{port} · {len(settings.upstreams)} upstream(s), "
-        f"{len(settings.public_models())} model(s), {len(settings.budgets)} budget(s), "
-        f"spool {settings.spool_dir}",
-        markup=False,
-        highlight=False,
+    sock = listening_socket(
+        host,
+        port,
+        "another gateway or proxy may be using it: stop it, or choose another --port or [gateway] port",
     )
-    run_gateway(settings, base, ledger, host, port)
+
+    def announce() -> None:
+        # Only once it listens: a busy ledger or a watch it cannot run stops it before this line.
+        console().print(
+            f"unitcost gateway on http://{host}:{sock.getsockname()[1]} · {len(settings.upstreams)} upstream(s), "
+            f"{len(settings.public_models())} model(s), {len(settings.budgets)} budget(s), "
+            f"spool {settings.spool_dir}",
+            markup=False,
+            highlight=False,
+        )
+
+    try:
+        run_gateway(settings, base, ledger, sock, on_ready=announce)
+    finally:
+        sock.close()
 
 
 @app.command("gateway-key")

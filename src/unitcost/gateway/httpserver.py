@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -346,9 +347,17 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, backlog: int = 4096) -> None:
+    async def start(
+        self, host: str, port: int, backlog: int = 4096, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on host:port, or on `sock`, a socket already bound (so that a port in use was
+        found before anything else started)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog)
+        factory = lambda: _Connection(self)  # noqa: E731 - one factory for both forms
+        if sock is not None:
+            self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
+        else:
+            self._server = await loop.create_server(factory, host, port, backlog=backlog)
         self._sweeper = loop.create_task(self._sweep())
 
     @property
@@ -394,8 +403,9 @@ async def serve_until_stopped(
     stop: asyncio.Event,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     on_ready: Callable[[], Any] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    await server.start(host, port)
+    await server.start(host, port, sock=sock)
     if on_ready is not None:
         on_ready()
     try:
@@ -428,8 +438,9 @@ def serve(
     max_body_bytes: int = 4 * 1024 * 1024,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     on_ready: Callable[[], Any] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, on uvloop where it exists."""
+    """Serve until SIGTERM or SIGINT, on uvloop where it exists (on `sock` if given: bound already)."""
     try:
         import uvloop
 
@@ -443,7 +454,7 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = HttpServer(handler, max_body_bytes=max_body_bytes)
-        await serve_until_stopped(server, host, port, stop, on_shutdown, on_ready)
+        await serve_until_stopped(server, host, port, stop, on_shutdown, on_ready, sock)
 
     settle_heap()
     with asyncio.Runner(loop_factory=loop_factory) as runner:

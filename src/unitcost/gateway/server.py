@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
+from typing import Any
 
 from ..api import Ledger
 from ..config import Config, resolve_ledger
@@ -45,7 +48,15 @@ def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) 
     return gateway
 
 
-def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, host: str, port: int) -> None:
+def run_gateway(
+    config: GatewayConfig,
+    base: Config,
+    ledger_target: str | None,
+    sock: socket.socket,
+    on_ready: Callable[[], Any] | None = None,
+) -> None:
+    """Serve on `sock` (bound already) until SIGTERM or SIGINT; `on_ready` once it listens, after
+    the ledger, the spool and the watch settings were found usable."""
     target = resolve_ledger(ledger_target, base)
     with Ledger(target, config=base) as ledger:
         book, budgets = recover(config, ledger)
@@ -53,8 +64,17 @@ def run_gateway(config: GatewayConfig, base: Config, ledger_target: str | None, 
     writer = LedgerWriter(config.spool_dir, target, base.path, watch=config.watch)
     writer.start()
     gateway = build_gateway(config, book, budgets)
+    host, port = sock.getsockname()[:2]
     try:
-        serve(gateway.handle, host, port, max_body_bytes=config.max_body_bytes, on_shutdown=gateway.aclose)
+        serve(
+            gateway.handle,
+            host,
+            port,
+            max_body_bytes=config.max_body_bytes,
+            on_shutdown=gateway.aclose,
+            on_ready=on_ready,
+            sock=sock,
+        )
     finally:
         gateway.spool.close()
         writer.stop()

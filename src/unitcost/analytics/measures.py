@@ -162,6 +162,7 @@ MEASURES: tuple[Measure, ...] = (
     _sum_if("failed_cost", "status <> 'ok'", "status <> 'ok'", "cost", "spend"),
     _sum_if("retry_cost", "attempt > 1", "retry", "cost", "spend"),
     _count_if("retries", "attempt > 1", "retry"),
+    _count_if("failed_calls", "status <> 'ok'", "status <> 'ok'"),
     # A failed retry is both failed and a retry: counted once here, so waste never tops spend.
     _sum_if("wasted_cost", "status <> 'ok' OR attempt > 1", "status <> 'ok' OR retry", "cost", "spend"),
     _count_if("response_cache_hits", "cache_hit", "cache_hit"),

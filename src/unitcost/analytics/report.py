@@ -50,6 +50,9 @@ STRING_DIMENSIONS: tuple[str, ...] = (
     "trace_id",
     "session_id",
     "source",
+    "priced_provider",
+    "unpriced_reason",
+    "price_ref",
 )
 PERIODS = ("hour", "day", "week", "month")
 MONEY_PLACES = Decimal("1e-12")
@@ -67,7 +70,10 @@ def dimension_sql(name: str, dialect: Dialect) -> tuple[str, str]:
     for prefix in ("tag:", "tags.", "tag."):
         if name.startswith(prefix) and len(name) > len(prefix):
             key = name[len(prefix) :]
-            return dialect.tag(key), f"tag:{key}"
+            # An empty tag value is no value: one bucket with the calls that lack the tag (as
+            # ClickHouse, whose maps answer '' for a missing key, groups them), not two.
+            expr = dialect.tag(key)
+            return (expr if dialect.name == "clickhouse" else f"nullif({expr}, '')"), f"tag:{key}"
     raise ReportError(f"unknown dimension {name!r}; use one of {', '.join(STRING_DIMENSIONS)} or tag:<name>")
 
 
@@ -102,18 +108,36 @@ def _split_values(text: str) -> list[str]:
 
 
 def where_sql(filters: Sequence[str] | str, dialect: Dialect) -> str:
-    """`team=search`, `model!=gpt-4o`, `tag:region=eu,us` (comma = any of) as SQL conditions.
+    """`team=search`, `model!=gpt-4o`, `tag:region=eu,us` (comma = any of), `customer=` (no
+    customer) as SQL conditions.
     One string is one filter: iterating it would make a filter of each character."""
     clauses = []
     for text in [filters] if isinstance(filters, str) else filters:
         left, negate, values = _parse_filter(text)
         expr, _ = dimension_sql(left, dialect)
-        options = ", ".join(dialect.literal(v) for v in values)
-        if negate:
-            clauses.append(f"({expr} IS NULL OR {expr} NOT IN ({options}))")
-        else:
-            clauses.append(f"{expr} IN ({options})")
+        clauses.append(_matching(expr, values, negate, dialect))
     return " AND ".join(clauses) if clauses else "TRUE"
+
+
+def _matching(expr: str, values: list[str], negate: bool, dialect: Dialect) -> str:
+    """`expr` is one of `values` (or none of them). An empty value stands for no value: the
+    `(none)` group of a report, so `customer=` keeps the calls without a customer and
+    `customer!=` those with one (no dimension keeps an empty string: ingestion and the tag
+    dimensions make it NULL)."""
+    present = [value for value in values if value != ""]
+    options = ", ".join(dialect.literal(v) for v in present)
+    wants_none = len(present) < len(values)
+    if negate:
+        if not present:
+            return f"{expr} IS NOT NULL"
+        if wants_none:
+            return f"({expr} IS NOT NULL AND {expr} NOT IN ({options}))"
+        return f"({expr} IS NULL OR {expr} NOT IN ({options}))"
+    if not present:
+        return f"{expr} IS NULL"
+    if wants_none:
+        return f"({expr} IS NULL OR {expr} IN ({options}))"
+    return f"{expr} IN ({options})"
 
 
 @dataclass
@@ -144,6 +168,11 @@ class Report:
     units: list[dict[str, Any]]
     unpriced: list[dict[str, Any]]
     dimensions: list[str] = field(default_factory=list)
+    others: dict[str, Any] | None = None
+    """What `--top` left out of `rows` (`groups`, `calls`, `spend`, `share`, `unpriced_calls`),
+    so the rows shown and the others add up to the headline, and how many of those groups
+    (`tied`) spent exactly what the last group shown did (`tied_spend`); None without `top`,
+    or when it kept every group."""
     from_rollups: bool = False
     """Whether the sums came from the hourly report rollups (merged with the events they do
     not hold) rather than from the events alone; the numbers are the same either way."""
@@ -560,24 +589,23 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
             out["previous_spend"] = prev
             out["trend_pct"] = _pct_change(derived.get("spend"), prev)
         rows.append(out)
+    others = None
+    if query.top:
+        rows, others = _top_groups(rows, labels, query.top, total)
     if query.period:
-        if query.top:
-            rows = _top_groups(rows, labels, query.top)
         rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
         _add_period_trend(rows, labels)
     else:
         rows.sort(key=lambda x: (-(x.get("spend") or 0), _names(x, labels)))
-        if query.top:
-            rows = rows[: query.top]
     if not table_keys:
         rows = [dict(headline)]
 
     periods = sorted(
-        ({"period": r["tp"], **_derive(r, total)} for r in result if in_set(r, ["tp"])),
+        ({"period": r["tp"], **_light(r, total, PERIOD_COLUMNS)} for r in result if in_set(r, ["tp"])),
         key=lambda x: x["period"],
     )
     units = sorted(
-        ({"unit": r["u"], **_derive(r, total)} for r in result if in_set(r, ["u"]) and r["u"]),
+        ({"unit": r["u"], **_light(r, total, UNIT_COLUMNS)} for r in result if in_set(r, ["u"]) and r["u"]),
         key=lambda x: (-(x.get("spend") or 0), _names(x, ["unit"])),
     )
     unpriced = sorted(
@@ -604,6 +632,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
         units,
         unpriced,
         labels + (["period"] if query.period else []),
+        others=others,
         from_rollups=sql.rolled is not None,
     )
 
@@ -670,17 +699,43 @@ def _merge_percentiles(
         row["latency_p95_ms"] = percentile(histogram, 0.95)
 
 
-def _top_groups(rows: list[dict[str, Any]], labels: Sequence[str], top: int) -> list[dict[str, Any]]:
-    """The rows of the `top` groups by spend over the whole window: with a period, a group's
-    rows are its periods, and ranking them one by one would keep a group's best periods
-    rather than the biggest groups."""
+def _group_spend(rows: list[dict[str, Any]], labels: Sequence[str]) -> dict[tuple[Any, ...], Decimal]:
+    """Each group's spend over the whole window (with a period, a group has a row per period;
+    an unpriced group counts 0 here, for ranking only)."""
     spend: dict[tuple[Any, ...], Decimal] = {}
     for row in rows:
         key = tuple(row.get(label) for label in labels)
         spend[key] = spend.get(key, Decimal(0)) + (row.get("spend") or 0)
+    return spend
+
+
+def _top_groups(
+    rows: list[dict[str, Any]], labels: Sequence[str], top: int, total: Decimal | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows of the `top` groups by spend over the whole window, and what the others add up
+    to. With a period a group's rows are its periods: ranking them one by one would keep a
+    group's best periods rather than the biggest groups. Equal spends rank by name."""
+    spend = _group_spend(rows, labels)
     ranked = sorted(spend, key=lambda k: (-spend[k], _names(dict(zip(labels, k, strict=True)), labels)))
     kept = set(ranked[:top])
-    return [row for row in rows if tuple(row.get(label) for label in labels) in kept]
+    shown = [row for row in rows if tuple(row.get(label) for label in labels) in kept]
+    dropped = [row for row in rows if tuple(row.get(label) for label in labels) not in kept]
+    if not dropped:
+        return shown, None
+    last_shown = spend[ranked[top - 1]]
+    spends = [row["spend"] for row in dropped if row.get("spend") is not None]
+    left_out = sum(spends, Decimal(0)) if spends else None
+    # Exact sums of disjoint groups: the rows shown plus these make the headline.
+    others = {
+        "groups": len(ranked) - top,
+        "calls": sum(row.get("calls") or 0 for row in dropped),
+        "spend": left_out,
+        "share": _ratio(left_out, total) if total is not None else None,
+        "unpriced_calls": sum(row.get("unpriced_calls") or 0 for row in dropped),
+        "tied": sum(1 for key in ranked[top:] if spend[key] == last_shown),
+        "tied_spend": last_shown,
+    }
+    return shown, others
 
 
 def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None:
@@ -750,9 +805,11 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
         "response_cache_hits": row["response_cache_hits"],
         "avoided_cost": row["avoided_cost"],
         "reasoning_share": _ratio(row["cost_reasoning"], _add(row["cost_output"], row["cost_reasoning"])),
-        "failed_cost": row["failed_cost"],
-        "retry_cost": row["retry_cost"],
-        "wasted_share": _ratio(row["wasted_cost"], spend),
+        "failed_cost": _none_is_zero(row["failed_cost"], row["failed_calls"]),
+        "retry_cost": _none_is_zero(row["retry_cost"], row["retries"]),
+        "wasted_share": _ratio(
+            _none_is_zero(row["wasted_cost"], _add_counts(row["failed_calls"], row["retries"])), spend
+        ),
         "retries": row["retries"],
         "error_rate": _ratio(row["errors"], row["calls"]),
         "timeout_rate": _ratio(row["timeouts"], row["calls"]),
@@ -770,6 +827,48 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
         "billed_calls": row["billed_calls"],
     }
     return out
+
+
+PERIOD_COLUMNS = (
+    "calls",
+    "requests",
+    "spend",
+    "share",
+    "cost_per_request",
+    "input_tokens",
+    "output_tokens",
+    "cache_hit_ratio",
+    "unpriced_calls",
+    "unpriced_tokens",
+)
+"""The measures of the spend per period: what its light query sums (`_LIGHT`) supports."""
+UNIT_COLUMNS = (
+    *PERIOD_COLUMNS,
+    "units",
+    "cost_per_unit",
+    "judged",
+    "successes",
+    "success_rate",
+    "cost_per_success",
+)
+"""The measures of the business-units section: the light sums plus units and judgements."""
+
+
+def _light(row: Mapping[str, Any], total: Decimal | None, columns: Sequence[str]) -> dict[str, Any]:
+    """Only the measures a light section computes: the others would read as a failed cost or
+    error rate of None, or as 0 units, where nothing was counted at all."""
+    derived = _derive(row, total)
+    return {name: derived[name] for name in columns}
+
+
+def _none_is_zero(cost: Decimal | None, calls: int | None) -> Decimal | None:
+    """The cost of some calls (failed ones, retries): $0 when there are none, where SQL's sum
+    says NULL. NULL stays for calls that are there without a price: unknown, never $0."""
+    return Decimal(0) if cost is None and calls == 0 else cost
+
+
+def _add_counts(*counts: int | None) -> int | None:
+    return None if any(n is None for n in counts) else sum(n for n in counts if n is not None)
 
 
 def _add(*values: Decimal | None) -> Decimal | None:

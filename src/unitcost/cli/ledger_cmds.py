@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..analytics.report import KPI_COLUMNS, TREND_COLUMNS
 from ..money import format_usd
 from .app import (
     ConfigOpt,
@@ -30,6 +31,7 @@ from .output import Col, Format, console, print_json, render, sparkline
 
 if TYPE_CHECKING:
     from ..analytics.report import Report
+    from ..analytics.window import Window
     from ..ingest.pipeline import IngestSummary
 
 
@@ -195,17 +197,39 @@ _COMPACT = (
 )
 
 
+# CSV: every column of `Ledger.report()`'s table, the table view's first and in its order (so
+# the header of earlier versions is still how it begins), then the rest.
+_CSV_COLUMNS = [
+    *_TABLE_COLUMNS,
+    Col("cost_per_unit", "cost_per_unit", "unit_money"),
+    Col("cost_per_success", "cost_per_success", "unit_money"),
+    Col("unpriced_tokens", "unpriced_tokens", "int"),
+]
+_CSV_COLUMNS += [
+    Col(name, name) for name in (*KPI_COLUMNS, *TREND_COLUMNS) if name not in {c.key for c in _CSV_COLUMNS}
+]
+
+
 @app.command("report")
 @friendly
 def report_cmd(
-    since: Annotated[str, typer.Option("--since", help="Start: an age (30d, 12h, 2w) or a date.")] = "30d",
-    until: Annotated[str | None, typer.Option("--until", help="End (default: now).")] = None,
+    since: Annotated[
+        str,
+        typer.Option("--since", help="Start: an age (30d, 12h, 2w), a month (2025-09) or a date, in UTC."),
+    ] = "30d",
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="End, excluded (default: now): --since 2025-09 --until 2025-10 is September.",
+        ),
+    ] = None,
     by: Annotated[
         str,
         typer.Option(
             "--by",
             help="Comma-separated dimensions: team, app, feature, model, "
-            "provider, user, customer, unit, status, ... or tag:<name>.",
+            "provider, user, customer, unit, status, price_ref (the price source), ... or tag:<name>.",
         ),
     ] = "model",
     period: Annotated[str | None, typer.Option("--period", help="Split by hour, day, week or month.")] = None,
@@ -216,7 +240,8 @@ def report_cmd(
             "-w",
             help="Filter, e.g. team=search, model!=gpt-4o or tag:region=eu,us (repeatable; all must "
             "hold). A comma separates values, any of which matches; write \\, for a comma inside a "
-            "value. The first = or != ends the dimension: tag:note=a!=b is note equal to a!=b.",
+            "value; an empty value is no value (customer= keeps the calls without a customer). "
+            "The first = or != ends the dimension: tag:note=a!=b is note equal to a!=b.",
         ),
     ] = None,
     top: Annotated[
@@ -279,10 +304,19 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
     if fmt == Format.json:
         print_json(
             {
-                "window": {"since": report.query.window.since, "until": report.query.window.until},
+                "window": {
+                    "since": report.query.window.since,
+                    "until": report.query.window.until,
+                    # what `previous_spend` and `trend_pct` compare with
+                    "previous": {
+                        "since": report.query.window.previous.since,
+                        "until": report.query.window.previous.until,
+                    },
+                },
                 "by": report.dimensions,
                 "headline": report.headline,
                 "rows": report.rows,
+                "others": report.others,
                 "periods": report.periods,
                 "units": report.units,
                 "unpriced": report.unpriced,
@@ -290,19 +324,9 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
             out,
         )
         return
-    dims = [Col(d, d, "ts" if d == "period" else "text") for d in report.dimensions]
+    dims = [Col(d, d, "ts" if d == "period" else "dim") for d in report.dimensions]
     if fmt == Format.csv:
-        render(
-            report.rows,
-            [
-                *dims,
-                *_TABLE_COLUMNS,
-                Col("cost_per_unit", "cost_per_unit", "unit_money"),
-                Col("cost_per_success", "cost_per_success", "unit_money"),
-                Col("unpriced_tokens", "unpriced_tokens", "int"),
-            ],
-            fmt,
-        )
+        render(report.rows, [*dims, *_CSV_COLUMNS], fmt)
         return
     if fmt == Format.markdown:
         report = _one_line_cells(report)
@@ -311,7 +335,7 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
     trend = h.get("trend_pct")
     lines = [
         f"Spend {_usd(h.get('spend'))} over {window.describe()}"
-        + (f" ({trend:+.1f}% vs the previous {window.length.days or 1} days)" if trend is not None else ""),
+        + (f" ({trend:+.1f}% vs {_previous(window)})" if trend is not None else ""),
         f"{h.get('calls', 0):,} calls · {format_usd(h.get('cost_per_request'), 6)} per request · "
         f"cache hit {_pct(h.get('cache_hit_ratio'))} saved {_usd(h.get('cache_savings'))} · "
         f"reasoning {_pct(h.get('reasoning_share'))} of output cost",
@@ -332,7 +356,13 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
     columns = (
         _TABLE_COLUMNS if wide or fmt != Format.table else [c for c in _TABLE_COLUMNS if c.key in _COMPACT]
     )
-    render(report.rows, [*dims, *columns], fmt, title=f"By {', '.join(report.dimensions) or 'total'}")
+    render(
+        report.rows,
+        [*dims, *columns],
+        fmt,
+        title=f"By {', '.join(report.dimensions) or 'total'}",
+        caption=_others_caption(report),
+    )
     if report.units:
         render(
             report.units,
@@ -344,6 +374,8 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
                 Col("successes", "successes", "int"),
                 Col("success_rate", "success rate", "ratio"),
                 Col("cost_per_success", "cost per success", "unit_money"),
+                # their spend leaves these calls out: say how many, as every other table does
+                Col("unpriced_calls", "unpriced", "int"),
             ],
             fmt,
             title="Business units",
@@ -362,6 +394,40 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
             fmt,
             title="Unpriced calls (counted, never $0)",
         )
+
+
+def _previous(window: Window) -> str:
+    """What the trend compares with, named as a reader would: the previous month, the previous
+    12 hours (not "the previous 0 days" of a window shorter than a day)."""
+    if window.months:
+        return "the previous month" if window.months == 1 else f"the previous {window.months} months"
+    seconds = window.length.total_seconds()
+    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        # 36 hours reads well, 708 hours does not: past two days, whole days or the dates
+        if seconds % size == 0 and (size == 86400 or seconds <= 2 * 86400):
+            count = int(seconds // size)
+            return f"the previous {name}" if count == 1 else f"the previous {count:,} {name}s"
+    return window.previous.describe()
+
+
+def _others_caption(report: Report) -> str | None:
+    """What `--top` left out, so the rows shown and this line add up to the headline."""
+    others = report.others
+    if not others:
+        return None
+    groups = others["groups"]
+    share = f" ({_pct(others['share'])})" if others["share"] is not None else ""
+    caption = (
+        f"and {groups:,} other group{'s' if groups != 1 else ''} not shown (--top {report.query.top}): "
+        f"{others['calls']:,} calls, {_usd(others['spend'])}{share}, {others['unpriced_calls']:,} unpriced"
+    )
+    if others["tied"]:
+        # A cut through a tie is made by name: say so, lest the one shown look the bigger.
+        caption += (
+            f"; {others['tied']:,} of them tie with the last shown at {_usd(others['tied_spend'])} "
+            "(ties are ranked by name)"
+        )
+    return caption
 
 
 def _usd(value: Decimal | None) -> str:

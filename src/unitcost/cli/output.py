@@ -30,18 +30,23 @@ class Col:
     key: str
     header: str
     kind: str = "text"
-    """text | money | unit_money (more decimals) | int | pct | ratio | float | ts | date"""
+    """text | dim (a grouping key: None is the bucket of calls without it) | money | unit_money
+    (more decimals) | int | pct | ratio | float | ts | date"""
 
 
 def console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
+NO_VALUE = "(none)"
+"""The group of calls without a value of the dimension: a bucket of its own, named."""
+
+
 def fmt_value(value: Any, kind: str) -> str:
     if value is None:
-        return "—"
+        return NO_VALUE if kind == "dim" else "—"
     if kind == "money":
-        return _money(Decimal(value), 2)
+        return _cents(Decimal(value))
     if kind == "unit_money":
         return _money(Decimal(value), 6 if abs(Decimal(value)) < 1 else 4)
     if kind == "int":
@@ -57,6 +62,16 @@ def fmt_value(value: Any, kind: str) -> str:
     if kind == "date" and isinstance(value, datetime | date):
         return value.strftime("%Y-%m-%d")
     return str(value)
+
+
+def _cents(value: Decimal) -> str:
+    """Cents, except for an amount that they would show as $0.00: a few calls of a cheap model
+    cost $0.0025, and a column of `$0.00` beside a 40 % share reads as free."""
+    for places in (2, 6):
+        text = _money(value, places)
+        if value == 0 or any(digit in text for digit in "123456789"):
+            return text.rstrip("0") if places > 2 else text
+    return ">-$0.000001" if value < 0 else "<$0.000001"
 
 
 def _money(value: Decimal, places: int) -> str:
@@ -80,6 +95,9 @@ def to_json(data: Any) -> str:
 def print_json(data: Any, out: Console | None = None) -> None:
     """Machine-readable output: indented JSON, exact decimals, never re-wrapped or styled."""
     (out or console()).print(to_json(data), markup=False, soft_wrap=True)
+
+
+_LEFT = ("text", "dim", "ts", "date")
 
 
 def render(
@@ -108,11 +126,7 @@ def render(
         if title:
             lines.append(f"**{title}**\n")
         lines.append("| " + " | ".join(c.header for c in columns) + " |")
-        lines.append(
-            "| "
-            + " | ".join("---:" if c.kind not in ("text", "ts", "date") else "---" for c in columns)
-            + " |"
-        )
+        lines.append("| " + " | ".join("---:" if c.kind not in _LEFT else "---" for c in columns) + " |")
         for r in rows:
             lines.append(
                 "| " + " | ".join(fmt_value(r.get(c.key), c.kind).replace("|", "\\|") for c in columns) + " |"
@@ -130,9 +144,7 @@ def render(
         pad_edge=False,
     )
     for c in columns:
-        table.add_column(
-            c.header, justify="left" if c.kind in ("text", "ts", "date") else "right", overflow="fold"
-        )
+        table.add_column(c.header, justify="left" if c.kind in _LEFT else "right", overflow="fold")
     for r in rows:
         # Cells are data, not markup: a model id or reason like "[[price]]" must print as is.
         table.add_row(*(escape(fmt_value(r.get(c.key), c.kind)) for c in columns))

@@ -267,3 +267,72 @@ def test_transient_ledger_failures_are_retried_not_dropped(tmp_path: Path) -> No
     writer.close()
     assert len(attempts) == 3
     assert [r["event_id"] for r in rows(tmp_path / "l.duckdb")] == ["r-1"]
+
+
+def test_the_write_at_exit_of_a_short_script_succeeds_first_time(tmp_path: Path) -> None:
+    """A script that records and ends before the first flush tick has its first write in the
+    exit hook; it failed there once ("can't register atexit after shutdown", logged as a
+    retry) because the write path imported a module that registers an exit hook of its own."""
+    path = tmp_path / "exit.duckdb"
+    script = textwrap.dedent(
+        f"""
+        import unitcost
+        unitcost.configure({str(path)!r}, flush_interval=3600)
+        unitcost.record({{"object": "chat.completion", "model": "gpt-4o-mini",
+                          "usage": {{"prompt_tokens": 1200, "completion_tokens": 80}}}}, unit="ticket", unit_id="T-1")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not write" not in done.stderr and "retry" not in done.stderr, done.stderr
+    (row,) = rows(path)
+    assert row["unit_id"] == "T-1" and row["cost"] is not None
+
+
+def test_flush_says_false_when_events_were_lost(tmp_path: Path) -> None:
+    """A ledger that cannot be written: after the writer's retries the events are given up; flush()
+    returned True ("all in the ledger") all the same, so an app had no way to notice."""
+    from unitcost.connectors import writer
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    recorder = Recorder(not_a_dir / "l.duckdb", flush_interval=3600)
+    retries = writer.RETRIES
+    writer.RETRIES = 1  # give up after one retry, not after five growing pauses
+    try:
+        recorder.record({"object": "chat.completion", "model": "gpt-4o-mini", "usage": {"prompt_tokens": 5}})
+        assert recorder.flush(timeout=60) is False
+        assert recorder.last_error is not None
+    finally:
+        writer.RETRIES = retries
+        recorder.close()
+
+
+def test_flush_says_true_once_everything_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "l.duckdb"
+    recorder = Recorder(path, flush_interval=3600)
+    try:
+        for i in range(3):
+            recorder.record(
+                {"object": "chat.completion", "model": "gpt-4o-mini", "usage": {"prompt_tokens": 5}},
+                event_id=f"ok-{i}",
+            )
+        # One the ledger rejects still counts as handled: it is logged, not lost.
+        recorder.record(
+            {"object": "chat.completion", "model": "gpt-4o-mini", "usage": {"prompt_tokens": 5}},
+            latency_ms=-1,
+        )
+        assert recorder.flush(timeout=60) is True
+    finally:
+        recorder.close()
+    assert sorted(r["event_id"] for r in rows(path)) == ["ok-0", "ok-1", "ok-2"]
+
+
+def test_a_closed_recorder_refuses_to_record(tmp_path: Path) -> None:
+    """After close() an event was buffered and never written, without a word."""
+    recorder = Recorder(tmp_path / "l.duckdb", flush_interval=3600)
+    recorder.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        recorder.record({"object": "chat.completion", "model": "gpt-4o-mini", "usage": {"prompt_tokens": 5}})

@@ -111,6 +111,14 @@ class OutcomeSummary:
     recorded: int = 0
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    superseded: int = 0
+    """Judgements not kept: a later judged one of the same key is in the file or already
+    recorded. recorded + rejected + superseded = the records read."""
+    unmatched: int = 0
+    """Judgements recorded whose unit, trace or event has no call in the ledger (yet): kept,
+    they count once their calls arrive; many of them may be a misspelt unit kind."""
+    unmatched_keys: list[str] = field(default_factory=list)
+    """A few of them, as `ticket T-9`, `trace tr-1` or `event e-1`."""
 
 
 class Ledger:
@@ -230,10 +238,14 @@ class Ledger:
         unit_id: str | None = None,
         trace_id: str | None = None,
         event_id: str | None = None,
-        ts: datetime | None = None,
+        ts: datetime | str | None = None,
         source: str = "python",
-    ) -> None:
-        """Attach a late judgement to a unit (unit + unit_id), a trace or an event. The latest one wins."""
+    ) -> bool:
+        """Attach a late judgement to a unit (unit + unit_id), a trace or an event.
+
+        Of two judgements of one key the later judged one wins (`ts`, when it was judged: now
+        by default), the later recorded on a tie. True when this one is kept, False when the
+        one already recorded was judged later (a replayed or backfilled older judgement)."""
         row = outcome_row(
             {
                 "success": success,
@@ -247,26 +259,27 @@ class Ledger:
             },
             source,
         )
-        import pyarrow as pa
-
-        from .ledger.schema import OUTCOME_SCHEMA
-
-        self.store.upsert("outcomes", pa.Table.from_pylist([row], schema=OUTCOME_SCHEMA))
+        if not self._not_older_than_recorded([row]):
+            return False
+        self._upsert_outcomes([row])
+        return True
 
     def import_outcomes(self, path: str | Path) -> OutcomeSummary:
-        import pyarrow as pa
-
+        """Record the judgements of a JSONL or CSV file (see `ingest.outcomes`): the bad records
+        are rejected with line, field and reason, the others kept; of several judgements of one
+        key the later judged one wins, as in `record_outcome`."""
         from .ingest.normalise import Rejection
         from .ingest.outcomes import read_outcomes
-        from .ledger.schema import OUTCOME_SCHEMA
 
         summary = OutcomeSummary()
         rows: list[dict[str, Any]] = []
         source = f"file:{Path(path).name}"
+        # One instant for the whole file: its rows are found again by it (see `_unmatched`).
+        now = datetime.now(UTC)
         for position, raw, error in read_outcomes(Path(path)):
             if error is None:
                 try:
-                    rows.append(outcome_row(raw, source))
+                    rows.append(outcome_row(raw, source, now=now))
                     continue
                 except ValueError as exc:
                     message = str(exc)
@@ -278,11 +291,65 @@ class Ledger:
                 Rejection(position, field_name if reason else "record", reason or message)
             )
         if rows:
-            # One row per key: the last judgement in the file wins, as it would recorded one by one.
-            latest = {(r["key_kind"], r["unit"], r["key"]): r for r in rows}
-            self.store.upsert("outcomes", pa.Table.from_pylist(list(latest.values()), schema=OUTCOME_SCHEMA))
-            summary.recorded = len(latest)
+            kept = self._not_older_than_recorded(_latest_judgements(rows))
+            summary.superseded = len(rows) - len(kept)
+            summary.recorded = len(kept)
+            if kept:
+                self._upsert_outcomes(kept)
+                unmatched = self._unmatched(source, now, {r["key_kind"] for r in kept})
+                summary.unmatched = len(unmatched)
+                summary.unmatched_keys = unmatched[:5]
         return summary
+
+    def _upsert_outcomes(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        from .ledger.schema import OUTCOME_SCHEMA
+
+        self.store.upsert("outcomes", pa.Table.from_pylist(rows, schema=OUTCOME_SCHEMA))
+
+    def _not_older_than_recorded(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows judged no earlier than the judgement already recorded for their key: a file
+        of last month's judgements imported again must not undo this week's re-judgements."""
+        where = ""
+        if len(rows) == 1:  # one judgement recorded from code: read its key alone
+            lit = dialect_for(self.store.dialect).literal
+            row = rows[0]
+            where = (
+                f"WHERE key_kind = {lit(row['key_kind'])} AND unit = {lit(row['unit'])} "
+                f"AND key = {lit(row['key'])}"
+            )
+        recorded: dict[tuple[str, str, str], datetime] = {}
+        for old in self.store.fetch(f"SELECT key_kind, unit, key, ts FROM outcomes {where}").to_pylist():
+            if old["ts"] is None:
+                continue
+            key, when = (old["key_kind"], old["unit"], old["key"]), _utc(old["ts"])
+            recorded[key] = max(when, recorded.get(key, when))
+        return [
+            r
+            for r in rows
+            if (old_ts := recorded.get((r["key_kind"], r["unit"], r["key"]))) is None or r["ts"] >= old_ts
+        ]
+
+    def _unmatched(self, source: str, at: datetime, kinds: set[str]) -> list[str]:
+        """The judgements recorded by one import (its source and instant) that no call of the
+        ledger carries the key of, as `ticket T-9`, `trace tr-1`, `event e-1`."""
+        dialect = dialect_for(self.store.dialect)
+        matches = {
+            "unit": "(unit, key) IN (SELECT COALESCE(unit, ''), unit_id FROM events WHERE unit_id IS NOT NULL)",
+            "trace": "key IN (SELECT trace_id FROM events WHERE trace_id IS NOT NULL)",
+            "event": "key IN (SELECT event_id FROM events)",
+        }
+        matched = " OR ".join(f"(key_kind = '{kind}' AND {matches[kind]})" for kind in sorted(kinds))
+        sql = (
+            f"SELECT key_kind, unit, key FROM outcomes WHERE source = {dialect.literal(source)} "
+            f"AND recorded_at = {dialect.ts_literal(at.isoformat())} AND NOT ({matched}) "
+            "ORDER BY key_kind, unit, key"
+        )
+        return [
+            f"{row['unit'] if row['key_kind'] == 'unit' else row['key_kind']} {row['key']}"
+            for row in self.store.fetch(sql).to_pylist()
+        ]
 
     # ------------------------------------------------------------------ out
 
@@ -502,8 +569,10 @@ def _accumulate(
         result.new_unpriced += row["new_unpriced_sum"]
 
 
-def outcome_row(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Validate one outcome; raises ValueError('field: reason')."""
+def outcome_row(raw: Mapping[str, Any], source: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """Validate one outcome; raises ValueError('field: reason'). `now` is when it is recorded
+    (and judged, when the record does not say)."""
+    now = now or datetime.now(UTC)
     unit, unit_id = _opt(raw.get("unit")), _opt(raw.get("unit_id"))
     trace_id, event_id = _opt(raw.get("trace_id")), _opt(raw.get("event_id"))
     if unit_id is not None:
@@ -518,6 +587,9 @@ def outcome_row(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise ValueError("key: an outcome needs unit + unit_id, trace_id or event_id")
     success = _bool(raw.get("success"))
     score = raw.get("score")
+    if isinstance(score, bool):
+        # float(True) is 1.0: a verdict in the wrong field would pass for a perfect score.
+        raise ValueError(f"score: expected a number, got {str(score).lower()} (true/false goes in success)")
     if score is not None:
         try:
             score = float(score)
@@ -534,23 +606,37 @@ def outcome_row(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         "success": success,
         "score": score,
         "feedback": _feedback(raw.get("feedback")),
-        "ts": _judged_at(raw.get("ts")),
+        "ts": _judged_at(raw.get("ts"), now),
         "source": source,
-        "recorded_at": datetime.now(UTC),
+        "recorded_at": now,
     }
 
 
-def _judged_at(value: Any) -> datetime:
+def _latest_judgements(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key: the latest judged (`ts`), the later in the file on a tie."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["key_kind"], row["unit"], row["key"])
+        if key not in latest or row["ts"] >= latest[key]["ts"]:
+            latest[key] = row
+    return list(latest.values())
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _judged_at(value: Any, now: datetime) -> datetime:
     """When the judgement was made: now by default, and within the times an event may have."""
     from .ingest.normalise import EARLIEST, FUTURE_SKEW
 
     if value in (None, ""):
-        return datetime.now(UTC)
+        return now
     try:
         when = parse_instant(value)
     except ValueError as exc:
         raise ValueError(f"ts: {exc}") from None
-    if when > datetime.now(UTC) + FUTURE_SKEW:
+    if when > now + FUTURE_SKEW:
         raise ValueError(f"ts: in the future: {value}")
     if when < EARLIEST:
         raise ValueError(f"ts: before {EARLIEST:%Y-%m-%d}: {value}")

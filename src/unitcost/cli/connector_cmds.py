@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -157,13 +158,20 @@ def reconcile_cmd(
     threshold: Annotated[
         float, typer.Option("--threshold", help="Show models whose costs differ by more than this percent.")
     ] = 5.0,
+    tolerance: Annotated[
+        str,
+        typer.Option(
+            "--tolerance",
+            help="...and by more than this many USD (e.g. 0.01 for a bill in cents; default 0).",
+        ),
+    ] = "0",
     show_all: Annotated[bool, typer.Option("--all", help="Show every model, agreeing or not.")] = False,
     fmt: FormatOpt = Format.table,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Where unitcost's computed cost and the cost the source reported (billed_cost) disagree, per model."""
-    print_reconcile(ledger, config, since, until, threshold, show_all, fmt)
+    print_reconcile(ledger, config, since, until, threshold, show_all, fmt, tolerance=tolerance)
 
 
 def print_reconcile(
@@ -174,11 +182,27 @@ def print_reconcile(
     threshold: float,
     show_all: bool,
     fmt: Format,
+    *,
+    tolerance: str = "0",
 ) -> None:
     from ..connectors.reconcile import reconcile
+    from .app import UserError
 
     with open_ledger(ledger, config, read_only=True) as book_ledger:
-        rows = reconcile(book_ledger, since=since, until=until, threshold_pct=threshold, show_all=show_all)
+        try:
+            rows = reconcile(
+                book_ledger,
+                since=since,
+                until=until,
+                threshold_pct=threshold,
+                show_all=show_all,
+                tolerance=tolerance,
+            )
+        except ValueError as exc:
+            if str(exc).startswith("tolerance:"):
+                raise UserError(f"--{exc}") from None
+            raise
+    limit = f"{threshold:g}%" + (f" and ${tolerance}" if Decimal(tolerance) else "")
     render(
         [r.as_row() for r in rows],
         [
@@ -191,13 +215,23 @@ def print_reconcile(
             Col("difference_pct", "diff", "pct"),
             Col("unpriced", "unpriced", "int"),
             Col("billed_unpriced", "source $ unpriced", "unit_money"),
+            Col("unbilled", "not billed", "int"),
         ],
         fmt,
-        title=f"Computed vs billed cost, models differing by more than {threshold:g}%"
+        title=f"Computed vs billed cost, models differing by more than {limit}"
         if not show_all
         else "Computed vs billed cost",
     )
-    if not rows and fmt == Format.table:
+    if fmt != Format.table:
+        return
+    if not rows:
         console().print(
-            "nothing to show: no model with billed_cost differs by more than the threshold", markup=False
+            f"nothing to show: no model with billed_cost differs by more than {limit}", markup=False
+        )
+    unbilled = sum(r.unbilled for r in rows)
+    if unbilled:
+        # Those calls are in neither sum: a bill with rows missing would otherwise read as agreement.
+        console().print(
+            f"{unbilled:,} calls of these models carry no billed cost (not billed): they are in neither sum.",
+            markup=False,
         )

@@ -482,9 +482,24 @@ def outcomes_cmd(
     with open_ledger(ledger, config) as book_ledger:
         summary = book_ledger.import_outcomes(file)
     out = console()
-    out.print(f"{summary.recorded:,} outcomes recorded, {summary.rejected:,} rejected", markup=False)
+    line = f"{summary.recorded:,} outcomes recorded, {summary.rejected:,} rejected"
+    if summary.superseded:
+        line += f", {summary.superseded:,} superseded (a later judgement of the same key was kept)"
+    out.print(line, markup=False)
     for rejection in summary.rejections[:20]:
         out.print(f"  line {rejection.record}: {rejection.field}: {rejection.reason}", markup=False)
+    if summary.rejected > 20:
+        out.print(f"  ... and {summary.rejected - 20:,} more", markup=False)
+    if summary.unmatched:
+        # Kept (the calls may come later), but a misspelt unit kind would count in no report.
+        examples = ", ".join(summary.unmatched_keys)
+        more = ", ..." if summary.unmatched > len(summary.unmatched_keys) else ""
+        out.print(
+            f"{summary.unmatched:,} of them {'matches' if summary.unmatched == 1 else 'match'} "
+            f"no call in the ledger yet ({examples}{more}): "
+            "kept, they count once their calls are in; check the unit kind and ids if none are coming",
+            markup=False,
+        )
     if summary.rejected:
         raise typer.Exit(1)
 
@@ -504,9 +519,14 @@ def reprice_cmd(
     prices: PricesOpt = None,
 ) -> None:
     """Recompute stored costs with the current price book, with an audit of old → new totals."""
+    from ..api import _known_total
+
     require_ledger(ledger, config)
     with open_ledger(ledger, config, prices) as book_ledger:
         result = book_ledger.reprice(since, until, where or [], dry_run=dry_run)
+    # With no priced event on a side, that side's total is unknown: null, never $0.
+    old_total = _known_total(result.old_total, result.old_unpriced, result.events_seen)
+    new_total = _known_total(result.new_total, result.new_unpriced, result.events_seen)
     rows = []
     for c in result.changes:
         # A side where none of the model's calls had a price has no total: unknown, never $0.
@@ -530,8 +550,8 @@ def reprice_cmd(
                 "dry_run": dry_run,
                 "events_seen": result.events_seen,
                 "events_changed": result.events_changed,
-                "old_total": result.old_total,
-                "new_total": result.new_total,
+                "old_total": old_total,
+                "new_total": new_total,
                 "old_unpriced": result.old_unpriced,
                 "new_unpriced": result.new_unpriced,
                 "models": rows,
@@ -542,10 +562,21 @@ def reprice_cmd(
     verb = "would change" if dry_run else "changed"
     out.print(
         f"{result.events_seen:,} events between {result.window.describe()}; {result.events_changed:,} "
-        f"{verb}. Total {format_usd(result.old_total, 6)} → {format_usd(result.new_total, 6)}; unpriced "
+        f"{verb}. Total {_known_usd(old_total)} → {_known_usd(new_total)}; unpriced "
         f"{result.old_unpriced:,} → {result.new_unpriced:,}.",
         markup=False,
     )
+    # Most often the overrides file was left out (--prices, $UNITCOST_PRICES, the config): the
+    # calls priced with it then lose their cost. Counted per model, so one model's newly priced
+    # calls do not hide another's losses.
+    lost = sum(max(c.new_unpriced - c.old_unpriced, 0) for c in result.changes)
+    if lost:
+        out.print(
+            f"warning: {lost:,} more event{'s' if lost != 1 else ''} without a price than before: "
+            "the price book in use lacks a price they were priced with. Is the overrides file "
+            "the one they were priced with (--prices)?",
+            markup=False,
+        )
     render(
         [r for r in rows if r["old_total"] != r["new_total"] or r["old_unpriced"] != r["new_unpriced"]],
         [
@@ -561,3 +592,7 @@ def reprice_cmd(
         title="Changes by model"
         + (" (dry run: nothing written)" if dry_run else f" (audit run {result.run_id})"),
     )
+
+
+def _known_usd(total: Decimal | None) -> str:
+    return "unknown" if total is None else format_usd(total, 6)

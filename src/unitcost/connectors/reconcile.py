@@ -1,7 +1,9 @@
 """Computed vs billed cost, per model: where a source's prices (or unitcost's) are wrong.
 
 Only events that carry a `billed_cost` take part, so the two sums cover the same calls.
-Unpriced events are counted apart: their computed cost is unknown, not zero.
+Unpriced events are counted apart: their computed cost is unknown, not zero. The calls of a
+reconciled model that carry no `billed_cost` are counted too (`unbilled`): a bill with rows
+missing reads as agreement otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Reconciliation:
     unpriced: int
     billed_unpriced: Decimal
     """The source's cost of the calls unitcost has no price for."""
+    unbilled: int = 0
+    """Calls of the model in the window that carry no billed cost: in neither sum."""
 
     @property
     def difference(self) -> Decimal:
@@ -59,6 +63,7 @@ class Reconciliation:
             "difference_pct": self.difference_pct if compared else None,
             "unpriced": self.unpriced,
             "billed_unpriced": self.billed_unpriced if self.unpriced else None,
+            "unbilled": self.unbilled,
         }
 
 
@@ -69,21 +74,30 @@ def reconcile(
     until: str | datetime | date | None = None,
     threshold_pct: float = 5.0,
     show_all: bool = False,
+    tolerance: Decimal | str | int | float = 0,
 ) -> list[Reconciliation]:
-    """Per provider and model, sorted by the size of the disagreement (largest first)."""
+    """Per provider and model with billed calls in the window, sorted by the size of the
+    disagreement (largest first). A model is listed when its costs differ by more than
+    `threshold_pct` percent and by more than `tolerance` USD (rounding: a bill in cents, a
+    source that rounds each call), when some of its billed calls have no price, or with
+    `show_all`."""
     window = Window.parse(since, until)
+    allowed = _tolerance(tolerance)
     dialect = dialect_for(ledger.store.dialect)
+    billed = "billed_cost IS NOT NULL"
     sql = f"""
-        SELECT provider, model, count(*) AS calls,
-               sum(cost) AS computed,
-               sum(CASE WHEN cost IS NOT NULL THEN billed_cost END) AS billed,
-               sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS unpriced,
-               sum(CASE WHEN cost IS NULL THEN billed_cost END) AS billed_unpriced
+        SELECT provider, model,
+               sum(CASE WHEN {billed} THEN 1 ELSE 0 END) AS calls,
+               sum(CASE WHEN {billed} THEN cost END) AS computed,
+               sum(CASE WHEN {billed} AND cost IS NOT NULL THEN billed_cost END) AS billed,
+               sum(CASE WHEN {billed} AND cost IS NULL THEN 1 ELSE 0 END) AS unpriced,
+               sum(CASE WHEN cost IS NULL THEN billed_cost END) AS billed_unpriced,
+               sum(CASE WHEN {billed} THEN 0 ELSE 1 END) AS unbilled
         FROM events
-        WHERE billed_cost IS NOT NULL
-          AND ts >= {dialect.ts_literal(window.since.isoformat())}
+        WHERE ts >= {dialect.ts_literal(window.since.isoformat())}
           AND ts < {dialect.ts_literal(window.until.isoformat())}
         GROUP BY provider, model
+        HAVING sum(CASE WHEN {billed} THEN 1 ELSE 0 END) > 0
     """
     rows = []
     for row in ledger.store.fetch(sql).to_pylist():
@@ -95,9 +109,22 @@ def reconcile(
             billed=Decimal(row["billed"] or 0),
             unpriced=int(row["unpriced"] or 0),
             billed_unpriced=Decimal(row["billed_unpriced"] or 0),
+            unbilled=int(row["unbilled"] or 0),
         )
         pct = item.difference_pct
-        if show_all or item.unpriced or (pct is not None and abs(pct) > threshold_pct):
+        differs = pct is not None and abs(pct) > threshold_pct and abs(item.difference) > allowed
+        if show_all or item.unpriced or differs:
             rows.append(item)
     rows.sort(key=lambda r: abs(r.difference), reverse=True)
     return rows
+
+
+def _tolerance(value: Decimal | str | int | float) -> Decimal:
+    try:
+        # A float as written (0.01), not as stored (0.01000000000000000020816...).
+        amount = Decimal(str(value) if isinstance(value, float) else value)
+    except ArithmeticError:
+        raise ValueError(f"tolerance: not an amount in USD: {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"tolerance: must be an amount of 0 USD or more, got {value}")
+    return amount

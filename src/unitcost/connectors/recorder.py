@@ -8,6 +8,12 @@ and whatever is still buffered is flushed when the interpreter exits.
 from __future__ import annotations
 
 import atexit
+
+# The first write of a short script happens at exit, in `_flush_at_exit`: the write path then
+# imports modules (pyarrow's pandas check imports pandas, which imports this) and this one
+# registers an exit hook of its own, which Python refuses once it is shutting down. Imported
+# here, while it may, so that the last write does not fail once and log a retry.
+import concurrent.futures.thread  # noqa: F401
 import threading
 import uuid
 from collections.abc import Mapping
@@ -40,6 +46,8 @@ class Recorder:
         self.defaults = dict(defaults or {})
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._handed_over = 0
+        """Events given to the writer so far: what it has written should add up to them."""
         self.max_batch = max_batch
         self.flush_interval = flush_interval
         # Typed columns keep the writer's share of the GIL small, so callers are not held up;
@@ -90,27 +98,40 @@ class Recorder:
         if event.get("provider") is None:
             event.pop("provider", None)
         with self._lock:
+            if self.closed:
+                # Buffered now, it would never be written: say so rather than lose it quietly.
+                raise RuntimeError("this unitcost recorder is closed: its events would not be written")
             self._buffer.append(event)
             full = len(self._buffer) >= self.max_batch
         if full:
             self._hand_over()
         return str(event["event_id"])
 
-    def _hand_over(self) -> None:
+    def _hand_over(self) -> int:
+        """Give the buffer to the writer; the number of events given to it so far."""
         with self._lock:
             batch, self._buffer = self._buffer, []
-        if batch:
-            self._writer.submit(batch, wait=False)
+            if batch:
+                # Under the lock, so that the count never runs ahead of the writer's queue.
+                self._writer.submit(batch, wait=False)
+                self._handed_over += len(batch)
+            return self._handed_over
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Write everything recorded so far. True when it is all in the ledger (or was rejected)."""
-        self._hand_over()
-        return self._writer.flush(timeout)
+        """Write everything recorded so far. True when it is all in the ledger (or was rejected);
+        False on timeout, or when events were lost because the ledger could not be written
+        after the writer's retries (`last_error` says why; the log says how many)."""
+        expected = self._hand_over()
+        if not self._writer.flush(timeout):
+            return False
+        # Events given up after the retries are in no commit: what was written falls short.
+        return self._writer.events_written >= expected
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
         self._stop.set()
         self._hand_over()
         self._writer.close()

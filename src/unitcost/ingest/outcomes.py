@@ -84,7 +84,10 @@ def _csv(path: Path) -> Iterator[tuple[int, dict[str, Any], str | None]]:
                 f"{path}: unknown outcome column(s) {', '.join(sorted(unknown))}; "
                 f"expected some of {', '.join(sorted(OUTCOME_FIELDS))}"
             )
-        for number, row in enumerate(reader, start=2):
+        ends = reader.line_num  # where the header ends
+        for row in reader:
+            # The line the row starts on: a quoted feedback may span several lines.
+            number, ends = ends + 1, reader.line_num
             values = {k: v for k, v in row.items() if v not in (None, "")}
             bad = next((k for k, v in values.items() if isinstance(v, str) and _bad_text(v)), None)
             if bad is not None:

@@ -36,9 +36,13 @@ cardinality. A report by or filtered on anything else (users, customers, traces,
 the events. The priced provider and model and the unpriced reason serve the section on
 unpriced calls."""
 
+RETRY = "(attempt > 1 OR retry_of IS NOT NULL)"
+"""A retry: a second or later attempt, or an event that names the one it retries (a source that
+sends `retry_of` without counting attempts; the watch counts its waste the same way)."""
+
 FLAGS: tuple[tuple[str, str], ...] = (
     ("priced", "cost IS NOT NULL"),
-    ("retry", "attempt > 1"),
+    ("retry", RETRY),
     ("cache_hit", "cache_hit"),
     ("has_unit", "unit_id IS NOT NULL"),
 )
@@ -160,11 +164,11 @@ MEASURES: tuple[Measure, ...] = (
     _count_if("errors", "status = 'error'", "status = 'error'"),
     _count_if("timeouts", "status = 'timeout'", "status = 'timeout'"),
     _sum_if("failed_cost", "status <> 'ok'", "status <> 'ok'", "cost", "spend"),
-    _sum_if("retry_cost", "attempt > 1", "retry", "cost", "spend"),
-    _count_if("retries", "attempt > 1", "retry"),
+    _sum_if("retry_cost", RETRY, "retry", "cost", "spend"),
+    _count_if("retries", RETRY, "retry"),
     _count_if("failed_calls", "status <> 'ok'", "status <> 'ok'"),
     # A failed retry is both failed and a retry: counted once here, so waste never tops spend.
-    _sum_if("wasted_cost", "status <> 'ok' OR attempt > 1", "status <> 'ok' OR retry", "cost", "spend"),
+    _sum_if("wasted_cost", f"status <> 'ok' OR {RETRY}", "status <> 'ok' OR retry", "cost", "spend"),
     _count_if("response_cache_hits", "cache_hit", "cache_hit"),
     _count_if("unpriced_calls", UNPRICED, "NOT priced"),
     _sum_if(

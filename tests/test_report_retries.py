@@ -72,3 +72,17 @@ def test_rollups_built_before_are_rebuilt_with_the_retries(tmp_path: Path) -> No
             "SELECT value FROM meta WHERE key = 'report_rollup_version'"
         ).to_pylist() == [{"value": report_rollups.ROLLUP_VERSION}]
         assert _headline(reader, rollups=True)["retries"] == 1
+
+
+def test_the_python_report_says_what_top_left_out(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.duckdb", config=Config()) as ledger:
+        ledger.ingest_records(EVENTS)
+        frame = ledger.report("2025-09-01", "2025-10-01", by="status", top=1)
+        assert len(frame) == 1
+        others = frame.attrs["others"]
+        assert others["groups"] == 1 and others["calls"] == 1  # the failed call
+        assert (
+            Decimal(str(frame["spend"].iloc[0])) + others["spend"]
+            == ledger.report("2025-09-01", "2025-10-01")["spend"].iloc[0]
+        )
+        assert ledger.report("2025-09-01", "2025-10-01", by="status").attrs["others"] is None

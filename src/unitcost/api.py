@@ -380,11 +380,14 @@ class Ledger:
     ) -> pd.DataFrame:
         """KPIs per group (spend, trend, cost per request and per 1k tokens, cache, reasoning, waste,
         units, successes, latency, unpriced calls) as an Arrow-backed DataFrame. `where` is one
-        filter (`"team=ops"`) or a list of them, all of which must hold."""
+        filter (`"team=ops"`) or a list of them, all of which must hold. With `top`, what the
+        other groups add up to is in `frame.attrs["others"]` (None when none was left out), so
+        the rows shown and the others still make the total."""
         import pandas as pd
 
         report = self.report_sections(since, until, by, period, where, top)
         frame: pd.DataFrame = report.table().to_pandas(types_mapper=pd.ArrowDtype)
+        frame.attrs["others"] = report.others
         return frame
 
     def sql(self, query: str) -> pd.DataFrame:

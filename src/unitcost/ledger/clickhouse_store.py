@@ -65,66 +65,55 @@ class ClickHouseStore:
 
     dialect = "clickhouse"
 
-    def __init__(self, client: Any, *, target: str = "clickhouse") -> None:
+    def __init__(self, client: Any, *, target: str = "clickhouse", read_only: bool = False) -> None:
         self.client = client
         self.target = target
         self._write = threading.RLock()
         self.database: str = str(self._scalar("SELECT currentDatabase()"))
+        if read_only and "events" not in self._tables():
+            raise no_ledger_in(target, f"the database {self.database!r} holds no unitcost ledger")
+        # A read opens an older ledger too: it is brought up to date first, as a DuckDB file is.
         self.migrate()
 
     @classmethod
-    def from_url(cls, url: str) -> ClickHouseStore:
+    def from_url(cls, url: str, *, read_only: bool = False) -> ClickHouseStore:
         """`clickhouse[s]://user:pass@host:port/db?setting=value`, `chdb://PATH` or `chdb://` (memory).
 
         The password may instead come from $UNITCOST_CLICKHOUSE_PASSWORD so it never sits in a
         config file. Query parameters are passed on as ClickHouse settings, except `database`
         for chdb (`chdb://PATH?database=NAME`), which picks the database as the URL path does
         for a server. In-memory chdb ledgers open at the same time share one engine: give
-        each its own database to keep them apart."""
-        import clickhouse_connect
+        each its own database to keep them apart.
+
+        `read_only` (the read commands): a database or chDB path that does not exist is "no
+        ledger", as a missing DuckDB file is, rather than a new empty ledger whose report says
+        nothing was spent. Whatever goes wrong while opening (the server down, the password
+        refused, a mistyped setting, a port that is not a number) is one line naming the
+        ledger, never a traceback or the password."""
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
-        parts = urlsplit(url)
-        settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
-        if parts.scheme == "chdb":
-            location = url[len("chdb://") :].split("?", 1)[0]
-            path = None if location in ("", "memory", ":memory:") else location
-            database = str(settings.pop("database", "")) or None
-            client = clickhouse_connect.get_client(interface="chdb", path=path, settings=settings)
-        else:
-            secure = parts.scheme == "clickhouses"
-            database = parts.path.strip("/") or None
-            password = (
-                unquote(parts.password)
-                if parts.password
-                else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
-            )
-            try:
-                client = clickhouse_connect.get_client(
-                    host=parts.hostname or "localhost",
-                    port=parts.port or (8443 if secure else 8123),
-                    username=unquote(parts.username) if parts.username else "default",
-                    password=password,
-                    secure=secure,
-                    settings=settings,
-                    # No server session: queries from several threads would lock it, and unitcost
-                    # keeps no session state (settings travel with every query, staging tables are
-                    # real tables).
-                    autogenerate_session_id=False,
-                )
-            except ClickHouseError as exc:  # down, wrong port, wrong password: one line, no traceback
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise LedgerUnreachableError(
-                    f"cannot open the ClickHouse ledger {redact(url)}: {reason}"
-                ) from None
-        if database:
-            # Create it only when missing: a user allowed to write tables may not create databases.
-            if not client.command(
-                f"SELECT count() FROM system.databases WHERE name = {bind('?', [database])}"
-            ):
-                client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
-            client.database = database
-        return cls(client, target=redact(url))
+        target = redact(url)
+        try:
+            client, database = _connect(url, read_only)
+        except (ClickHouseError, ValueError) as exc:
+            raise LedgerUnreachableError(f"cannot open the ClickHouse ledger {target}: {_why(exc)}") from None
+        try:
+            if database:
+                # Create it only when missing: a user allowed to write tables may not create databases.
+                if not client.command(
+                    f"SELECT count() FROM system.databases WHERE name = {bind('?', [database])}"
+                ):
+                    if read_only:
+                        raise no_ledger_in(target, f"the database {database!r} does not exist")
+                    client.command(f"CREATE DATABASE IF NOT EXISTS {quote(database)}")
+                client.database = database
+            return cls(client, target=target, read_only=read_only)
+        except ClickHouseError as exc:
+            client.close()
+            raise LedgerUnreachableError(f"cannot open the ClickHouse ledger {target}: {_why(exc)}") from None
+        except BaseException:
+            client.close()
+            raise
 
     # ------------------------------------------------------------------ schema
 
@@ -135,6 +124,7 @@ class ClickHouseStore:
         FIELDS / AUX_TABLES if missing and every missing column is added, which is what each
         DuckDB migration does for its own engine."""
         with self._write:
+            self._refuse_foreign_tables()
             self.client.command(META_DDL)
             current = self.schema_version()
             if current > SCHEMA_VERSION:
@@ -167,6 +157,38 @@ class ClickHouseStore:
             "SELECT argMax(value, at) AS value, count() AS n FROM meta WHERE key = ?", [key]
         ).to_pylist()
         return rows[0]["value"] if rows and rows[0]["n"] else None
+
+    def _tables(self) -> dict[str, set[str]]:
+        """The tables of this store's database, with their columns."""
+        rows = self.fetch(
+            "SELECT table, groupArray(name) AS columns FROM system.columns WHERE database = ? GROUP BY table",
+            [self.database],
+        ).to_pylist()
+        return {str(r["table"]): {str(c) for c in r["columns"]} for r in rows}
+
+    def _refuse_foreign_tables(self) -> None:
+        """Stop before touching a table of the same name that another tool owns.
+
+        A shared server's database may already hold an `events` (or `meta`, `alerts`, ...)
+        table of another product. `CREATE TABLE IF NOT EXISTS` would keep it and the
+        migration would then add unitcost's columns to it: their data altered, and reports
+        read from rows that are not LLM calls. A table is unitcost's when every column it has
+        is one unitcost defines (a half-finished earlier migration leaves fewer, never others).
+        Once `meta` is there the database is a unitcost ledger, and columns its owners added
+        since (a materialised column for their dashboards) are theirs to keep."""
+        expected = {"meta": {"key", "value", "at"}, **{n: set(c) for n, c in all_tables().items()}}
+        present = self._tables()
+        if "meta" in present and present["meta"] <= expected["meta"]:
+            return
+        for name, columns in expected.items():
+            foreign = sorted(present.get(name, set()) - columns)
+            if foreign:
+                raise NotALedgerError(
+                    f"{self.target}: the table {name!r} of database {self.database!r} is not a "
+                    f"unitcost table (it has the columns {', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); unitcost changes nothing in it: "
+                    "give the ledger a database of its own (the URL's path, or ?database= for chDB)"
+                )
 
     def _columns(self, table: str) -> list[str]:
         rows = self.fetch(
@@ -347,6 +369,97 @@ class ClickHouseStore:
     def close(self) -> None:
         with self._write:
             self.client.close()
+
+
+class NotALedgerError(ValueError):
+    """The database holds tables of the same names as unitcost's that another tool owns."""
+
+
+def no_ledger_in(target: str, why: str) -> FileNotFoundError:
+    """The error of a read command whose ClickHouse ledger is not there (DuckDB says the same)."""
+    return FileNotFoundError(
+        f"no ledger at {target}: {why}; ingest events into it first (unitcost ingest), or "
+        "point --ledger / $UNITCOST_LEDGER at an existing one"
+    )
+
+
+def _connect(url: str, read_only: bool) -> tuple[Any, str | None]:
+    """A clickhouse-connect client for the URL, and the database the URL names (None: default)."""
+    import clickhouse_connect
+
+    parts = urlsplit(url)
+    settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
+    if parts.scheme == "chdb":
+        location = url[len("chdb://") :].split("?", 1)[0]
+        path = None if location in ("", "memory", ":memory:") else location
+        if read_only and path is not None and not os.path.exists(path):
+            # chDB would create the misspelt directory and report nothing from it.
+            raise no_ledger_in(redact(url), f"the directory {path} does not exist")
+        database = str(settings.pop("database", "")) or None
+        return clickhouse_connect.get_client(interface="chdb", path=path, settings=settings), database
+    secure = parts.scheme == "clickhouses"
+    try:
+        port = parts.port or (8443 if secure else 8123)
+    except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast ..."
+        raise ValueError(f"its port is not valid ({str(exc)[:1].lower()}{str(exc)[1:]})") from None
+    password = (
+        unquote(parts.password) if parts.password else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
+    )
+    with _quiet_transport_warnings():
+        client = clickhouse_connect.get_client(
+            host=parts.hostname or "localhost",
+            port=port,
+            username=unquote(parts.username) if parts.username else "default",
+            password=password,
+            secure=secure,
+            settings=settings,
+            # No server session: queries from several threads would lock it, and unitcost keeps
+            # no session state (settings travel with every query, staging tables are real tables).
+            autogenerate_session_id=False,
+        )
+    return client, parts.path.strip("/") or None
+
+
+@contextmanager
+def _quiet_transport_warnings() -> Iterator[None]:
+    """clickhouse-connect logs "Unexpected Http Driver Exception" before it raises the error
+    that `from_url` turns into its one line: while opening, that warning says nothing more."""
+    import logging
+
+    def drop(record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Unexpected Http Driver Exception"
+
+    transport = logging.getLogger("clickhouse_connect.driver._backend.http_sync")
+    transport.addFilter(drop)
+    try:
+        yield
+    finally:
+        transport.removeFilter(drop)
+
+
+def _why(exc: BaseException) -> str:
+    """Why a ClickHouse ledger could not be opened, in one line a user can act on."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        # The socket's own words: refused, unknown host, timed out, a certificate not trusted.
+        said = _socket_error(cause)
+        if said:
+            host = re.search(r"host='([^']*)', port=(\d+)", str(exc))
+            where = f" {host.group(1)}:{host.group(2)}" if host else ""
+            return f"cannot reach the server{where} ({said})"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).strip()
+    # A server's answer comes wrapped: "Received ClickHouse exception, code: 516, server
+    # response: Code: 516. DB::Exception: ... (version 25.x) (for url http://...)".
+    text = text.split("server response: ", 1)[-1]
+    text = re.sub(r"\s*\((?:for url|version) [^)]*\)", "", text)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _socket_error(exc: BaseException) -> str | None:
+    if not isinstance(exc, OSError) or isinstance(exc, FileNotFoundError):
+        return None
+    return exc.strerror or ("timed out" if isinstance(exc, TimeoutError) else None)
 
 
 _PLACEHOLDER = re.compile(r"'(?:[^'\\]|\\.|'')*'|\?")

@@ -64,18 +64,19 @@ def _shown(target: str) -> str:
 def open_store(target: str, *, read_only: bool = False, threads: int | None = None) -> Store:
     """A DuckDB file path, or a ClickHouse URL (clickhouse://, chdb://). `threads` caps DuckDB's
     worker threads (default: one per core); ClickHouse ignores it."""
-    if read_only and target.startswith("chdb://"):
-        # chDB would create a misspelt path and report nothing from it, where DuckDB says "no ledger".
-        location = target[len("chdb://") :].split("?", 1)[0]
-        if location not in ("", "memory", ":memory:") and not Path(location).exists():
-            from .ledger.duckdb_store import no_ledger
-
-            raise no_ledger(location)
     if target.startswith(("clickhouse://", "clickhouses://", "chdb://")):
         from .ledger.clickhouse_store import ClickHouseStore
 
-        store: Store = ClickHouseStore.from_url(target)
+        # Read-only: a misspelt database or chDB path is "no ledger", not a new empty one.
+        store: Store = ClickHouseStore.from_url(target, read_only=read_only)
         return store
+    if "://" in target:
+        # Not a path either: "clickhous://host/db" would become a DuckDB file named "clickhous:".
+        scheme = target.split("://", 1)[0]
+        raise ValueError(
+            f"unknown ledger scheme {scheme + '://'!r}: a ledger is a DuckDB file path, "
+            "clickhouse://, clickhouses:// or chdb://"
+        )
     from .ledger.duckdb_store import DuckDBStore
 
     return DuckDBStore(target, read_only=read_only, threads=threads)

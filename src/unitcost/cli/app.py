@@ -151,8 +151,14 @@ def require_ledger(ledger: str | None, config: Path | None) -> None:
     from ..ledger.duckdb_store import no_ledger
 
     target = resolve_ledger(ledger, load_config(config))
-    if "://" not in target and not Path(target).exists():
-        raise no_ledger(target)
+    if "://" not in target:
+        if not Path(target).exists():
+            raise no_ledger(target)
+        return
+    from ..api import open_store
+
+    # A ClickHouse ledger is there when it opens read-only (a misspelt database is "no ledger").
+    open_store(target, read_only=True).close()
 
 
 def where_the_events_are(book_ledger: Any) -> str:

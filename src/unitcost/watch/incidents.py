@@ -192,9 +192,14 @@ class Incidents:
                 self.store.insert("alert_log", pa.Table.from_pylist(log, schema=ALERT_LOG_SCHEMA))
 
 
+_TIES = '"key", alert_id'
+"""The alerts one cycle opened share their instants: without these, each engine (and each run of
+ClickHouse) lists them in its own order, and `--limit` keeps different ones."""
+
+
 def open_alerts(store: Store) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = store.fetch(
-        "SELECT * FROM alerts WHERE status <> 'resolved' ORDER BY first_seen"
+        f"SELECT * FROM alerts WHERE status <> 'resolved' ORDER BY first_seen, {_TIES}"
     ).to_pylist()
     return rows
 
@@ -206,7 +211,8 @@ def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> 
     where = "WHERE status = ?" if status else ""
     params = [status] if status else []
     rows: list[dict[str, Any]] = store.fetch(
-        f"SELECT * FROM alerts {where} ORDER BY last_seen DESC LIMIT {int(limit)}", params
+        f"SELECT * FROM alerts {where} ORDER BY last_seen DESC, first_seen DESC, {_TIES} LIMIT {int(limit)}",
+        params,
     ).to_pylist()
     return rows
 

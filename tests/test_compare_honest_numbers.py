@@ -117,40 +117,30 @@ def test_explain_keeps_to_the_provider_named(ledger, ledger_path: Path) -> None:
     assert not [n for n in data["notes"] if "no recorded price" in n]
 
 
+CACHE_MISS_EXAMPLE = (
+    "explain-price-change",
+    "--model",
+    "deepseek:deepseek-chat",
+    "--from",
+    "2025-09-20",
+    "--to",
+    "2025-10-05",
+    "--example",
+    "cache-miss-heavy",
+    "--format",
+)
+
+
 def test_explain_shows_no_price_for_a_component_the_periods_did_not_use(ledger_path: Path) -> None:
     """With no cache reads, writes or reasoning, the table read "price: cache write $0/Mtok", as if
     those tokens were free; there is no such price to show."""
-    out = run(
-        "explain-price-change",
-        "--model",
-        "deepseek:deepseek-chat",
-        "--from",
-        "2025-09-20",
-        "--to",
-        "2025-10-05",
-        "--example",
-        "cache-miss-heavy",
-        "--format",
-        "json",
-    )
+    out = run(*CACHE_MISS_EXAMPLE, "json")
     rows = {r["factor"]: r for r in json.loads(out)[0]["contributions"]}
     for unused in ("price: cache read", "price: cache write", "price: reasoning"):
         assert rows[unused]["before"] is None and rows[unused]["after"] is None
         assert Decimal(rows[unused]["contribution"]) == 0
     assert rows["price: input"]["before"] == "$0.56/Mtok"
-    md = run(
-        "explain-price-change",
-        "--model",
-        "deepseek:deepseek-chat",
-        "--from",
-        "2025-09-20",
-        "--to",
-        "2025-10-05",
-        "--example",
-        "cache-miss-heavy",
-        "--format",
-        "markdown",
-    )
+    md = run(*CACHE_MISS_EXAMPLE, "markdown")
     assert "| price: cache write | — | — |" in md
 
 

@@ -62,6 +62,13 @@ def _event_ids(ledger: Path) -> list[str]:
     return [row["event_id"] for row in rows]
 
 
+def _export_one_call(traces: str, start_ns: int) -> None:
+    """One GenAI span to the server; it answers 200 once the call is committed to the ledger."""
+    span = json_span(genai_attributes(model="gpt-4o"), start_ns=start_ns)
+    answer = httpx.post(traces, json=json_request([span]), timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
 def _touch_request(ledger: Path, ns: int) -> None:
     """A waiting command's request, at an explicit time: two touches within one clock tick of
     the file system would otherwise carry the same time."""
@@ -162,12 +169,7 @@ def test_report_and_ingest_run_beside_a_running_serve(tmp_path: Path) -> None:
         assert match, banner
         traces = match.group(0)
         start = int((datetime.now(UTC) - timedelta(minutes=10)).timestamp() * 1e9)
-        answer = httpx.post(
-            traces,
-            json=json_request([json_span(genai_attributes(model="gpt-4o"), start_ns=start)]),
-            timeout=60,
-        )
-        assert answer.status_code == 200, answer.text
+        _export_one_call(traces, start)
 
         report = _cli("report", "--since", "1d", "--format", "json", "-l", str(ledger), cwd=tmp_path)
         assert report.returncode == 0, report.stdout + report.stderr
@@ -180,12 +182,7 @@ def test_report_and_ingest_run_beside_a_running_serve(tmp_path: Path) -> None:
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
 
         # The server takes the ledger back for its next write, and acknowledges it as before.
-        answer = httpx.post(
-            traces,
-            json=json_request([json_span(genai_attributes(model="gpt-4o"), start_ns=start)]),
-            timeout=60,
-        )
-        assert answer.status_code == 200, answer.text
+        _export_one_call(traces, start)
         report = _cli("report", "--since", "1d", "--format", "json", "-l", str(ledger), cwd=tmp_path)
         assert report.returncode == 0, report.stdout + report.stderr
         assert json.loads(report.stdout)["headline"]["calls"] == 3

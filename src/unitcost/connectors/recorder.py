@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import FIELD_BY_NAME
 from . import tagging
 from .responses import UnrecognisedResponseError, normalise_response
+from .unwritten import Unwritten
 from .writer import BatchWriter
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ class Recorder:
         max_batch: int = 5_000,
         source: str = "sdk",
         defaults: Mapping[str, Any] | None = None,
+        keep_dir: str | Path | None = None,
     ) -> None:
+        """`keep_dir`: where events go when the ledger cannot be written (default: beside a DuckDB
+        ledger, `<ledger>.unwritten/`); the next successful write adds them (see `unwritten`)."""
         self.target = ledger
         self.defaults = dict(defaults or {})
         self._buffer: list[dict[str, Any]] = []
@@ -52,7 +56,10 @@ class Recorder:
         self.flush_interval = flush_interval
         # Typed columns keep the writer's share of the GIL small, so callers are not held up;
         # a batch with a wrongly typed field falls back to the general path, which names it.
-        self._writer = BatchWriter(self._open, source=source, typed=True, name="unitcost-recorder")
+        self.unwritten = Unwritten(ledger, keep_dir)
+        self._writer = BatchWriter(
+            self._open, source=source, typed=True, name="unitcost-recorder", unwritten=self.unwritten
+        )
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="unitcost-recorder-tick", daemon=True)
         self._ticker.start()
@@ -119,8 +126,9 @@ class Recorder:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Write everything recorded so far. True when it is all in the ledger (or was rejected);
-        False on timeout, or when events were lost because the ledger could not be written
-        after the writer's retries (`last_error` says why; the log says how many)."""
+        False on timeout, or when the ledger could not be written after the writer's retries
+        (`last_error` says why; the log says how many events, and the file they were kept in
+        under `keep_dir` until a later write adds them)."""
         expected = self._hand_over()
         if not self._writer.flush(timeout):
             return False

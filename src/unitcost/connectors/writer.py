@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ from .typed import ingest_typed
 
 if TYPE_CHECKING:
     from ..api import Ledger
+    from .unwritten import Unwritten
 
 log = logging.getLogger("unitcost.writer")
 
@@ -71,6 +73,7 @@ class BatchWriter:
         linger_s: float = 0.0,
         typed: bool = False,
         name: str = "unitcost-writer",
+        unwritten: Unwritten | None = None,
     ) -> None:
         self._factory = ledger_factory
         self.source = source
@@ -92,6 +95,13 @@ class BatchWriter:
         self.write_seconds = 0.0
         """Wall time spent writing (checks, pricing, commit): against the elapsed time, how busy the writer is."""
         self.last_error: BaseException | None = None
+        self._unwritten = unwritten
+        """Where fire-and-forget records go when the ledger cannot take them (None: they are lost)."""
+        self.events_kept = 0
+        """Records written to `unwritten` instead of the ledger."""
+        self._add_kept = unwritten is not None  # kept records (of an earlier run too) wait for a write
+        self._kept_files: dict[Path, int] = {}  # this writer's kept files, and their records
+        self._writing: list[_Job] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -142,6 +152,15 @@ class BatchWriter:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._thread.is_alive() and self._unwritten is not None:
+            # Still waiting for the ledger: what it holds would die with the process. The batch
+            # under way is kept too; should it commit after all, adding it again changes nothing.
+            with self._cond:
+                stranded = [job for job in [*self._writing, *self._jobs] if job.future is None]
+                self._jobs = [job for job in self._jobs if job.future is not None]
+            if stranded:
+                self._give_up(stranded, TimeoutError(f"the ledger was still not written after {timeout} s"))
+            return
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
@@ -189,12 +208,14 @@ class BatchWriter:
                     if self._closing and not self._jobs and not self._calls:
                         return
                 continue
+            self._writing = jobs
             try:
                 # Tables and records are ingested apart (one commit each), in the order they came.
                 for _, run in itertools.groupby(jobs, key=lambda job: isinstance(job.records, pa.Table)):
                     self._write(list(run))
             finally:
                 with self._cond:
+                    self._writing = []
                     self._busy = False
                     self._cond.notify_all()
 
@@ -281,21 +302,36 @@ class BatchWriter:
             accepted -= result.accepted
             if job.future is not None:
                 job.future.set_result(result)
+        if self._add_kept:
+            self._add_kept_events()
+
+    def _add_kept_events(self) -> None:
+        """The ledger takes writes again: add the records kept while it did not (this run's or an
+        earlier one's)."""
+        assert self._unwritten is not None and self._ledger is not None
+        try:
+            added = self._unwritten.add_to(self._ledger, source=self.source)
+        except Exception as exc:  # they stay on disk for the next write
+            log.warning("unitcost: kept events not added to the ledger yet: %s", exc)
+            return
+        # Ours are written now (another process's files are not what our producers wait for).
+        self.events_written += sum(self._kept_files.pop(path, 0) for path in added)
+        self._add_kept = False
 
     def _retry_later(self, jobs: list[_Job], exc: Exception) -> None:
         """Fire-and-forget records (the recorder's) are not dropped on a transient failure (a busy
         ledger, a full disk): they go back to the front of the queue and are retried with a growing
-        pause, up to RETRIES times, after which they are given up with an error in the log."""
+        pause, up to RETRIES times, after which they are kept on disk for a later write (the
+        recorder's) or lost, with an error in the log either way."""
         if not jobs:
             log.error("unitcost: could not write to the ledger: %s", exc)
             return
         count = sum(job.size for job in jobs)
         self._attempts += 1
-        if self._attempts > RETRIES:
-            log.error(
-                "unitcost: %d events lost after %d attempts to write the ledger: %s", count, RETRIES, exc
-            )
+        # Closing, with somewhere to keep them: the process is exiting, no time for more pauses.
+        if self._attempts > RETRIES or (self._closing and self._unwritten is not None):
             self._attempts = 0
+            self._give_up(jobs, exc)
             return
         log.warning(
             "unitcost: could not write %d events (attempt %d, will retry): %s", count, self._attempts, exc
@@ -303,6 +339,38 @@ class BatchWriter:
         with self._cond:
             self._jobs[:0] = jobs
             self._cond.wait_for(lambda: self._closing, min(0.1 * 2**self._attempts, 5.0))
+
+    def _give_up(self, jobs: Sequence[_Job], exc: BaseException) -> None:
+        """Stop retrying `jobs`: keep their records on disk for a later write, or lose them (logged)."""
+        records = [record for job in jobs if not isinstance(job.records, pa.Table) for record in job.records]
+        count = sum(job.size for job in jobs)
+        if self._unwritten is None or not records:
+            log.error(
+                "unitcost: %d events lost after %d attempts to write the ledger: %s", count, RETRIES, exc
+            )
+            return
+        try:
+            path = self._unwritten.keep(records)
+        except Exception as keep_error:  # a directory that cannot be made or written, a bad config
+            log.error(
+                "unitcost: %d events lost: the ledger could not be written (%s), nor could they be kept "
+                "on disk (%s)",
+                count,
+                exc,
+                keep_error,
+            )
+            return
+        self.events_kept += len(records)
+        self._kept_files[path] = count
+        self._add_kept = True
+        log.error(
+            "unitcost: %d events could not be written to the ledger (%s); kept in %s: the next write of a "
+            "recorder on this ledger adds them (or run `unitcost ingest %s`)",
+            count,
+            exc,
+            path,
+            path,
+        )
 
 
 RETRIES = 5

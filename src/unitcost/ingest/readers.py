@@ -515,7 +515,7 @@ def records_to_lines(
     position = first - 1
     for position, record in enumerate(records, start=first):
         try:
-            line = _record_json(record)
+            line = record_json(record)
         except TypeError as exc:  # orjson's JSONEncodeError too: one record's problem, not the batch's
             unwritable.append(Rejection(position, *_unwritable(record, exc)))
             continue
@@ -528,7 +528,8 @@ def records_to_lines(
         yield _records_chunk(numbers, lines, unwritable)
 
 
-def _record_json(record: Mapping[str, Any]) -> str:
+def record_json(record: Mapping[str, Any]) -> str:
+    """One Python record as the JSON line the checks read. Raises TypeError for a value JSON cannot hold."""
     # orjson writes NaN as null, which would turn a broken count into a default; the standard
     # library writes NaN, which the checks then reject by name.
     if any(isinstance(v, float) and not math.isfinite(v) for v in record.values()):
@@ -540,7 +541,7 @@ def _unwritable(record: Mapping[str, Any], error: TypeError) -> tuple[str, str]:
     """The field of `record` that cannot be written as JSON text, and why."""
     for key, value in record.items():
         try:
-            _record_json({key: value})
+            record_json({key: value})
         except TypeError as exc:
             error = exc
             field = str(key)

@@ -260,3 +260,63 @@ def test_a_reader_left_open_gives_the_ledger_to_a_writer_between_its_reads(tmp_p
         ingest = _cli("ingest", str(events), "-l", str(ledger), cwd=tmp_path)
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
         assert notebook.count() == 2  # the next read opens the ledger again, and sees the write
+
+
+def test_a_long_ingest_gives_the_ledger_up_between_two_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cron `unitcost ingest` of millions of events kept every report out until it was done
+    (a minute for 10M events): the report failed "busy" after the lock wait. Now the ingest
+    lets it in between two appends, and the report sees the events appended so far."""
+    from unitcost.ingest import readers
+    from unitcost.ingest.pipeline import Ingestor
+
+    path = tmp_path / "l.duckdb"
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(_event(f"e-{i:05d}")) + "\n" for i in range(3000)))
+    monkeypatch.setattr(duckdb_store, "_LOCK_WAIT_S", 120.0)  # the ingest waits for the reader to finish
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 64 << 10)  # several appends from a small file
+    reader: list[subprocess.Popen[str]] = []
+    with Ledger(path, config=Config()) as ledger:
+        store = ledger.store
+        append = store.append
+
+        def append_then_ask(table: Any, **options: Any) -> Any:
+            result = append(table, **options)
+            if not reader:
+                # A reader starts after the first append and asks for the ledger, as a report would.
+                reader.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-c",
+                            "from unitcost.api import Ledger\n"
+                            "from unitcost.config import Config\n"
+                            f"with Ledger({str(path)!r}, config=Config(), read_only=True) as opened:\n"
+                            "    print(opened.store.fetch('SELECT count(*) AS n FROM events').column(0)[0])\n",
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env={**os.environ, **WAIT_ENV},
+                    )
+                )
+                deadline = time.monotonic() + 120
+                while not wanted_path(path).exists() and reader[0].poll() is None:
+                    assert time.monotonic() < deadline, "the reader never asked for the ledger"
+                    time.sleep(0.02)
+            return result
+
+        monkeypatch.setattr(store, "append", append_then_ask)
+        ingestor = Ingestor(store, ledger.book, append_rows=1000)
+        try:
+            with store.bulk():
+                summary = ingestor.ingest_path(events)
+        finally:
+            ingestor.close()
+    out, err = reader[0].communicate(timeout=120)
+    assert reader[0].returncode == 0, err
+    assert summary.accepted == 3000
+    # It read between two appends: the first append's events, not none and not all.
+    assert 1000 <= int(out) < 3000, out
+    assert len(_event_ids(path)) == 3000

@@ -419,6 +419,9 @@ class _Appender:
 
         def append() -> None:
             try:
+                # Between two appends, a command waiting for a DuckDB ledger (`unitcost report`)
+                # gets it; the append opens it again once that command is done.
+                self._store.yield_to_waiters()
                 outcome.append(self._store.append(table, all_cores=all_cores))
             except BaseException as exc:  # raised by the consumer, in its own thread
                 outcome.append(exc)

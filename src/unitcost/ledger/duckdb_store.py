@@ -43,6 +43,9 @@ _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
 log = logging.getLogger("unitcost.ledger")
 
 YIELD_POLL_S = 0.25
+HANDOVER_S = 1.0
+"""After giving the ledger up, how long the next use waits for the asking process to take it
+(it retries every half second at most) before opening it again regardless."""
 """How often a process holding the ledger while idle looks for another that asked for it (a
 `stat` of one file; see `DuckDBStore.yield_to_waiters`)."""
 
@@ -99,6 +102,7 @@ class DuckDBStore:
         self._waiting = 0  # events appended since the report rollups were last refreshed
         self._partial_hours: set[datetime] = set()  # hours holding partial rows of several refreshes
         self._bulk = 0  # nesting of bulk()
+        self._handover_until = 0.0  # monotonic time until which a process we gave way to may take it
         self._closed = False
         if not read_only:
             self.migrate()
@@ -136,11 +140,18 @@ class DuckDBStore:
             if self._live is None:
                 if self._closed:
                     raise RuntimeError(f"the ledger {self.path} is closed")
+                # The process we gave way to has not taken the ledger yet (it polls): opening it
+                # again at once, as an ingest's next append would, would leave it waiting still.
+                while time.monotonic() < self._handover_until and wanted_path(self.path).exists():
+                    time.sleep(0.01)
+                self._handover_until = 0.0
                 # Asking whoever holds it meanwhile to give it back: a reader of the ledger that
                 # stays open (a notebook's read-only Ledger) would otherwise stop the server's
                 # writes for as long as it lives.
                 self._live = _connect(self.path, self.read_only, self._config)
                 self._check_version()
+                if self._bulk and self._bulk_memory:
+                    self._live.execute(f"SET memory_limit = '{BULK_MEMORY_BYTES}B'")
             return self._live
 
     def yield_to_waiters(self) -> bool:
@@ -157,12 +168,15 @@ class DuckDBStore:
         one write. The server's writes wait meanwhile, which its producers already allow for (a
         spool, a retry, a 503 that OTLP exporters retry).
 
-        Not inside a transaction, a bulk append or while a read is under way; and once per
-        request, so that a request left behind by a command that has gone does not make the
-        server give the ledger up again and again. A read-only store does this by itself, from
-        a thread of its own (`_courtesy`): between its reads it holds nothing a server needs to
-        keep, and a writer may not close the connection from another thread that way, since
-        its writes use the connection outside the reads' bookkeeping.
+        Not inside a transaction or while a read is under way, but between two appends of an
+        ingested file (`bulk`): a cron `unitcost ingest` of millions of events would otherwise
+        keep reports out for a minute. Once per request, so that a request left behind by a
+        command that has gone does not make the server give the ledger up again and again. A
+        read-only store does this by itself, from a thread of its own (`_courtesy`): between
+        its reads it holds nothing a server needs to keep, and a writer may not close the
+        connection from another thread that way, since its writes use the connection outside
+        the reads' bookkeeping. The next use of the connection gives the asking process up to
+        `HANDOVER_S` to take the ledger before opening it again.
         """
         if self._live is None:
             return False
@@ -170,7 +184,7 @@ class DuckDBStore:
         if wanted <= self._seen_wanted:
             return False
         with self._write:
-            if self._closed or self._live is None or self._depth or self._bulk:
+            if self._closed or self._live is None or self._depth:
                 return False
             with self._gate:
                 if self._readers:
@@ -178,6 +192,7 @@ class DuckDBStore:
                 self._seen_wanted = wanted
                 self._live.close()
                 self._live = None
+                self._handover_until = time.monotonic() + HANDOVER_S
         log.info("gave the ledger %s up to a process that asked for it; writes resume after it", self.path)
         return True
 
@@ -525,9 +540,9 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
                 raise LedgerBusyError(
                     f"the ledger {path} is open for writing by another process ({exc}). A DuckDB "
                     "ledger has one writer at a time; `unitcost serve`, the gateway's ledger "
-                    "writer and an app's recorder give it up between two writes when another "
-                    "command asks, and a reader between two reads, but an ingest or a watch cycle "
-                    "keeps it until it is done, and so does a process of an older unitcost: wait "
+                    "writer, an app's recorder and an ingest give it up between two writes when "
+                    "another command asks, and a reader between two reads, but a watch cycle or a "
+                    "reprice keeps it until it is done, and so does a process of an older unitcost: wait "
                     "for it or stop it, or use a ClickHouse ledger for several writers "
                     "(docs/scale-out.md)."
                 ) from exc

@@ -255,7 +255,9 @@ def report_cmd(
     reconcile: Annotated[
         bool,
         typer.Option(
-            "--reconcile", help="Instead: computed vs billed cost per model (see `unitcost reconcile`)."
+            "--reconcile",
+            help="Instead: computed vs billed cost per model, differences over 5 % (`unitcost reconcile` "
+            "chooses the threshold and a USD tolerance).",
         ),
     ] = False,
     ledger: LedgerOpt = None,

@@ -68,6 +68,7 @@ def copy_ledger(old: Ledger, new: Ledger) -> None:
         "alert_log",
         "reprice_runs",
         "reprice_changes",
+        "reprice_events",
         "ingest_runs",
         "watch_hourly",
         "watch_traces",

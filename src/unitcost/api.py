@@ -105,6 +105,8 @@ class RepriceResult:
     new_unpriced: int = 0
     changes: list[RepriceChange] = field(default_factory=list)
     dry_run: bool = False
+    reason: str | None = None
+    actor: str | None = None
 
 
 @dataclass
@@ -412,8 +414,12 @@ class Ledger:
         dry_run: bool = False,
         progress: Progress | None = None,
         book: PriceBook | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> RepriceResult:
-        """Recompute stored costs for a period with the current price book, and audit old -> new."""
+        """Recompute stored costs for a period with the current price book, and audit old -> new:
+        the run (`reprice_runs`, with `reason` and `actor`, by default the system user), its
+        totals per model (`reprice_changes`) and each changed event (`reprice_events`)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -426,7 +432,9 @@ class Ledger:
             raise ValueError(
                 f"--until ({window.until:%Y-%m-%d %H:%M}) must be after --since ({window.since:%Y-%m-%d %H:%M})"
             )
-        result = RepriceResult(uuid.uuid4().hex, window, dry_run=dry_run)
+        result = RepriceResult(
+            uuid.uuid4().hex, window, dry_run=dry_run, reason=reason or None, actor=actor or _system_user()
+        )
         dialect = dialect_for(self.store.dialect)
         columns = [
             "event_id",
@@ -447,6 +455,7 @@ class Ledger:
         )
         per_model: dict[tuple[str | None, str | None], RepriceChange] = {}
         updates: list[pa.Table] = []
+        changed_events: list[pa.Table] = []
         for batch in self.store.scan(sql):
             table = pa.Table.from_batches([batch])
             priced = price_table(book, table)
@@ -461,6 +470,7 @@ class Ledger:
                     {"event_id": table.column("event_id"), **{name: new[name] for name in _PRICED}}
                 ).filter(changed)
                 updates.append(update)
+                changed_events.append(_changed_events(result.run_id, table, new).filter(changed))
             if progress is not None:
                 progress(table.num_rows)
         result.changes = sorted(
@@ -470,10 +480,10 @@ class Ledger:
             with self.store.transaction():
                 for update in updates:
                     self.store.update_costs(update)
-                self._audit(result, book)
+                self._audit(result, book, changed_events)
         return result
 
-    def _audit(self, result: RepriceResult, book: PriceBook) -> None:
+    def _audit(self, result: RepriceResult, book: PriceBook, events: Sequence[pa.Table]) -> None:
         import pyarrow as pa
 
         from .ledger.schema import REPRICE_CHANGE_SCHEMA, REPRICE_RUN_SCHEMA
@@ -492,6 +502,8 @@ class Ledger:
             "new_total": _known_total(result.new_total, result.new_unpriced, result.events_seen),
             "old_unpriced": result.old_unpriced,
             "new_unpriced": result.new_unpriced,
+            "reason": result.reason,
+            "actor": result.actor,
         }
         self.store.insert("reprice_runs", pa.Table.from_pylist([run], schema=REPRICE_RUN_SCHEMA))
         changes = [
@@ -509,6 +521,43 @@ class Ledger:
         ]
         if changes:
             self.store.insert("reprice_changes", pa.Table.from_pylist(changes, schema=REPRICE_CHANGE_SCHEMA))
+        for table in events:
+            if table.num_rows:
+                self.store.insert("reprice_events", table)
+
+
+def _changed_events(run_id: str, old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Table:
+    """Each event of `old` with its cost and price before and after (`REPRICE_EVENT_SCHEMA`)."""
+    import pyarrow as pa
+
+    from .ledger.schema import REPRICE_EVENT_SCHEMA
+
+    n = old.num_rows
+    columns = {
+        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
+        "event_id": old.column("event_id"),
+        "ts": old.column("ts"),
+        "provider": old.column("provider"),
+        "model": old.column("model"),
+        "old_cost": old.column("cost"),
+        "new_cost": new["cost"],
+        "old_price_ref": old.column("price_ref"),
+        "new_price_ref": new["price_ref"],
+        "old_unpriced_reason": old.column("unpriced_reason"),
+        "new_unpriced_reason": new["unpriced_reason"],
+    }
+    return pa.table(columns).cast(REPRICE_EVENT_SCHEMA)
+
+
+def _system_user() -> str | None:
+    """Who runs this process, for the audit; None where the system cannot say (a container
+    running under a numeric uid with no name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 def _known_total(total: Decimal, unpriced: int, events: int) -> Decimal | None:

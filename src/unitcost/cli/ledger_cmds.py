@@ -515,17 +515,25 @@ def reprice_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (kept in the audit), e.g. 'negotiated discount from 2025-09-01'."),
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who, for the audit (default: the system user running it).")
+    ] = None,
     fmt: FormatOpt = Format.table,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
     prices: PricesOpt = None,
 ) -> None:
-    """Recompute stored costs with the current price book, with an audit of old → new totals."""
+    """Recompute stored costs with the current price book, with an audit of old → new totals
+    (per run, per model and per event)."""
     from ..api import _known_total
 
     require_ledger(ledger, config)
     with open_ledger(ledger, config, prices) as book_ledger:
-        result = book_ledger.reprice(since, until, where or [], dry_run=dry_run)
+        result = book_ledger.reprice(since, until, where or [], dry_run=dry_run, reason=reason, actor=by)
     # With no priced event on a side, that side's total is unknown: null, never $0.
     old_total = _known_total(result.old_total, result.old_unpriced, result.events_seen)
     new_total = _known_total(result.new_total, result.new_unpriced, result.events_seen)
@@ -550,6 +558,8 @@ def reprice_cmd(
             {
                 "run_id": result.run_id,
                 "dry_run": dry_run,
+                "reason": result.reason,
+                "actor": result.actor,
                 "events_seen": result.events_seen,
                 "events_changed": result.events_changed,
                 "old_total": old_total,
@@ -592,8 +602,15 @@ def reprice_cmd(
         ],
         fmt,
         title="Changes by model"
-        + (" (dry run: nothing written)" if dry_run else f" (audit run {result.run_id})"),
+        + (" (dry run: nothing written)" if dry_run else f" (audit run {result.run_id}{_who(result)})"),
     )
+
+
+def _who(result: Any) -> str:
+    parts = [f"by {result.actor}"] if result.actor else []
+    if result.reason:
+        parts.append(f"because: {result.reason}")
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def _known_usd(total: Decimal | None) -> str:

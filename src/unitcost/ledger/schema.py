@@ -80,8 +80,28 @@ REPRICE_RUN_SCHEMA = pa.schema(
         pa.field("new_total", MONEY_ARROW_TYPE),
         pa.field("old_unpriced", pa.int64()),
         pa.field("new_unpriced", pa.int64()),
+        pa.field("reason", pa.string()),  # why, as the person who ran it said (--reason)
+        pa.field("actor", pa.string()),  # who ran it (--by, else the system user)
     ]
 )
+
+REPRICE_EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("provider", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("old_cost", MONEY_ARROW_TYPE),
+        pa.field("new_cost", MONEY_ARROW_TYPE),
+        pa.field("old_price_ref", pa.string()),
+        pa.field("new_price_ref", pa.string()),
+        pa.field("old_unpriced_reason", pa.string()),
+        pa.field("new_unpriced_reason", pa.string()),
+    ]
+)
+"""One row per event a reprice changed: its cost and price before and after, so any event's
+cost can be traced through every correction."""
 
 REPRICE_CHANGE_SCHEMA = pa.schema(
     [
@@ -112,6 +132,7 @@ AUX_TABLES: Mapping[str, pa.Schema] = {
     "outcomes": OUTCOME_SCHEMA,
     "reprice_runs": REPRICE_RUN_SCHEMA,
     "reprice_changes": REPRICE_CHANGE_SCHEMA,
+    "reprice_events": REPRICE_EVENT_SCHEMA,
     "ingest_runs": INGEST_RUN_SCHEMA,
     **WATCH_TABLES,
 }
@@ -174,6 +195,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "report rollups: sums, latency histograms and business units per hour (built on first open)",
         report_rollups_ddl(),
+    ),
+    Migration(
+        6,
+        "reprice audit: who ran it and why, and each event's cost before and after",
+        (
+            # IF NOT EXISTS: a new ledger already has them from migration 1, which renders the
+            # current schema of the table.
+            'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "reason" VARCHAR',
+            'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "actor" VARCHAR',
+            table_ddl_duckdb("reprice_events", REPRICE_EVENT_SCHEMA),
+        ),
     ),
 )
 

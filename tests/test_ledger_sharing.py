@@ -320,3 +320,26 @@ def test_a_long_ingest_gives_the_ledger_up_between_two_appends(
     # It read between two appends: the first append's events, not none and not all.
     assert 1000 <= int(out) < 3000, out
     assert len(_event_ids(path)) == 3000
+
+
+def test_a_reader_left_open_ends_quietly_with_the_script(tmp_path: Path) -> None:
+    """`Ledger(path, read_only=True).sql(...)` in a script or a notebook, never closed: at exit
+    DuckDB's bindings printed a screen of "nanobind: leaked instance ..." lines."""
+    path = tmp_path / "l.duckdb"
+    with Ledger(path, config=Config()) as ledger:
+        ledger.ingest_records([_event("e-1")])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from unitcost.api import Ledger\n"
+            "from unitcost.config import Config\n"
+            f"print(len(Ledger({str(path)!r}, config=Config(), read_only=True).sql('SELECT * FROM events')))\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+    assert "leaked" not in done.stderr, done.stderr[:500]

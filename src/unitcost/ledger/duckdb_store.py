@@ -13,12 +13,14 @@ the process) is what keeps that lookup and the insert from racing.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,21 @@ BULK_MEMORY_BYTES = 512 << 20
 _LOCK_WAIT_S = float(os.environ.get("UNITCOST_LOCK_WAIT", "10"))
 
 log = logging.getLogger("unitcost.ledger")
+
+_OPEN_READERS: weakref.WeakSet[DuckDBStore] = weakref.WeakSet()
+"""Read-only stores not closed yet (a notebook's or a script's `Ledger(..., read_only=True)`)."""
+
+
+@atexit.register
+def _close_readers_at_exit() -> None:
+    """A read-only store left open keeps its connection alive through interpreter shutdown (its
+    `_courtesy` thread holds it), and DuckDB's bindings then print a screen of "leaked instance"
+    lines. Closing it here costs nothing: it holds no write. Writers are left to their owners,
+    whose own exit hooks may still need them (the recorder's last write)."""
+    for store in list(_OPEN_READERS):
+        with suppress(Exception):  # at exit, a store that cannot close has nothing left to lose
+            store.close()
+
 
 YIELD_POLL_S = 0.25
 HANDOVER_S = 1.0
@@ -118,6 +135,7 @@ class DuckDBStore:
             self._check_version()
         self._stop_courtesy = threading.Event()
         if read_only:
+            _OPEN_READERS.add(self)
             threading.Thread(target=self._courtesy, name="unitcost-ledger-courtesy", daemon=True).start()
 
     def _courtesy(self) -> None:

@@ -281,14 +281,18 @@ def budgets_cmd(
     ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
     r"""Each [\[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
-    from ..watch.budgets import budget_status, unmatched_scope_note
+    from ..watch.budgets import budget_status, unmatched_scope_note, unpriced_note
 
     settings = _settings(config)
     if not settings.budgets:
         # On stderr: stdout may be read as JSON or CSV by a program.
         typer.echo("No budgets: add [[budget]] tables to the config file (see docs/watch.md).", err=True)
         raise typer.Exit(1)
-    at = _instant(now) or datetime.now(UTC)
+    try:
+        at = _instant(now) or datetime.now(UTC)
+    except ValueError as exc:
+        raise UserError(f"--now: {exc}") from None
+    machine = fmt in (Format.json, Format.csv)
     rows = []
     notes = []
     with open_ledger(ledger, config, read_only=True) as opened:
@@ -298,16 +302,42 @@ def budgets_cmd(
             change = row["daily_change"]
             row["daily_change_pct"] = None if change is None else change * 100
             row["variation"] = _variation(status)
-            row["note"] = None if status.daily_days else unmatched_scope_note(opened.store, budget)
-            row["status"] = "no matching events" if row["note"] else _standing(status)
+            unmatched = None if status.daily_days else unmatched_scope_note(opened.store, budget)
+            row["note"] = unmatched or unpriced_note(status)
+            row["status"] = "no matching events" if unmatched else _standing(status)
+            if not machine:
+                row["runs_out"] = _runs_out(status)
             if row["note"]:
                 notes.append(row["note"])
             rows.append(row)
-    if fmt in (Format.json, Format.csv):
-        render(rows, [*BUDGET_COLUMNS, Col("note", "note")], fmt)
+    if machine:
+        render(rows, [*BUDGET_COLUMNS, *BUDGET_DATA_COLUMNS], fmt)
         return
     caption = "\n".join(f"Note: {n}" for n in notes) or None
     render(rows, BUDGET_COLUMNS, fmt, title=f"Budgets at {at:%Y-%m-%d %H:%M} UTC", caption=caption)
+
+
+BUDGET_DATA_COLUMNS = [
+    Col("note", "note"),
+    Col("period_start", "period start"),
+    Col("period_end", "period end"),
+    Col("timezone", "time zone"),
+    Col("forecast_low", "forecast low"),
+    Col("forecast_high", "forecast high"),
+    Col("forecast_basis", "forecast basis"),
+    Col("threshold_crossed", "threshold crossed"),
+    Col("variation_over_limit", "variation over limit"),
+]
+"""What JSON and CSV carry besides the table's columns: the instants, the interval's ends as
+numbers (not the text "a – b") and the flags as booleans, for a program to read."""
+
+
+def _runs_out(status: Any) -> str:
+    if status.runs_out is not None:
+        return str(status.runs_out.isoformat())
+    if status.forecast is None:
+        return "— (no forecast yet)"
+    return "not this period"
 
 
 def _variation(status: Any) -> str:
@@ -323,6 +353,9 @@ def _variation(status: Any) -> str:
 def _standing(status: Any) -> str:
     if status.over_budget:
         return "OVER BUDGET"
-    if status.forecast > status.budget.amount:
+    if status.spent == 0 and status.unpriced_calls:
+        # $0 of priced spend is not "ok" when every call in scope is of unknown cost.
+        return "no priced calls"
+    if status.forecast_over:
         return "forecast over"
     return "ok"

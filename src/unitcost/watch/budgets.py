@@ -5,7 +5,11 @@ its own time zone, and thresholds (50, 85 and 100 % by default). Spend is read f
 events table for the period (exact Decimal sums, any scope including user, customer and
 tags). The forecast adds the mean daily spend of the period's complete days for the time
 left, with a 90 % interval from their day-to-day spread (plus the uncertainty of the mean
-itself); with fewer than two complete days it uses the last seven days instead.
+itself); with fewer than two complete days it uses the last seven days instead. Only days
+the ledger has data for are samples: the days before its first event are unknown, not $0
+(a ledger started yesterday would otherwise forecast a month at a seventh of its pace, with
+an interval that excludes it). One day of data gives a forecast with no interval, none gives
+no forecast.
 "Daily variation" compares yesterday's spend with the same weekday a week earlier, so a
 quiet Sunday is not mistaken for a change of pace. Days are calendar days of the budget's
 zone; when the clocks change, the two days are compared on the clock hours both have (see
@@ -25,8 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..analytics.dialect import Dialect, dialect_for
 from ..ledger.base import Store
-from .detectors.base import Finding
-from .scope import Scope
+from .detectors.base import Finding, floor_hour
+from .scope import SCOPE_DIMS, Scope
 
 BUDGET_DETECTOR = "budget"
 """The detector name of budget findings and incidents."""
@@ -34,7 +38,7 @@ PERIODS = ("day", "week", "month")
 DEFAULT_THRESHOLDS = (Decimal(50), Decimal(85), Decimal(100))
 BUDGET_KEYS = ("name", "scope", "amount", "period", "timezone", "thresholds", "variation_pct")
 Z90 = 1.645
-CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def parse_budgets(raw: Any) -> list[Budget]:
     if not isinstance(raw, list):
         raise ValueError(f"budget must be [[budget]] tables, got {raw!r}")
     budgets = []
+    named: dict[str, int] = {}
     for i, entry in enumerate(raw):
         where = f"[[budget]] #{i + 1}"
         if not isinstance(entry, Mapping):
@@ -85,6 +90,14 @@ def parse_budgets(raw: Any) -> list[Budget]:
         name = entry.get("name", f"budget-{i + 1}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: name: expected a non-empty string, got {name!r}")
+        if name in named:
+            # Alerts are keyed by the name, scope and period start: a monthly and a weekly
+            # "support" would share one alert and overwrite each other's title every cycle.
+            raise ValueError(
+                f"{where}: name: {name!r} is already the name of [[budget]] #{named[name]}; "
+                "each budget needs a name of its own (its alerts are keyed by it)"
+            )
+        named[name] = i + 1
         where = f"{where} ({name})"
         _known_keys(entry, where)
         if "amount" not in entry:
@@ -100,9 +113,7 @@ def parse_budgets(raw: Any) -> list[Budget]:
             ZoneInfo(str(zone))
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"{where}: timezone: unknown time zone {zone!r}") from exc
-        scope_raw = entry.get("scope", {})
-        if not isinstance(scope_raw, Mapping):
-            raise ValueError(f'{where}: scope must be a table, e.g. {{ team = "search" }}, got {scope_raw!r}')
+        scope = _scope(entry.get("scope", {}), where)
         thresholds_raw = entry.get("thresholds", list(DEFAULT_THRESHOLDS))
         if not isinstance(thresholds_raw, list):
             raise ValueError(
@@ -120,7 +131,7 @@ def parse_budgets(raw: Any) -> list[Budget]:
         budgets.append(
             Budget(
                 name=name,
-                scope=Scope.parse(scope_raw, where),
+                scope=scope,
                 amount=amount,
                 period=period,
                 timezone=str(zone),
@@ -129,6 +140,37 @@ def parse_budgets(raw: Any) -> list[Budget]:
             )
         )
     return budgets
+
+
+def _scope(raw: Any, where: str) -> Scope:
+    """The budget's scope, each value checked: `team = ["a", "b"]` would otherwise become the
+    team named "['a', 'b']", match nothing and read $0 spent."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f'{where}: scope must be a table, e.g. {{ team = "search" }}, got {raw!r}')
+    for key, value in raw.items():
+        if key == "org":
+            if value is not True or len(raw) > 1:
+                raise ValueError(
+                    f"{where}: scope.org: write org = true alone (or leave scope out) for the whole "
+                    f"organisation, got scope = {dict(raw)!r}"
+                )
+        elif key == "tags" and isinstance(value, Mapping):
+            for tag, tag_value in value.items():
+                _scope_value(tag_value, f"{where}: scope.tags.{tag}")
+        elif key in SCOPE_DIMS:
+            _scope_value(value, f"{where}: scope.{key}")
+    return Scope.parse(raw, where)
+
+
+def _scope_value(value: Any, where: str) -> None:
+    # An integer id (customer = 1042) is the text "1042", as the events store it.
+    if isinstance(value, list | tuple):
+        raise ValueError(
+            f"{where}: expected one value, got {value!r}; a budget covers one value per "
+            "dimension: write one budget per value"
+        )
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise ValueError(f"{where}: expected a non-empty string, got {value!r}")
 
 
 def _known_keys(entry: Mapping[str, Any], where: str) -> None:
@@ -164,10 +206,13 @@ class BudgetStatus:
     spent: Decimal
     unpriced_calls: int
     burn_rate: Decimal
-    """Dollars per day so far in the period."""
-    forecast: Decimal
-    forecast_low: Decimal
-    forecast_high: Decimal
+    """Dollars per day so far in the period (since the ledger's first day, if it began later)."""
+    forecast: Decimal | None
+    """Spend at period end at the current pace; None before the ledger has a complete day of data."""
+    forecast_low: Decimal | None
+    """The 90 % interval, never below the spend already made; None with fewer than two days to
+    measure the day-to-day spread on."""
+    forecast_high: Decimal | None
     runs_out: date | None
     """The local day spend reaches the amount at the current pace (or did), None if not this period."""
     daily_change: float | None
@@ -177,6 +222,8 @@ class BudgetStatus:
     spend_started: bool = False
     """Yesterday had spend and the same weekday a week before, within the ledger's data, had none:
     no percentage describes it, but it is a change of pace."""
+    forecast_basis: str = ""
+    """Which days the forecast's pace is the mean of, or why there is no forecast or interval."""
 
     @property
     def used(self) -> float:
@@ -196,19 +243,40 @@ class BudgetStatus:
     def over_budget(self) -> bool:
         return self.spent > self.budget.amount
 
+    @property
+    def forecast_over(self) -> bool:
+        return self.forecast is not None and self.forecast > self.budget.amount
+
+    def interval_text(self) -> str:
+        if self.forecast is None:
+            return "— (no full day of data yet)"
+        if self.forecast_low is None or self.forecast_high is None:
+            return "— (needs 2 days of data)"
+        return f"${self.forecast_low:,.2f} – ${self.forecast_high:,.2f}"
+
     def as_row(self) -> dict[str, Any]:
+        """Exact amounts (Decimal, as summed from the ledger): a table shows cents, JSON and CSV
+        every digit, so a program can add budgets up or compare them to an invoice."""
         b = self.budget
+        crossed = self.crossed()
         return {
             "budget": b.name,
             "scope": b.scope.label,
             "period": f"{b.period} from {self.start.astimezone(b.zone):%Y-%m-%d} ({b.timezone})",
+            "period_start": self.start,
+            "period_end": self.end,
+            "timezone": b.timezone,
             "amount": b.amount,
-            "spent": self.spent.quantize(CENT),
+            "spent": self.spent,
             "used": self.used,
-            "burn_per_day": self.burn_rate.quantize(CENT),
-            "forecast": self.forecast.quantize(CENT),
-            "forecast_90": f"{self.forecast_low.quantize(CENT)} – {self.forecast_high.quantize(CENT)}",
-            "runs_out": self.runs_out.isoformat() if self.runs_out else "not this period",
+            "burn_per_day": self.burn_rate.quantize(MICRO),
+            "forecast": self.forecast,
+            "forecast_low": self.forecast_low,
+            "forecast_high": self.forecast_high,
+            "forecast_90": self.interval_text(),
+            "forecast_basis": self.forecast_basis,
+            "runs_out": self.runs_out,
+            "threshold_crossed": crossed[-1] if crossed else None,
             "daily_change": self.daily_change,
             "variation_over_limit": self.variation_alarm,
             "spend_started": self.spend_started,
@@ -245,20 +313,21 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
         by_hour = hourly.setdefault(r["day"], {})
         by_hour[r["clock_hour"]] = by_hour.get(r["clock_hour"], Decimal(0)) + Decimal(r["cost"])
     period_first = start.astimezone(budget.zone).date()
-    days_elapsed = max((now - start).total_seconds() / 86400, 1 / 24)
+    # The ledger's first day, in any scope: a scope quiet since then spent $0 on those days, but
+    # before it nobody recorded anything.
+    first_event = _first_event(store)
+    data_first = first_event.astimezone(budget.zone).date() if first_event else today + timedelta(days=1)
+    counted_from = max(start, budget._instant(data_first))
+    days_elapsed = max((now - counted_from).total_seconds() / 86400, 1 / 24)
     burn = spent / Decimal(str(days_elapsed))
-    # Quiet days are days too: fill the complete days of the period with no spend.
-    n_complete = (today - period_first).days
-    samples = [float(daily.get(period_first + timedelta(days=i), 0)) for i in range(n_complete)]
-    if len(samples) < 2:
-        samples = [float(daily.get(today - timedelta(days=i), 0)) for i in range(1, 8)]
-    mean = sum(samples) / len(samples)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in samples) / (len(samples) - 1)) if len(samples) > 1 else mean
-    remaining = max((end - now).total_seconds() / 86400, 0.0)
-    forecast = float(spent) + mean * remaining
-    spread = Z90 * sd * math.sqrt(remaining + remaining**2 / len(samples)) if remaining else 0.0
-    low = max(float(spent), forecast - spread)
-    runs_out = _run_out(budget, spent, daily, mean, now, end, period_first)
+    # A forecast sample is a whole day: the ledger's first local day is one only if its data began
+    # in that day's first hour (a UTC ledger begun at 00:00 is half of Auckland's first day).
+    full_first = data_first
+    if first_event and budget._instant(data_first) < floor_hour(first_event):
+        full_first += timedelta(days=1)
+    remaining_s = max((end - now).total_seconds(), 0.0)
+    forecast = _forecast(spent, daily, today, period_first, full_first, remaining_s)
+    runs_out = _run_out(budget, spent, daily, forecast.mean, now, end, period_first)
     yesterday, week_before = today - timedelta(days=1), today - timedelta(days=8)
     # A day with no event at all has no row: it is $0, not "unknown".
     y_spend, w_spend = _comparable(
@@ -270,7 +339,7 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
         change = float(y_spend / w_spend - 1)
     elif y_spend > 0:
         # Spend from nothing, unless "nothing" is only the ledger not existing yet.
-        started = _has_events_before(store, budget._instant(week_before + timedelta(days=1)))
+        started = first_event is not None and first_event < budget._instant(week_before + timedelta(days=1))
     return BudgetStatus(
         budget=budget,
         start=start,
@@ -279,14 +348,76 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
         spent=spent,
         unpriced_calls=unpriced,
         burn_rate=burn,
-        forecast=Decimal(str(round(forecast, 6))),
-        forecast_low=Decimal(str(round(low, 6))),
-        forecast_high=Decimal(str(round(forecast + spread, 6))),
+        forecast=forecast.point,
+        forecast_low=forecast.low,
+        forecast_high=forecast.high,
         runs_out=runs_out,
         daily_change=change,
         daily_days=sorted(daily.items()),
         spend_started=started,
+        forecast_basis=forecast.basis,
     )
+
+
+@dataclass(frozen=True)
+class _Forecast:
+    point: Decimal | None
+    low: Decimal | None
+    high: Decimal | None
+    mean: float
+    """Dollars per day the forecast runs at (0 with no forecast): the run-out day's pace too."""
+    basis: str
+
+
+def _forecast(
+    spent: Decimal,
+    daily: Mapping[date, Decimal],
+    today: date,
+    period_first: date,
+    full_first: date,
+    remaining_s: float,
+) -> _Forecast:
+    """Spend at period end: the spend so far plus the mean of the sample days for the time left.
+
+    Computed as spent + a non-negative amount, so the forecast and its interval are never below
+    the spend already made and the interval always holds the forecast, to the last digit."""
+    # Quiet days are days too (no event is $0), but only from the ledger's first whole day on.
+    period_days = [d for d in _days(period_first, today) if d >= full_first]
+    recent = [d for d in _days(today - timedelta(days=7), today) if d >= full_first]
+    days, basis = period_days, f"mean of the period's {_n_days(len(period_days), 'complete day')}"
+    if len(period_days) < 2 and len(recent) > len(period_days):
+        days, basis = recent, f"mean of the last {_n_days(len(recent), 'day')}"
+    if not days:
+        return _Forecast(None, None, None, 0.0, "no complete day of data yet")
+    samples = [float(daily.get(d, 0)) for d in days]
+    mean = sum(samples) / len(samples)
+    remaining = remaining_s / 86400
+    extra = Decimal(str(round(mean * remaining, 6)))
+    point = spent + extra
+    if len(samples) < 2:
+        return _Forecast(point, None, None, mean, f"{basis}; no interval before 2 days of data")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in samples) / (len(samples) - 1))
+    spread = Decimal(str(round(Z90 * sd * math.sqrt(remaining + remaining**2 / len(samples)), 6)))
+    return _Forecast(point, spent + max(extra - spread, Decimal(0)), point + spread, mean, basis)
+
+
+def _n_days(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _days(first: date, stop: date) -> list[date]:
+    """The days from `first` to the day before `stop`."""
+    return [first + timedelta(days=i) for i in range((stop - first).days)]
+
+
+def _first_event(store: Store) -> datetime | None:
+    """The instant of the ledger's first event, in any scope (None for an empty ledger: ClickHouse's
+    min() of no rows is 1970, not NULL)."""
+    rows = store.fetch("SELECT min(ts) AS first FROM events HAVING count(*) > 0").to_pylist()
+    first = rows[0]["first"] if rows else None
+    if not isinstance(first, datetime):
+        return None
+    return first if first.tzinfo else first.replace(tzinfo=UTC)
 
 
 def scope_where(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
@@ -338,11 +469,6 @@ def _clock_hours(zone: ZoneInfo, day: date) -> dict[int, Decimal]:
             quarters[local.hour] = quarters.get(local.hour, 0) + 1
         moment += quarter
     return {h: Decimal(n) / 4 for h, n in quarters.items()}
-
-
-def _has_events_before(store: Store, moment: datetime) -> bool:
-    rows = store.fetch("SELECT 1 AS found FROM events WHERE ts < ? LIMIT 1", [moment]).to_pylist()
-    return bool(rows)
 
 
 def unmatched_scope_note(store: Store, budget: Budget) -> str | None:
@@ -426,16 +552,17 @@ def budget_findings(status: BudgetStatus) -> list[Finding]:
         )
     # Kept past 100 % too: dropping it there would announce "forecast exceeds" as resolved
     # at the moment spend itself passes the amount.
-    if status.forecast > b.amount:
+    forecast = status.forecast
+    if forecast is not None and forecast > b.amount:
         findings.append(
             Finding(
                 **common,
-                title=f"Budget {b.name}: forecast ${status.forecast:,.2f} exceeds ${b.amount:,.2f}",
-                observed=float(status.forecast),
+                title=f"Budget {b.name}: forecast ${forecast:,.2f} exceeds ${b.amount:,.2f}",
+                observed=float(forecast),
                 expected=float(b.amount),
                 unit=f"$ forecast at {b.period} end",
                 subject=f"{b.name}:{period}:forecast",
-                what=f"forecast at {b.period} end ${status.forecast:,.2f} for a budget of ${b.amount:,.2f}",
+                what=f"forecast at {b.period} end ${forecast:,.2f} for a budget of ${b.amount:,.2f}",
                 notes=_budget_notes(status),
             )
         )
@@ -448,11 +575,29 @@ def _pct(value: Decimal) -> str:
 
 
 def _budget_notes(status: BudgetStatus) -> list[str]:
+    if status.forecast is None:
+        forecast = f"no forecast ({status.forecast_basis})"
+    else:
+        forecast = f"forecast ${status.forecast:,.2f} (90 %: {status.interval_text()})"
     notes = [
-        f"burn rate ${status.burn_rate:,.2f}/day; forecast ${status.forecast:,.2f} "
-        f"(90 %: ${status.forecast_low:,.2f} – ${status.forecast_high:,.2f})",
+        f"burn rate ${status.burn_rate:,.2f}/day; {forecast}",
         f"runs out: {status.runs_out.isoformat() if status.runs_out else 'not this period at this pace'}",
     ]
     if status.unpriced_calls:
-        notes.append(f"{status.unpriced_calls:,} calls have no price and are not in the spend")
+        notes.append(
+            f"{status.unpriced_calls:,} calls have no price and are not in the spend or the forecast"
+        )
     return notes
+
+
+def unpriced_note(status: BudgetStatus) -> str | None:
+    """A budget's spend leaves out the calls in its scope that have no price: say so, with how
+    many, rather than let $0 (or a low figure) read as money not spent."""
+    n = status.unpriced_calls
+    if not n:
+        return None
+    calls, have = ("calls", "have") if n > 1 else ("call", "has")
+    return (
+        f"budget {status.budget.name}: {n:,} {calls} in scope this {status.budget.period} {have} no price "
+        "and are not in spent, burn rate or forecast (lower bounds); `unitcost report` lists them"
+    )

@@ -72,6 +72,20 @@ all come from that one list.
  "output_tokens": 800, "team": "support", "feature": "reply-draft",
  "unit": "ticket", "unit_id": "T-1042", "tags": {{"region": "eu"}}}}
 ```
+
+## How a record is priced
+
+- `model` is looked up as the call named it, with or without its provider in front:
+  `gpt-4o`, `openai/gpt-4o` (LiteLLM), `openai:gpt-4o` (pydantic-ai),
+  `gpt-4o-2024-08-06`; `served_model` first when it is set. `provider` chooses between
+  providers that list the same model (`azure`, `openrouter`, ...).
+- The price is the one in force at `ts` for `service_tier`, from the layered price book
+  (docs/pricing.md). A call no price applies to is stored with `cost` NULL and
+  `unpriced_reason`, never as $0.
+- `price_ref` names the price, then each tier rule and discount applied to it, joined by
+  `|`: `genai-prices:openai/gpt-4o|unitcost:openai[batch]x0.5@2024-04-15` is genai-prices'
+  gpt-4o price at unitcost's batch rule of 2024-04-15; a `|user:discount(...)` part is a
+  discount from your overrides file.
 """
 
 

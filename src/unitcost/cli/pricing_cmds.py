@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,6 +12,11 @@ from rich.markup import escape
 from ..analytics.window import parse_instant
 from .app import ConfigOpt, FormatOpt, PricesOpt, app, friendly, open_book
 from .output import Col, Format, console, print_json, render
+
+if TYPE_CHECKING:  # the price book takes a third of a second to import: only commands that price do
+    from ..pricing.book import PriceBook, PricedCall
+    from ..pricing.genai_layer import ModelRef
+    from ..pricing.model import Adjustment, Price
 
 prices_app = typer.Typer(
     help="Price history, changes between dates, layers and updates.", no_args_is_help=True
@@ -27,31 +32,82 @@ _COMPONENT_LABELS = (
     ("reasoning", "reasoning", "reasoning"),
     ("other", "other (audio, images, search, requests)", None),
 )
+# What the "other" row is made of, shown under it when the call has any: an audio call's
+# $0.35 of "other" says nothing until its audio rates are on the page.
+_OTHER_LABELS = {
+    "input_audio": "  audio input",
+    "cache_audio_read": "  audio cache read",
+    "input_image": "  image input",
+    "cache_image_read": "  image cache read",
+    "output_audio": "  audio output",
+    "output_image": "  image output",
+    "web_searches": "  web searches ($/1K)",
+    "requests": "  requests ($/1K)",
+}
+# Usage fields as this command's flags, so an inconsistent call names what was typed.
+_FLAGS = {
+    "cache_write_5m_tokens": "--cache-write",
+    "cache_write_1h_tokens": "--cache-write-1h",
+    "cache_read_tokens": "--cache-read",
+    "input_audio_tokens": "--input-audio",
+    "input_image_tokens": "--input-image",
+    "output_audio_tokens": "--output-audio",
+    "output_image_tokens": "--output-image",
+    "reasoning_tokens": "--reasoning",
+    "input_tokens": "--input",
+    "output_tokens": "--output",
+}
 
 
 @app.command("price")
 @friendly
 def price_cmd(
     model: Annotated[
-        str, typer.Argument(help="Model as your code names it, e.g. gpt-4o or claude-sonnet-4-5.")
+        str,
+        typer.Argument(
+            help="Model as your code names it: gpt-4o, claude-sonnet-4-5, openai/gpt-4o, anthropic:claude-sonnet-4-5."
+        ),
     ],
-    input_tokens: Annotated[int, typer.Option("--input", help="All prompt tokens, cached or not.")] = 0,
-    cache_read: Annotated[int, typer.Option("--cache-read", help="Prompt tokens read from cache.")] = 0,
+    input_tokens: Annotated[
+        int, typer.Option("--input", min=0, help="All prompt tokens, cached or not.")
+    ] = 0,
+    cache_read: Annotated[
+        int, typer.Option("--cache-read", min=0, help="Prompt tokens read from cache.")
+    ] = 0,
     cache_write_5m: Annotated[
         int,
-        typer.Option("--cache-write", "--cache-write-5m", help="Prompt tokens written to a 5-minute cache."),
+        typer.Option(
+            "--cache-write", "--cache-write-5m", min=0, help="Prompt tokens written to a 5-minute cache."
+        ),
     ] = 0,
     cache_write_1h: Annotated[
-        int, typer.Option("--cache-write-1h", help="Prompt tokens written to a 1-hour cache.")
+        int, typer.Option("--cache-write-1h", min=0, help="Prompt tokens written to a 1-hour cache.")
     ] = 0,
     output_tokens: Annotated[
-        int, typer.Option("--output", help="All generated tokens, reasoning included.")
+        int, typer.Option("--output", min=0, help="All generated tokens, reasoning included.")
     ] = 0,
-    reasoning: Annotated[int, typer.Option("--reasoning", help="Generated tokens spent reasoning.")] = 0,
-    input_audio: Annotated[int, typer.Option("--input-audio", help="Prompt tokens that are audio.")] = 0,
-    output_audio: Annotated[int, typer.Option("--output-audio", help="Generated tokens that are audio.")] = 0,
-    input_image: Annotated[int, typer.Option("--input-image", help="Prompt tokens that are images.")] = 0,
-    web_searches: Annotated[int, typer.Option("--web-searches", help="Server-side web searches.")] = 0,
+    reasoning: Annotated[
+        int, typer.Option("--reasoning", min=0, help="Generated tokens spent reasoning.")
+    ] = 0,
+    input_audio: Annotated[
+        int, typer.Option("--input-audio", min=0, help="Prompt tokens that are audio.")
+    ] = 0,
+    output_audio: Annotated[
+        int, typer.Option("--output-audio", min=0, help="Generated tokens that are audio.")
+    ] = 0,
+    input_image: Annotated[
+        int, typer.Option("--input-image", min=0, help="Prompt tokens that are images.")
+    ] = 0,
+    output_image: Annotated[
+        int, typer.Option("--output-image", min=0, help="Generated tokens that are images.")
+    ] = 0,
+    web_searches: Annotated[int, typer.Option("--web-searches", min=0, help="Server-side web searches.")] = 0,
+    requests: Annotated[
+        int,
+        typer.Option(
+            "--requests", min=0, help="Requests (per-request fees, e.g. Perplexity's); 1 for one call."
+        ),
+    ] = 1,
     provider: Annotated[
         str | None,
         typer.Option(
@@ -69,7 +125,10 @@ def price_cmd(
     prices: PricesOpt = None,
 ) -> None:
     """Price one call exactly, with its breakdown and the price's source and effective date."""
-    book = open_book(config, prices)
+    from ..pricing.layers import TIERS
+
+    if tier not in TIERS:  # a typo, not a call without a price
+        raise ValueError(f"unknown service tier {tier!r}; expected one of {', '.join(TIERS)}")
     when = parse_instant(at) if at else datetime.now(UTC)
     usage = {
         "input_tokens": input_tokens,
@@ -81,36 +140,28 @@ def price_cmd(
         "input_audio_tokens": input_audio,
         "output_audio_tokens": output_audio,
         "input_image_tokens": input_image,
+        "output_image_tokens": output_image,
         "web_searches": web_searches,
+        "requests": requests,
     }
+    problem = _subset_problem(usage)
+    if problem:
+        raise ValueError(problem)
+    book = open_book(config, prices)
     call = book.price(model, usage, provider=provider, at=when, tier=tier)
     if call.breakdown is None:
-        if fmt == Format.json:
-            print_json(
-                {
-                    "model": model,
-                    "provider": call.provider,
-                    "tier": tier,
-                    "at": when,
-                    "cost": None,
-                    "unpriced_reason": call.unpriced_reason,
-                }
-            )
-            raise typer.Exit(1)
-        console().print(
-            f"[yellow]no price[/yellow] for {escape(model)} at {when:%Y-%m-%d %H:%M} UTC ({tier}): "
-            f"{escape(call.unpriced_reason or '')}",
-            markup=True,
-        )
+        _print_unpriced(book, model, provider, tier, when, call.unpriced_reason or "", fmt)
         raise typer.Exit(1)
+    assert call.price is not None
     parts = call.breakdown.as_dict()
+    q = call.quantities
     tokens = {
-        "input": input_tokens - cache_read - cache_write_5m - cache_write_1h - input_audio - input_image,
-        "cache_read": cache_read,
-        "cache_write_5m": cache_write_5m,
-        "cache_write_1h": cache_write_1h,
-        "output": output_tokens - reasoning - output_audio,
-        "reasoning": reasoning,
+        "input": q["input_text"],
+        "cache_read": q["cache_read_text"],
+        "cache_write_5m": q["cache_write_5m"],
+        "cache_write_1h": q["cache_write_1h"],
+        "output": q["output_text"],
+        "reasoning": q["reasoning"],
         "other": None,
     }
     rows: list[dict[str, Any]] = []
@@ -123,51 +174,26 @@ def price_cmd(
                 "cost": parts[key],
             }
         )
+    rows.extend(
+        {
+            "component": label,
+            "tokens": q[name],
+            "usd_per_mtok": call.rates[name],
+            "cost": call.quantity_costs[name],
+        }
+        for name, label in _OTHER_LABELS.items()
+        # One request with no per-request fee is every call: not worth a line.
+        if q[name] and (name != "requests" or call.quantity_costs[name])
+    )
     rows.append({"component": "total", "tokens": None, "usd_per_mtok": None, "cost": call.breakdown.total})
-    assert call.price is not None
-    info = {
-        "model": call.model,
-        "provider": call.provider,
-        "tier": tier,
-        "at": when,
-        "price_ref": call.price.ref,
-        "layer": call.price.layer,
-        "source": call.price.source,
-        "effective_from": call.effective_from,
-        "effective_to": call.effective_to,
-        "window": call.window,
-        "note": call.price.note or None,
-    }
+    window = _window_hours(book, call)
+    also = _also_listed(book, model, provider, call)
     if fmt == Format.json:
-        from ..pricing.quantities import QUANTITIES
-
-        per_mtok = {q.name for q in QUANTITIES if q.per == 1_000_000}
-        print_json(
-            {
-                **info,
-                "cost": call.breakdown.total,
-                "breakdown": parts,
-                # Web searches and requests are priced per thousand, not per million tokens.
-                "rates_usd_per_mtok": {k: v for k, v in call.rates.items() if k in per_mtok},
-                "rates_usd_per_thousand": {k: v for k, v in call.rates.items() if k not in per_mtok},
-            }
-        )
+        print_json(_price_json(call, call.price, window, also, parts))
         return
     out = console()
     if fmt == Format.table:
-        since = (
-            f"{call.effective_from:%Y-%m-%d %H:%M} UTC" if call.effective_from else "the start of the data"
-        )
-        until = f"{call.effective_to:%Y-%m-%d %H:%M} UTC" if call.effective_to else "now"
-        out.print(
-            f"[bold]{escape(f'{call.provider}/{call.model}')}[/bold] · {tier} · at {when:%Y-%m-%d %H:%M} UTC",
-            markup=True,
-        )
-        out.print(f"price  {call.price.ref}" + (f"  [{call.window}]" if call.window else ""), markup=False)
-        out.print(f"source {call.price.source}", markup=False)
-        out.print(f"valid  from {since} until {until}", markup=False)
-        if call.price.note:
-            out.print(f"note   {call.price.note}", markup=False)
+        _print_price_header(out, call, call.price, window, also)
     render(
         rows,
         [
@@ -187,6 +213,165 @@ def price_cmd(
         )
 
 
+def _subset_problem(usage: dict[str, int]) -> str | None:
+    """--input and --output are totals: their parts cannot add up to more (name the flags typed)."""
+    for total, parts in (
+        (
+            "input_tokens",
+            (
+                "cache_read_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+                "input_audio_tokens",
+                "input_image_tokens",
+            ),
+        ),
+        ("output_tokens", ("reasoning_tokens", "output_audio_tokens", "output_image_tokens")),
+    ):
+        given = {_FLAGS[name]: usage[name] for name in parts if usage[name]}
+        if sum(given.values()) > usage[total]:
+            listed = " + ".join(f"{flag} {count:,}" for flag, count in given.items())
+            what = "every prompt token, cached or not" if total == "input_tokens" else "every generated token"
+            return (
+                f"{_FLAGS[total]} {usage[total]:,} is less than its parts ({listed}): "
+                f"{_FLAGS[total]} counts {what}"
+            )
+    return None
+
+
+def _print_unpriced(
+    book: PriceBook, model: str, provider: str | None, tier: str, when: datetime, reason: str, fmt: Format
+) -> None:
+    """No price: say why, and for a name no layer knows, the names that are close to it."""
+    known = book.resolve(provider, model).ref is not None
+    suggestions = [] if known else book.suggestions(provider, model)
+    if fmt == Format.json:
+        print_json(
+            {
+                "model": model,
+                "provider": provider,
+                "tier": tier,
+                "at": when,
+                "cost": None,
+                "unpriced_reason": reason,
+                "suggestions": suggestions,
+            }
+        )
+        return
+    hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+    console().print(
+        f"[yellow]no price[/yellow] for {escape(model)} at {when:%Y-%m-%d %H:%M} UTC ({tier}): "
+        f"{escape(reason)}{escape(hint)}",
+        markup=True,
+    )
+
+
+def _window_hours(book: PriceBook, call: PricedCall) -> str | None:
+    """The time-of-day window of the price, with its hours ("off-peak, 16:30-00:30 UTC")."""
+    if call.window is None or call.provider is None or call.model is None:
+        return call.window
+    from ..pricing.genai_layer import ModelRef
+
+    timeline = book.timeline(ModelRef(call.provider, call.model), call.tier)
+    option = timeline.option_at(call.at)
+    return option.window.title() if option.window else call.window
+
+
+def _also_listed(book: PriceBook, model: str, provider: str | None, call: PricedCall) -> list[str]:
+    """Other providers that list the same model id, when the name alone chose one of them."""
+    if provider or "/" in model or ":" in model or call.model is None:
+        return []
+    return [p for p in book.providers_of(call.model) if p != call.provider]
+
+
+def _adjustment_text(adjustment: Adjustment) -> str:
+    return (
+        f"x{adjustment.factor.normalize():f} {adjustment.layer} {adjustment.kind} "
+        f"{adjustment.ref}: {adjustment.source}"
+    )
+
+
+def _price_json(
+    call: PricedCall, price: Price, window: str | None, also: list[str], parts: dict[str, Any]
+) -> dict[str, Any]:
+    from ..pricing.quantities import QUANTITIES
+
+    per_mtok = {q.name for q in QUANTITIES if q.per == 1_000_000}
+    per = {q.name: q.per for q in QUANTITIES}
+    return {
+        "model": call.model,
+        "provider": call.provider,
+        "tier": call.tier,
+        "at": call.at,
+        "price_ref": price.ref,
+        "layer": price.layer,
+        "source": price.source,
+        # Tier rules and discounts on top of the base price, each with its own layer and source.
+        "adjustments": [
+            {
+                "kind": a.kind,
+                "layer": a.layer,
+                "ref": a.ref,
+                "factor": a.factor,
+                "source": a.source,
+                "note": a.note or None,
+            }
+            for a in price.adjustments
+        ],
+        "effective_from": call.effective_from,
+        "effective_to": call.effective_to,
+        "window": call.window,
+        "window_utc": window,
+        "context_tier_above": call.context_tier,
+        "note": price.note or None,
+        "also_listed_for": also,
+        "cost": parts["total"],
+        "breakdown": parts,
+        # Every billable quantity of the call with its rate: the costs add up to `cost` exactly.
+        "lines": [
+            {
+                "quantity": q.name,
+                "count": call.quantities[q.name],
+                "rate_usd": call.rates[q.name],
+                "per": per[q.name],
+                "cost": call.quantity_costs[q.name],
+            }
+            for q in QUANTITIES
+            if call.quantities[q.name]
+        ],
+        # Web searches and requests are priced per thousand, not per million tokens.
+        "rates_usd_per_mtok": {k: v for k, v in call.rates.items() if k in per_mtok},
+        "rates_usd_per_thousand": {k: v for k, v in call.rates.items() if k not in per_mtok},
+    }
+
+
+def _print_price_header(
+    out: Any, call: PricedCall, price: Price, window: str | None, also: list[str]
+) -> None:
+    since = f"{call.effective_from:%Y-%m-%d %H:%M} UTC" if call.effective_from else "the start of the data"
+    until = f"{call.effective_to:%Y-%m-%d %H:%M} UTC" if call.effective_to else "further notice"
+    out.print(
+        f"[bold]{escape(f'{call.provider}/{call.model}')}[/bold] · {call.tier} · at {call.at:%Y-%m-%d %H:%M} UTC",
+        markup=True,
+    )
+    out.print(f"price   {price.ref}", markup=False)
+    out.print(f"source  {price.layer}: {price.source}", markup=False)
+    for adjustment in price.adjustments:
+        out.print(f"        then {_adjustment_text(adjustment)}", markup=False)
+    out.print(f"valid   from {since} until {until}", markup=False)
+    if window:
+        out.print(f"window  {window}", markup=False)
+    if call.context_tier is not None:
+        out.print(
+            f"context prompt above {call.context_tier:,} tokens: every token of the call at the long-context rates",
+            markup=False,
+        )
+    if price.note:
+        out.print(f"note    {price.note}", markup=False)
+    if also:
+        out.print(f"also    listed for {', '.join(also)}: pass --provider to price theirs", markup=False)
+
+
 @prices_app.command("show")
 @friendly
 def prices_show(
@@ -201,7 +386,7 @@ def prices_show(
     from ..pricing.history import price_history
 
     book = open_book(config, prices)
-    ref = book.require(provider, model)
+    ref = _require(book, provider, model)
     rows = price_history(book, ref, tiers=tier or None)
     columns = [
         Col("tier", "tier"),
@@ -219,16 +404,31 @@ def prices_show(
         Col("ref", "price ref"),
     ]
     if fmt in (Format.json, Format.csv):
-        columns += [Col("source", "source"), Col("components", "components")]
+        columns += [Col("source", "source"), Col("note", "note"), Col("components", "components")]
+        if fmt == Format.json:
+            columns.append(Col("adjustments", "adjustments"))
+    else:  # a period with no price says so, rather than a row of dashes
+        rows = [row if row.get("ref") else {**row, "layer": "no price"} for row in rows]
+    sources = sorted({part for r in rows if r.get("source") for part in str(r["source"]).split("; ")})
     render(
         rows,
         columns,
         fmt,
         title=f"{ref.provider}/{ref.model} — USD per million tokens",
-        caption="Sources: " + "; ".join(sorted({str(r["source"]) for r in rows if r.get("source")}))
-        if fmt == Format.table
-        else None,
+        caption="Sources: " + "; ".join(sources) if fmt == Format.table else None,
     )
+
+
+def _require(book: PriceBook, provider: str | None, model: str) -> ModelRef:
+    """The book's key for a model, or an error that names the close matches."""
+    from ..pricing.book import UnknownModelError
+
+    resolution = book.resolve(provider, model)
+    if resolution.ref is not None:
+        return resolution.ref
+    suggestions = book.suggestions(provider, model)
+    hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+    raise UnknownModelError(f"{resolution.reason}{hint}")
 
 
 @prices_app.command("diff")

@@ -18,10 +18,11 @@ wrong by a factor of two.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
@@ -31,7 +32,7 @@ from typing import Any
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
 from .genai_layer import GenaiLayer, ModelRef
 from .layers import TIERS, Layer, Period, close_periods, load_layer
-from .model import Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
+from .model import Adjustment, Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
 from .quantities import (
     BREAKDOWN_COLUMNS,
     BREAKDOWN_OF_QUANTITY,
@@ -53,6 +54,9 @@ PROVIDER_PREFIXES: Mapping[str, str] = {
     "together_ai": "together",
     "fireworks_ai": "fireworks",
     "mistralai": "mistral",
+    # pydantic-ai's spelling, `google-gla:gemini-2.5-pro`
+    "google-gla": "google",
+    "google-vertex": "google",
 }
 
 
@@ -67,6 +71,7 @@ class _Quote:
     row: tuple[int, ...]
     parts: list[int]
     """Pico-USD per BREAKDOWN_COLUMNS entry."""
+    context_tier: int | None
 
 
 class UnknownModelError(LookupError):
@@ -104,6 +109,13 @@ class PricedCall:
     unpriced_reason: str | None
     rates: Mapping[str, Decimal]
     """USD per million tokens (per thousand for web searches and requests) actually applied."""
+    quantities: Mapping[str, int] = field(default_factory=dict)
+    """The disjoint billable quantities of the call (see `quantities.QUANTITIES`)."""
+    quantity_costs: Mapping[str, Decimal] = field(default_factory=dict)
+    """The cost of each quantity: they add up to the total exactly."""
+    context_tier: int | None = None
+    """The long-context threshold the prompt exceeded (200000 for Gemini 2.5 Pro above 200k
+    prompt tokens), when the price has such tiers and the call crossed one."""
 
     @property
     def cost(self) -> Decimal | None:
@@ -169,6 +181,7 @@ class PriceBook:
         discounts = []
         for discount in layer.discounts:
             if discount.model is None:
+                self._scope_provider(layer, discount.provider, f"a discount ({discount.ref})")
                 discounts.append(discount)
                 continue
             ref = self._scope_model(layer, discount.provider, discount.model, f"a discount ({discount.ref})")
@@ -177,6 +190,7 @@ class PriceBook:
         rules = []
         for rule in layer.tier_rules:
             if rule.models is None:
+                self._scope_provider(layer, rule.provider, f"a tier rule ({rule.ref})")
                 rules.append(rule)
                 continue
             what = f"a tier rule ({rule.ref})"
@@ -193,6 +207,17 @@ class PriceBook:
             # `unitcost prices update` may not have them all, which is no mistake of the user's.
             return ModelRef(provider or "", model)
         raise PriceError(f"{layer.path}: {what} names a model no price layer knows: {resolution.reason}")
+
+    def _scope_provider(self, layer: Layer, provider: str | None, what: str) -> None:
+        """A discount or rule for a provider no layer knows discounts nothing: a typo (`opneai`)."""
+        if provider is None or layer is self.corrections:
+            return
+        known = {ref.provider for ref in self.known_models()}
+        if provider in known:
+            return
+        close = difflib.get_close_matches(provider, sorted(known), n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise PriceError(f"{layer.path}: {what} names a provider no price layer knows: {provider!r}{hint}")
 
     @classmethod
     def load(cls, overrides_path: str | Path | None = None, genai: GenaiLayer | None = None) -> PriceBook:
@@ -223,22 +248,37 @@ class PriceBook:
         return self._resolve_name(provider, model)
 
     def _first_party(self, provider: str, model: str) -> Resolution | None:
-        """`openai/gpt-4o` (LiteLLM's and many gateways' spelling) is OpenAI's gpt-4o.
+        """`openai/gpt-4o` (LiteLLM's and many gateways' spelling) is OpenAI's gpt-4o, and so is
+        `openai:gpt-4o` (pydantic-ai's).
 
         genai-prices would match the whole name to OpenRouter's resale entry, which has other
         rates (no cached-input price: cached tokens at the full input rate). A call that says
-        its provider is OpenRouter keeps that reading."""
+        its provider is OpenRouter keeps that reading, and `openrouter/openai/gpt-4o` (LiteLLM's
+        spelling of an OpenRouter call) is OpenRouter's `openai/gpt-4o`."""
         prefix, sep, rest = model.partition("/")
-        if not sep or not rest or provider == "openrouter":
+        if not sep or not rest:
+            # Only a known provider before a colon: `ft:gpt-4o:org::id` and Bedrock's
+            # `anthropic.claude-3-haiku-20240307-v1:0` are model ids of their own.
+            prefix, sep, rest = model.partition(":")
+            if not sep or not rest or self._prefix_provider(prefix) is None:
+                return None
+        named = self._prefix_provider(prefix)
+        if named is None or provider not in ("", named):
             return None
-        named = PROVIDER_PREFIXES.get(prefix.lower(), prefix.lower())
-        if named == "openrouter" or self.genai.provider(named) is None or provider not in ("", named):
+        if named == "openrouter":
+            resolution = self._resolve_name(named, rest)
+            return resolution if resolution.ref is not None else None
+        if provider == "openrouter":
             return None
         exact = self.genai.find_by_id(named, model)  # a provider's own id may hold a slash: perplexity/sonar
         if exact is not None:
             return Resolution(exact)
         resolution = self._resolve_name(named, rest)
         return resolution if resolution.ref is not None else None
+
+    def _prefix_provider(self, prefix: str) -> str | None:
+        named = PROVIDER_PREFIXES.get(prefix.lower(), prefix.lower())
+        return named if self.genai.provider(named) is not None else None
 
     def _resolve_name(self, provider: str, model: str) -> Resolution:
         for layer in self._layers:
@@ -264,6 +304,30 @@ class PriceBook:
             )
         return Resolution(ModelRef(p.id, m.id))
 
+    def suggestions(self, provider: str | None, model: str, n: int = 3) -> list[str]:
+        """Known names close to one no layer knows, best first, each with the provider it
+        resolves to: `gpt-4o (openai)` for `gpt4o`."""
+        wanted = (provider or "").strip().lower()
+        names = {
+            ref.model.lower(): ref.model
+            for ref in self.known_models()
+            if not wanted or ref.provider == wanted
+        }
+        for layer in self._layers:
+            names.update({alias: alias for alias in layer.aliases})
+        bare = model.strip().lower().rpartition("/")[2]
+        out = []
+        for close in difflib.get_close_matches(bare, list(names), n=n, cutoff=0.75):
+            ref = self.resolve(wanted or None, names[close]).ref
+            out.append(f"{names[close]} ({ref.provider})" if ref else names[close])
+        return out
+
+    def providers_of(self, model: str) -> list[str]:
+        """Every provider whose list holds exactly this model id: `qwen3-235b-a22b` is sold
+        by several, and a call without a provider is priced as the first one's."""
+        wanted = model.strip().lower()
+        return sorted({ref.provider for ref in self.known_models() if ref.model.lower() == wanted})
+
     def require(self, provider: str | None, model: str) -> ModelRef:
         resolution = self.resolve(provider, model)
         if resolution.ref is None:
@@ -288,9 +352,43 @@ class PriceBook:
         segments = standard if tier == "standard" else self._tier_segments(ref, tier, standard)
         return self._discounted(ref, segments)
 
+    def genai_ref(self, ref: ModelRef) -> ModelRef:
+        """Where genai-prices keeps the price of `ref`.
+
+        Some providers resell other providers' models at their prices: genai-prices finds
+        Azure's `gpt-4o` in OpenAI's list (Azure's "fallback" providers). Looked up under
+        Azure itself, the model had no price at any date."""
+        if self.genai.model_info(ref) is not None:
+            return ref
+        provider = self.genai.provider(ref.provider)
+        for fallback in (getattr(provider, "fallback_model_providers", None) or ()) if provider else ():
+            candidate = ModelRef(fallback, ref.model)
+            if self.genai.model_info(candidate) is not None:
+                return candidate
+        return ref
+
+    def _genai_standard(self, ref: ModelRef) -> list[Segment]:
+        source = self.genai_ref(ref)
+        segments = self.genai.standard_segments(source)
+        if source == ref:
+            return segments
+        note = f"{ref.provider} sells {ref.model} at {source.provider}'s price (genai-prices)"
+        return [
+            Segment(
+                s.start,
+                tuple(
+                    Option(o.window, replace(o.price, note="; ".join(n for n in (o.price.note, note) if n)))
+                    if o.price
+                    else o
+                    for o in s.options
+                ),
+            )
+            for s in segments
+        ]
+
     def _standard_segments(self, ref: ModelRef) -> list[Segment]:
         try:
-            base = self.genai.standard_segments(ref)
+            base = self._genai_standard(ref)
         except LookupError:
             base = [
                 Segment(None, (Option(None, None, f"{ref.provider}/{ref.model} has no price at this date"),))
@@ -318,14 +416,17 @@ class PriceBook:
             std = _segment_at(standard, at)
             active = [o for o in genai_overrides if _reached(o[0], at)]
             options: tuple[Option, ...] | None = None
-            for (_layer, layer_periods), (_l2, layer_rules) in zip(periods, rules, strict=True):
+            for (layer, layer_periods), (_l2, layer_rules) in zip(periods, rules, strict=True):
                 period = next((p for p in layer_periods if p.covers(at)), None)
                 if period is not None:
                     options = period.options
                     break
                 rule = next((r for r in layer_rules if r.covers(at) and not (r.data_first and active)), None)
                 if rule is not None:
-                    options = tuple(_scaled(o, rule.factor, f"|{rule.ref}", rule.note) for o in std.options)
+                    adjustment = Adjustment(
+                        "tier rule", layer.name, rule.ref, rule.source, rule.factor, rule.note
+                    )
+                    options = tuple(_scaled(o, adjustment) for o in std.options)
                     break
             if options is None and active:
                 _start, overrides, tier_ref = active[-1]
@@ -358,23 +459,31 @@ class PriceBook:
 
     def _genai_tier_overrides(self, ref: ModelRef, tier: str) -> list[tuple[datetime | None, Any, str]]:
         try:
-            return list(self.genai.tier_overrides(ref, tier))
+            return list(self.genai.tier_overrides(self.genai_ref(ref), tier))
         except LookupError:
             return []
 
     def _discounted(self, ref: ModelRef, segments: list[Segment]) -> list[Segment]:
         discounts = [
-            d for layer in self._layers for d in layer.discounts if d.applies(ref.provider, ref.model)
+            (layer.name, d)
+            for layer in self._layers
+            for d in layer.discounts
+            if d.applies(ref.provider, ref.model)
         ]
         if not discounts:
             return segments
-        points = _starts(segments) | {b for d in discounts for b in (d.start, d.end)}
+        points = _starts(segments) | {b for _, d in discounts for b in (d.start, d.end)}
         out: list[Segment] = []
         for at in _sorted_points(points):
             options = _segment_at(segments, at).options
-            for discount in (d for d in discounts if d.covers(at)):
+            # Every discount in force applies, one after the other: 12.5 % on the provider and
+            # 10 % on a model make 21.25 % off that model (docs/pricing.md).
+            for layer_name, discount in ((n, d) for n, d in discounts if d.covers(at)):
                 note = f"{discount.percent}% discount" + (f" ({discount.note})" if discount.note else "")
-                options = tuple(_scaled(o, discount.factor, f"|{discount.ref}", note) for o in options)
+                adjustment = Adjustment(
+                    "discount", layer_name, discount.ref, discount.source, discount.factor, note
+                )
+                options = tuple(_scaled(o, adjustment) for o in options)
             out.append(Segment(at, options))
         return _merge(out)
 
@@ -427,6 +536,12 @@ class PriceBook:
             option.window.label or option.window.describe() if option.window else None,
             None,
             rates_usd(quote.row),
+            {q.name: amount for q, amount in zip(QUANTITIES, quote.quantities, strict=True)},
+            {
+                q.name: pico_to_usd(amount * rate)
+                for q, amount, rate in zip(QUANTITIES, quote.quantities, quote.row, strict=True)
+            },
+            quote.context_tier,
         )
 
     def total_pico(
@@ -483,12 +598,15 @@ class PriceBook:
                 ref.provider, ref.model, tier, at, f"{option.price.ref} has no price for {', '.join(missing)}"
             )
         row = plan.row_for(full["input_tokens"])
+        crossed = [t for t in plan.thresholds if full["input_tokens"] > t]
         parts = [0] * len(BREAKDOWN_COLUMNS)
         for i, amount in enumerate(quantities):
             parts[BREAKDOWN_OF_QUANTITY[i]] += amount * row[i]
         if sum(parts) > MAX_EVENT_PICO:
             return _unpriced(ref.provider, ref.model, tier, at, TOO_BIG_REASON)
-        return _Quote(ref, at, timeline, segment, option, quantities, row, parts)
+        return _Quote(
+            ref, at, timeline, segment, option, quantities, row, parts, crossed[-1] if crossed else None
+        )
 
     # ------------------------------------------------------------------ listing
 
@@ -623,10 +741,10 @@ def _overlay(lower: list[Segment], periods: list[Period]) -> list[Segment]:
     return _merge(out)
 
 
-def _scaled(option: Option, factor: Decimal, suffix: str, note: str) -> Option:
+def _scaled(option: Option, adjustment: Adjustment) -> Option:
     if option.price is None:
         return option
-    return Option(option.window, option.price.scaled(factor, suffix, note))
+    return Option(option.window, option.price.scaled(adjustment))
 
 
 def _merge(segments: list[Segment]) -> list[Segment]:

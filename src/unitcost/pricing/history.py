@@ -19,7 +19,7 @@ from ..money import pico_to_usd
 from .book import PriceBook
 from .genai_layer import ModelRef
 from .layers import TIERS
-from .model import Option, PriceError, RatePlan, Segment, Timeline
+from .model import Adjustment, Option, Price, PriceError, RatePlan, Segment, Timeline
 from .quantities import QUANTITIES
 
 _SHOWN = {
@@ -100,6 +100,7 @@ def _history_row(
                 "layer": None,
                 "ref": None,
                 "source": None,
+                "adjustments": None,
                 "note": option.reason or "no price",
                 "components": None,
             }
@@ -109,18 +110,62 @@ def _history_row(
         if quantity.name in _SHOWN:
             row[_SHOWN[quantity.name]] = _rate_usd(plan, 0, index)
     row["tiers"] = _tiers_text(plan)
+    price = option.price
     row.update(
         {
-            "layer": option.price.layer,
-            "ref": option.price.ref,
-            "source": option.price.source,
-            "note": option.price.note or None,
+            # A batch price made of genai-prices' standard price and unitcost's rule is both.
+            "layer": price.layers,
+            "ref": price.ref,
+            "source": "; ".join(price.sources),
+            "note": price.note or None,
+            "adjustments": [_adjustment_json(a) for a in price.adjustments] or None,
             "components": {
-                k: str(v) if isinstance(v, Decimal) else repr(v) for k, v in option.price.components.items()
+                k: str(v) if isinstance(v, Decimal) else repr(v) for k, v in price.components.items()
             },
         }
     )
     return row
+
+
+def _adjustment_json(adjustment: Adjustment) -> dict[str, Any]:
+    return {
+        "kind": adjustment.kind,
+        "layer": adjustment.layer,
+        "ref": adjustment.ref,
+        "factor": adjustment.factor,
+        "source": adjustment.source,
+        "note": adjustment.note or None,
+    }
+
+
+def attribution(old: Price | None, new: Price | None) -> tuple[str | None, str]:
+    """(layer, source) of what changed from `old` to `new`.
+
+    When only a tier rule or a discount started or ended, the change is theirs: the user's
+    discount ending on 2026-01-01 is not a genai-prices change, whatever the base price."""
+    if new is None:
+        return None, "no price"
+    if old is None:
+        # A tier price that appears because a tier rule starts is the rule's doing.
+        rule = next((a for a in new.adjustments if a.kind == "tier rule"), None)
+        return (rule.layer, rule.source) if rule else (new.layer, new.source)
+    if _base_ref(old) != _base_ref(new):
+        return new.layer, new.source
+    added = [a for a in new.adjustments if a not in old.adjustments]
+    if added:
+        return added[-1].layer, added[-1].source
+    removed = [a for a in old.adjustments if a not in new.adjustments]
+    if removed:
+        return removed[-1].layer, f"{removed[-1].source} (ended)"
+    return new.layer, new.source
+
+
+def _base_ref(price: Price) -> str:
+    """The ref of the price before its tier rules and discounts (they end the ref, in order)."""
+    ref = price.ref
+    for adjustment in reversed(price.adjustments):
+        ref = ref.removesuffix(f"|{adjustment.ref}")
+    return ref
 
 
 def _has_tier_data(book: PriceBook, ref: ModelRef, tier: str) -> bool:
@@ -134,7 +179,7 @@ def _has_tier_data(book: PriceBook, ref: ModelRef, tier: str) -> bool:
             return True
         if any(r.tier == tier and r.applies(ref.provider, ref.model) for r in layer.tier_rules):
             return True
-    info = book.genai.model_info(ref)
+    info = book.genai.model_info(book.genai_ref(ref))
     return bool(info and info.price_variants)
 
 
@@ -153,7 +198,10 @@ def diff_prices(
     and when. Comparing the two ends alone would hide a price that came and went inside it
     (DeepSeek's V3.1 price between 2025-09-05 and 2025-09-29), and date every step by the first."""
     if end <= start:
-        raise ValueError("--to must be after --from")
+        raise ValueError(
+            f"--to ({end:%Y-%m-%d %H:%M} UTC) must be after --from ({start:%Y-%m-%d %H:%M} UTC): "
+            "a date means its midnight, so one day's changes are --from DAY --to NEXT-DAY"
+        )
     rows: list[dict[str, Any]] = []
     wanted = checked_tiers(tiers)
     # A misspelt provider, model or tier must not read as "no price changed".
@@ -228,8 +276,9 @@ def _compare(
         new_opt = next((o for o in after.options if o.window == window), after.default)
         old_plan, new_plan = _plan(book, old_opt), _plan(book, new_opt)
         label = window.title() if window else None
-        source = new_opt.price.source if new_opt.price else (new_opt.reason or "no price")
-        layer = new_opt.price.layer if new_opt.price else None
+        layer, source = attribution(old_opt.price, new_opt.price)
+        if new_opt.price is None:
+            source = new_opt.reason or "no price"
         base = {
             "model": f"{ref.provider}/{ref.model}",
             "tier": tier,

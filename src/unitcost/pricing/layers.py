@@ -37,6 +37,7 @@ The user's file adds:
     from = 2025-01-01
     to = 2026-01-01                 # optional
     note = "Enterprise agreement 2025"
+    source = "MSA-2025-014"         # optional; default: the file and entry
 
     [aliases]                       # a name your code uses -> provider/model
     "corp-gpt" = "openai/gpt-4o"
@@ -49,10 +50,12 @@ cache_write_1h_mtok, output_mtok, output_reasoning_mtok, input_audio_mtok, ...).
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -75,6 +78,8 @@ class Period:
     end: datetime | None
     options: tuple[Option, ...]
     aliases: tuple[str, ...] = ()
+    origin: str = ""
+    """The file and entry it was read from, to name both entries of an overlap."""
 
     def covers(self, at: datetime | None) -> bool:
         """Whether the instant `at` (None = the beginning of time) is in [start, end)."""
@@ -113,6 +118,8 @@ class Discount:
     end: datetime | None
     note: str
     ref: str
+    source: str = ""
+    """The agreement it comes from, or the file and entry it was read from."""
 
     def applies(self, provider: str, model: str) -> bool:
         return (self.provider is None or self.provider == provider) and (
@@ -167,13 +174,35 @@ class Layer:
 def load_layer(path: str | Path, name: str) -> Layer:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PriceError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_layer(raw, name, str(path))
+    except UnicodeDecodeError as exc:
+        raise PriceError(f"{path}: not UTF-8 text: {exc}") from exc
+    return parse_layer(raw, name, str(path), entry_lines(text))
 
 
-def parse_layer(raw: Mapping[str, Any], name: str, where: str) -> Layer:
+_ENTRY_HEADER = re.compile(r"^\s*\[\[\s*(price|tier_rule|discount)\s*\]\]")
+
+
+def entry_lines(text: str) -> dict[str, list[int]]:
+    """Line number of each `[[price]]`, `[[tier_rule]]` and `[[discount]]` header, in order:
+    an error in the tenth price of a long file says where to look, as TOML errors do."""
+    lines: dict[str, list[int]] = defaultdict(list)
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _ENTRY_HEADER.match(line)
+        if match:
+            lines[match.group(1)].append(number)
+    return lines
+
+
+_ENTRY_SECTIONS = ("price", "tier_rule", "discount")
+
+
+def parse_layer(
+    raw: Mapping[str, Any], name: str, where: str, lines: Mapping[str, list[int]] | None = None
+) -> Layer:
     layer = Layer(name=name, path=where, data_date=_opt_str(raw.get("data_date")))
     known = {"price", "tier_rule", "discount", "aliases", "data_date"}
     unknown = set(raw) - known
@@ -181,18 +210,40 @@ def parse_layer(raw: Mapping[str, Any], name: str, where: str) -> Layer:
         raise PriceError(
             f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {sorted(known)}"
         )
+    for section in _ENTRY_SECTIONS:
+        listed = raw.get(section, [])
+        if not isinstance(listed, list) or not all(isinstance(e, Mapping) for e in listed):
+            # `[price]` instead of `[[price]]` is one table, not a list of entries.
+            raise PriceError(f"{where}: write each {section} entry under its own [[{section}]] header")
+    if not isinstance(raw.get("aliases", {}), Mapping):
+        raise PriceError(f'{where}: aliases must be a table: [aliases] then "name" = "provider/model"')
 
-    for index, entry in enumerate(raw.get("price", [])):
-        period = _parse_period(entry, name, f"{where} [[price]] #{index + 1}")
+    def entries(section: str) -> list[tuple[str, Mapping[str, Any], str]]:
+        """(where, entry, line suffix) for each entry of a section."""
+        found = (lines or {}).get(section, [])
+        raw_entries = raw.get(section, [])
+        # Line numbers only when every entry has its own header (not an inline array).
+        numbered = len(found) == len(raw_entries)
+        return [
+            (f"{where} [[{section}]] #{i + 1}", entry, f" (at line {found[i]})" if numbered else "")
+            for i, entry in enumerate(raw_entries)
+        ]
+
+    for entry_where, entry, line in entries("price"):
+        with _located(line):
+            period = _parse_period(entry, name, entry_where)
+        period = replace(period, origin=f"[[price]] #{entry_where.rsplit('#', 1)[1]}{line}")
         layer.periods[(period.provider, period.model, period.tier)].append(period)
     for key, periods in layer.periods.items():
         layer.periods[key] = close_periods(periods, where)
 
-    for index, entry in enumerate(raw.get("tier_rule", [])):
-        layer.tier_rules.append(_parse_rule(entry, name, f"{where} [[tier_rule]] #{index + 1}"))
+    for entry_where, entry, line in entries("tier_rule"):
+        with _located(line):
+            layer.tier_rules.append(_parse_rule(entry, name, entry_where))
 
-    for index, entry in enumerate(raw.get("discount", [])):
-        layer.discounts.append(_parse_discount(entry, name, f"{where} [[discount]] #{index + 1}"))
+    for entry_where, entry, line in entries("discount"):
+        with _located(line):
+            layer.discounts.append(_parse_discount(entry, name, entry_where))
 
     for alias, target in (raw.get("aliases") or {}).items():
         if not isinstance(target, str) or "/" not in target:
@@ -225,13 +276,18 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     tier_tag = "" if tier == "standard" else f"[{tier}]"
     ref = f"{layer}:{provider}/{model}{tier_tag}@{tag}"
     options: list[Option] = []
-    for w_index, raw_window in enumerate(entry.get("window", [])):
+    raw_windows = entry.get("window", [])
+    if not isinstance(raw_windows, list) or not all(isinstance(w, Mapping) for w in raw_windows):
+        raise PriceError(f"{where}: write each time-of-day window under its own [[price.window]] header")
+    for w_index, raw_window in enumerate(raw_windows):
         w_where = f"{where} window #{w_index + 1}"
         window = Window.from_times(
             _clock(raw_window.get("from"), w_where),
             _clock(raw_window.get("to"), w_where),
             str(raw_window.get("label", "")),
         )
+        if window.start == window.end:
+            raise PriceError(f"{w_where}: 'from' and 'to' are the same time, so the window never applies")
         w_comps = dict(comps)
         w_comps.update(
             parse_components(
@@ -255,8 +311,21 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     return Period(provider, model, tier, start, end, tuple(options), aliases)
 
 
+@contextmanager
+def _located(line: str) -> Iterator[None]:
+    """Add the entry's line to an error found in it."""
+    try:
+        yield
+    except PriceError as exc:
+        raise PriceError(f"{exc}{line}") from None
+
+
 def close_periods(periods: list[Period], where: str) -> list[Period]:
-    """Sort, give open-ended entries the next entry's start as their end, and refuse overlaps."""
+    """Sort, give open-ended entries the next entry's start as their end, and refuse overlaps.
+
+    Two entries from the same instant overlap too: one of them would be silently dropped,
+    and which one would depend on the order of the file (a price written for
+    `gpt-4o-2024-08-06` is one for `gpt-4o`)."""
     ordered = sorted(periods, key=lambda p: p.start or datetime.min.replace(tzinfo=UTC))
     closed: list[Period] = []
     for i, period in enumerate(ordered):
@@ -264,16 +333,17 @@ def close_periods(periods: list[Period], where: str) -> list[Period]:
         end = period.end
         if end is None and nxt is not None:
             end = nxt.start
-        if nxt is not None and end is not None and nxt.start is not None and nxt.start < end:
+        same_start = nxt is not None and nxt.start == period.start
+        if nxt is not None and (
+            same_start or (end is not None and nxt.start is not None and nxt.start < end)
+        ):
+            when = nxt.start.isoformat() if nxt.start else "the beginning (no 'from')"
+            entries = " and ".join(o for o in (period.origin, nxt.origin) if o)
             raise PriceError(
                 f"{where}: prices for {period.provider}/{period.model} [{period.tier}] overlap "
-                f"at {nxt.start.isoformat()}"
+                f"at {when}" + (f": {entries}" if entries else "")
             )
-        closed.append(
-            Period(
-                period.provider, period.model, period.tier, period.start, end, period.options, period.aliases
-            )
-        )
+        closed.append(replace(period, end=end))
     return closed
 
 
@@ -342,6 +412,7 @@ def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discoun
         end,
         str(entry.get("note", "")),
         f"{layer}:discount({scope} -{percent}%@{tag})",
+        str(entry.get("source") or where),
     )
 
 

@@ -11,7 +11,7 @@ each billable quantity, which is all the pricing engines read.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from genai_prices.data_units import unit_data
 
-from ..money import rate_pico
+from ..money import MAX_EVENT_PICO, rate_pico
 from .quantities import QUANTITIES
 
 # genai-prices' unit registry: price key -> (usage dimensions, units per price).
@@ -61,27 +61,48 @@ Component = Decimal | Tiered
 
 
 @dataclass(frozen=True)
+class Adjustment:
+    """A multiple applied on top of a price (a tier rule, a negotiated discount).
+
+    It has its own layer and source: a batch price made of genai-prices' standard price and
+    unitcost's "-50 %" rule has two provenances, and a change of either one is a price change
+    that must be attributed to the right file."""
+
+    kind: str
+    """"tier rule" or "discount"."""
+    layer: str
+    ref: str
+    source: str
+    factor: Decimal
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Price:
     """A dated price with its provenance."""
 
     components: Mapping[str, Component]
     layer: str
-    """genai-prices | unitcost | user"""
+    """genai-prices | unitcost | user: where the base price comes from (see `adjustments`)."""
     source: str
     """URL of the published price, or the file and entry it was read from."""
     ref: str
     """Stable, human-readable id stored with every event priced by it."""
     note: str = ""
+    adjustments: tuple[Adjustment, ...] = ()
+    """Tier rules and discounts applied to the base price, in the order applied."""
 
-    def scaled(self, factor: Decimal, ref_suffix: str, note: str) -> Price:
+    def scaled(self, adjustment: Adjustment) -> Price:
+        factor = adjustment.factor
         comps: dict[str, Component] = {
             k: v * factor if isinstance(v, Decimal) else v.scaled(factor) for k, v in self.components.items()
         }
         return replace(
             self,
             components=MappingProxyType(comps),
-            ref=self.ref + ref_suffix,
-            note="; ".join(n for n in (self.note, note) if n),
+            ref=f"{self.ref}|{adjustment.ref}",
+            note="; ".join(n for n in (self.note, adjustment.note) if n),
+            adjustments=(*self.adjustments, adjustment),
         )
 
     def overridden(
@@ -89,7 +110,21 @@ class Price:
     ) -> Price:
         comps = dict(self.components)
         comps.update(overrides)
-        return Price(MappingProxyType(comps), layer, source, ref, note)
+        return Price(MappingProxyType(comps), layer, source, ref, note, self.adjustments)
+
+    @property
+    def layers(self) -> str:
+        """Every layer the price is made of, base first: "genai-prices + unitcost"."""
+        names = [self.layer]
+        for adjustment in self.adjustments:
+            if adjustment.layer not in names:
+                names.append(adjustment.layer)
+        return " + ".join(names)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The base price's source, then each adjustment's, without repeats."""
+        return tuple(dict.fromkeys((self.source, *(a.source for a in self.adjustments))))
 
 
 @dataclass(frozen=True)
@@ -235,6 +270,9 @@ def compile_price(price: Price) -> RatePlan:
                 continue
             dims_per = PRICE_KEY_DIMS[key][1]
             pico, is_exact = rate_pico(resolved[key], dims_per)
+            if pico > MAX_EVENT_PICO:
+                # Rates are int64 in the array engine; one unit above $1M is a typo, not a price.
+                raise PriceError(f"{price.ref}: {_too_high(key, resolved[key])}")
             exact = exact and is_exact
             row.append(pico)
         rows.append(tuple(row))
@@ -268,16 +306,50 @@ def parse_components(raw: Mapping[str, object], where: str) -> dict[str, Compone
             known = ", ".join(sorted(k for k in PRICE_KEY_DIMS if k.endswith(("mtok", "kcount"))))
             raise PriceError(f"{where}: unknown price component {key!r} (known: {known})")
         if isinstance(value, Mapping):
-            tiers_raw = value.get("tiers", [])
-            if not isinstance(tiers_raw, Iterable):
-                raise PriceError(f"{where}: {key}.tiers must be a list")
-            tiers = tuple(
-                sorted((int(t["start"]), parse_number(t["price"], f"{where}: {key}")) for t in tiers_raw)
-            )
-            out[key] = Tiered(parse_number(value["base"], f"{where}: {key}.base"), tiers)
+            out[key] = _parse_tiered(key, value, where)
         else:
             out[key] = parse_number(value, f"{where}: {key}")
+        for price in _prices_of(out[key]):
+            if rate_pico(price, PRICE_KEY_DIMS[key][1])[0] > MAX_EVENT_PICO:
+                raise PriceError(f"{where}: {_too_high(key, price)}")
     return out
+
+
+def _parse_tiered(key: str, value: Mapping[str, object], where: str) -> Tiered:
+    """`{base = "1.25", tiers = [{start = 200000, price = "2.50"}]}`: a price by prompt length."""
+    unknown = sorted(set(value) - {"base", "tiers"})
+    if unknown or "base" not in value:
+        raise PriceError(
+            f"{where}: {key} as a table needs base = ... and optionally tiers = [{{start = ..., price = ...}}]"
+            + (f"; unknown key(s) {', '.join(unknown)}" if unknown else "")
+        )
+    tiers_raw = value.get("tiers", [])
+    if not isinstance(tiers_raw, list):
+        raise PriceError(f"{where}: {key}.tiers must be a list of {{start = ..., price = ...}}")
+    tiers: list[tuple[int, Decimal]] = []
+    for index, tier in enumerate(tiers_raw):
+        at = f"{where}: {key}.tiers[{index}]"
+        if not isinstance(tier, Mapping) or set(tier) != {"start", "price"}:
+            raise PriceError(f"{at}: expected {{start = <prompt tokens>, price = ...}}, got {tier!r}")
+        start = tier["start"]
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise PriceError(f"{at}: start must be a whole number of prompt tokens, got {start!r}")
+        tiers.append((start, parse_number(tier["price"], f"{at}.price")))
+    return Tiered(parse_number(value["base"], f"{where}: {key}.base"), tuple(sorted(tiers)))
+
+
+def _prices_of(component: Component) -> tuple[Decimal, ...]:
+    if isinstance(component, Tiered):
+        return (component.base, *(price for _, price in component.tiers))
+    return (component,)
+
+
+def _too_high(key: str, price: Decimal) -> str:
+    unit = "million tokens" if key.endswith("_mtok") else "thousand" if key.endswith("_kcount") else "unit"
+    return (
+        f"{key} = {price} USD per {unit} makes one unit cost $1M or more; "
+        "check the number (prices are per million tokens or per thousand)"
+    )
 
 
 def parse_number(value: object, where: str) -> Decimal:
@@ -289,5 +361,5 @@ def parse_number(value: object, where: str) -> Decimal:
     except InvalidOperation as exc:
         raise PriceError(f"{where}: expected a number, got {value!r}") from exc
     if not number.is_finite() or number < 0:
-        raise PriceError(f"{where}: price must be a finite non-negative number, got {value!r}")
+        raise PriceError(f"{where}: must be a finite non-negative number, got {value!r}")
     return number

@@ -25,22 +25,25 @@ from .budgets import (
     AlertLog,
     BudgetExceededError,
     BudgetState,
+    BudgetUnavailableError,
     Reservation,
+    UnpricedNotice,
     lines_for,
     pico_to_nano_ceil,
+    unpriced_refusal,
     usd_text,
 )
 from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
 from .config import GatewayConfig, ModelTarget, Route, Upstream
 from .errors import Api, GatewayError, error_response
-from .estimate import WorstCase
+from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
 from .keys import KeyRing
 from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
 from .sse import EventSplitter, event_data, json_data
-from .tokens import count_prompt, requested_output_cap
+from .tokens import count_prompt
 from .upstream import (
     CONNECTION_ERRORS,
     RETRY_STATUSES,
@@ -159,6 +162,7 @@ class Gateway:
         self.keys = KeyRing(config.keys)
         self.estimator = WorstCase(book)
         self.alerts = AlertLog()
+        self.unpriced = UnpricedNotice()
         self.upstream = UpstreamClient(config)
         self._background: set[asyncio.Future[None]] = set()
         self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
@@ -197,6 +201,8 @@ class Gateway:
             )
 
     async def aclose(self) -> None:
+        if self._background:  # settlements of streams cut by their clients: write them first
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.upstream.aclose()
         await self.budgets.close()
         if self.cache is not None:
@@ -369,9 +375,16 @@ class Gateway:
                 reservation = await self._reserve(call, lines)
             except BudgetExceededError as exc:
                 return self._blocked(call, exc)
-            except Exception as exc:  # budget state unreachable: fail closed, never spend unguarded
-                log.error("budget state unavailable: %s", type(exc).__name__)
-                return error_response(call.api, GatewayError(503, "budget state unavailable; try again"))
+            except GatewayError as exc:
+                return error_response(call.api, exc)
+            except BudgetUnavailableError as exc:  # fail closed: never spend unguarded
+                return error_response(call.api, GatewayError(503, str(exc), code="budget_unavailable"))
+            except Exception:  # anything else in the budget state: fail closed as well
+                log.exception("budget reservation failed")
+                return error_response(
+                    call.api,
+                    GatewayError(503, "budget state unavailable; try again", code="budget_unavailable"),
+                )
 
         if call.stream:
             return await self._stream(call, reservation)
@@ -395,45 +408,56 @@ class Gateway:
 
     # ------------------------------------------------------------------ budgets
 
-    def _reservation_amount(self, call: Call) -> int:
-        """The most the request can cost. A request is answered by its model or by one of that
-        model's fallbacks, whichever comes first, so the most expensive of them bounds it; a
-        cascade may pay for the light answer and then for the strong one."""
+    def _reservation_amount(self, call: Call) -> tuple[int, list[str]]:
+        """The most the request can cost, and the models it may reach that have no price. A
+        request is answered by its model or by one of that model's fallbacks, whichever comes
+        first, so the most expensive of them bounds it; a cascade may pay for the light answer
+        and then for the strong one."""
         prompt = count_prompt(call.body)
-        output = 0
-        if call.operation != "embeddings":
-            output = requested_output_cap(call.body) or self.config.default_max_tokens
+        output = output_tokens(call.body, call.operation, self.config.default_max_tokens)
+        writes = prompt_cache_writes(call.body)
+        unpriced: list[str] = []
 
         def worst(first: ModelTarget) -> int:
-            return max(
-                self.estimator.worst_case_pico(
-                    self.config.upstreams[target.upstream].provider, target.model, prompt, output
-                )
-                for target in self._targets(call, first)
-            )
+            bounds = []
+            for target in self._targets(call, first):
+                provider = self.config.upstreams[target.upstream].provider
+                bound = self.estimator.bound_pico(provider, target.model, prompt, output, writes)
+                if bound is None:
+                    unpriced.append(target.model)
+                bounds.append(bound or 0)
+            return max(bounds)
 
         pico = worst(call.target)
         if call.route is not None and call.route.mode == "cascade" and call.escalated_from is None:
             strong = self.config.target(call.route.strong)
             if strong is not None:
                 pico += worst(strong)
-        return pico_to_nano_ceil(pico)
+        return pico_to_nano_ceil(pico), unpriced
+
+    def _admissible(self, lines: list[Any], amount: int, unpriced: list[str]) -> int:
+        """`amount`, unless a model without a price meets a money limit that refuses it."""
+        if unpriced:
+            refusal = unpriced_refusal(lines, unpriced)
+            if refusal is not None:
+                raise GatewayError(403, refusal, code="budget_unpriced_model")
+            self.unpriced.note(lines, unpriced)
+        return amount
 
     async def _reserve(self, call: Call, lines: list[Any]) -> Reservation:
-        amount = self._reservation_amount(call)
-        spends = await self.budgets.reserve(lines, amount)
-        reservation = Reservation(lines, amount, spends)
+        amount = self._admissible(lines, *self._reservation_amount(call))
+        reservation = await self.budgets.hold(lines, amount)
         call.reserved_nano = amount
         downgrades = reservation.over("downgrade")
         if downgrades:
             cheaper = self.config.target(downgrades[0].budget.downgrade_to or "")
             if cheaper is not None and cheaper.model != call.target.model:
-                await self.budgets.adjust(lines, -amount, -1)
+                await self.budgets.release(reservation)
                 call.extra_tags["downgraded_from"] = call.target.model
                 call.extra_tags["downgraded_by"] = downgrades[0].budget.name
                 call.target, call.route, call.escalated_from = cheaper, None, None
-                amount = self._reservation_amount(call)
-                reservation = Reservation(lines, amount, await self.budgets.reserve(lines, amount))
+                amount = self._admissible(lines, *self._reservation_amount(call))
+                reservation = await self.budgets.hold(lines, amount)
                 call.reserved_nano = amount
         fired = self.alerts.check(reservation)
         over_alert = reservation.over("alert")
@@ -446,13 +470,16 @@ class Gateway:
     async def _settle(self, call: Call, reservation: Reservation | None) -> None:
         if reservation is None:
             return
+        if reservation.settled:
+            return
         spent = pico_to_nano_ceil(call.pico())
-        if call.usage_unknown():
-            # The provider did not say what it billed: the worst case reserved is the only
-            # bound there is, and settling lower would let the next requests spend the difference.
+        if call.usage_unknown() or call.cost() is None:
+            # The provider did not say what it billed, or what it billed has no price: the worst
+            # case reserved is the only bound there is, and settling lower would let the next
+            # requests spend the difference.
             spent = max(spent, reservation.amount_nano)
         delta = spent - reservation.amount_nano
-        await self.budgets.adjust(reservation.lines, delta)
+        await self.budgets.settle(reservation, spent)
         reservation.spends = [(spend + delta, calls) for spend, calls in reservation.spends]
         reservation.amount_nano += delta
 
@@ -463,13 +490,12 @@ class Gateway:
         )
         attempt.extra_tags["blocked_by_budget"] = exc.line.budget.name
         self._emit(call, attempt, Decimal(0))
-        detail = exc.line.describe(exc.spend_nano, exc.calls)
+        headers = {"x-unitcost-budget": exc.line.budget.name, "x-unitcost-event-id": attempt.event_id}
+        wait = exc.retry_after_s(datetime.now(UTC))
+        if wait is not None:  # when the period resets; x-should-retry: false keeps SDKs from waiting
+            headers["retry-after"] = str(wait)
         error = GatewayError(
-            429,
-            exc.message(),
-            code="budget_exceeded",
-            extra={"budget": detail},
-            headers={"x-unitcost-budget": exc.line.budget.name, "x-unitcost-event-id": attempt.event_id},
+            429, exc.message(), code="budget_exceeded", extra={"budget": exc.detail()}, headers=headers
         )
         return error_response(call.api, error)
 
@@ -493,6 +519,9 @@ class Gateway:
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
+        if priced.cost is None and call.reserved_nano and any(attempt.usage.values()):
+            # Unpriced usage keeps the reservation too (see _settle), and says so for a restart.
+            attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
         self._emit(call, attempt, priced.cost, priced.pico)
         return priced.cost
 

@@ -1,29 +1,36 @@
 """Budgets that hold under concurrency: reserve the worst case before the call, settle after.
 
-Every budget line (one budget, one scope value, one calendar period) keeps two counters:
-spend in integer nano-USD (reservations included) and calls. Before forwarding, the gateway
-reserves the request's worst-case cost on every line that applies, in one atomic step that
-first checks every blocking line: either all lines take the reservation or none does. After
-the call it settles each line by (real cost - reservation). So concurrent requests can push
-spend past a limit only by what a reservation underestimated.
+Every budget line (one budget, one scope value, one calendar period) keeps three counters:
+spend in integer nano-USD (reservations of requests in flight included), the part of it that
+is such reservations, and calls. Before forwarding, the gateway reserves the request's
+worst-case cost on every line that applies, in one atomic step that first checks every
+blocking line: either all lines take the reservation or none does. After the call it settles
+each line by (real cost - reservation). So concurrent requests can push spend past a limit
+only by what the reservations in flight underestimated.
 
 State lives in this process (`MemoryBudgetState`: the asyncio loop makes check-and-add
 atomic) or in Redis (`RedisBudgetState`: Lua scripts run atomically on the server) when
-several gateway replicas share budgets.
+several gateway replicas share budgets. In Redis every reservation also holds a lease that
+its replica renews while the request runs: when a replica dies with requests in flight,
+the next reservation on any replica after the lease ran out releases what it held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ..events import ATTRIBUTION_FIELDS
 from .config import Budget
+from .records import new_event_id
 
 log = logging.getLogger("unitcost.gateway.budget")
 
@@ -45,6 +52,10 @@ def usd_text(amount: Decimal) -> str:
     return format(amount.normalize(), "f") if amount else "0"
 
 
+def _utc_text(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class Line:
     """One budget applied to one scope value in one period."""
@@ -63,17 +74,26 @@ class Line:
     def max_calls(self) -> int:
         return -1 if self.budget.max_calls is None else self.budget.max_calls
 
-    def describe(self, spend_nano: int, calls: int) -> dict[str, Any]:
+    def describe(self, spend_nano: int, calls: int, reserved_nano: int = 0) -> dict[str, Any]:
+        """The line as the 429 body and the alert log show it. `spend_nano` includes the
+        reservations of requests in flight (`reserved_nano`): spend_usd is what settled calls
+        cost, reserved_usd what requests still running may cost at most."""
+        reserved = max(min(reserved_nano, spend_nano), 0)
+        remaining = None
+        if self.limit_nano >= 0:
+            remaining = usd_text(nano_to_usd(max(self.limit_nano - spend_nano, 0)))
         return {
             "name": self.budget.name,
             "scope": self.budget.scope,
             "value": self.value,
             "period": self.budget.period,
             "limit_usd": None if self.budget.limit_usd is None else str(self.budget.limit_usd),
-            "spend_usd": usd_text(nano_to_usd(spend_nano)),
+            "spend_usd": usd_text(nano_to_usd(spend_nano - reserved)),
+            "reserved_usd": usd_text(nano_to_usd(reserved)),
+            "remaining_usd": remaining,
             "max_calls": self.budget.max_calls,
             "calls": calls,
-            "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+            "reset_at": _utc_text(self.reset_at) if self.reset_at else None,
         }
 
 
@@ -153,14 +173,44 @@ def lines_for(budgets: Sequence[Budget], attrs: Mapping[str, Any], prefix: str, 
     return lines
 
 
+def unpriced_refusal(lines: Sequence[Line], models: Sequence[str]) -> str | None:
+    """Why a request to models without a price cannot go ahead under these lines, if it cannot.
+
+    A money limit cannot count what has no price: reserving $0 for such a call and settling it
+    at $0 would let any number of them through while the budget still showed money left."""
+    refusing = [
+        line
+        for line in lines
+        if line.limit_nano >= 0 and line.budget.action != "alert" and line.budget.unpriced == "block"
+    ]
+    if not models or not refusing:
+        return None
+    budget = refusing[0].budget
+    names = ", ".join(sorted(set(models)))
+    return (
+        f"budget {budget.name!r} ({budget.scope}={refusing[0].value}) has a limit of "
+        f"${budget.limit_usd} and the model {names} has no price, so the gateway cannot count "
+        "what this call spends: price the model in the overrides file ([pricing] overrides) or set "
+        'unpriced = "allow" on the budget to let such calls through, counted by max_calls only'
+    )
+
+
 @dataclass
 class Reservation:
     lines: list[Line]
     amount_nano: int
     spends: list[tuple[int, int]]
     """(spend nano-USD, calls) of each line just after the reservation."""
+    token: str | None = None
+    """The Redis lease of this reservation (None in memory, or when it took none)."""
+    guarded: bool = True
+    """False: admitted without a reservation because the shared state could not be reached
+    and [gateway.redis] fail_open is true; its cost is added when the state is back."""
+    settled: bool = False
 
     def over(self, action: str) -> list[Line]:
+        if not self.guarded:
+            return []
         return [
             line
             for line, (spend, calls) in zip(self.lines, self.spends, strict=True)
@@ -173,6 +223,8 @@ class Reservation:
 
     def remaining(self) -> tuple[Line, Decimal] | None:
         """The money line with the least left, and what is left after this reservation."""
+        if not self.guarded:
+            return None
         best: tuple[Line, Decimal] | None = None
         for line, (spend, _) in zip(self.lines, self.spends, strict=True):
             if line.limit_nano < 0:
@@ -184,28 +236,66 @@ class Reservation:
 
 
 class BudgetExceededError(Exception):
-    def __init__(self, line: Line, spend_nano: int, calls: int, amount_nano: int) -> None:
+    def __init__(
+        self, line: Line, spend_nano: int, calls: int, amount_nano: int, reserved_nano: int = 0
+    ) -> None:
         super().__init__(line.budget.name)
         self.line = line
         self.spend_nano = spend_nano
         self.calls = calls
         self.amount_nano = amount_nano
+        self.reserved_nano = max(min(reserved_nano, spend_nano), 0)
+
+    def detail(self) -> dict[str, Any]:
+        return self.line.describe(self.spend_nano, self.calls, self.reserved_nano)
 
     def message(self) -> str:
         budget = self.line.budget
+        limit = self.line.limit_nano
         if budget.max_calls is not None and self.calls + 1 > budget.max_calls:
             what = f"{self.calls} of {budget.max_calls} calls used"
         else:
-            what = f"spend ${usd_text(nano_to_usd(self.spend_nano))} + this request's worst case "
-            what += f"${usd_text(nano_to_usd(self.amount_nano))}"
+            settled = nano_to_usd(self.spend_nano - self.reserved_nano)
+            what = f"spend ${usd_text(settled)}"
+            if self.reserved_nano:
+                what += f" + ${usd_text(nano_to_usd(self.reserved_nano))} reserved by requests in flight"
+            what += f" + this request's worst case ${usd_text(nano_to_usd(self.amount_nano))}"
             what += f" would pass the limit ${budget.limit_usd}"
-        reset = f"; resets {self.line.describe(0, 0)['reset_at']}" if self.line.reset_at else ""
+            if 0 <= limit - self.spend_nano < self.amount_nano and limit > self.spend_nano:
+                # Money is left, just not this request's worst case: a smaller max_tokens fits.
+                left = usd_text(nano_to_usd(limit - self.spend_nano))
+                what += f" (${left} left: a smaller max_tokens reserves less)"
+        reset = f"; resets {_utc_text(self.line.reset_at)}" if self.line.reset_at else ""
         return f"budget {budget.name!r} ({budget.scope}={self.line.value}, {budget.period}): {what}{reset}"
+
+    def retry_after_s(self, now: datetime) -> int | None:
+        """Seconds until the line's period resets (None for a budget that never resets)."""
+        if self.line.reset_at is None:
+            return None
+        return max(math.ceil((self.line.reset_at - now).total_seconds()), 1)
+
+
+class BudgetUnavailableError(Exception):
+    """The shared budget state cannot be reached and the gateway fails closed."""
 
 
 class BudgetState(Protocol):
+    async def hold(self, lines: Sequence[Line], amount_nano: int) -> Reservation:
+        """Atomically reserve `amount_nano` and one call on every line, or raise
+        BudgetExceededError (or BudgetUnavailableError when the state cannot be reached)."""
+        ...
+
+    async def settle(self, reservation: Reservation, spent_nano: int) -> None:
+        """Replace the reservation by what the call spent. Never raises for an unreachable
+        state: the settlement is kept and written when the state is back."""
+        ...
+
+    async def release(self, reservation: Reservation) -> None:
+        """Undo a reservation: its money and its call (a request that did not go ahead)."""
+        ...
+
     async def reserve(self, lines: Sequence[Line], amount_nano: int) -> list[tuple[int, int]]:
-        """Atomically take `amount_nano` and one call on every line, or raise BudgetExceededError."""
+        """Take `amount_nano` and one call on every line without a lease (seeding, tests)."""
         ...
 
     async def adjust(self, lines: Sequence[Line], delta_nano: int, delta_calls: int = 0) -> None: ...
@@ -224,65 +314,196 @@ def _blocks(line: Line, spend: int, calls: int, amount: int) -> bool:
 
 
 class MemoryBudgetState:
-    """One replica: a dict; check-and-add runs without an await in between, so it is atomic."""
+    """One replica: a dict; check-and-add runs without an await in between, so it is atomic.
+
+    Lines expire like their Redis keys (a day after their period, 30 days for a trace or
+    session), so per-trace budgets do not grow the dict for as long as the gateway runs."""
+
+    SWEEP_EVERY_S = 60.0
 
     def __init__(self) -> None:
         self._counters: dict[str, list[int]] = {}
+        """key -> [spend nano-USD (reservations included), calls, reserved nano-USD]."""
+        self._expires: dict[str, float] = {}
+        self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
 
     def seed(self, key: str, spend_nano: int, calls: int) -> None:
-        self._counters[key] = [spend_nano, calls]
+        self._counters[key] = [spend_nano, calls, 0]
 
-    async def reserve(self, lines: Sequence[Line], amount_nano: int) -> list[tuple[int, int]]:
+    def _check(self, lines: Sequence[Line], amount_nano: int) -> None:
         for line in lines:
-            spend, calls = self._counters.get(line.key, (0, 0))
+            spend, calls, reserved = self._counters.get(line.key, (0, 0, 0))
             if _blocks(line, spend, calls, amount_nano):
-                raise BudgetExceededError(line, spend, calls, amount_nano)
+                raise BudgetExceededError(line, spend, calls, amount_nano, reserved)
+
+    def _take(self, lines: Sequence[Line], amount_nano: int, held: bool) -> list[tuple[int, int]]:
         result = []
+        now = time.time()
         for line in lines:
-            counter = self._counters.setdefault(line.key, [0, 0])
+            counter = self._counters.setdefault(line.key, [0, 0, 0])
             counter[0] += amount_nano
             counter[1] += 1
+            if held:
+                counter[2] += amount_nano
+            if line.ttl_s > 0:
+                self._expires[line.key] = now + line.ttl_s
             result.append((counter[0], counter[1]))
         return result
 
+    def _sweep(self) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+        now = time.time()
+        for key, expires in list(self._expires.items()):
+            counter = self._counters.get(key)
+            if expires <= now and (counter is None or counter[2] == 0):
+                self._counters.pop(key, None)
+                del self._expires[key]
+
+    async def hold(self, lines: Sequence[Line], amount_nano: int) -> Reservation:
+        self._sweep()
+        self._check(lines, amount_nano)
+        return Reservation(list(lines), amount_nano, self._take(lines, amount_nano, held=True))
+
+    async def settle(self, reservation: Reservation, spent_nano: int) -> None:
+        if reservation.settled:
+            return
+        reservation.settled = True
+        delta = spent_nano - reservation.amount_nano
+        for line in reservation.lines:
+            counter = self._counters.setdefault(line.key, [0, 0, 0])
+            counter[0] += delta
+            counter[2] = max(counter[2] - reservation.amount_nano, 0)
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.settled:
+            return
+        await self.settle(reservation, 0)
+        for line in reservation.lines:
+            self._counters[line.key][1] -= 1
+
+    async def reserve(self, lines: Sequence[Line], amount_nano: int) -> list[tuple[int, int]]:
+        self._check(lines, amount_nano)
+        return self._take(lines, amount_nano, held=False)
+
     async def adjust(self, lines: Sequence[Line], delta_nano: int, delta_calls: int = 0) -> None:
         for line in lines:
-            counter = self._counters.setdefault(line.key, [0, 0])
+            counter = self._counters.setdefault(line.key, [0, 0, 0])
             counter[0] += delta_nano
             counter[1] += delta_calls
 
     async def read(self, lines: Sequence[Line]) -> list[tuple[int, int]]:
-        return [tuple(self._counters.get(line.key, (0, 0))) for line in lines]  # type: ignore[misc]
+        return [tuple(self._counters.get(line.key, (0, 0))[:2]) for line in lines]  # type: ignore[misc]
 
     async def close(self) -> None:
         return None
 
 
-# KEYS: one hash per line (fields s = spend nano-USD, c = calls).
-# ARGV: amount, then per line: limit (-1 none), max calls (-1 none), blocks (1/0), ttl (0 none).
+# ------------------------------------------------------------------ Redis
+
+# One hash per line: s = spend nano-USD (reservations included), r = the reservations part,
+# c = calls. Leases: a sorted set (token -> expiry in ms, Redis server time, so the replicas'
+# clocks do not matter) and one hash per reservation (a = amount, k = its line keys as JSON).
+#
+# Reserve. KEYS: the lines, then the lease set and this reservation's lease hash.
+# ARGV: amount, lease ms (0: no lease), lease hash prefix, held (1: count it in r), token,
+# then per line: limit (-1 none), max calls (-1 none), blocks (1/0), ttl (0 none).
+# First it releases up to 64 expired leases: reservations of replicas that stopped renewing.
 _RESERVE = """
+local n = #KEYS - 2
 local amount = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local base = 1 + (i - 1) * 4
+local lease_ms = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local released, reaped = 0, 0
+local expired = redis.call('ZRANGEBYSCORE', KEYS[n + 1], '-inf', now, 'LIMIT', 0, 64)
+for _, token in ipairs(expired) do
+  local lease = ARGV[3] .. token
+  local held = redis.call('HMGET', lease, 'a', 'k')
+  if held[1] then
+    local a = tonumber(held[1])
+    for _, key in ipairs(cjson.decode(held[2])) do
+      if redis.call('EXISTS', key) == 1 then
+        redis.call('HINCRBY', key, 's', -a)
+        redis.call('HINCRBY', key, 'r', -a)
+      end
+    end
+    released = released + a
+    reaped = reaped + 1
+    redis.call('DEL', lease)
+  end
+  redis.call('ZREM', KEYS[n + 1], token)
+end
+for i = 1, n do
+  local base = 5 + (i - 1) * 4
   local limit = tonumber(ARGV[base + 1])
   local maxcalls = tonumber(ARGV[base + 2])
   if ARGV[base + 3] == '1' then
-    local spend = tonumber(redis.call('HGET', KEYS[i], 's') or '0')
-    local calls = tonumber(redis.call('HGET', KEYS[i], 'c') or '0')
+    local got = redis.call('HMGET', KEYS[i], 's', 'c', 'r')
+    local spend = tonumber(got[1] or '0')
+    local calls = tonumber(got[2] or '0')
     if (limit >= 0 and spend + amount > limit) or (maxcalls >= 0 and calls + 1 > maxcalls) then
-      return {1, i, spend, calls}
+      return {1, released, reaped, i, spend, calls, tonumber(got[3] or '0')}
     end
   end
 end
-local out = {0}
-for i = 1, #KEYS do
-  local base = 1 + (i - 1) * 4
+local out = {0, released, reaped}
+local keys = {}
+for i = 1, n do
+  local base = 5 + (i - 1) * 4
   out[#out + 1] = redis.call('HINCRBY', KEYS[i], 's', amount)
   out[#out + 1] = redis.call('HINCRBY', KEYS[i], 'c', 1)
+  if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[i], 'r', amount) end
   local ttl = tonumber(ARGV[base + 4])
   if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  keys[i] = KEYS[i]
+end
+if lease_ms > 0 then
+  redis.call('ZADD', KEYS[n + 1], now + lease_ms, ARGV[5])
+  redis.call('HSET', KEYS[n + 2], 'a', amount, 'k', cjson.encode(keys))
 end
 return out
+"""
+# Settle. KEYS: the lines, the lease set, the lease hash. ARGV: token ('' none), spent,
+# reserved amount, calls delta, then each line's ttl. A lease already released by another
+# replica (this one stalled past it) no longer counts in the lines: the whole cost is added.
+_SETTLE = """
+local n = #KEYS - 2
+local live = 0
+if ARGV[1] ~= '' then
+  live = redis.call('ZREM', KEYS[n + 1], ARGV[1])
+  redis.call('DEL', KEYS[n + 2])
+end
+local ds = tonumber(ARGV[2])
+local dr = 0
+if live == 1 then
+  ds = ds - tonumber(ARGV[3])
+  dr = -tonumber(ARGV[3])
+end
+local dc = tonumber(ARGV[4])
+for i = 1, n do
+  if ds ~= 0 then redis.call('HINCRBY', KEYS[i], 's', ds) end
+  if dr ~= 0 then redis.call('HINCRBY', KEYS[i], 'r', dr) end
+  if dc ~= 0 then redis.call('HINCRBY', KEYS[i], 'c', dc) end
+  local ttl = tonumber(ARGV[4 + i])
+  if ttl > 0 and redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return live
+"""
+# Renew. KEYS: the lease set. ARGV: lease ms, then tokens. Returns how many were gone.
+_RENEW = """
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local gone = 0
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], until_ms, ARGV[i])
+  else
+    gone = gone + 1
+  end
+end
+return gone
 """
 _ADJUST = """
 for i = 1, #KEYS do
@@ -293,32 +514,270 @@ return 1
 """
 
 
+def masked_url(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(":" + parts.password + "@", ":***@", 1)
+
+
+@dataclass
+class _Settlement:
+    """A settlement waiting for Redis to be reachable again."""
+
+    keys: list[str]
+    ttls: list[int]
+    token: str
+    spent_nano: int
+    amount_nano: int
+    calls: int
+
+
+class _Outage:
+    """Logs an unreachable budget state once, then every 30 s while it lasts, and its end."""
+
+    def __init__(self, where: str, fail_open: bool) -> None:
+        self.where = where
+        self.fail_open = fail_open
+        self.since: float | None = None
+        self.last_log = 0.0
+        self.requests = 0
+
+    def failed(self, exc: BaseException, request: bool) -> None:
+        now = time.monotonic()
+        self.requests += request
+        what = "admitted unguarded (fail_open = true)" if self.fail_open else "refused with a 503"
+        if self.since is None:
+            self.since = self.last_log = now
+            log.error(
+                "budget state unreachable (Redis %s): %s: %s; requests under a budget are %s "
+                "until it is back",
+                self.where,
+                type(exc).__name__,
+                str(exc).rstrip("."),
+                what,
+            )
+        elif now - self.last_log >= 30:
+            self.last_log = now
+            log.error(
+                "budget state still unreachable (Redis %s) after %.0f s: %d requests %s so far: %s",
+                self.where,
+                now - self.since,
+                self.requests,
+                what,
+                exc,
+            )
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            what = "admitted unguarded" if self.fail_open else "refused"
+            log.warning(
+                "budget state reachable again (Redis %s) after %.1f s; %d requests were %s meanwhile",
+                self.where,
+                time.monotonic() - self.since,
+                self.requests,
+                what,
+            )
+            self.since, self.requests = None, 0
+
+
 class RedisBudgetState:
     """Several replicas: the check-and-add is one Lua script, atomic on the Redis server.
 
-    Amounts are integer nano-USD, exact in Lua's doubles up to $9M per budget line.
+    Amounts are integer nano-USD, exact in Lua's doubles up to $9M per budget line. Each
+    reservation holds a lease of `lease_s` that this replica renews every `lease_s / 3` while
+    the request runs; a lease that runs out (the replica died) is released by the next
+    reservation of any replica. Settlements that fail because Redis is unreachable are kept
+    and written when it is back, so a call that was answered always reaches the counters.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "unitcost:",
+        *,
+        lease_s: float = 60.0,
+        fail_open: bool = False,
+        timeout_s: float = 5.0,
+    ) -> None:
         import redis.asyncio as redis
+        from redis.exceptions import RedisError
 
         # A bounded pool that waits for a free connection: a burst of requests queues for a
-        # few milliseconds instead of failing with "too many connections".
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        # few milliseconds instead of failing with "too many connections". The socket timeouts
+        # turn a Redis that stopped answering into a prompt error rather than a hung request.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=64,
+            timeout=10,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+        )
         self._redis = redis.Redis(connection_pool=pool)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._renew = self._redis.register_script(_RENEW)
         self._adjust = self._redis.register_script(_ADJUST)
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+        self._leases = f"{prefix}budget-leases"
+        self._lease_prefix = f"{prefix}budget-lease:"
+        self._lease_ms = max(int(lease_s * 1000), 1)
+        self._fail_open = fail_open
+        self._live: dict[str, None] = {}
+        """Tokens of this replica's reservations not settled yet (renewed by the heartbeat)."""
+        self._pending: dict[str, _Settlement] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.outage = _Outage(masked_url(url), fail_open)
+
+    # ---------------------------------------------------------------- the request path
+
+    def _line_args(self, lines: Sequence[Line]) -> list[Any]:
+        args: list[Any] = []
+        for line in lines:
+            args += [line.limit_nano, line.max_calls, 1 if line.budget.action == "block" else 0, line.ttl_s]
+        return args
+
+    async def _run_reserve(
+        self, lines: Sequence[Line], amount_nano: int, token: str
+    ) -> list[tuple[int, int]]:
+        lease_ms = self._lease_ms if token else 0
+        keys = [line.key for line in lines] + [self._leases, self._lease_prefix + (token or "-")]
+        args: list[Any] = [amount_nano, lease_ms, self._lease_prefix, 1 if token else 0, token or "-"]
+        out = await self._reserve(keys=keys, args=args + self._line_args(lines))
+        released, reaped = int(out[1]), int(out[2])
+        if reaped:
+            log.warning(
+                "budgets: released $%s held by %d requests of a replica that stopped without "
+                "settling them (their %.0f s leases ran out); what those calls cost is not known here",
+                usd_text(nano_to_usd(released)),
+                reaped,
+                self._lease_ms / 1000,
+            )
+        if int(out[0]) == 1:
+            line = lines[int(out[3]) - 1]
+            raise BudgetExceededError(line, int(out[4]), int(out[5]), amount_nano, int(out[6]))
+        return [(int(out[3 + 2 * i]), int(out[4 + 2 * i])) for i in range(len(lines))]
+
+    async def hold(self, lines: Sequence[Line], amount_nano: int) -> Reservation:
+        if not lines:
+            return Reservation([], amount_nano, [])
+        token = new_event_id()
+        try:
+            spends = await self._run_reserve(lines, amount_nano, token)
+        except self._errors as exc:
+            self.outage.failed(exc, request=True)
+            self._start_heartbeat()  # it notices when Redis is back and logs it
+            if not self._fail_open:
+                raise BudgetUnavailableError(
+                    "the budget state (Redis) cannot be reached and this gateway refuses requests "
+                    "it cannot count against their budgets; try again"
+                ) from None
+            return Reservation(list(lines), amount_nano, [], guarded=False)
+        self.outage.recovered()
+        self._live[token] = None
+        self._start_heartbeat()
+        return Reservation(list(lines), amount_nano, spends, token=token)
+
+    async def settle(self, reservation: Reservation, spent_nano: int) -> None:
+        if reservation.settled or not reservation.lines:
+            return
+        reservation.settled = True
+        if reservation.guarded:
+            job = self._job(reservation, spent_nano, reservation.amount_nano, 0)
+        else:
+            # Admitted while Redis was away: nothing was reserved, so the call and its cost are added.
+            job = self._job(reservation, spent_nano, 0, 1)
+        await self._write(job)
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.settled or not reservation.lines:
+            return
+        reservation.settled = True
+        if reservation.guarded:
+            await self._write(self._job(reservation, 0, reservation.amount_nano, -1))
+
+    def _job(self, reservation: Reservation, spent: int, amount: int, calls: int) -> _Settlement:
+        return _Settlement(
+            [line.key for line in reservation.lines],
+            [line.ttl_s for line in reservation.lines],
+            reservation.token or "",
+            spent,
+            amount,
+            calls,
+        )
+
+    async def _write(self, job: _Settlement) -> None:
+        try:
+            await self._run_settle(job)
+        except self._errors as exc:
+            self.outage.failed(exc, request=False)
+            self._keep(job)
+            self._start_heartbeat()
+            return
+        self._live.pop(job.token, None)
+
+    async def _run_settle(self, job: _Settlement) -> None:
+        keys = [*job.keys, self._leases, self._lease_prefix + (job.token or "-")]
+        await self._settle(keys=keys, args=[job.token, job.spent_nano, job.amount_nano, job.calls, *job.ttls])
+
+    def _keep(self, job: _Settlement) -> None:
+        """Queue a settlement; those without a lease (fail-open calls) are merged per line set."""
+        if job.token:
+            self._pending[job.token] = job
+            return
+        merged = "\0".join(job.keys)
+        known = self._pending.get(merged)
+        if known is None:
+            self._pending[merged] = job
+        else:
+            known.spent_nano += job.spent_nano
+            known.calls += job.calls
+
+    # ---------------------------------------------------------------- leases
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while self._live or self._pending or self.outage.since is not None:
+            await asyncio.sleep(self._lease_ms / 3000)
+            try:
+                await self._flush()
+                await self._renew_live()
+                await self._redis.ping()
+            except self._errors as exc:
+                self.outage.failed(exc, request=False)
+            else:
+                self.outage.recovered()
+
+    async def _flush(self) -> None:
+        for name, job in list(self._pending.items()):
+            await self._run_settle(job)
+            del self._pending[name]
+            self._live.pop(job.token, None)
+
+    async def _renew_live(self) -> None:
+        tokens = list(self._live)
+        gone = 0
+        for i in range(0, len(tokens), 500):
+            gone += int(await self._renew(keys=[self._leases], args=[self._lease_ms, *tokens[i : i + 500]]))
+        if gone:
+            log.warning(
+                "budgets: %d reservations of requests still running here were released by another "
+                "replica (this one did not renew their leases within %.0f s); their cost is added "
+                "in full when they end",
+                gone,
+                self._lease_ms / 1000,
+            )
+
+    # ---------------------------------------------------------------- plain counters
 
     async def reserve(self, lines: Sequence[Line], amount_nano: int) -> list[tuple[int, int]]:
         if not lines:
             return []
-        args: list[Any] = [amount_nano]
-        for line in lines:
-            args += [line.limit_nano, line.max_calls, 1 if line.budget.action == "block" else 0, line.ttl_s]
-        out = await self._reserve(keys=[line.key for line in lines], args=args)
-        if int(out[0]) == 1:
-            raise BudgetExceededError(lines[int(out[1]) - 1], int(out[2]), int(out[3]), amount_nano)
-        return [(int(out[1 + 2 * i]), int(out[2 + 2 * i])) for i in range(len(lines))]
+        return await self._run_reserve(lines, amount_nano, "")
 
     async def adjust(self, lines: Sequence[Line], delta_nano: int, delta_calls: int = 0) -> None:
         if lines and (delta_nano or delta_calls):
@@ -332,6 +791,19 @@ class RedisBudgetState:
         return result
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._pending:
+            try:
+                await self._flush()
+            except self._errors as exc:
+                log.error(
+                    "budgets: %d settlements could not be written to Redis before stopping (%s); "
+                    "the reservations they replace are released by the other replicas when their "
+                    "leases run out, and the calls' costs are in the ledger only",
+                    len(self._pending),
+                    exc,
+                )
         await self._redis.aclose()
 
 
@@ -342,6 +814,8 @@ class AlertLog:
         self._sent: set[str] = set()
 
     def check(self, reservation: Reservation) -> list[str]:
+        if not reservation.guarded:
+            return []
         fired = []
         for line, (spend, calls) in zip(reservation.lines, reservation.spends, strict=True):
             budget = line.budget
@@ -352,3 +826,25 @@ class AlertLog:
                 fired.append(budget.name)
                 log.warning("budget alert: %s", line.describe(spend, calls))
         return fired
+
+
+@dataclass
+class UnpricedNotice:
+    """Logs once per budget and model that a model without a price passes a budget unpriced = "allow"."""
+
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+    def note(self, lines: Sequence[Line], models: Sequence[str]) -> None:
+        for line in lines:
+            if line.limit_nano < 0:
+                continue
+            for model in models:
+                if (line.budget.name, model) not in self.seen:
+                    self.seen.add((line.budget.name, model))
+                    log.warning(
+                        "budget %r: model %s has no price; its calls are counted by max_calls but "
+                        "not against limit_usd (unpriced = %s)",
+                        line.budget.name,
+                        model,
+                        line.budget.unpriced,
+                    )

@@ -19,6 +19,7 @@ from ..config import Config, ConfigError
 ProviderKind = Literal["openai", "anthropic"]
 BudgetAction = Literal["alert", "downgrade", "block"]
 BudgetPeriod = Literal["day", "week", "month", "total"]
+UnpricedPolicy = Literal["block", "allow"]
 BUDGET_SCOPES = ("global", "key", "team", "user", "app", "feature", "customer", "trace", "session")
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 
@@ -97,6 +98,9 @@ class Budget:
     downgrade_to: str | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     alert_at: Decimal = Decimal("0.85")
+    unpriced: UnpricedPolicy = "block"
+    """A model without a price cannot be counted against limit_usd: "block" refuses it on this
+    budget (when it blocks or downgrades), "allow" lets it through, counted by max_calls only."""
 
     @functools.cached_property
     def limit_nano(self) -> int:
@@ -128,6 +132,13 @@ class GatewayConfig:
     cache_max_entries: int = 10_000
     redis_url: str | None = None
     redis_prefix: str = "unitcost:"
+    redis_fail_open: bool = False
+    """When Redis cannot be reached: False refuses requests under a budget (503), True lets
+    them through unguarded and adds their cost to the counters once Redis is back."""
+    redis_lease_s: float = 60.0
+    """How long a reservation outlives a replica that stopped renewing it (crash, kill -9)."""
+    redis_timeout_s: float = 5.0
+    """Connect and read timeout of the budget state's Redis calls."""
     watch: bool = False
     """Run the watch loop (budgets, detectors, alerts; [watch]) in the ledger writer process:
     with a DuckDB ledger that process is its only writer, so a `unitcost watch` beside the
@@ -229,6 +240,9 @@ def _budget(raw: Mapping[str, Any], index: int) -> Budget:
         tz = ZoneInfo(str(raw.get("timezone", "UTC")))
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise _err(where, f"unknown time zone {raw.get('timezone')!r}") from exc
+    unpriced = raw.get("unpriced", "block")
+    if unpriced not in ("block", "allow"):
+        raise _err(where, f"unpriced must be block or allow, not {unpriced!r}")
     return Budget(
         name=str(name),
         scope=scope,
@@ -240,7 +254,20 @@ def _budget(raw: Mapping[str, Any], index: int) -> Budget:
         downgrade_to=raw.get("downgrade_to"),
         timezone=tz,
         alert_at=_decimal(raw.get("alert_at", "0.85"), where),
+        unpriced=unpriced,
     )
+
+
+def _redis_fail_open(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _err("gateway.redis", f"fail_open must be true or false, not {value!r}")
+    return value
+
+
+def _positive(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise _err(where, f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 def _route(name: str, raw: Mapping[str, Any]) -> Route:
@@ -339,6 +366,9 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         cache_max_entries=int(cache.get("max_entries", 10_000)),
         redis_url=redis.get("url"),
         redis_prefix=str(redis.get("prefix", "unitcost:")),
+        redis_fail_open=_redis_fail_open(redis.get("fail_open", False)),
+        redis_lease_s=_positive(redis.get("lease_s", 60.0), "gateway.redis", "lease_s"),
+        redis_timeout_s=_positive(redis.get("timeout_s", 5.0), "gateway.redis", "timeout_s"),
         store_bodies=bool(section.get("store_bodies", False)),
         watch=bool(section.get("watch", False)),
         environment=section.get("environment"),

@@ -28,7 +28,14 @@ def recover(config: GatewayConfig, ledger: Ledger) -> tuple[PriceBook, BudgetSta
     if replayed:
         log.info("spool: %d events of a previous run replayed into the ledger", replayed)
     if config.redis_url:
-        return ledger.book, RedisBudgetState(config.redis_url)
+        state = RedisBudgetState(
+            config.redis_url,
+            config.redis_prefix,
+            lease_s=config.redis_lease_s,
+            fail_open=config.redis_fail_open,
+            timeout_s=config.redis_timeout_s,
+        )
+        return ledger.book, state
     budgets = MemoryBudgetState()
     if config.budgets:
         restore_budgets(ledger.store, config.budgets, budgets, config.redis_prefix)

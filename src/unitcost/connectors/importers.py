@@ -7,6 +7,11 @@ own cost is kept as `billed_cost` for `unitcost reconcile`.
 
 A file that cannot be read as a whole (not JSON, not CSV) is refused before anything is
 written; a bad item is rejected alone and named by its position in the file.
+
+Only usage, cost, time and attribution are read: request and response bodies (LiteLLM's
+`messages`, `response`, `proxy_server_request`; Langfuse's `input`, `output`), headers and
+metadata are never looked at, and LiteLLM's `api_key` (a hash of the virtual key) is not kept.
+The few free tags taken from an item pass `redact.tag_value` like every other source's.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import orjson
 
 from ..events import MAX_TOKENS
 from ..ingest.normalise import Rejection
+from ..redact import redact_tags
 
 if TYPE_CHECKING:
     from ..api import Ledger
@@ -332,7 +338,7 @@ def litellm_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
         except orjson.JSONDecodeError as exc:
             raise ItemError("request_tags", "expected a JSON list of tags") from exc
     if isinstance(tags, list) and tags:
-        event["tags"] = {"request_tags": ",".join(str(t) for t in tags)}
+        event["tags"] = redact_tags({"request_tags": ",".join(str(t) for t in tags)})
     return {k: v for k, v in event.items() if v is not None}
 
 
@@ -443,7 +449,7 @@ def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
         event["status"] = "error"
     name = _text(item.get("name"))
     if name:
-        event["tags"] = {"langfuse_name": name}
+        event["tags"] = redact_tags({"langfuse_name": name})
     return {k: v for k, v in event.items() if v is not None}
 
 
@@ -542,7 +548,7 @@ def openai_usage_event(result: Mapping[str, Any], bucket: Mapping[str, Any] | No
         if _text(result.get(name)) is not None
     }
     if tags:
-        event["tags"] = tags
+        event["tags"] = redact_tags(tags)
     return {k: v for k, v in event.items() if v is not None}
 
 

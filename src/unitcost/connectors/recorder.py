@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..events import FIELD_BY_NAME
+from ..redact import tag_value
 from . import tagging
 from .responses import UnrecognisedResponseError, normalise_response
 from .unwritten import Unwritten
@@ -91,13 +92,17 @@ class Recorder:
         for name, value in fields.items():
             if value is None:
                 continue
+            # A free tag never holds a credential (`unitcost.redact`): `api_key=...` keeps its name only.
             if name == "tags":
-                event["tags"] = {**event.get("tags", {}), **{str(k): str(v) for k, v in value.items()}}
+                event["tags"] = {
+                    **event.get("tags", {}),
+                    **{str(k): tag_value(str(k), str(v)) for k, v in value.items()},
+                }
             elif name in FIELD_BY_NAME:
                 # Explicit fields win over the response (a model alias, a provider the server hides).
                 event[name] = value
             else:
-                event.setdefault("tags", {})[name] = str(value)
+                event.setdefault("tags", {})[name] = tag_value(name, str(value))
         if not event.get("model"):
             raise UnrecognisedResponseError("model: the response does not name the model; pass model=...")
         event.setdefault("event_id", uuid.uuid4().hex)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..events import ATTRIBUTION_FIELDS
+from ..redact import tag_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,18 +32,21 @@ def current() -> Mapping[str, Any]:
 
 
 def merged(base: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """`fields` over `base`; names that are not event fields become free tags."""
+    """`fields` over `base`; names that are not event fields become free tags.
+
+    A free tag never holds a credential (`unitcost.redact`): `api_key=...` is kept as
+    `api_key = REDACTED`, and a key inside a value (`headers={...}`, a URL) is replaced."""
     out = dict(base)
     free = dict(base.get("tags") or {})
     for name, value in fields.items():
         if value is None:
             continue
         if name == "tags":
-            free.update({str(k): str(v) for k, v in dict(value).items()})
+            free.update({str(k): tag_value(str(k), str(v)) for k, v in dict(value).items()})
         elif name in CONTEXT_FIELDS:
             out[name] = str(value)
         else:
-            free[name] = str(value)
+            free[name] = tag_value(name, str(value))
     if free:
         out["tags"] = free
     return out

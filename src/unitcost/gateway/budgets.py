@@ -515,11 +515,14 @@ return 1
 
 
 def masked_url(url: str) -> str:
-    """The Redis URL without its password, for logs."""
+    """The Redis URL without its password, for logs (in the authority or, as redis-py also
+    reads it, `?password=`)."""
+    from ..redact import redact_text
+
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return url.replace(":" + parts.password + "@", ":***@", 1)
+    if parts.password:
+        url = url.replace(":" + parts.password + "@", ":***@", 1)
+    return redact_text(url)
 
 
 @dataclass

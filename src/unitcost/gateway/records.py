@@ -12,6 +12,7 @@ from typing import Any
 from ..events import ATTRIBUTION_FIELDS, USAGE_UNKNOWN_TAG, ServiceTier
 from ..money import pico_to_usd
 from ..pricing.book import PriceBook
+from ..redact import tag_value
 
 _TIERS = frozenset(t.value for t in ServiceTier)
 _TIER_ALIASES = {"default": "standard", "auto": "standard", "scale": "priority"}
@@ -41,7 +42,11 @@ so a client may not send them (`x-unitcost-tags`): they would be taken for the g
 
 
 def parse_tags(header: str | None) -> dict[str, str]:
-    """`feature=rerank,customer=acme` -> {"feature": "rerank", "customer": "acme"}."""
+    """`feature=rerank,customer=acme` -> {"feature": "rerank", "customer": "acme"}.
+
+    A tag never holds a credential (`unitcost.redact`): `api_key=sk-...` is kept as
+    `api_key = REDACTED`, a key inside a value is replaced. Redacted before the value is cut,
+    so a cut key cannot slip past the rule."""
     tags: dict[str, str] = {}
     if not header:
         return tags
@@ -49,7 +54,7 @@ def parse_tags(header: str | None) -> dict[str, str]:
         name, sep, value = part.partition("=")
         name, value = name.strip(), value.strip()
         if sep and name and value:
-            tags[name[:64]] = value[:256]
+            tags[name[:64]] = tag_value(name, value)[:256]
     return tags
 
 

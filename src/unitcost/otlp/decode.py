@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ..redact import quoted
 from .mapping import Span
 from .rows import STATUS_ERROR, any_value
 
@@ -101,14 +102,14 @@ def _json_value(value: Any, where: str) -> Any:
         try:
             return int(inner)
         except ValueError as exc:
-            raise JsonSpanError(f"{where}: intValue {inner!r} is not an integer") from exc
+            raise JsonSpanError(f"{where}: intValue {quoted(where, inner)} is not an integer") from exc
     if kind == "doubleValue":
         if isinstance(inner, bool) or not isinstance(inner, (int, float, str)):
             raise JsonSpanError(f"{where}: doubleValue must be a number")
         try:
             return float(inner)
         except ValueError as exc:
-            raise JsonSpanError(f"{where}: doubleValue {inner!r} is not a number") from exc
+            raise JsonSpanError(f"{where}: doubleValue {quoted(where, inner)} is not a number") from exc
     if kind == "boolValue":
         if not isinstance(inner, bool):
             raise JsonSpanError(f"{where}: boolValue must be true or false")
@@ -151,7 +152,7 @@ def _hex_id(value: Any, size: int, where: str, required: bool) -> str:
     try:
         raw = bytes.fromhex(value)
     except ValueError as exc:
-        raise JsonSpanError(f"{where}: not hex: {value[:40]!r}") from exc
+        raise JsonSpanError(f"{where}: not hex: {quoted(where, value, 40)}") from exc
     if len(raw) != size:
         raise JsonSpanError(f"{where}: expected {size} bytes ({2 * size} hex digits), got {len(raw)}")
     return raw.hex()
@@ -165,7 +166,7 @@ def _nanos(value: Any, where: str) -> int:
     try:
         number = int(value)
     except ValueError as exc:
-        raise JsonSpanError(f"{where}: {value!r} is not an integer") from exc
+        raise JsonSpanError(f"{where}: {quoted(where, value)} is not an integer") from exc
     if number < 0 or number >= 2**64:
         raise JsonSpanError(f"{where}: {number} is out of range for fixed64")
     return number

@@ -24,6 +24,13 @@ Anthropic spans are completed whatever the sizes.
 Agent and tool spans (`invoke_agent`, `execute_tool`, `create_agent`) are not calls to a
 model, and an agent span's usage, when present, repeats its children's: they are ignored
 and counted, like spans with no GenAI attributes at all.
+
+Only the attributes above and the mapped ones (`AttributeMapping`) are read; everything else
+a span carries (headers, invocation parameters, prompts and answers) is never looked at.
+A mapping may not name a credential (`http.request.header.authorization`, `*api_key*`, ...):
+it is refused when the config is read. Nor may it name a prompt or answer attribute
+(`BODY_ATTRIBUTES`) unless `[otlp] store_bodies = true` turns that on. Free tags pass
+`redact.tag_value` (a `unitcost.tag.api_key` is stored as REDACTED).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import ATTRIBUTION_FIELDS
+from ..redact import secret_name, tag_value
 
 INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
@@ -118,6 +126,36 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = {
 
 TARGETS = frozenset({*ATTRIBUTION_FIELDS, "session_id"})
 
+BODY_ATTRIBUTES = (
+    # OpenTelemetry GenAI (opt-in content, semconv >= 1.37, and the older span-event attributes)
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    # OpenInference
+    "input.value",
+    "output.value",
+    "llm.input_messages",
+    "llm.output_messages",
+    "llm.prompts",
+    "llm.prompt_template.variables",
+    "embedding.embeddings",
+    "retrieval.documents",
+    # OpenLLMetry (Traceloop), Vercel AI SDK
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+    "ai.prompt",
+    "ai.response.text",
+)
+"""Attributes (and their indexed parts, `gen_ai.prompt.0.content`) holding prompts and answers."""
+
+
+def body_attribute(name: str) -> bool:
+    return any(name == body or name.startswith(body + ".") for body in BODY_ATTRIBUTES)
+
 
 class SpanError(ValueError):
     """A GenAI span that cannot become an event; the message names the attribute."""
@@ -129,6 +167,8 @@ class AttributeMapping:
 
     fields: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     """attribute name -> event field (team, app, feature, user, ...) or `tag:<name>`."""
+    store_bodies: bool = False
+    """`[otlp] store_bodies`: whether prompt and answer attributes may be mapped at all."""
 
     def __post_init__(self) -> None:
         for name, target in self.fields.items():
@@ -136,6 +176,17 @@ class AttributeMapping:
                 raise ValueError(
                     f"[otlp.attributes] {name!r} = {target!r}: the target must be one of "
                     f"{', '.join(sorted(TARGETS))} or tag:<name>"
+                )
+            if secret_name(name) or secret_name(target.removeprefix("tag:")):
+                raise ValueError(
+                    f"[otlp.attributes] {name!r} = {target!r}: it names a credential, and unitcost "
+                    "never stores credentials; map an attribute that identifies the caller instead "
+                    "(e.g. a key alias or a team)"
+                )
+            if body_attribute(name) and not self.store_bodies:
+                raise ValueError(
+                    f"[otlp.attributes] {name!r} = {target!r}: it holds prompts or answers, which are "
+                    "not stored unless you turn that on with store_bodies = true in [otlp]"
                 )
 
     @classmethod
@@ -150,7 +201,10 @@ class AttributeMapping:
             )
         for name, value in attributes.items():
             merged[str(name)] = str(value)
-        return cls(merged)
+        store_bodies = section.get("store_bodies", False)
+        if not isinstance(store_bodies, bool):
+            raise ValueError(f"[otlp] store_bodies = {store_bodies!r}: expected true or false")
+        return cls(merged, store_bodies)
 
     def target(self, name: str) -> str | None:
         """The event field, or `tag:<name>`, that an attribute sets; None when it sets nothing."""
@@ -165,7 +219,7 @@ class AttributeMapping:
             if value is None or target is None:
                 continue
             if target.startswith("tag:"):
-                tags[target[4:]] = text(value)
+                tags[target[4:]] = tag_value(target[4:], text(value))
             else:
                 event[target] = text(value)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS, USAGE_UNKNOWN_TAG
 from ..money import MONEY_SCALE
+from ..redact import quoted, tag_value
 from .mapping import (
     BILLED,
     CACHE_READ,
@@ -151,7 +152,7 @@ def _tokens(name: str, value: Any) -> int:
         try:
             value = int(value.strip())
         except ValueError as exc:
-            raise SpanError(f"{name}: expected a token count, got {value[:60]!r}") from exc
+            raise SpanError(f"{name}: expected a token count, got {quoted(name, value)}") from exc
     if not isinstance(value, int):
         raise SpanError(f"{name}: expected a token count, got {type(value).__name__}")
     if value < 0:
@@ -383,7 +384,7 @@ class SpanMapper:
                 if target.startswith("tag:"):
                     if span_tags is None:
                         span_tags = {}
-                    span_tags[target[4:]] = text(value)
+                    span_tags[target[4:]] = tag_value(target[4:], text(value))
                 else:
                     if merged is None:
                         merged = list(attribution)
@@ -433,12 +434,12 @@ def _amount(name: str, value: Any) -> str:
     try:
         amount = Decimal(text(value))
     except InvalidOperation as exc:
-        raise SpanError(f"{name}: not an amount: {value!r}") from exc
+        raise SpanError(f"{name}: not an amount: {quoted(name, value)}") from exc
     if not amount.is_finite():
-        raise SpanError(f"{name}: not an amount: {value!r}")
+        raise SpanError(f"{name}: not an amount: {quoted(name, value)}")
     if amount and amount.adjusted() >= _MAX_AMOUNT_DIGITS:
         # Checked before formatting: "1e999999999" would be a billion digits of text.
-        raise SpanError(f"{name}: not a plausible amount for one call: {text(value)[:60]!r}")
+        raise SpanError(f"{name}: not a plausible amount for one call: {quoted(name, text(value))}")
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -(MONEY_SCALE + 6):
         amount = amount.quantize(_AMOUNT_QUANTUM)

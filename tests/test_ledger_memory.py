@@ -36,32 +36,17 @@ def test_a_limit_the_user_chose_is_kept_during_bulk_appends(tmp_path: Path) -> N
 
 def test_a_ledger_another_process_writes_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
     """The message sent users to "that process's HTTP API", which `unitcost watch` has not."""
-    import subprocess
-    import sys
-
     import pytest
 
+    from ledger_holder import ledger_held_by_another_process
     from unitcost.ledger import duckdb_store
 
     path = tmp_path / "busy.duckdb"
     DuckDBStore(path).close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with ledger_held_by_another_process(path):
         monkeypatch.setattr(duckdb_store, "_LOCK_WAIT_S", 0.2)
         with pytest.raises(duckdb_store.LedgerBusyError) as info:
             DuckDBStore(path, read_only=True)
-    finally:
-        holder.communicate("")
     message = str(info.value)
     assert "HTTP API" not in message
     assert "one writer at a time" in message and "stop it" in message

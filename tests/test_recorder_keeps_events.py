@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ledger_holder import ledger_held_by_another_process
 from unitcost.api import Ledger
 from unitcost.config import Config
 from unitcost.connectors import writer
@@ -34,28 +33,6 @@ CHAT = {
     "model": "gpt-4o-mini",
     "usage": {"prompt_tokens": 1200, "completion_tokens": 80},
 }
-
-
-@contextmanager
-def ledger_held_by_another_process(path: Path) -> Iterator[None]:
-    """A process with the DuckDB file open for writing that does not give it up when asked."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=60)
 
 
 def ledger_rows(path: Path) -> list[tuple[str, str, int]]:

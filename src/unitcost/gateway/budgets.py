@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from ..events import ATTRIBUTION_FIELDS
 from .config import Budget
@@ -515,13 +514,10 @@ return 1
 
 
 def masked_url(url: str) -> str:
-    """The Redis URL without its password, for logs (in the authority or, as redis-py also
+    """The Redis URL without its credentials, for logs (in the authority or, as redis-py also
     reads it, `?password=`)."""
     from ..redact import redact_text
 
-    parts = urlsplit(url)
-    if parts.password:
-        url = url.replace(":" + parts.password + "@", ":***@", 1)
     return redact_text(url)
 
 

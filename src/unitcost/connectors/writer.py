@@ -342,6 +342,7 @@ class BatchWriter:
 
     def _give_up(self, jobs: Sequence[_Job], exc: BaseException) -> None:
         """Stop retrying `jobs`: keep their records on disk for a later write, or lose them (logged)."""
+        # Jobs of one kind: records (the recorder's, kept on disk) or tables (servers', never kept).
         records = [record for job in jobs if not isinstance(job.records, pa.Table) for record in job.records]
         count = sum(job.size for job in jobs)
         if self._unwritten is None or not records:
@@ -360,7 +361,7 @@ class BatchWriter:
                 keep_error,
             )
             return
-        self.events_kept += len(records)
+        self.events_kept += count
         self._kept_files[path] = count
         self._add_kept = True
         log.error(

@@ -230,6 +230,7 @@ READS: list[list[str]] = [
     ["explain-price-change", "--from", "2025-08-01..2025-09-01", "--to", "2025-09-01..2025-10-01", "-f", "csv"],
     ["reconcile", *TWO_MONTHS, "--all", "-f", "json"],
     ["budgets", "--now", "2025-09-20T12:30:00Z", "-f", "json"],
+    ["export", "focus", "-", *TWO_MONTHS, "--unpriced", "exclude", "--tags", "team,feature,tag:region"],
 ]  # fmt: skip
 
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from . import compare_cmds, connector_cmds, demo_cmd, gateway_cmds, ledger_cmds, pricing_cmds, watch_cmds  # noqa: F401 - registration
+from . import (  # noqa: F401 - registration
+    compare_cmds,
+    connector_cmds,
+    demo_cmd,
+    export_cmds,
+    gateway_cmds,
+    ledger_cmds,
+    pricing_cmds,
+    watch_cmds,
+)
 from .app import app
 
 

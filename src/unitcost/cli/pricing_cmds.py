@@ -164,13 +164,15 @@ def price_cmd(
         "reasoning": q["reasoning"],
         "other": None,
     }
+    # A quantity the price has no rate for makes a call using it unpriced: "—", not "$0".
+    unpriced = set(book.plan(call.price).missing)
     rows: list[dict[str, Any]] = []
     for key, label, quantity in _COMPONENT_LABELS:
         rows.append(
             {
                 "component": label,
                 "tokens": tokens[key],
-                "usd_per_mtok": call.rates.get(quantity) if quantity else None,
+                "usd_per_mtok": call.rates.get(quantity) if quantity and quantity not in unpriced else None,
                 "cost": parts[key],
             }
         )

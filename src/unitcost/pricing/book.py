@@ -414,10 +414,16 @@ class PriceBook:
         out: list[Segment] = []
         for at in _sorted_points(points):
             std = _segment_at(standard, at)
-            active = [o for o in genai_overrides if _reached(o[0], at)]
+            # While the standard price is the user's own, the shipped tier prices are list
+            # prices, not theirs: only a tier rule (a known discount) carries to the user's price.
+            pinned = self._user_price(std)
+            active = [] if pinned else [o for o in genai_overrides if _reached(o[0], at)]
             options: tuple[Option, ...] | None = None
             for (layer, layer_periods), (_l2, layer_rules) in zip(periods, rules, strict=True):
-                period = next((p for p in layer_periods if p.covers(at)), None)
+                shipped_list_price = pinned is not None and layer is not self.overrides
+                period = (
+                    None if shipped_list_price else next((p for p in layer_periods if p.covers(at)), None)
+                )
                 if period is not None:
                     options = period.options
                     break
@@ -446,16 +452,41 @@ class PriceBook:
                     for o in std.options
                 )
             if options is None:
-                options = (
-                    Option(
-                        None,
-                        None,
-                        f"no {tier} price for {ref.provider}/{ref.model} at this date "
-                        '(a [[price]] with tier = "' + tier + '" in the overrides file adds one)',
-                    ),
-                )
+                options = (Option(None, None, self._no_tier_price(ref, tier, pinned)),)
             out.append(Segment(at, options))
         return _merge(out)
+
+    def _user_price(self, standard: Segment) -> Price | None:
+        """The user's own standard price in force in this segment, if it is theirs."""
+        if self.overrides is None:
+            return None
+        price = standard.default.price
+        return price if price is not None and price.layer == self.overrides.name else None
+
+    def _no_tier_price(self, ref: ModelRef, tier: str, pinned: Price | None) -> str:
+        """Why a tier has no price, and exactly what to add to the overrides file."""
+        name = f"{ref.provider}/{ref.model}"
+        if pinned is None:
+            return (
+                f"no {tier} price for {name} at this date "
+                '(a [[price]] with tier = "' + tier + '" in the overrides file adds one)'
+            )
+        assert self.overrides is not None
+        entry = next(
+            (
+                p.origin
+                for p in self.overrides.periods_for(ref.provider, ref.model, "standard")
+                if any(o.price is pinned for o in p.options)
+            ),
+            "",
+        )
+        return (
+            f"no {tier} price for {name} at this date: its standard price is yours ({pinned.ref}) and "
+            f"no known {tier} discount applies to it (the shipped {tier} prices are list prices, not "
+            f'yours): add {tier} = {{ factor = "..." }} or a [price.{tier}] table of rates to '
+            f"{self.overrides.path} {entry or 'that [[price]] entry'}, "
+            f'or a [[price]] with tier = "{tier}" for {name}'
+        )
 
     def _genai_tier_overrides(self, ref: ModelRef, tier: str) -> list[tuple[datetime | None, Any, str]]:
         try:

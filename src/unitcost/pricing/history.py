@@ -36,6 +36,14 @@ def _rate_usd(plan: RatePlan, row: int, index: int) -> Decimal:
     return pico_to_usd(plan.rows[row][index] * QUANTITIES[index].per).normalize()
 
 
+def _priced_rate(plan: RatePlan, index: int) -> Decimal | None:
+    """The rate of a quantity, or None when the price has none: a call using it is unpriced, so
+    showing it as $0 (and a change to it as -100 %) would say it is free."""
+    if QUANTITIES[index].name in plan.missing:
+        return None
+    return _rate_usd(plan, 0, index)
+
+
 def _plan(book: PriceBook, option: Option) -> RatePlan | None:
     if option.price is None:
         return None
@@ -108,7 +116,7 @@ def _history_row(
         return row
     for index, quantity in enumerate(QUANTITIES):
         if quantity.name in _SHOWN:
-            row[_SHOWN[quantity.name]] = _rate_usd(plan, 0, index)
+            row[_SHOWN[quantity.name]] = _priced_rate(plan, index)
     row["tiers"] = _tiers_text(plan)
     price = option.price
     row.update(
@@ -261,7 +269,7 @@ def _index_of(name: str) -> int:
 def _follows(old_plan: RatePlan | None, new_plan: RatePlan | None, index: int, base: int) -> bool:
     """Whether a quantity's rate equals its base quantity's rate before and after."""
     return all(
-        plan is None or _rate_usd(plan, 0, index) == _rate_usd(plan, 0, base) for plan in (old_plan, new_plan)
+        plan is None or _priced_rate(plan, index) == _priced_rate(plan, base) for plan in (old_plan, new_plan)
     )
 
 
@@ -288,8 +296,8 @@ def _compare(
             "source": source,
         }
         for index, quantity in enumerate(QUANTITIES):
-            old = _rate_usd(old_plan, 0, index) if old_plan else None
-            new = _rate_usd(new_plan, 0, index) if new_plan else None
+            old = _priced_rate(old_plan, index) if old_plan else None
+            new = _priced_rate(new_plan, index) if new_plan else None
             if old == new or (not old and not new):
                 continue
             base_name = _DERIVED_FROM.get(quantity.name)

@@ -18,6 +18,8 @@ write for themselves:
     to = "00:30"
     label = "off-peak"
     input_mtok = 0.135              # components not given are inherited from the entry
+    [price.batch]                   # optional tier price for the entry's dates (standard entries):
+    factor = 0.5                    # a multiple of the entry, or rates of its own (others inherited)
 
     [[tier_rule]]                   # a tier as a multiple of the standard price
     provider = "anthropic"
@@ -62,7 +64,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .model import PRICE_KEY_DIMS, Option, Price, PriceError, Window, parse_components, parse_number
+from .model import (
+    PRICE_KEY_DIMS,
+    Adjustment,
+    Option,
+    Price,
+    PriceError,
+    Window,
+    parse_components,
+    parse_number,
+)
 
 TIERS = ("standard", "batch", "flex", "priority")
 
@@ -80,6 +91,9 @@ class Period:
     aliases: tuple[str, ...] = ()
     origin: str = ""
     """The file and entry it was read from, to name both entries of an overlap."""
+    tier_prices: tuple[Period, ...] = ()
+    """The batch, flex or priority prices declared inside this entry (`batch = {factor = "0.5"}`
+    or a `[price.batch]` table): they hold for exactly this entry's dates."""
 
     def covers(self, at: datetime | None) -> bool:
         """Whether the instant `at` (None = the beginning of time) is in [start, end)."""
@@ -234,8 +248,9 @@ def parse_layer(
             period = _parse_period(entry, name, entry_where)
         period = replace(period, origin=f"[[price]] #{entry_where.rsplit('#', 1)[1]}{line}")
         layer.periods[(period.provider, period.model, period.tier)].append(period)
-    for key, periods in layer.periods.items():
+    for key, periods in list(layer.periods.items()):
         layer.periods[key] = close_periods(periods, where)
+    _add_tier_prices(layer)
 
     for entry_where, entry, line in entries("tier_rule"):
         with _located(line):
@@ -253,7 +268,7 @@ def parse_layer(
     return layer
 
 
-_PERIOD_KEYS = {"provider", "model", "tier", "from", "to", "source", "note", "window", "aliases"}
+_PERIOD_KEYS = {"provider", "model", "tier", "from", "to", "source", "note", "window", "aliases", *TIERS[1:]}
 
 
 def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
@@ -272,15 +287,20 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     comps = parse_components({k: v for k, v in entry.items() if k not in _PERIOD_KEYS}, where)
     if not comps:
         raise PriceError(f"{where}: a price needs at least one component such as input_mtok")
-    tag = start.strftime("%Y-%m-%dT%H:%MZ") if start else "origin"
     tier_tag = "" if tier == "standard" else f"[{tier}]"
-    ref = f"{layer}:{provider}/{model}{tier_tag}@{tag}"
+    ref = f"{layer}:{provider}/{model}{tier_tag}@{_tag(start, minutes=True)}"
     options: list[Option] = []
     raw_windows = entry.get("window", [])
     if not isinstance(raw_windows, list) or not all(isinstance(w, Mapping) for w in raw_windows):
         raise PriceError(f"{where}: write each time-of-day window under its own [[price.window]] header")
     for w_index, raw_window in enumerate(raw_windows):
         w_where = f"{where} window #{w_index + 1}"
+        _refuse_unknown_keys(
+            raw_window,
+            _WINDOW_KEYS | set(PRICE_KEY_DIMS),
+            w_where,
+            "from, to, label or price components such as input_mtok",
+        )
         window = Window.from_times(
             _clock(raw_window.get("from"), w_where),
             _clock(raw_window.get("to"), w_where),
@@ -290,9 +310,7 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
             raise PriceError(f"{w_where}: 'from' and 'to' are the same time, so the window never applies")
         w_comps = dict(comps)
         w_comps.update(
-            parse_components(
-                {k: v for k, v in raw_window.items() if k not in {"from", "to", "label"}}, w_where
-            )
+            parse_components({k: v for k, v in raw_window.items() if k not in _WINDOW_KEYS}, w_where)
         )
         options.append(
             Option(
@@ -307,8 +325,105 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
             )
         )
     options.append(Option(None, Price(MappingProxyType(comps), layer, source, ref, note)))
-    aliases = tuple(str(a) for a in entry.get("aliases", []))
-    return Period(provider, model, tier, start, end, tuple(options), aliases)
+    period = Period(provider, model, tier, start, end, tuple(options), _aliases(entry, where))
+    tier_prices = tuple(
+        _parse_tier_price(period, t, entry[t], layer, f"{where} {t}") for t in TIERS[1:] if t in entry
+    )
+    if tier_prices and tier != "standard":
+        raise PriceError(f"{where}: a {tier} price cannot hold tier tables; write them in the standard entry")
+    return replace(period, tier_prices=tier_prices)
+
+
+def _aliases(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """A bare string would be read letter by letter: `aliases = "gpt4"` made `g` a name of the model."""
+    raw = entry.get("aliases", [])
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a.strip() for a in raw):
+        raise PriceError(
+            f'{where}: aliases must be a list of names, e.g. aliases = ["my-model"], got {raw!r}'
+        )
+    return tuple(a.strip() for a in raw)
+
+
+_TIER_TABLE_KEYS = {"factor", "note"}
+_WINDOW_KEYS = {"from", "to", "label"}
+
+
+def _parse_tier_price(standard: Period, tier: str, raw: Any, layer: str, where: str) -> Period:
+    """A tier price declared inside a standard entry: a multiple of it, or rates of its own.
+
+    `batch = { factor = "0.5" }` scales every rate of the entry, its time-of-day windows
+    included. `[price.batch]` with rates is the tier's price all day; the rates it leaves out
+    are the entry's own, as in a window. Its dates are the entry's, set when the file's
+    entries are closed (`_add_tier_prices`)."""
+    if not isinstance(raw, Mapping):
+        raise PriceError(
+            f'{where}: expected a table, e.g. {tier} = {{ factor = "0.5" }} or [price.{tier}] with rates, got {raw!r}'
+        )
+    _refuse_unknown_keys(
+        raw,
+        _TIER_TABLE_KEYS | set(PRICE_KEY_DIMS),
+        where,
+        "factor, note or price components such as input_mtok",
+    )
+    rates = {k: v for k, v in raw.items() if k not in _TIER_TABLE_KEYS}
+    note = str(raw.get("note", ""))
+    base = standard.options[-1].price
+    assert base is not None  # a standard entry always has its default price
+    if "factor" in raw:
+        if rates:
+            raise PriceError(f"{where}: give either factor or the tier's own rates, not both")
+        factor = parse_number(raw["factor"], f"{where}: factor")
+        if factor == 0:
+            raise PriceError(f"{where}: factor must be more than 0 (a free tier is rates of 0)")
+        adjustment = Adjustment(
+            "tier rule",
+            layer,
+            f"{layer}:{standard.provider}/{standard.model}[{tier}]x{factor}@{_tag(standard.start)}",
+            base.source,
+            factor,
+            note or f"{tier} at {factor} x this entry's standard price",
+        )
+        options = tuple(
+            Option(o.window, o.price.scaled(adjustment) if o.price else None) for o in standard.options
+        )
+    else:
+        if not rates:
+            raise PriceError(f"{where}: a tier table needs factor = ... or rates such as input_mtok")
+        comps = dict(base.components)
+        comps.update(parse_components(rates, where))
+        ref = f"{layer}:{standard.provider}/{standard.model}[{tier}]@{_tag(standard.start, minutes=True)}"
+        options = (Option(None, Price(MappingProxyType(comps), layer, base.source, ref, note or base.note)),)
+    return replace(standard, tier=tier, options=options, tier_prices=())
+
+
+def _add_tier_prices(layer: Layer) -> None:
+    """File each entry's tier prices under their tier, for exactly the entry's closed dates."""
+    added: set[tuple[str, str, str]] = set()
+    for (provider, model, tier), periods in list(layer.periods.items()):
+        if tier != "standard":
+            continue
+        for period in periods:
+            for tier_price in period.tier_prices:
+                key = (provider, model, tier_price.tier)
+                origin = f"{period.origin.split(' (at', 1)[0]} {tier_price.tier}{_line_of(period.origin)}"
+                layer.periods[key].append(replace(tier_price, end=period.end, origin=origin))
+                added.add(key)
+    for key in added:
+        layer.periods[key] = close_periods(layer.periods[key], layer.path)
+
+
+def _line_of(origin: str) -> str:
+    return origin[origin.index(" (at") :] if " (at" in origin else ""
+
+
+def _tag(start: datetime | None, *, minutes: bool = False) -> str:
+    """How a ref dates its entry: the day, and the time when it does not start at midnight UTC
+    (a discount from noon on the 15th must not read as one from the 15th)."""
+    if start is None:
+        return "origin"
+    if minutes or (start.hour, start.minute, start.second) != (0, 0, 0):
+        return start.strftime("%Y-%m-%dT%H:%MZ")
+    return start.strftime("%Y-%m-%d")
 
 
 @contextmanager
@@ -377,7 +492,7 @@ def _parse_rule(entry: Mapping[str, Any], layer: str, where: str) -> TierRule:
     data_first = entry.get("data_first", False)
     if not isinstance(data_first, bool):
         raise PriceError(f"{where}: data_first must be true or false, got {data_first!r}")
-    tag = start.strftime("%Y-%m-%d") if start else "origin"
+    tag = _tag(start)
     return TierRule(
         provider,
         models,
@@ -403,7 +518,7 @@ def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discoun
         raise PriceError(f"{where}: percent must be between 0 and 100, got {percent}")
     start, end = _interval(entry, where)
     scope = "/".join(x for x in (provider, model) if x)
-    tag = start.strftime("%Y-%m-%d") if start else "origin"
+    tag = _tag(start)
     return Discount(
         provider.lower() if provider else None,
         model,

@@ -34,7 +34,7 @@ from .budgets import (
     usd_text,
 )
 from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
-from .config import GatewayConfig, ModelTarget, Route, Upstream
+from .config import GatewayConfig, ModelTarget, Route, Upstream, VirtualKey
 from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
@@ -122,6 +122,8 @@ class Call:
     extra_tags: dict[str, str] = field(default_factory=dict)
     reserved_nano: int = 0
     """What the call's budget lines reserved for it (0: no budget applies)."""
+    key: VirtualKey | None = None
+    """The virtual key that authenticated the call (None on a gateway that requires none)."""
 
     def overhead_ms(self) -> float:
         return (time.perf_counter() - self.started - self.upstream_s - self.waited_s) * 1000
@@ -333,6 +335,7 @@ class Gateway:
             started=started,
             stream=stream,
             wants_usage=wants_usage,
+            key=key,
         )
         if reason is not None and route is not None:
             call.escalated_from = self.config.target(route.light).model  # type: ignore[union-attr]
@@ -348,21 +351,12 @@ class Gateway:
         except GatewayError as exc:
             return error_response(api, exc)
 
-        cache_id = None
-        if (
-            self.cache is not None
-            and not call.stream
-            and call.headers.get(OPT_OUT_HEADER, "").lower()
-            not in (
-                "no",
-                "off",
-                "bypass",
-            )
-        ):
-            cache_id = cache_key(endpoint, call.body, call.target.model)
+        cache_id = self._cache_id(call)
+        if cache_id is not None and self.cache is not None:
             hit = await self.cache.get(cache_id)
-            if hit is not None:
-                return self._cache_hit(call, hit)
+            response = self._cache_hit(call, hit) if hit is not None else None
+            if response is not None:
+                return response
 
         reservation: Reservation | None = None
         lines = (
@@ -394,15 +388,8 @@ class Gateway:
             await self._settle(call, reservation)
             raise
         await self._settle(call, reservation)
-        if status < 400 and cache_id is not None and self.cache is not None:
-            last = call.attempts[-1][0]
-            entry = {
-                "body": content.decode(),
-                "usage": last.usage,
-                "served": last.served_model,
-                "tier": last.tier,
-            }
-            await self.cache.put(cache_id, orjson.dumps(entry))
+        if cache_id is not None and self.cache is not None and self._cacheable(call, status):
+            await self.cache.put(cache_id, self._cache_entry(call, content))
         out = self._headers(call, reservation, headers)
         return Response(content, status, out)
 
@@ -542,29 +529,93 @@ class Gateway:
         out["x-unitcost-overhead-ms"] = f"{call.overhead_ms():.3f}"
         return out
 
-    def _cache_hit(self, call: Call, raw: bytes) -> Response:
-        entry = orjson.loads(raw)
+    # ------------------------------------------------------------------ response cache
+
+    def _cache_id(self, call: Call) -> str | None:
+        """The call's cache key, or None when the cache does not apply (off, a stream, opted out)."""
+        if self.cache is None or call.stream:
+            return None
+        if call.headers.get(OPT_OUT_HEADER, "").lower() in ("no", "off", "bypass"):
+            return None
+        upstream = self.config.upstreams[call.target.upstream]
+        context = {"upstream": upstream.name, "tenant": self._cache_tenant(call.key)}
+        if call.route is not None:  # a route's answer may come from its strong model (cascade)
+            context["route"] = call.route.name
+        if upstream.kind == "anthropic":  # headers the gateway forwards that change the answer
+            sent = upstream_headers(upstream, call.headers)
+            context.update({n: v for n, v in sent.items() if n.startswith("anthropic-")})
+        return cache_key(call.endpoint, call.body, call.target.model, context)
+
+    def _cache_tenant(self, key: VirtualKey | None) -> str:
+        """Whose cached answers a call may get ([gateway.cache] scope). Only the virtual key
+        says who calls: headers could name any team, so they never widen the partition."""
+        scope = self.config.cache_scope
+        if scope == "global":
+            return "*"
+        if key is None:
+            return "anonymous"  # no key required: the callers cannot be told apart
+        if scope == "team" and key.team:
+            return "team:" + key.team
+        return "key:" + key.sha256
+
+    @staticmethod
+    def _cacheable(call: Call, status: int) -> bool:
+        """Only a whole, successful answer of the model asked for is stored: not an error, not
+        a reply whose usage is unknown, not the answer of a fallback or of a budget downgrade
+        (a degraded answer would be served for the whole TTL after the cause went away)."""
+        if not 200 <= status < 300 or not call.attempts:
+            return False
+        last = call.attempts[-1][0]
+        return (
+            last.status == "ok"
+            and last.usage_unknown is None
+            and last.fallback_from is None
+            and "downgraded_from" not in call.extra_tags
+        )
+
+    def _cache_entry(self, call: Call, content: bytes) -> bytes:
+        last = call.attempts[-1][0]
+        entry = {
+            "body": content.decode(),
+            "provider": last.provider,
+            "model": last.model,
+            "usage": last.usage,
+            "served": last.served_model,
+            "tier": last.tier,
+        }
+        return orjson.dumps(entry)
+
+    def _cache_hit(self, call: Call, raw: bytes) -> Response | None:
+        """The cached answer, recorded at cost 0 with what it avoided; None (a miss) when the
+        entry cannot be read, e.g. one written by another version of the gateway."""
+        try:
+            entry = orjson.loads(raw)
+            body = entry["body"].encode()
+            usage = {str(k): int(v) for k, v in entry["usage"].items()}
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            log.warning("response cache: an unreadable entry was ignored (answered by the upstream)")
+            return None
         upstream = self.config.upstreams[call.target.upstream]
         attempt = Attempt(
-            upstream.provider,
-            call.target.model,
+            str(entry.get("provider") or upstream.provider),
+            str(entry.get("model") or call.target.model),
             call.operation,
             http_status=200,
-            usage=entry["usage"],
+            usage=usage,
             served_model=entry.get("served"),
             tier=entry.get("tier", "standard"),
             cache_hit=True,
             latency_ms=(time.perf_counter() - call.started) * 1000,
         )
         saved = price(
-            self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
+            self.book, attempt.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
         self._emit(call, attempt, Decimal(0))
         headers = self._headers(call, None, {})
         headers["x-unitcost-cache"] = "hit"
         if saved.cost is not None:
             headers["x-unitcost-saved"] = usd_text(saved.cost)
-        return Response(entry["body"].encode(), headers=headers)
+        return Response(body, headers=headers)
 
     # ------------------------------------------------------------------ upstream calls
 

@@ -18,6 +18,7 @@ the next reservation on any replica after the lease ran out releases what it hel
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -807,24 +808,69 @@ class RedisBudgetState:
 
 
 class AlertLog:
-    """Logs once per line when spend first crosses its alert threshold (default 85 %)."""
+    """Logs once per line when spend first crosses its alert threshold (default 85 %).
+
+    A line's alert is remembered while the line lives and forgotten after: a calendar line
+    when its period ends (the next period is another line, which alerts afresh), a trace or
+    session line `ttl_s` after its last alert check (like its counters), so a gateway that runs
+    for months does not keep every alert it ever sent. Lines that never end (a "total" budget
+    of a team, a key, ...) are few and kept, so they never alert twice."""
 
     def __init__(self) -> None:
-        self._sent: set[str] = set()
+        self._sent: dict[str, datetime | None] = {}
+        """line key -> when it may be forgotten (None: never)."""
+        self._expiries: list[tuple[datetime, str]] = []
+        """A heap of (when, line key) for the entries of _sent that may be forgotten."""
 
-    def check(self, reservation: Reservation) -> list[str]:
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    def check(self, reservation: Reservation, now: datetime | None = None) -> list[str]:
         if not reservation.guarded:
             return []
+        now = now or datetime.now(UTC)
+        self._forget_ended(now)
         fired = []
         for line, (spend, calls) in zip(reservation.lines, reservation.spends, strict=True):
             budget = line.budget
             money = line.limit_nano > 0 and spend >= line.limit_nano * budget.alert_at
             count = line.max_calls > 0 and calls >= math.ceil(line.max_calls * budget.alert_at)
-            if (money or count) and line.key not in self._sent:
-                self._sent.add(line.key)
-                fired.append(budget.name)
-                log.warning("budget alert: %s", line.describe(spend, calls))
+            if not (money or count):
+                continue
+            if line.key in self._sent:
+                self._extend(line, now)
+                continue
+            self._remember(line, now)
+            fired.append(budget.name)
+            log.warning("budget alert: %s", line.describe(spend, calls))
         return fired
+
+    @staticmethod
+    def _expiry(line: Line, now: datetime) -> datetime | None:
+        if line.reset_at is not None:
+            return line.reset_at
+        return now + timedelta(seconds=line.ttl_s) if line.ttl_s > 0 else None
+
+    def _remember(self, line: Line, now: datetime) -> None:
+        expiry = self._expiry(line, now)
+        self._sent[line.key] = expiry
+        if expiry is not None:
+            heapq.heappush(self._expiries, (expiry, line.key))
+
+    def _extend(self, line: Line, now: datetime) -> None:
+        """A trace or session still running keeps its alert (its heap entry is moved on when
+        it comes up, see _forget_ended)."""
+        if line.reset_at is None and line.ttl_s > 0:
+            self._sent[line.key] = now + timedelta(seconds=line.ttl_s)
+
+    def _forget_ended(self, now: datetime) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, key = heapq.heappop(self._expiries)
+            expiry = self._sent.get(key)
+            if expiry is not None and expiry > now:
+                heapq.heappush(self._expiries, (expiry, key))  # extended since: keep it
+            else:
+                self._sent.pop(key, None)
 
 
 @dataclass

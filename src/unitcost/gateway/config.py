@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config import Config, ConfigError
+from .cache import CACHE_SCOPES, CacheScope
 
 ProviderKind = Literal["openai", "anthropic"]
 BudgetAction = Literal["alert", "downgrade", "block"]
@@ -130,6 +132,9 @@ class GatewayConfig:
     cache_backend: Literal["memory", "redis"] = "memory"
     cache_ttl_s: int = 3600
     cache_max_entries: int = 10_000
+    cache_scope: CacheScope = "key"
+    """Who shares cached answers: each virtual key its own ("key"), a key's team ("team"), or
+    every client of the gateway ("global")."""
     redis_url: str | None = None
     redis_prefix: str = "unitcost:"
     redis_fail_open: bool = False
@@ -199,9 +204,7 @@ def _upstream(name: str, raw: Mapping[str, Any]) -> Upstream:
     kind = raw.get("kind", "openai")
     if kind not in ("openai", "anthropic"):
         raise _err(where, f"kind must be 'openai' or 'anthropic', not {kind!r}")
-    base_url = raw.get("base_url")
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise _err(where, "base_url must be an http(s) URL")
+    base_url = _base_url(raw.get("base_url"), where)
     if "api_key" in raw:
         raise _err(
             where, "keys are never written in the file: set api_key_env to an environment variable name"
@@ -216,6 +219,68 @@ def _upstream(name: str, raw: Mapping[str, Any]) -> Upstream:
         timeout_s=float(raw.get("timeout_s", 600.0)),
         anthropic_version=str(raw.get("anthropic_version", "2023-06-01")),
     )
+
+
+def _base_url(value: Any, where: str) -> str:
+    """An http(s) URL the endpoint paths are appended to. Credentials in it are refused, and
+    never quoted back: they would travel with every request's URL into client libraries'
+    logs and errors, where a key named by api_key_env never goes."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _err(where, "base_url must be an http(s) URL")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is what checks it
+    except ValueError as exc:
+        raise _err(where, f"base_url is not a valid URL ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        raise _err(
+            where,
+            "base_url has credentials in it (user:password@host): remove them, and put the "
+            "upstream's key in an environment variable named by api_key_env",
+        )
+    if parts.query or parts.fragment:
+        raise _err(
+            where,
+            "base_url must not have a query string or fragment (?... or #...): the gateway "
+            "appends the endpoint path to it, and a key belongs in the variable named by api_key_env",
+        )
+    if not parts.hostname:
+        raise _err(where, "base_url has no host")
+    return value
+
+
+_CACHE_SETTINGS = ("enabled", "backend", "ttl_s", "max_entries", "scope")
+
+
+def _cache_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """[gateway.cache], checked: a misspelt setting or backend would otherwise be ignored
+    and leave the cache running other than the file says."""
+    where = "gateway.cache"
+    unknown = sorted(set(raw) - set(_CACHE_SETTINGS))
+    if unknown:
+        raise _err(where, f"unknown setting {unknown[0]!r} (known: {', '.join(_CACHE_SETTINGS)})")
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise _err(where, f"enabled must be true or false, not {enabled!r}")
+    backend = raw.get("backend", "memory")
+    if backend not in ("memory", "redis"):
+        raise _err(where, f"backend must be 'memory' or 'redis', not {backend!r}")
+    scope = raw.get("scope", "key")
+    if scope not in CACHE_SCOPES:
+        raise _err(where, f"scope must be one of {', '.join(CACHE_SCOPES)}, not {scope!r}")
+    return {
+        "cache_enabled": enabled,
+        "cache_backend": backend,
+        "cache_ttl_s": _whole(raw.get("ttl_s", 3600), where, "ttl_s"),
+        "cache_max_entries": _whole(raw.get("max_entries", 10_000), where, "max_entries"),
+        "cache_scope": scope,
+    }
+
+
+def _whole(value: Any, where: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _err(where, f"{name} must be a positive whole number, not {value!r}")
+    return value
 
 
 def _budget(raw: Mapping[str, Any], index: int) -> Budget:
@@ -360,10 +425,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         retries=int(section.get("retries", 2)),
         backoff_base_s=float(section.get("backoff_base_s", 0.25)),
         backoff_max_s=float(section.get("backoff_max_s", 8.0)),
-        cache_enabled=bool(cache.get("enabled", False)),
-        cache_backend="redis" if cache.get("backend") == "redis" else "memory",
-        cache_ttl_s=int(cache.get("ttl_s", 3600)),
-        cache_max_entries=int(cache.get("max_entries", 10_000)),
+        **_cache_settings(cache),
         redis_url=redis.get("url"),
         redis_prefix=str(redis.get("prefix", "unitcost:")),
         redis_fail_open=_redis_fail_open(redis.get("fail_open", False)),

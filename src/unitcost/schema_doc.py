@@ -51,18 +51,50 @@ all come from that one list.
   (Anthropic reports uncached input apart: add its cache reads and writes to get
   `input_tokens`. The connectors do this for you.)
 - Token counts are non-negative integers up to {MAX_TOKENS:,} (`12.5`, `-40`, `"12"`
-  and `NaN` are rejected). Timestamps are RFC 3339 (`2025-09-10T10:00:00Z`); a time
-  without an offset is read as UTC, a number as Unix seconds. A timestamp more than a
-  few minutes in the future, or before 2020, is rejected.
+  and `NaN` are rejected). Timestamps are RFC 3339 (`2025-09-10T10:00:00Z`,
+  `2025-09-10T12:00:00+02:00`); a time without an offset (`2025-09-10 10:00:00`, a
+  Parquet timestamp without a time zone) is read as UTC, a number as Unix seconds (a
+  number in milliseconds is rejected, saying so). A timestamp more than a few minutes in
+  the future, or before 2020, is rejected.
 - Unknown fields are rejected with a suggestion (`input_token` → did you mean
-  `input_tokens`?), unless you pass `--allow-unknown-fields`.
-- In CSV, tags are columns named `tag.<name>`; in JSONL and Parquet, a `tags` object.
+  `input_tokens`?), unless you pass `--allow-unknown-fields`: in JSON lines the record,
+  in CSV and Parquet the whole file (an unknown column).
+- In CSV, tags are columns named `tag.<name>` or a `tags` column holding a JSON object;
+  in JSONL and Parquet, a `tags` object (a Parquet map, struct or JSON text).
   The tag `usage_unknown` says the provider reported no usage for the call (the gateway
   sets it): the call is stored unpriced with that reason, not priced as zero tokens.
 - Text is UTF-8. A line (or row) with other bytes, say Latin-1 `café`, is rejected,
   naming the byte and its column (the field, in CSV and Parquet).
 - A rejected record never stops the file: every rejection names the line (or row),
   the field and the reason, and the good records beside it are kept.
+- An `event_id` seen before, in the ledger or earlier in the same command (the same
+  file or another), is counted as a duplicate and changes nothing: the first one is kept.
+  A JSON object that names a field twice is read with its first value.
+
+## Files
+
+- `unitcost ingest FILE...` takes `.jsonl` (`.ndjson`, `.json`), `.csv` and `.parquet`
+  files, and `.jsonl.gz` / `.csv.gz` read as they decompress; `--input-format` names
+  the format when the file name does not. `-` reads JSON lines (or `--input-format csv`)
+  from standard input, gzip-compressed or not: `zcat day.jsonl.gz | unitcost ingest -`.
+  Parquet needs a file (its index is at its end).
+- Files are streamed a block at a time: a file of ten million lines never holds ten
+  million events in memory.
+- JSON lines and CSV may begin with a byte order mark and end lines with CRLF; the
+  last line needs no newline; blank lines (and CSV rows of empty cells, `,,,,`) are
+  skipped. A CSV value in double quotes may hold commas and newlines (RFC 4180), and
+  the line named in a rejection is still the line of the file the record starts on.
+- Parquet columns may have any integer width (signed or not), float, decimal, string,
+  dictionary or timestamp type (any unit, with or without a time zone): each value is
+  checked as its text would be. Extra columns are refused as unknown fields are.
+- A file that cannot be read (missing, a directory, not gzip, an unknown column, a
+  header that is not UTF-8) is named with the reason, and the other files of the
+  command are still ingested; one that breaks part way (a truncated gzip) keeps the
+  records read before the break. The command ends with the counts — accepted,
+  duplicates, rejected (and how many of the accepted have no price) — and the first
+  `--show` rejections (line, field, reason; with the file when there are several);
+  `--rejects FILE` writes every rejection as JSON lines. Exit status: 0 when every
+  record went in, 1 when some were rejected, 2 when a file could not be read.
 
 ## Example
 

@@ -32,11 +32,13 @@ from .output import Col, Format, console, print_json, render, sparkline
 if TYPE_CHECKING:
     from ..analytics.report import Report
     from ..analytics.window import Window
+    from ..ingest.normalise import Rejection
     from ..ingest.pipeline import IngestSummary
 
 
 @contextlib.contextmanager
-def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Any]:
+def byte_progress(total: int | None, label: str, enabled: bool) -> Iterator[Any]:
+    """A progress bar of bytes read; `total` None (standard input) shows the bytes alone."""
     if not enabled:
         yield lambda _n: None
         return
@@ -54,16 +56,18 @@ def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Any]:
         yield lambda n: progress.advance(task, n)
 
 
+STDIN = "-"
+
+
 @app.command("ingest")
 @friendly
 def ingest_cmd(
     files: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="JSONL, CSV or Parquet files in unitcost's event schema.",
-            exists=True,
-            dir_okay=False,
-            readable=True,
+            help="JSONL, CSV or Parquet files in unitcost's event schema, gzipped or not; "
+            "- reads JSON lines (or --input-format csv) from standard input.",
+            show_default=False,
         ),
     ],
     file_format: Annotated[
@@ -89,41 +93,108 @@ def ingest_cmd(
     config: ConfigOpt = None,
     prices: PricesOpt = None,
 ) -> None:
-    """Check, price and append events. Idempotent: re-ingesting a file changes nothing."""
+    """Check, price and append events. Idempotent: re-ingesting a file changes nothing.
+
+    A file that cannot be read is named with the reason and the others are still ingested;
+    the exit status is 2 then, 1 when records were rejected, 0 when all went in."""
     from ..ingest.pipeline import IngestSummary
 
+    if files.count(STDIN) > 1:
+        raise typer.BadParameter("standard input (-) can be read only once", param_hint="files")
     out = console()
     with open_ledger(ledger, config, prices) as book_ledger:
         total = IngestSummary()
+        unreadable: list[tuple[str, str]] = []
+        shown: list[tuple[str, Rejection]] = []  # the rejections to print, with their file
         sink = open(rejects, "w", encoding="utf-8") if rejects else None  # noqa: SIM115 - closed below
         try:
-            for path in files:
-                interactive = fmt == Format.table and sys.stderr.isatty()
-                with byte_progress(path.stat().st_size, path.name, interactive) as advance:
-                    summary = book_ledger.ingest(
-                        path,
-                        fmt=file_format,
-                        progress=advance,
-                        allow_unknown_fields=allow_unknown,
-                        rejects=sink,
-                    )
-                total.merge(summary)
+            for name in files:
+                summary, error = _ingest_one(book_ledger, name, file_format, allow_unknown, sink, fmt)
+                if summary is not None:
+                    total.merge(summary)
+                    label = "stdin" if name == STDIN else name
+                    shown.extend((label, r) for r in summary.rejections[: max(show - len(shown), 0)])
+                if error is not None:
+                    unreadable.append((name, error))
                 if fmt == Format.table:
-                    out.print(
-                        f"{path}: {summary.accepted:,} accepted, {summary.duplicates:,} duplicates, "
-                        f"{summary.rejected:,} rejected, {summary.unpriced:,} without a price",
-                        markup=False,
-                    )
+                    out.print(_file_line(name, summary, error), markup=False)
         finally:
             if sink:
                 sink.close()
-        _print_summary(total, fmt, show, rejects, book_ledger.target)
+        _print_summary(total, fmt, shown, rejects, book_ledger.target, unreadable, several=len(files) > 1)
+    if unreadable:
+        raise typer.Exit(2)
     if total.rejected:
         raise typer.Exit(1)
 
 
-def _print_summary(total: IngestSummary, fmt: Format, show: int, rejects: Path | None, target: str) -> None:
+def _ingest_one(
+    book_ledger: Any,
+    name: str,
+    file_format: str | None,
+    allow_unknown: bool,
+    sink: Any,
+    fmt: Format,
+) -> tuple[IngestSummary | None, str | None]:
+    """One file (or standard input) into the ledger: its summary, and why it could not be read
+    (whole or in part) if it could not. A file's problem never stops the files after it."""
+    from ..ingest.pipeline import PartlyIngestedError
+    from ..ingest.readers import IngestFileError
+
+    interactive = fmt == Format.table and sys.stderr.isatty()
+    if name != STDIN and Path(name).is_dir():
+        return None, f"{name}: is a directory (pass the files in it, e.g. {name}/*.jsonl)"
+    try:
+        size = None if name == STDIN else Path(name).stat().st_size
+        with byte_progress(size, "stdin" if name == STDIN else Path(name).name, interactive) as advance:
+            if name == STDIN:
+                ingestor = book_ledger.ingestor(allow_unknown_fields=allow_unknown, rejects=sink)
+                with book_ledger.store.bulk():
+                    return ingestor.ingest_stream(sys.stdin.buffer, fmt=file_format, progress=advance), None
+            return book_ledger.ingest(
+                Path(name),
+                fmt=file_format,
+                progress=advance,
+                allow_unknown_fields=allow_unknown,
+                rejects=sink,
+            ), None
+    except PartlyIngestedError as exc:
+        return exc.summary, str(exc)
+    except IngestFileError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"{name}: {exc.strerror or exc}"
+
+
+def _file_line(name: str, summary: IngestSummary | None, error: str | None) -> str:
+    label = "stdin" if name == STDIN else name
+    if error is not None:
+        error = error.removeprefix(f"{name}: ").removeprefix(f"{label}: ")
+    if summary is None or (error is not None and not summary.seen):
+        return f"{label}: not ingested: {error}"
+    counts = (
+        f"{summary.accepted:,} accepted, {summary.duplicates:,} duplicates, "
+        f"{summary.rejected:,} rejected, {summary.unpriced:,} without a price"
+    )
+    return f"{label}: {counts}" if error is None else f"{label}: {counts}, then stopped: {error}"
+
+
+def _print_summary(
+    total: IngestSummary,
+    fmt: Format,
+    shown: list[tuple[str, Rejection]],
+    rejects: Path | None,
+    target: str,
+    unreadable: list[tuple[str, str]],
+    *,
+    several: bool,
+) -> None:
     out = console()
+    # With several files, a line number alone does not say where the record is.
+    rows = [
+        {**({"file": name} if several else {}), "record": r.record, "field": r.field, "reason": r.reason}
+        for name, r in shown
+    ]
     data = {
         "accepted": total.accepted,
         "duplicates": total.duplicates,
@@ -131,25 +202,32 @@ def _print_summary(total: IngestSummary, fmt: Format, show: int, rejects: Path |
         "unpriced": total.unpriced,
         "ledger": target,
         "rejected_by_field": dict(total.rejected_by_field.most_common()),
-        "rejections": [
-            {"record": r.record, "field": r.field, "reason": r.reason} for r in total.rejections[:show]
-        ],
+        "rejections": rows,
+        "unreadable_files": [{"file": name, "error": error} for name, error in unreadable],
     }
     if fmt == Format.json:
         print_json(data, out)
         return
     out.print(
-        f"total: {total.accepted:,} accepted, {total.duplicates:,} duplicates (already in {target}), "
+        f"total: {total.accepted:,} accepted, {total.duplicates:,} duplicates (already in {target} "
+        "or earlier in the input), "
         f"{total.rejected:,} rejected; {total.unpriced:,} valid records have no price "
         "(stored with cost NULL and a reason)",
         markup=False,
     )
-    if total.rejections:
+    if unreadable:
+        out.print(
+            f"{len(unreadable)} of the files could not be read (whole or in part): "
+            + "; ".join(name for name, _ in unreadable),
+            markup=False,
+        )
+    if total.rejected:
+        columns = [Col("record", "line", "int"), Col("field", "field"), Col("reason", "reason")]
         render(
-            [{"record": r.record, "field": r.field, "reason": r.reason} for r in total.rejections[:show]],
-            [Col("record", "line", "int"), Col("field", "field"), Col("reason", "reason")],
+            rows,
+            [Col("file", "file"), *columns] if several else columns,
             Format.markdown if fmt == Format.markdown else Format.table,
-            title=f"Rejected records (first {min(show, len(total.rejections))} of {total.rejected:,})",
+            title=f"Rejected records (first {len(rows)} of {total.rejected:,})",
         )
         by_field = ", ".join(f"{k}: {v:,}" for k, v in total.rejected_by_field.most_common(8))
         out.print(f"rejected by field: {by_field}", markup=False)

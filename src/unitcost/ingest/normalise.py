@@ -204,9 +204,10 @@ def _integer(src: _Source, f: Field) -> tuple[str, str]:
         f"WHEN isnan({dbl}) THEN 'NaN is not a number' "
         f"WHEN NOT isfinite({dbl}) THEN 'infinite' "
         f"WHEN {v} IS NULL AND {dbl} <> floor({dbl}) THEN 'not an integer: ' || {num} "
-        f"WHEN {v} IS NULL THEN 'too large: ' || {num} "
+        f"WHEN {v} IS NULL AND {dbl} < 0 THEN {_lit('must be ' + what + ', got ')} || {num} "
+        # Beyond the BIGINT range (a UINT64 column's wrapped-around -1, say): over any limit.
+        f"WHEN {v} IS NULL OR {v} > {high} THEN {_lit(_too_big(f, high, what))} || {num} "
         f"WHEN {v} < {low} THEN {_lit('must be ' + what + ', got ')} || {num} "
-        f"WHEN {v} > {high} THEN {_lit(_too_big(f, high, what))} || {num} "
         f"END)"
     )
     return value, error
@@ -339,12 +340,23 @@ def _timestamp(src: _Source, f: Field, now: datetime) -> tuple[str, str]:
     error = (
         f"COALESCE({kind_error}, CASE "
         f"WHEN {text} IS NOT NULL AND {v} IS NULL THEN 'not a timestamp: ' || {_shown(text)} "
-        f"WHEN {epoch} IS NOT NULL AND {v} IS NULL THEN 'not a Unix time in seconds: ' || CAST({epoch} AS VARCHAR) "
+        f"WHEN {epoch} IS NOT NULL AND {v} IS NULL THEN 'not a Unix time in seconds: ' || "
+        f"COALESCE({src.num}, CAST({epoch} AS VARCHAR)) || {_epoch_unit_hint(epoch)} "
         f"WHEN {v} > TIMESTAMPTZ {limit} THEN 'in the future: ' || strftime({v}, '%Y-%m-%dT%H:%M:%SZ') "
         f"WHEN {v} < TIMESTAMPTZ {earliest} THEN 'before 2020-01-01 (' || strftime({v}, '%Y-%m-%d') || "
         f"'); is it in the wrong unit?' END)"
     )
     return value, error
+
+
+def _epoch_unit_hint(epoch: str) -> str:
+    """SQL text naming the unit an epoch number too large for seconds was most likely written in."""
+    return (
+        f"CASE WHEN abs({epoch}) BETWEEN 1e11 AND 1e14 THEN ' (milliseconds? divide by 1,000)' "
+        f"WHEN abs({epoch}) BETWEEN 1e14 AND 1e17 THEN ' (microseconds? divide by 1,000,000)' "
+        f"WHEN abs({epoch}) BETWEEN 1e17 AND 1e20 THEN ' (nanoseconds? divide by 1,000,000,000)' "
+        "ELSE '' END"
+    )
 
 
 def _tags(src: _Source | None, tag_columns: Sequence[str]) -> tuple[str, str]:

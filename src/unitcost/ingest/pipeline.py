@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import duckdb
 import orjson
@@ -29,6 +29,7 @@ from .fastpath import SUSPECT_COLUMN, build_fast_sql
 from .normalise import ROW_COLUMN, Rejection, build_sql, split_result
 from .quickjson import with_plain_flag
 from .readers import (
+    IngestFileError,
     RawChunk,
     detect_format,
     explain_bad_json,
@@ -91,6 +92,15 @@ class IngestSummary:
         self.sources.extend(other.sources)
 
 
+class PartlyIngestedError(IngestFileError):
+    """A file that stopped being readable part way (a truncated gzip, say): the records read
+    before the break are in the ledger, and `summary` counts them."""
+
+    def __init__(self, message: str, summary: IngestSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 Progress = Callable[[int], None]
 
 
@@ -132,6 +142,9 @@ class Ingestor:
         progress: Progress | None = None,
         source: str | None = None,
     ) -> IngestSummary:
+        """Ingest one file. A file that cannot be read at all, or stops being readable part way
+        (a truncated gzip), raises `IngestFileError`; when part of it was read, the records read
+        before are in the ledger and the error's `summary` counts them."""
         path = Path(path)
         fmt = fmt or detect_format(path)
         chunks: Iterator[RawChunk]
@@ -143,10 +156,43 @@ class Ingestor:
             chunks = read_parquet(path, allow_unknown=self.allow_unknown_fields)
         else:
             raise ValueError(f"unknown format {fmt!r}; expected jsonl, csv or parquet")
-        label = source or f"file:{path.name}"
+        return self._ingest_chunks(chunks, source or f"file:{path.name}", progress)
+
+    def ingest_stream(
+        self,
+        stream: BinaryIO,
+        *,
+        fmt: str | None = None,
+        progress: Progress | None = None,
+        source: str = "stdin",
+    ) -> IngestSummary:
+        """Ingest JSON lines (the default) or CSV from a binary stream such as standard input,
+        gzip-compressed or not, as it arrives. Parquet is read from its end: it needs a file."""
+        fmt = fmt or "jsonl"
+        chunks: Iterator[RawChunk]
+        if fmt == "jsonl":
+            chunks = read_jsonl(stream)
+        elif fmt == "csv":
+            chunks = read_csv(stream, allow_unknown=self.allow_unknown_fields)
+        elif fmt == "parquet":
+            raise IngestFileError(
+                f"{source}: Parquet cannot be read from a stream (its index is at the end); "
+                "write it to a file first"
+            )
+        else:
+            raise ValueError(f"unknown format {fmt!r}; expected jsonl or csv")
+        return self._ingest_chunks(chunks, source, progress)
+
+    def _ingest_chunks(
+        self, chunks: Iterator[RawChunk], label: str, progress: Progress | None
+    ) -> IngestSummary:
         # A file is read, checked and priced one chunk ahead of the ledger append: two
         # different DuckDB connections, each releasing the GIL, keep both cores busy.
-        summary = self._process(chunks, label, progress, overlap=True)
+        try:
+            summary = self._process(chunks, label, progress, overlap=True)
+        except PartlyIngestedError as exc:
+            self._log_run(label, exc.summary)
+            raise
         self._log_run(label, summary)
         return summary
 
@@ -191,27 +237,18 @@ class Ingestor:
     ) -> IngestSummary:
         summary = IngestSummary(sources=[source])
         pending: list[pa.Table] = []
-        pending_rows = 0
         ingested_at = datetime.now(UTC)
         checked = (self._checked(chunk, source, ingested_at) for chunk in chunks)
         results = _ahead(checked) if overlap else checked
         # Overlapped, a batch is appended in a thread of its own while the next one is checked.
         appender = _Appender(self.store, summary) if overlap else None
+        unreadable: IngestFileError | None = None
         try:
-            for result in results:
-                summary.add_rejections(source, result.reader_rejections, self.rejects)
-                summary.add_rejections(source, result.rejections, self.rejects)
-                if result.priced is not None:
-                    summary.unpriced += result.unpriced
-                    pending.append(result.priced)
-                    pending_rows += result.priced.num_rows
-                if pending_rows >= self.append_rows:
-                    self._flush(pending, summary, appender)
-                    pending, pending_rows = [], 0
-                elif appender is not None:
-                    appender.raise_failure()  # a failed append stops the checks now, not at the next one
-                if progress is not None:
-                    progress(result.progress)
+            try:
+                self._consume(results, source, summary, pending, progress, appender)
+            except IngestFileError as exc:
+                # The file broke part way: what was read before it is kept, and counted.
+                unreadable = exc
             # The checks are done: the last append has both cores to itself.
             self._flush(pending, summary, appender, all_cores=True)
             if appender is not None:
@@ -221,7 +258,38 @@ class Ingestor:
             results.close()
             if appender is not None:
                 appender.close()
+        if unreadable is not None:
+            raise PartlyIngestedError(str(unreadable), summary) from None
         return summary
+
+    def _consume(
+        self,
+        results: Iterator[_Checked],
+        source: str,
+        summary: IngestSummary,
+        pending: list[pa.Table],
+        progress: Progress | None,
+        appender: _Appender | None,
+    ) -> None:
+        """Counts the rejections of each checked chunk and appends its events a batch at a time,
+        leaving in `pending` the events not appended yet."""
+        pending_rows = 0
+        for result in results:
+            # In file order: the reader's rejections (a CSV row with too many cells) among the checks'.
+            rejections = sorted([*result.reader_rejections, *result.rejections], key=lambda r: r.record)
+            summary.add_rejections(source, rejections, self.rejects)
+            if result.priced is not None:
+                summary.unpriced += result.unpriced
+                pending.append(result.priced)
+                pending_rows += result.priced.num_rows
+            if pending_rows >= self.append_rows:
+                self._flush(pending, summary, appender)
+                pending.clear()
+                pending_rows = 0
+            elif appender is not None:
+                appender.raise_failure()  # a failed append stops the checks now, not at the next one
+            if progress is not None:
+                progress(result.progress)
 
     def _checked(self, chunk: RawChunk, source: str, ingested_at: datetime) -> _Checked:
         """One chunk checked and priced: everything but the append, so it can run ahead of it."""
@@ -238,21 +306,22 @@ class Ingestor:
         con = self._con
         con.register("_raw", with_plain_flag(chunk.table) if chunk.kind == "json" else chunk.table)
         try:
-            try:
-                relation, types, options = self._relation(chunk, careful=False)
-                fast = con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
-            except duckdb.Error:
-                # A line that is not a JSON object stops the quick parse; the careful one isolates it.
-                relation, types, options = self._relation(chunk)
-                fast = con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
-            suspect = fast.column(SUSPECT_COLUMN)
-            n_suspect = pc.sum(pc.cast(suspect, pa.int64())).as_py() or 0
-            if not n_suspect:
-                # Filtering by an all-true mask would copy every column for nothing.
-                return fast.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), []
-            good = fast.filter(pc.invert(suspect)).select([ROW_COLUMN, *EVENT_SCHEMA.names])
-            rows = fast.filter(suspect).column(ROW_COLUMN)
-            con.register("_suspects", chunk.table.filter(pc.is_in(chunk.table.column(ROW_COLUMN), rows)))
+            fast = self._fast(chunk)
+            if fast is None:
+                # The cheap typing failed as a whole (a value it cannot convert, say a UINT64
+                # over the BIGINT range): every record gets the authoritative checks instead.
+                suspects = chunk.table
+                good = pa.table({ROW_COLUMN: pa.array([], pa.int64()), **_empty_events()})
+            else:
+                suspect = fast.column(SUSPECT_COLUMN)
+                n_suspect = pc.sum(pc.cast(suspect, pa.int64())).as_py() or 0
+                if not n_suspect:
+                    # Filtering by an all-true mask would copy every column for nothing.
+                    return fast.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), []
+                good = fast.filter(pc.invert(suspect)).select([ROW_COLUMN, *EVENT_SCHEMA.names])
+                rows = fast.filter(suspect).column(ROW_COLUMN)
+                suspects = chunk.table.filter(pc.is_in(chunk.table.column(ROW_COLUMN), rows))
+            con.register("_suspects", suspects)
             try:
                 relation, types, options = self._relation(chunk, "_suspects")
                 detailed = con.sql(
@@ -271,6 +340,21 @@ class Ingestor:
             )
             good = good.take(pc.sort_indices(good.column(ROW_COLUMN)))
         return good.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), rejections
+
+    def _fast(self, chunk: RawChunk) -> pa.Table | None:
+        """The fast path's typing of the chunk registered as `_raw`, or None when it fails as a whole."""
+        try:
+            relation, types, options = self._relation(chunk, careful=False)
+            return self._con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
+        except duckdb.Error:
+            if chunk.kind != "json":
+                return None
+        # A line that is not a JSON object stops the quick parse; the careful one isolates it.
+        try:
+            relation, types, options = self._relation(chunk)
+            return self._con.sql(build_fast_sql(relation, types, **options)).to_arrow_table()
+        except duckdb.Error:
+            return None
 
     def _relation(
         self, chunk: RawChunk, table: str = "_raw", *, careful: bool = True
@@ -333,6 +417,10 @@ class Ingestor:
             "unpriced": summary.unpriced,
         }
         self.store.insert("ingest_runs", pa.Table.from_pylist([row], schema=INGEST_RUN_SCHEMA))
+
+
+def _empty_events() -> dict[str, pa.Array]:
+    return {f.name: pa.array([], f.type) for f in EVENT_SCHEMA}
 
 
 @dataclass

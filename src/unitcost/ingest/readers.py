@@ -7,6 +7,7 @@ holds more than one chunk: a 10-million-line file is read 32 MB at a time.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -19,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -83,9 +85,10 @@ def file_size(path: Path) -> int:
 # --------------------------------------------------------------------------- JSON lines
 
 
-def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]:
+def read_jsonl(path: Path | BinaryIO, chunk_bytes: int | None = None) -> Iterator[RawChunk]:
     """Chunks of whole lines; `_row` is the 1-based line number; blank lines are skipped.
 
+    `path` may be an open binary stream (standard input), gzip-compressed or not.
     Each chunk is read straight into a buffer of its own, which its lines then point into:
     the bytes are copied once (from the OS), not once per step (a block, the block after the
     previous chunk's partial last line, the whole lines of it).
@@ -93,7 +96,7 @@ def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     line_no = 0
     scratch = np.empty(min(SCAN_BYTES, chunk_bytes), dtype=np.bool_)
-    with open(path, "rb", buffering=0) as raw, _decompressed(path, raw) as handle:
+    with _binary_input(path) as (handle, position):
         # A byte order mark (Windows tools write one) is not part of the first line: RFC 8259
         # lets a parser ignore it.
         head = _read_exactly(handle, len(BOM))
@@ -116,10 +119,37 @@ def read_jsonl(path: Path, chunk_bytes: int | None = None) -> Iterator[RawChunk]
             elif not len(ends) or ends[-1] != len(data):  # the last line of the file has no newline
                 ends = np.append(ends, len(data))
             table, rejections, line_no = _lines_table(data, ends, line_no)
-            step, reported = raw.tell() - reported, raw.tell()
+            step, reported = position() - reported, position()
             yield RawChunk(table, "json", rejections, progress=step)
             if got < chunk_bytes:
                 return
+
+
+@contextlib.contextmanager
+def _binary_input(source: Path | BinaryIO) -> Iterator[tuple[Any, Callable[[], int]]]:
+    """The bytes of `source` (a file, or a stream such as standard input), decompressed when it
+    is gzip, and how many bytes of it as stored have been read so far (for progress bars)."""
+    if isinstance(source, Path):
+        with open(source, "rb", buffering=0) as raw, _decompressed(source, raw) as handle:
+            yield handle, raw.tell
+        return
+    counted = _CountingReader(source)
+    # A stream has no name to tell whether it is gzip: its first bytes do.
+    head = counted.read(len(GZIP_MAGIC))
+    replayed = _Replayed(head, counted)
+    if head == GZIP_MAGIC:
+        with gzip.GzipFile(filename=_stream_name(source), mode="rb", fileobj=replayed) as handle:
+            yield handle, lambda: counted.consumed
+    else:
+        yield replayed, lambda: counted.consumed
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _stream_name(stream: BinaryIO) -> str:
+    name = getattr(stream, "name", None)
+    return name if isinstance(name, str) else "<stream>"
 
 
 def _fill(handle: io.RawIOBase | io.BufferedIOBase, view: memoryview) -> int:
@@ -279,54 +309,200 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_csv(
-    path: Path, *, allow_unknown: bool = False, block_bytes: int | None = None
+    path: Path | BinaryIO, *, allow_unknown: bool = False, block_bytes: int | None = None
 ) -> Iterator[RawChunk]:
-    """Chunks of rows typed as text; `_row` is the line number (the header is line 1).
+    """Chunks of rows typed as text; `_row` is the line of the file the row starts on (the
+    header is line 1), counting blank lines and the newlines inside quoted values.
 
-    Line numbers assume one line per record (no newlines inside quoted values).
+    Blank lines, and rows whose cells are all empty (spreadsheets end files with `,,,,`),
+    are not records: they are skipped, as blank lines are in JSON lines.
     """
-    header = _csv_header(path)
-    columns, tag_columns = _check_columns(path, header, allow_unknown)
-    bad_rows: list[Rejection] = []
+    try:
+        with _binary_input(path) as (handle, position):
+            header_line = handle.readline()
+            header = _csv_header(path, header_line)
+            columns, tag_columns = _check_columns(_shown_name(path), header, allow_unknown)
+            source = _Replayed(header_line, handle)
+            reported = 0
+            for block, rejected in _csv_tables(source, header, columns, block_bytes):
+                text, not_text = _screen_utf8(block)
+                step, reported = position() - reported, position()
+                yield RawChunk(
+                    _without_blank_rows(text, columns),
+                    "table",
+                    rejected + not_text,
+                    progress=step,
+                    tag_columns=tag_columns,
+                )
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise IngestFileError(f"{_shown_name(path)}: cannot be decompressed: {exc}") from None
 
-    def on_invalid(row: Any) -> str:
-        number = row.number if row.number is not None else -1
-        bad_rows.append(
-            Rejection(
-                number, "record", f"has {row.actual_columns} columns, the header has {row.expected_columns}"
-            )
+
+def _shown_name(source: Path | BinaryIO) -> str:
+    return str(source) if isinstance(source, Path) else _stream_name(source)
+
+
+class _Replayed:
+    """A stream that gives `head` (already read from it) before the rest of `handle`."""
+
+    def __init__(self, head: bytes, handle: Any) -> None:
+        self._head = head
+        self._handle = handle
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return bytes(self._handle.read(size))
+        if size < 0:
+            data, self._head = self._head + bytes(self._handle.read()), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        if not self._head:
+            return int(self._handle.readinto(view) or 0)
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        if b"\n" in self._head:
+            end = self._head.index(b"\n") + 1
+            data, self._head = self._head[:end], self._head[end:]
+            return data
+        data, self._head = self._head + bytes(self._handle.readline(size)), b""
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("a stream is read once, from its start")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _csv_tables(
+    source: Any, header: list[str], columns: list[str], block_bytes: int | None
+) -> Iterator[tuple[pa.Table, list[Rejection]]]:
+    """Each block of `source` as `columns` plus `_row`, and its rows that do not fit the header.
+
+    Arrow numbers records, not lines: a record's line is its number plus every newline inside
+    the quoted values of the records before it (the `_CsvLines` count).
+    """
+    lines = _CsvLines()
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=block_bytes or CHUNK_BYTES, use_threads=False),
+        parse_options=pacsv.ParseOptions(
+            invalid_row_handler=lines.on_invalid,
+            # Empty lines are kept as rows (of empty cells) so that record numbers count them.
+            ignore_empty_lines=False,
+            # A quoted value may hold a newline (RFC 4180); without this, one that falls on a
+            # block boundary fails the whole file.
+            newlines_in_values=True,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=False,
+            # Bad bytes would fail the whole block; `_screen_utf8` names their rows instead.
+            check_utf8=False,
+            include_columns=columns,
+        ),
+    )
+    schema = None
+    for batch in reader:
+        table = pa.Table.from_batches([batch])
+        schema = table.schema
+        numbers, rejected = lines.number(table)
+        yield table.append_column("_row", pa.array(numbers, pa.int64())), rejected
+    rest = lines.rest()
+    if rest:
+        empty = (schema or pa.schema([(name, pa.string()) for name in columns])).empty_table()
+        yield empty.append_column("_row", pa.array([], pa.int64())), rest
+
+
+class _CsvLines:
+    """Turns Arrow's record numbers into line numbers, one block after the other.
+
+    Arrow numbers every record, the invalid ones it skips too (reported to `on_invalid` as it
+    parses a block, which may be a block ahead of the one handed out). Each record starts on
+    its number plus the newlines inside the records before it.
+    """
+
+    def __init__(self) -> None:
+        self._next_record = 2  # the header is record 1
+        self._extra_newlines = 0  # inside the quoted values of every record numbered so far
+        self._invalid: dict[int, tuple[int, str]] = {}  # record -> newlines inside, reason ("" when blank)
+        self._unnumbered: list[Rejection] = []
+
+    def on_invalid(self, row: Any) -> str:
+        text = row.text or ""
+        # A line of spaces is blank, not a record: it is skipped without a word.
+        reason = (
+            f"has {row.actual_columns} columns, the header has {row.expected_columns}" if text.strip() else ""
         )
+        if row.number is None:
+            if reason:
+                self._unnumbered.append(Rejection(-1, "record", reason))
+        else:
+            self._invalid[int(row.number)] = (text.count("\n"), reason)
         return "skip"
 
-    try:
-        with open(path, "rb") as raw:
-            counted = _CountingReader(raw)
-            reader = pacsv.open_csv(
-                gzip.GzipFile(filename=str(path), mode="rb", fileobj=counted) if is_gzip(path) else counted,
-                read_options=pacsv.ReadOptions(block_size=block_bytes or CHUNK_BYTES, use_threads=False),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(header, pa.string()),
-                    strings_can_be_null=False,
-                    # Bad bytes would fail the whole block; `_screen_utf8` names their rows instead.
-                    check_utf8=False,
-                    include_columns=columns,
-                ),
-            )
-            next_line = 2
-            reported = 0
-            for batch in reader:
-                rejected, bad_rows[:] = list(bad_rows), []
-                numbers = _line_numbers(
-                    next_line, batch.num_rows, [r.record for r in rejected if r.record > 0]
-                )
-                next_line = int(numbers[-1]) + 1 if len(numbers) else next_line + len(rejected)
-                table = pa.Table.from_batches([batch]).append_column("_row", pa.array(numbers))
-                table, not_text = _screen_utf8(table)
-                step, reported = counted.consumed - reported, counted.consumed
-                yield RawChunk(table, "table", rejected + not_text, progress=step, tag_columns=tag_columns)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise IngestFileError(f"{path}: cannot be decompressed: {exc}") from None
+    def number(self, table: pa.Table) -> tuple[np.ndarray, list[Rejection]]:
+        """The line of each row of `table`, and a rejection for each invalid row before its last."""
+        records = _line_numbers(self._next_record, table.num_rows, sorted(self._invalid))
+        last = int(records[-1]) if len(records) else self._next_record - 1
+        return self._lines(records, _newlines_inside(table), last)
+
+    def rest(self) -> list[Rejection]:
+        """Rejections for the invalid rows after the last valid one."""
+        last = max(self._invalid, default=self._next_record - 1)
+        return self._lines(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), last)[1]
+
+    def _lines(
+        self, records: np.ndarray, inside: np.ndarray, last: int
+    ) -> tuple[np.ndarray, list[Rejection]]:
+        skipped = sorted(r for r in self._invalid if r <= last)
+        invalid = [self._invalid.pop(r) for r in skipped]
+        every = np.concatenate([records, np.asarray(skipped, dtype=np.int64)])
+        holds = np.concatenate([inside, np.asarray([n for n, _ in invalid], dtype=np.int64)])
+        order = np.argsort(every, kind="stable")
+        before = np.empty(len(every), dtype=np.int64)
+        before[order] = self._extra_newlines + np.cumsum(holds[order]) - holds[order]
+        lines = every + before
+        self._extra_newlines += int(holds.sum())
+        self._next_record = max(self._next_record, last + 1)
+        rejected, self._unnumbered = self._unnumbered, []
+        for (_, reason), line in zip(invalid, lines[len(records) :].tolist(), strict=True):
+            if reason:
+                rejected.append(Rejection(int(line), "record", reason))
+        return lines[: len(records)], rejected
+
+
+def _newlines_inside(table: pa.Table) -> np.ndarray:
+    """How many newlines each row holds in its (quoted) values."""
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        if pc.any(pc.match_substring(column, "\n")).as_py():
+            total += pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
+    return total
+
+
+def _without_blank_rows(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` without the rows whose every cell is empty or spaces (a blank line, a row of commas).
+
+    Column by column, only as long as some row is still blank: usually the first column ends it.
+    """
+    blank: pa.ChunkedArray | None = None
+    for name in columns:
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table.column(name))), 0)
+        blank = empty if blank is None else pc.and_(blank, empty)
+        if not pc.any(blank).as_py():
+            return table
+    return table if blank is None else table.filter(pc.invert(blank))
 
 
 class _CountingReader:
@@ -342,8 +518,22 @@ class _CountingReader:
         self.consumed += len(data)
         return data
 
+    def readinto(self, view: memoryview) -> int:
+        got = int(self._handle.readinto(view) or 0)
+        self.consumed += got
+        return got
+
+    def readline(self, size: int = -1) -> bytes:
+        data: bytes = self._handle.readline(size)
+        self.consumed += len(data)
+        return data
+
     def readable(self) -> bool:
         return True
+
+    @property
+    def name(self) -> str:
+        return _stream_name(self._handle)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # Only a gzip reader going back to the start of the file ever asks.
@@ -362,24 +552,24 @@ def _line_numbers(first: int, n: int, skipped: list[int]) -> np.ndarray:
     return np.setdiff1d(candidates, np.asarray(skipped, dtype=np.int64), assume_unique=True)[:n]
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path | BinaryIO, raw: bytes) -> list[str]:
+    """The column names of the header line `raw`, read from `path`."""
+    name = _shown_name(path)
     # Only the header line is decoded here: a bad byte further down is its own row's problem.
-    with open(path, "rb") as handle:
-        raw = _decompressed(path, handle).readline()
     try:
         first = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise IngestFileError(
-            f"{path}: the header line is not UTF-8 text (byte 0x{raw[exc.start]:02X} at column "
+            f"{name}: the header line is not UTF-8 text (byte 0x{raw[exc.start]:02X} at column "
             f"{exc.start + 1}); re-encode the file as UTF-8"
         ) from None
     if not first.strip():
-        raise IngestFileError(f"{path}: empty file or no header line")
+        raise IngestFileError(f"{name}: empty file or no header line")
     return next(csv.reader([first]))
 
 
 def _check_columns(
-    path: Path, names: Iterable[str], allow_unknown: bool
+    path: Path | str, names: Iterable[str], allow_unknown: bool
 ) -> tuple[list[str], tuple[str, ...]]:
     keep: list[str] = []
     tags: list[str] = []

@@ -66,7 +66,9 @@ def _int_fast(col: str, kind: str) -> tuple[str, str]:
             f"({text} IS NOT NULL AND CAST(TRY_CAST({text} AS BIGINT) AS VARCHAR) IS DISTINCT FROM {text})",
         )
     if kind == "integer":
-        return f"CAST({col} AS BIGINT)", "false"
+        # An unsigned 64-bit column may hold what BIGINT cannot (2**64 - 1 from an underflow):
+        # such a value goes the careful way and is rejected there, never fails the chunk.
+        return f"TRY_CAST({col} AS BIGINT)", f"({col} IS NOT NULL AND TRY_CAST({col} AS BIGINT) IS NULL)"
     return "CAST(NULL AS BIGINT)", f"({col} IS NOT NULL)"
 
 

@@ -96,12 +96,12 @@ def _import(
     out.print(
         f"{file}: {result.read:,} items read, {result.accepted:,} events accepted, "
         f"{result.duplicates:,} duplicates, {result.skipped:,} skipped (not model calls), "
-        f"{len(result.rejections):,} rejected, {result.unpriced:,} without a price",
+        f"{result.rejected:,} rejected, {result.unpriced:,} without a price",
         markup=False,
     )
     for rejection in result.rejections[:show]:
-        out.print(f"  item {rejection.record}: {rejection.field}: {rejection.reason}", markup=False)
-    if result.rejections:
+        out.print(f"  {result.where(rejection)}: {rejection.field}: {rejection.reason}", markup=False)
+    if result.rejected:
         raise typer.Exit(1)
 
 

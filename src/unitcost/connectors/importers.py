@@ -21,12 +21,12 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -56,14 +56,37 @@ class ImportResult:
     accepted: int = 0
     duplicates: int = 0
     unpriced: int = 0
+    rejected: int = 0
+    """Every rejected item; `rejections` keeps the first KEPT_REJECTIONS of them, in file order."""
     rejections: list[Rejection] = field(default_factory=list)
+    lines: dict[int, int] = field(default_factory=dict)
+    """Item number -> the file line it starts on, for the kept rejections of line-oriented files
+    (JSON lines, CSV), where blank lines, the header and quoted line breaks make the two differ."""
 
+    def reject(self, rejection: Rejection, line: int | None) -> None:
+        self.rejected += 1
+        if len(self.rejections) < KEPT_REJECTIONS:
+            self.rejections.append(rejection)
+            if line is not None:
+                self.lines[rejection.record] = line
+
+    def where(self, rejection: Rejection) -> str:
+        line = self.lines.get(rejection.record)
+        return f"item {rejection.record}" + (f" (line {line})" if line is not None else "")
+
+
+KEPT_REJECTIONS = 1_000
+BATCH = 50_000
+"""Events mapped and ingested at a time: a file of any size is imported in bounded memory."""
 
 # --------------------------------------------------------------------------- reading files
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
+# LiteLLM's CSV exports carry whole prompts and answers in a column; Python's csv module refuses
+# a field over 128 KiB by default, which would refuse the whole file for one long conversation.
+_CSV_FIELD_LIMIT = 1 << 30
 
 
 def read_items(path: Path) -> list[Any]:
@@ -71,42 +94,123 @@ def read_items(path: Path) -> list[Any]:
 
     The file may be gzipped (recognised by its first bytes, whatever its name) and may start
     with a UTF-8 byte order mark; an empty file has no items."""
-    raw = path.read_bytes()
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ImportFileError(f"{path.name}: not a readable gzip file ({exc})") from exc
-    # A byte order mark (Windows tools write one) is not part of the text: JSON after one is JSON.
-    raw = raw.removeprefix(_UTF8_BOM)
+    return [item for item, _ in iter_items(path)]
+
+
+def iter_items(path: Path) -> Iterator[tuple[Any, int | None]]:
+    """(item, the line it starts on) of the file, read as it goes for JSON lines and CSV, which
+    may be of any size; a JSON document (array, or object with `data`) is read whole, its items
+    have no line. Raises ImportFileError when the file cannot be read as such."""
+    shape = _shape(path)
+    if shape == "csv":
+        yield from _csv_rows(path)
+    elif shape == "jsonl":
+        yield from _json_lines(path)
+    else:
+        yield from ((item, None) for item in _document(path))
+
+
+def _open(path: Path) -> IO[bytes]:
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == _GZIP_MAGIC
+    return cast(IO[bytes], gzip.open(path, "rb")) if gzipped else path.open("rb")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines, decompressed, without a leading byte order mark."""
+    try:
+        with _open(path) as stream:
+            first = True
+            for line in stream:
+                yield line.removeprefix(_UTF8_BOM) if first else line
+                first = False
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImportFileError(f"{path.name}: not a readable gzip file ({exc})") from exc
+
+
+def _shape(path: Path) -> str:
+    """ "document" (one JSON value), "jsonl" or "csv", from the file's first two non-blank lines."""
+    seen: list[bytes] = []
+    for line in _lines(path):
+        if line.strip():
+            seen.append(line.strip())
+            if len(seen) == 2:
+                break
+    if not seen:
+        return "document"  # empty: no items
+    start = seen[0][:1]
+    if start == b"[":
+        return "document"
+    if start != b"{":
+        return "csv"
+    if len(seen) == 2 and _parses(seen[0]):
+        return "jsonl"
+    return "document"  # one object, pretty-printed or on one line (an API page with `data`)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _document(path: Path) -> list[Any]:
+    raw = b"".join(_lines(path))
     if not raw.strip():
         return []
-    text_start = raw.lstrip()[:1]
-    if text_start in (b"[", b"{"):
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            document = None
-        if document is not None:
-            if isinstance(document, list):
-                return document
-            if isinstance(document, dict):
-                data = document.get("data")
-                return data if isinstance(data, list) else [document]
-        if text_start == b"{":
-            return _json_lines(raw)
-        raise ImportFileError(f"{path.name}: not valid JSON")
     try:
-        text = raw.decode("utf-8")
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if raw.lstrip()[:1] == b"{":  # objects one per line, the first of them malformed
+            return [item for item, _ in _json_lines(path)]
+        raise ImportFileError(f"{path.name}: not valid JSON") from None
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        data = document.get("data")
+        return data if isinstance(data, list) else [document]
+    raise ImportFileError(f"{path.name}: not valid JSON")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[Any, int | None]]:
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    text = io.TextIOWrapper(io.BufferedReader(_LineStream(_lines(path))), encoding="utf-8", newline="")
+    reader = csv.DictReader(text)
+    try:
+        if not reader.fieldnames:
+            raise ImportFileError(f"{path.name}: empty, or not CSV/JSON")
+        ended = reader.line_num
+        for row in reader:
+            yield row, ended + 1
+            ended = reader.line_num
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{path.name}: not UTF-8 text ({exc})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise ImportFileError(f"{path.name}: empty, or not CSV/JSON")
-    try:
-        return list(reader)
     except csv.Error as exc:
-        raise ImportFileError(f"{path.name}: not valid CSV ({exc})") from exc
+        raise ImportFileError(f"{path.name}: not valid CSV (line {reader.line_num}: {exc})") from exc
+
+
+class _LineStream(io.RawIOBase):
+    """Lines as a readable byte stream, for the text decoder in front of the CSV reader."""
+
+    def __init__(self, lines: Iterator[bytes]) -> None:
+        self._lines = lines
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            line = next(self._lines, None)
+            if line is None:
+                return 0
+            self._rest = line
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
 
 
 class _BadLine:
@@ -114,16 +218,14 @@ class _BadLine:
         self.reason = reason
 
 
-def _json_lines(raw: bytes) -> list[Any]:
-    items: list[Any] = []
-    for line in raw.splitlines():
+def _json_lines(path: Path) -> Iterator[tuple[Any, int | None]]:
+    for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:
-            items.append(orjson.loads(line))
+            yield orjson.loads(line), number
         except orjson.JSONDecodeError as exc:
-            items.append(_BadLine(f"malformed JSON ({exc})"))
-    return items
+            yield _BadLine(f"malformed JSON ({exc})"), number
 
 
 # --------------------------------------------------------------------------- field helpers
@@ -456,20 +558,22 @@ def langfuse_event(item: Mapping[str, Any]) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- OpenAI usage export
 
 
-def _openai_results(items: list[Any]) -> Iterator[tuple[Any, Mapping[str, Any] | None]]:
-    """Each usage result with its bucket; pages, bucket lists and bare results are all accepted."""
-    for item in items:
+def _openai_results(
+    items: Iterable[tuple[Any, int | None]],
+) -> Iterator[tuple[Any, Mapping[str, Any] | None, int | None]]:
+    """(result, its bucket, the line it is on); pages, bucket lists and bare results are all accepted."""
+    for item, line in items:
         if isinstance(item, Mapping) and item.get("object") == "page":
-            yield from _openai_results(list(item.get("data") or []))
+            yield from _openai_results((page_item, line) for page_item in list(item.get("data") or []))
         elif isinstance(item, Mapping) and item.get("object") == "bucket":
             results = item.get("results") or item.get("result") or []
             if not isinstance(results, list):
-                yield results, item
+                yield results, item, line
                 continue
             for result in results:
-                yield result, item
+                yield result, item, line
         else:
-            yield item, None
+            yield item, None, line
 
 
 def _openai_usage_cache_writes(result: Mapping[str, Any]) -> dict[str, int]:
@@ -559,49 +663,115 @@ IMPORTERS: Mapping[str, Mapper] = {"litellm": litellm_event, "langfuse": langfus
 KINDS = ("litellm", "langfuse", "openai-usage")
 
 
+_Outcome = dict[str, Any] | Rejection | None
+"""An item's event, its rejection, or None when it is skipped (not a model call)."""
+
+
 def map_items(kind: str, items: list[Any]) -> tuple[list[dict[str, Any]], list[int], list[Rejection], int]:
     """(events, item position of each event, rejections, skipped)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown import kind {kind!r}; expected one of {', '.join(KINDS)}")
     events: list[dict[str, Any]] = []
     positions: list[int] = []
     rejections: list[Rejection] = []
     skipped = 0
-    pairs: Iterator[tuple[Any, Mapping[str, Any] | None]] = (
-        _openai_results(items) if kind == "openai-usage" else ((item, None) for item in items)
-    )
-    for position, (item, bucket) in enumerate(pairs, start=1):
-        if isinstance(item, _BadLine):
-            rejections.append(Rejection(position, "record", item.reason))
-            continue
-        if not isinstance(item, Mapping):
-            rejections.append(Rejection(position, "record", f"expected an object, got {type(item).__name__}"))
-            continue
-        try:
-            event = openai_usage_event(item, bucket) if kind == "openai-usage" else IMPORTERS[kind](item)
-        except ItemError as exc:
-            rejections.append(Rejection(position, exc.field, exc.reason))
-            continue
-        if event is None:
+    for position, _, outcome in _mapped(kind, ((item, None) for item in items)):
+        if outcome is None:
             skipped += 1
-            continue
-        events.append(event)
-        positions.append(position)
+        elif isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            events.append(outcome)
+            positions.append(position)
     return events, positions, rejections, skipped
 
 
-def import_file(ledger: Ledger, kind: str, path: str | Path) -> ImportResult:
-    path = Path(path)
-    items = read_items(path)
-    events, positions, rejections, skipped = map_items(kind, items)
-    result = ImportResult(read=len(positions) + len(rejections) + skipped, skipped=skipped)
-    summary = ledger.ingest_records(events, source=f"import:{kind}:{path.name}")
-    result.accepted, result.duplicates, result.unpriced = (
-        summary.accepted,
-        summary.duplicates,
-        summary.unpriced,
+def _mapped(kind: str, items: Iterable[tuple[Any, int | None]]) -> Iterator[tuple[int, int | None, _Outcome]]:
+    """(item position, its line, outcome) of every item, in file order."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown import kind {kind!r}; expected one of {', '.join(KINDS)}")
+    triples: Iterable[tuple[Any, Mapping[str, Any] | None, int | None]] = (
+        _openai_results(items) if kind == "openai-usage" else ((item, None, line) for item, line in items)
     )
-    for rejection in summary.rejections:
-        rejections.append(Rejection(positions[rejection.record - 1], rejection.field, rejection.reason))
-    result.rejections = sorted(rejections, key=lambda r: r.record)
+    for position, (item, bucket, line) in enumerate(triples, start=1):
+        yield position, line, _outcome(kind, position, item, bucket)
+
+
+def _outcome(kind: str, position: int, item: Any, bucket: Mapping[str, Any] | None) -> _Outcome:
+    if isinstance(item, _BadLine):
+        return Rejection(position, "record", item.reason)
+    if not isinstance(item, Mapping):
+        return Rejection(position, "record", f"expected an object, got {type(item).__name__}")
+    try:
+        return openai_usage_event(item, bucket) if kind == "openai-usage" else IMPORTERS[kind](item)
+    except ItemError as exc:
+        return Rejection(position, exc.field, exc.reason)
+
+
+def import_file(ledger: Ledger, kind: str, path: str | Path) -> ImportResult:
+    """Import a file of any size: its items are mapped and ingested a batch at a time. A file that
+    cannot be read to its end (a corrupt gzip, broken CSV quoting, text that is not UTF-8) is
+    refused before anything is written."""
+    path = Path(path)
+    if kind not in KINDS:
+        raise ValueError(f"unknown import kind {kind!r}; expected one of {', '.join(KINDS)}")
+    _check_readable(path)
+    result = ImportResult()
+    batch = _Batch(ledger, f"import:{kind}:{path.name}", result)
+    for position, line, outcome in _mapped(kind, iter_items(path)):
+        result.read += 1
+        if outcome is None:
+            result.skipped += 1
+        elif isinstance(outcome, Rejection):
+            result.reject(outcome, line)
+        else:
+            batch.add(outcome, position, line)
+    batch.ingest()
+    result.rejections.sort(key=lambda r: r.record)
     return result
+
+
+def _check_readable(path: Path) -> None:
+    """Read a streamed file through once (cheaply: no mapping) so that a fault near its end refuses
+    it before the first batch is written. A JSON document is parsed whole before its first item."""
+    shape = _shape(path)
+    if shape == "csv":
+        for _ in _csv_rows(path):
+            pass
+    elif shape == "jsonl" and _gzipped(path):  # a plain file's lines cannot fail to read
+        for _ in _lines(path):
+            pass
+
+
+def _gzipped(path: Path) -> bool:
+    with path.open("rb") as probe:
+        return probe.read(2) == _GZIP_MAGIC
+
+
+class _Batch:
+    """Mapped events waiting to be ingested, with where each came from in the file."""
+
+    def __init__(self, ledger: Ledger, source: str, result: ImportResult) -> None:
+        self._ledger = ledger
+        self._source = source
+        self._result = result
+        self._events: list[dict[str, Any]] = []
+        self._origins: list[tuple[int, int | None]] = []
+
+    def add(self, event: dict[str, Any], position: int, line: int | None) -> None:
+        self._events.append(event)
+        self._origins.append((position, line))
+        if len(self._events) >= BATCH:
+            self.ingest()
+
+    def ingest(self) -> None:
+        if not self._events:
+            return
+        summary = self._ledger.ingest_records(self._events, source=self._source)
+        result = self._result
+        result.accepted += summary.accepted
+        result.duplicates += summary.duplicates
+        result.unpriced += summary.unpriced
+        result.rejected += summary.rejected - len(summary.rejections)  # those beyond the summary's list
+        for rejection in summary.rejections:
+            position, line = self._origins[rejection.record - 1]
+            result.reject(Rejection(position, rejection.field, rejection.reason), line)
+        self._events, self._origins = [], []

@@ -7,6 +7,7 @@ plain JSON the HTTP APIs return, streamed or not:
   chunk carries `usage` when `stream_options.include_usage` is set): `prompt_tokens` is the
   whole prompt and `prompt_tokens_details.cached_tokens` part of it; `completion_tokens`
   includes `completion_tokens_details.reasoning_tokens`.
+- OpenAI Embeddings (`object: list` with `usage.prompt_tokens`): input tokens only.
 - OpenAI Responses (`object: response`, or the `response.completed` stream event):
   `input_tokens` ⊇ `input_tokens_details.cached_tokens`, `output_tokens` ⊇
   `output_tokens_details.reasoning_tokens`.
@@ -230,6 +231,15 @@ def _chat(response: Any, usage: Any, operation: str) -> dict[str, Any]:
     return fields
 
 
+def _embeddings(response: Any, usage: Any) -> dict[str, Any]:
+    """OpenAI Embeddings (`object: list`): the input is all there is to bill; no output tokens."""
+    fields = openai_chat_usage(usage)
+    fields.update(model=get(response, "model"), operation="embeddings")
+    if fields.get("billed_cost") is not None:  # OpenRouter's embeddings report their cost too
+        fields["provider"] = "openrouter"
+    return fields
+
+
 def _openai_or_unknown(response: Any) -> str | None:
     # OpenAI's own ids are chatcmpl-*/resp_* and it reports system_fingerprint; compatible servers
     # (vLLM, llama.cpp, TGI) copy the shape, so the provider is left to the price book or the caller.
@@ -396,6 +406,8 @@ def normalise_response(response: Any) -> dict[str, Any]:
         return _stream([response])
     if kind == "text_completion":
         return _chat(response, usage, "text_completion")
+    if kind == "list" and usage is not None and get(usage, "prompt_tokens") is not None:
+        return _embeddings(response, usage)
     if kind == "response":
         return _responses(response)
     rtype = get(response, "type")

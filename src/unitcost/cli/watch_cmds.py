@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -16,7 +17,7 @@ import typer
 
 from ..config import load_config
 from .app import ConfigOpt, FormatOpt, LedgerOpt, UserError, app, friendly, open_ledger
-from .output import Col, Format, console, render
+from .output import Col, Format, console, print_json, render
 
 alerts_app = typer.Typer(
     help="List, show and acknowledge alerts (incidents) from the ledger.", no_args_is_help=False
@@ -195,6 +196,18 @@ ALERT_COLUMNS = [
     Col("updates", "updates", "int"),
 ]
 
+ALERT_DATA_COLUMNS = [
+    Col("key", "key"),
+    Col("first_seen", "first seen"),
+    Col("last_notified", "last notified"),
+    Col("acked_by", "acknowledged by"),
+    Col("acked_at", "acknowledged at"),
+    Col("resolved_at", "resolved at"),
+    Col("message", "message"),
+]
+"""What JSON and CSV carry besides the table's columns: who acknowledged and when, when it
+resolved, and the whole explanation, for a program (a ticket, a dashboard) to read."""
+
 
 @alerts_app.callback(invoke_without_command=True)
 @friendly
@@ -205,7 +218,11 @@ def alerts_list(
     status: Annotated[
         str | None, typer.Option("--status", help="open | acknowledged | resolved (default: all).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Most recent first.")] = 50,
+    detector: Annotated[
+        str | None,
+        typer.Option("--detector", help="Only this detector's alerts (budget, cost_per_hour, ...)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most recent first.", min=1)] = 50,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List alerts, most recent first."""
@@ -214,24 +231,55 @@ def alerts_list(
     from ..watch.incidents import list_alerts
 
     with open_ledger(ledger, config, read_only=True) as opened:
-        rows = list_alerts(opened.store, status=status, limit=limit)
+        rows = list_alerts(opened.store, status=status, detector=detector, limit=limit)
+    if fmt in (Format.json, Format.csv):
+        render(rows, [*ALERT_COLUMNS, *ALERT_DATA_COLUMNS], fmt)
+        return
     render(rows, ALERT_COLUMNS, fmt, title=f"{len(rows)} alerts")
 
 
 @alerts_app.command("ack")
 @friendly
 def alerts_ack(
-    alert_id: Annotated[str, typer.Argument(help="Alert id (a unique prefix is enough).")],
-    by: Annotated[str, typer.Option("--by", help="Who acknowledges.")] = "cli",
+    alert_ids: Annotated[
+        list[str], typer.Argument(help="Alert ids (a unique prefix of each is enough).", show_default=False)
+    ],
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who acknowledges (default: your user name).")
+    ] = None,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Acknowledge an alert: it keeps its history but notifies nobody until it resolves."""
-    from ..watch.incidents import acknowledge
+    """Acknowledge alerts: each keeps its history but notifies nobody until it resolves. All or
+    none: an unknown, ambiguous or resolved id acknowledges nothing."""
+    from ..watch.incidents import acknowledge_many
 
+    who = by if by is not None else _user()
+    if not who.strip():
+        raise UserError("--by: say who acknowledges (a name or an address)")
     with open_ledger(ledger, config) as opened:
-        row = acknowledge(opened.store, alert_id, by)
-    console().print(f"acknowledged {row['alert_id']}: {row['title']}", markup=False)
+        acked = acknowledge_many(opened.store, alert_ids, who)
+    out = console()
+    for row, fresh in acked:
+        if fresh:
+            out.print(f"acknowledged {row['alert_id']}: {row['title']}", markup=False)
+        else:
+            at = row["acked_at"]
+            when = f" at {at:%Y-%m-%d %H:%M} UTC" if at else ""
+            out.print(
+                f"{row['alert_id']} was already acknowledged by {row['acked_by']}{when}: {row['title']}",
+                markup=False,
+            )
+
+
+def _user() -> str:
+    """Who runs the command, for the history: "cli" says nothing to the next person on call."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container running under a numeric uid with no name
+        return "cli"
 
 
 @alerts_app.command("show")
@@ -248,13 +296,23 @@ def alerts_show(
     with open_ledger(ledger, config, read_only=True) as opened:
         row = find_alert(opened.store, alert_id)
         history = alert_history(opened.store, row["alert_id"])
+    history_columns = [
+        Col("at", "at", "ts"),
+        Col("kind", "event"),
+        Col("sink", "sink"),
+        Col("message", "detail"),
+    ]
+    if fmt == Format.json:
+        # One JSON document: the alert, its details as an object, and its history.
+        details = json.loads(row["details"]) if row["details"] else {}
+        print_json({**row, "details": details, "history": history})
+        return
+    if fmt == Format.csv:
+        render(history, history_columns, fmt)  # the history's rows; the alert is `alerts --format csv`
+        return
     out = console()
     out.print(f"{row['alert_id']} · {row['status']} · {row['severity']}\n{row['message']}\n", markup=False)
-    render(
-        history,
-        [Col("at", "at", "ts"), Col("kind", "event"), Col("sink", "sink"), Col("message", "detail")],
-        fmt,
-    )
+    render(history, history_columns, fmt)
 
 
 BUDGET_COLUMNS = [

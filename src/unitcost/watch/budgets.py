@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -36,7 +36,17 @@ BUDGET_DETECTOR = "budget"
 """The detector name of budget findings and incidents."""
 PERIODS = ("day", "week", "month")
 DEFAULT_THRESHOLDS = (Decimal(50), Decimal(85), Decimal(100))
-BUDGET_KEYS = ("name", "scope", "amount", "period", "timezone", "thresholds", "variation_pct")
+BUDGET_KEYS = (
+    "name",
+    "scope",
+    "amount",
+    "period",
+    "timezone",
+    "thresholds",
+    "variation_pct",
+    "forecast_margin_pct",
+)
+DEFAULT_FORECAST_MARGIN = Decimal(5)
 Z90 = 1.645
 MICRO = Decimal("0.000001")
 
@@ -51,6 +61,11 @@ class Budget:
     thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
     """Percentages of the amount, exact: 57 % of $10 is crossed by $5.70, which a float misses."""
     variation_pct: float = 3.0
+    forecast_margin_pct: Decimal = DEFAULT_FORECAST_MARGIN
+    """Hysteresis of the forecast alert, in % of the amount: once open, it resolves only when the
+    forecast falls this far under the amount, and it notifies again each time the forecast passes
+    another step of this size above it. A forecast hovering around the amount (it rises during
+    the working day and sinks at night) is then one incident, not one an evening."""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -128,6 +143,14 @@ def parse_budgets(raw: Any) -> list[Budget]:
             raise ValueError(
                 f"{where}: variation_pct: expected a non-negative number, got {entry['variation_pct']!r}"
             )
+        margin = _number(
+            entry.get("forecast_margin_pct", DEFAULT_FORECAST_MARGIN), f"{where}: forecast_margin_pct"
+        )
+        if not 0 <= margin < 100:
+            raise ValueError(
+                f"{where}: forecast_margin_pct: expected a percentage from 0 to under 100, "
+                f"got {entry['forecast_margin_pct']!r}"
+            )
         budgets.append(
             Budget(
                 name=name,
@@ -137,6 +160,7 @@ def parse_budgets(raw: Any) -> list[Budget]:
                 timezone=str(zone),
                 thresholds=tuple(sorted(set(thresholds))),
                 variation_pct=float(variation),
+                forecast_margin_pct=margin,
             )
         )
     return budgets
@@ -518,12 +542,16 @@ def _run_out(
     return when.astimezone(budget.zone).date() if when < end else None
 
 
-def budget_findings(status: BudgetStatus) -> list[Finding]:
+def budget_findings(status: BudgetStatus, open_keys: Collection[str] = ()) -> list[Finding]:
     """At most two findings, each its own incident open while it holds: the highest threshold
     crossed this period, and the forecast passing the amount. The threshold finding of a
     budget and period is one incident whichever threshold it names, so crossing a higher one
     updates it (its level rises) instead of opening another and leaving the lower one to be
-    announced as resolved while spend is still above it."""
+    announced as resolved while spend is still above it.
+
+    `open_keys` are the incidents open before this cycle: a forecast alert among them is kept
+    while the forecast stays within the budget's `forecast_margin_pct` under the amount, so a
+    forecast that hovers around the amount is one incident with updates, not one per crossing."""
     b = status.budget
     period = f"{status.start.astimezone(b.zone):%Y-%m-%d}"
     common: dict[str, Any] = {
@@ -550,23 +578,55 @@ def budget_findings(status: BudgetStatus) -> list[Finding]:
                 level=float(top),
             )
         )
-    # Kept past 100 % too: dropping it there would announce "forecast exceeds" as resolved
-    # at the moment spend itself passes the amount.
-    forecast = status.forecast
-    if forecast is not None and forecast > b.amount:
-        findings.append(
-            Finding(
-                **common,
-                title=f"Budget {b.name}: forecast ${forecast:,.2f} exceeds ${b.amount:,.2f}",
-                observed=float(forecast),
-                expected=float(b.amount),
-                unit=f"$ forecast at {b.period} end",
-                subject=f"{b.name}:{period}:forecast",
-                what=f"forecast at {b.period} end ${forecast:,.2f} for a budget of ${b.amount:,.2f}",
-                notes=_budget_notes(status),
-            )
-        )
+    forecast = _forecast_finding(status, common, f"{b.name}:{period}:forecast", open_keys)
+    if forecast is not None:
+        findings.append(forecast)
     return findings
+
+
+def _forecast_finding(
+    status: BudgetStatus, common: dict[str, Any], subject: str, open_keys: Collection[str]
+) -> Finding | None:
+    """The forecast alert's finding: over the amount, or (for an alert already open) back under it
+    by less than the margin. Kept past 100 % of spend too: dropping it there would announce
+    "forecast exceeds" as resolved at the moment spend itself passes the amount."""
+    b, forecast = status.budget, status.forecast
+    if forecast is None:
+        return None
+    release = b.amount * (1 - b.forecast_margin_pct / 100)
+    over = forecast > b.amount
+    if over:
+        title = f"Budget {b.name}: forecast ${forecast:,.2f} exceeds ${b.amount:,.2f}"
+    else:
+        title = (
+            f"Budget {b.name}: forecast ${forecast:,.2f} back under ${b.amount:,.2f} "
+            f"(alert kept until under ${release:,.2f})"
+        )
+    finding = Finding(
+        **common,
+        title=title,
+        observed=float(forecast),
+        expected=float(b.amount),
+        unit=f"$ forecast at {b.period} end",
+        subject=subject,
+        what=f"forecast at {b.period} end ${forecast:,.2f} for a budget of ${b.amount:,.2f}",
+        notes=_budget_notes(status),
+        level=_forecast_step(forecast, b),
+    )
+    # Under the amount, it only keeps an open alert open, and only inside the margin.
+    held = finding.key in open_keys and forecast > release
+    return finding if over or held else None
+
+
+def _forecast_step(forecast: Decimal, budget: Budget) -> float | None:
+    """How many whole margins the forecast is above the amount (-1 in the band under it): the
+    alert notifies again when this rises, not when a tiny overage grows by a quarter (100.1 %
+    to 100.2 % of the amount is no news). None with no margin: the change decides, as for any
+    incident."""
+    if budget.forecast_margin_pct == 0:
+        return None
+    step = budget.amount * budget.forecast_margin_pct / 100
+    return float(math.floor((forecast - budget.amount) / step))
 
 
 def _pct(value: Decimal) -> str:
@@ -584,9 +644,9 @@ def _budget_notes(status: BudgetStatus) -> list[str]:
         f"runs out: {status.runs_out.isoformat() if status.runs_out else 'not this period at this pace'}",
     ]
     if status.unpriced_calls:
-        notes.append(
-            f"{status.unpriced_calls:,} calls have no price and are not in the spend or the forecast"
-        )
+        n = status.unpriced_calls
+        calls, have, are = ("calls", "have", "are") if n > 1 else ("call", "has", "is")
+        notes.append(f"{n:,} {calls} {have} no price and {are} not in the spend or the forecast")
     return notes
 
 

@@ -16,7 +16,7 @@ acknowledgement, which covered the step it was given at.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -144,7 +144,9 @@ class Incidents:
                 if row["key"] not in found:
                     self._resolve(row, now, changed, log, out, "no longer holds")
             elif now - row["last_seen"] > self.resolve_after:
-                self._resolve(row, now, changed, log, out)
+                # Resolved when the quiet spell ended, not when a catch-up (a backfill, a watch that
+                # was down for a day) happened to look: the history says how long it lasted.
+                self._resolve(row, row["last_seen"] + self.resolve_after, changed, log, out)
         self._write(changed.values(), log)
         return out
 
@@ -180,7 +182,8 @@ class Incidents:
     ) -> None:
         row.update(status="resolved", resolved_at=at)
         changed[row["alert_id"]] = row
-        log.append(_log(row["alert_id"], at, "resolved", why or f"no new finding for {self.resolve_after}"))
+        quiet = f"no new finding for {self.resolve_after.total_seconds() / 3600:g} h"
+        log.append(_log(row["alert_id"], at, "resolved", why or quiet))
         out.append(_notification(row, "resolved", at))
 
     def _write(self, rows: Iterable[dict[str, Any]], log: list[dict[str, Any]]) -> None:
@@ -204,17 +207,34 @@ def open_alerts(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def list_alerts(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_alerts(
+    store: Store, *, status: str | None = None, detector: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     if status is not None and status not in STATUSES:
         # A misspelt status would otherwise list "0 alerts", which reads as good news.
         raise ValueError(f"unknown alert status {status!r}; the statuses are {', '.join(STATUSES)}")
-    where = "WHERE status = ?" if status else ""
-    params = [status] if status else []
+    if detector is not None:
+        _check_detector(store, detector)
+    conditions = [(c, v) for c, v in (("status = ?", status), ("detector = ?", detector)) if v is not None]
+    where = ("WHERE " + " AND ".join(c for c, _ in conditions)) if conditions else ""
     rows: list[dict[str, Any]] = store.fetch(
         f"SELECT * FROM alerts {where} ORDER BY last_seen DESC, first_seen DESC, {_TIES} LIMIT {int(limit)}",
-        params,
+        [v for _, v in conditions],
     ).to_pylist()
     return rows
+
+
+def _check_detector(store: Store, detector: str) -> None:
+    """A misspelt detector would list "0 alerts" too: refuse a name no detector has and no alert
+    carries (a detector turned off since still has its alerts listed)."""
+    from .detectors import all_detectors
+
+    known = {d.name for d in all_detectors()} | {"budget"}
+    if detector in known:
+        return
+    if store.fetch("SELECT 1 AS found FROM alerts WHERE detector = ? LIMIT 1", [detector]).num_rows:
+        return
+    raise ValueError(f"unknown detector {detector!r}; the detectors are {', '.join(sorted(known))}")
 
 
 def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
@@ -233,20 +253,42 @@ def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
 
 def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None) -> dict[str, Any]:
     """Acknowledge an open incident (a prefix of its id is enough when it is unambiguous)."""
-    row = find_alert(store, alert_id)
-    if row["status"] == "resolved":
-        raise ValueError(f"alert {row['alert_id']} is already resolved")
-    when = at or datetime.now(UTC)
-    row.update(status="acknowledged", acked_by=by, acked_at=when)
-    with store.transaction():
-        store.upsert("alerts", pa.Table.from_pylist([row], schema=ALERT_SCHEMA))
-        store.insert(
-            "alert_log",
-            pa.Table.from_pylist(
-                [_log(row["alert_id"], when, "acknowledged", f"by {by}")], schema=ALERT_LOG_SCHEMA
-            ),
-        )
+    ((row, _),) = acknowledge_many(store, [alert_id], by, at)
     return row
+
+
+def acknowledge_many(
+    store: Store, alert_ids: Sequence[str], by: str, at: datetime | None = None
+) -> list[tuple[dict[str, Any], bool]]:
+    """Acknowledge several incidents at once, all or none: an id that matches no alert, more than
+    one, or a resolved one is refused before anything is written (a typo in the fourth id must
+    not leave three acknowledged and the user unsure which). Each alert comes back with whether
+    this call acknowledged it: one already acknowledged keeps who did it and when."""
+    found: dict[str, dict[str, Any]] = {}
+    for alert_id in alert_ids:
+        try:
+            row = find_alert(store, alert_id)
+            if row["status"] == "resolved":
+                when = row["resolved_at"]
+                raise ValueError(
+                    f"alert {row['alert_id']} is already resolved"
+                    + (f" (at {when:%Y-%m-%d %H:%M} UTC)" if when else "")
+                )
+        except ValueError as exc:
+            if len(alert_ids) > 1:
+                raise ValueError(f"{exc}; no alert was acknowledged") from None
+            raise
+        found.setdefault(row["alert_id"], row)  # the same alert named twice (a prefix and its id)
+    when = at or datetime.now(UTC)
+    fresh = [row for row in found.values() if row["status"] == "open"]
+    for row in fresh:
+        row.update(status="acknowledged", acked_by=by, acked_at=when)
+    if fresh:
+        log = [_log(row["alert_id"], when, "acknowledged", f"by {by}") for row in fresh]
+        with store.transaction():
+            store.upsert("alerts", pa.Table.from_pylist(fresh, schema=ALERT_SCHEMA))
+            store.insert("alert_log", pa.Table.from_pylist(log, schema=ALERT_LOG_SCHEMA))
+    return [(row, any(row is f for f in fresh)) for row in found.values()]
 
 
 def alert_history(store: Store, alert_id: str) -> list[dict[str, Any]]:

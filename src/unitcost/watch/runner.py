@@ -30,7 +30,7 @@ from .budgets import (
     unmatched_scope_note,
 )
 from .detectors.base import HOUR, Context, Finding, floor_hour
-from .incidents import Incidents, Notification, delivery_log
+from .incidents import Incidents, Notification, delivery_log, open_alerts
 from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
 from .settings import WatchSettings
 from .sinks import Dispatcher, Sink, build_sinks
@@ -127,10 +127,12 @@ class Watcher:
         )
         if data_start is not None:
             report.findings.extend(self._detect(eval_end, data_start, backfill, report))
+        # A forecast alert already open is kept while the forecast stays inside its margin.
+        open_keys = {row["key"] for row in open_alerts(self.store)} if self.settings.budgets else set()
         for budget in self.settings.budgets:
             status = budget_status(self.store, budget, now)
             self._check_scope(status)
-            report.findings.extend(budget_findings(status))
+            report.findings.extend(budget_findings(status, open_keys))
         # Every budget is judged every cycle, so one that is not found no longer holds.
         report.notifications = self.incidents.apply(report.findings, eval_end, current={BUDGET_DETECTOR})
         if report.notifications:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import Config, ConfigError
 from .budgets import Budget, parse_budgets
@@ -23,11 +25,37 @@ class SinkConfig:
     options: Mapping[str, Any]
 
     def secret(self, key: str) -> str | None:
-        """A value given directly, or through `<key>_env` naming an environment variable."""
+        """A value given directly, or through `<key>_env` naming an environment variable; None
+        when neither is given. A variable named but not set is an error that names it (never
+        its value): the sink would otherwise send no credentials and fail at every alert."""
         if self.options.get(key):
             return str(self.options[key])
         env = self.options.get(f"{key}_env")
-        return os.environ.get(str(env)) if env else None
+        if not env:
+            return None
+        where = f"sink {self.name}: {key} (or {key}_env naming a set variable) is required: {key}_env"
+        return _from_env(str(env), where)
+
+    def headers(self) -> dict[str, str]:
+        """The webhook's headers: `Authorization = "..."` in clear, or `Authorization_env = "VAR"`
+        read from the environment (the way to keep a token out of the config file)."""
+        out: dict[str, str] = {}
+        for key, value in dict(self.options.get("headers", {})).items():
+            if key.endswith(ENV_SUFFIX):
+                out[key.removesuffix(ENV_SUFFIX)] = _from_env(str(value), f"sink {self.name}: headers.{key}")
+            else:
+                out[str(key)] = str(value)
+        return out
+
+
+ENV_SUFFIX = "_env"
+
+
+def _from_env(variable: str, where: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{where} names the environment variable {variable}, which is not set (or empty)")
+    return value
 
 
 @dataclass
@@ -78,14 +106,7 @@ def load_watch_settings(config: Config) -> WatchSettings:
                 table = f"{where}: [[watch.override]] #{i + 1} {detector.name}"
                 scoped.append((scope, _tuning(detector, override[detector.name], table)))
         tuning[detector.name] = ScopedValue(base, tuple(scoped))
-    sinks = []
-    for i, raw in enumerate(watch.get("sink", [])):
-        kind = raw.get("type")
-        if kind not in SINK_TYPES:
-            raise ConfigError(
-                f"{where}: [[watch.sink]] #{i + 1}: type must be one of {', '.join(SINK_TYPES)}"
-            )
-        sinks.append(SinkConfig(kind, str(raw.get("name", f"{kind}-{i + 1}")), raw))
+    sinks = _sinks(watch.get("sink", []), where)
     try:
         budgets = parse_budgets(config.raw.get("budget", []))
     except ValueError as exc:
@@ -107,6 +128,133 @@ def load_watch_settings(config: Config) -> WatchSettings:
         sinks=sinks,
         budgets=budgets,
     )
+
+
+_SINK_KEYS: dict[str, tuple[str, ...]] = {
+    "webhook": ("url", "url_env", "headers", "timeout"),
+    "slack": ("url", "url_env", "headers", "timeout"),
+    "email": (
+        "host",
+        "port",
+        "from",
+        "to",
+        "starttls",
+        "username",
+        "username_env",
+        "password",
+        "password_env",
+        "timeout",
+    ),
+    "log": (),
+}
+
+
+def _sinks(raw: Any, where: str) -> list[SinkConfig]:
+    """The `[[watch.sink]]` tables, each checked before the first cycle: a misspelt key, a port that
+    is no port or a missing URL is named now, not found at the first alert, retried twelve times."""
+    if isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: [watch.sink] is a single table: write [[watch.sink]], one per sink")
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: watch.sink must be [[watch.sink]] tables, got {raw!r}")
+    sinks: list[SinkConfig] = []
+    for i, entry in enumerate(raw):
+        table = _table(entry, f"{where}: [[watch.sink]] #{i + 1}")
+        kind = table.get("type")
+        here = f"{where}: [[watch.sink]] #{i + 1}"
+        if kind not in SINK_TYPES:
+            close = difflib.get_close_matches(str(kind), SINK_TYPES, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            got = "it is missing" if kind is None else f"got {kind!r}{hint}"
+            raise ConfigError(f"{here}: type must be one of {', '.join(SINK_TYPES)}; {got}")
+        name = table.get("name", f"{kind}-{i + 1}")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{here}: name: expected a non-empty string, got {name!r}")
+        here = f"{here} ({name})"
+        if name in {s.name for s in sinks}:
+            # The alert log tells deliveries apart by sink name.
+            raise ConfigError(f"{here}: name: another sink is already named {name!r}")
+        _known_keys(table, ("type", "name", *_SINK_KEYS[kind]), here)
+        _check_sink(kind, table, here)
+        sinks.append(SinkConfig(kind, name, table))
+    return sinks
+
+
+def _check_sink(kind: str, table: Mapping[str, Any], where: str) -> None:
+    if "timeout" in table and not (_is_number(table["timeout"]) and 0 < table["timeout"] < math.inf):
+        raise ConfigError(
+            f"{where}: timeout: expected a positive number of seconds, got {table['timeout']!r}"
+        )
+    if kind in ("webhook", "slack"):
+        _check_url(table, where)
+        _check_headers(table.get("headers", {}), where)
+    elif kind == "email":
+        _check_email(table, where)
+
+
+def _check_url(table: Mapping[str, Any], where: str) -> None:
+    if "url" not in table and "url_env" not in table:
+        raise ConfigError(
+            f'{where}: url is required (or url_env = "VARIABLE" to read it from the environment)'
+        )
+    _check_names(table, ("url_env",), where)
+    url = table.get("url")
+    if url is None:
+        return
+    # The URL is a secret (a Slack webhook's holds its token): the error does not repeat it.
+    if not _is_http_url(url):
+        raise ConfigError(f"{where}: url: expected an http:// or https:// URL with a host")
+
+
+def _is_http_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is what checks it (1 to 65535)
+    except ValueError:  # "http://[bad", "http://host:99999"
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_headers(headers: Any, where: str) -> None:
+    table = _table(headers, f"{where}: headers")
+    for key, value in table.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: headers.{key}: expected a non-empty string")
+        if key.endswith(ENV_SUFFIX) and key.removesuffix(ENV_SUFFIX) in table:
+            raise ConfigError(
+                f"{where}: headers: {key.removesuffix(ENV_SUFFIX)} is given both in clear and as {key}; keep one"
+            )
+
+
+def _check_email(table: Mapping[str, Any], where: str) -> None:
+    for key in ("host", "from"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ConfigError(f"{where}: {key}: required, a non-empty string")
+    to = table.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to or not all(isinstance(t, str) and "@" in t for t in to):
+        raise ConfigError(f"{where}: to: expected an address or a list of addresses, got {table.get('to')!r}")
+    port = table.get("port", 25)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(f"{where}: port: expected a port number from 1 to 65535, got {port!r}")
+    if "starttls" in table and not isinstance(table["starttls"], bool):
+        raise ConfigError(f"{where}: starttls: expected true or false, got {table['starttls']!r}")
+    _check_names(table, ("username_env", "password_env"), where)
+    has_user = "username" in table or "username_env" in table
+    has_password = "password" in table or "password_env" in table
+    if has_user != has_password:
+        # Without both, smtplib would not log in at all, and the server would refuse every alert.
+        raise ConfigError(f"{where}: username and password go together (each directly or through *_env)")
+
+
+def _check_names(table: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
+    for key in keys:
+        if key in table and (not isinstance(table[key], str) or not table[key]):
+            raise ConfigError(
+                f"{where}: {key}: expected the name of an environment variable, got {table[key]!r}"
+            )
 
 
 _WATCH_KEYS = (

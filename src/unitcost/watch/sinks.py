@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -115,25 +116,49 @@ class SlackSink(WebhookSink):
     """Slack incoming-webhook shape (`text` plus blocks); Mattermost and Rocket.Chat accept it too."""
 
     def send(self, notification: Notification) -> None:
-        head = f"{_ICON.get(notification.kind, '')} *{notification.kind.upper()}* {notification.title}"
-        body = notification.message.split("\n", 1)[-1]
-        payload = {
-            "text": f"{head}\n{body}",
-            "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": head}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": f"```{body}```"}},
-                {
-                    "type": "context",
-                    "elements": [
-                        {"type": "mrkdwn", "text": f"alert {notification.alert_id} · {notification.severity}"}
-                    ],
-                },
-            ],
-        }
-        self._post(payload)
+        self._post(slack_payload(notification))
+
+
+SLACK_SECTION_LIMIT = 3000
+"""Slack refuses a section block whose text is longer (HTTP 400 invalid_blocks), and would refuse
+it again at every retry: the alert would never arrive."""
+
+
+def slack_payload(notification: Notification) -> dict[str, Any]:
+    """`text` (what the phone notification shows) plus `blocks`: the title, the explanation as a
+    code block, and the alert id with the commands to act on it. Text is escaped as Slack asks
+    (&, <, >), so a scope or title is never read as a link or a mention."""
+    title = _slack_escape(notification.title)
+    head = f"{_ICON.get(notification.kind, '')} *{notification.kind.upper()}* {title}"
+    lines = notification.message.split("\n", 1)
+    body = _slack_escape(lines[1] if len(lines) > 1 else notification.message)
+    code = _clip(body, SLACK_SECTION_LIMIT - 6)
+    context = (
+        f"alert `{notification.alert_id}` · {notification.severity} · {notification.detector} · "
+        f"`unitcost alerts ack {notification.alert_id}`"
+    )
+    return {
+        "text": f"{head}\n{body}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": _clip(head, SLACK_SECTION_LIMIT)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{code}```"}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+        ],
+    }
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class EmailSink:
+    """One email per notification; the updates and the resolution of an incident reply to the
+    email that opened it (`In-Reply-To`, `References`), so a mail client shows one thread."""
+
     def __init__(
         self,
         name: str,
@@ -151,18 +176,41 @@ class EmailSink:
         self.username, self.password, self.starttls, self.timeout = username, password, starttls, timeout
 
     def send(self, notification: Notification) -> None:
-        message = EmailMessage()
-        message["Subject"] = f"[unitcost {notification.severity}] {notification.kind}: {notification.title}"
-        message["From"] = self.sender
-        message["To"] = ", ".join(self.to)
-        message["X-Unitcost-Alert"] = notification.alert_id
-        message.set_content(notification.message + f"\n\nalert id: {notification.alert_id}\n")
+        message = email_message(notification, self.sender, self.to)
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             if self.starttls:
                 smtp.starttls()
             if self.username and self.password:
                 smtp.login(self.username, self.password)
             smtp.send_message(message)
+
+
+def email_message(notification: Notification, sender: str, to: Sequence[str]) -> EmailMessage:
+    """The email of one notification: what happened in the subject, the explanation and the
+    commands to act on it in the body, the alert id in `X-Unitcost-Alert`."""
+    n = notification
+    domain = sender.rpartition("@")[2] or "unitcost.invalid"
+    thread = f"<unitcost.{n.alert_id}@{domain}>"
+    message = EmailMessage()
+    message["Subject"] = f"[unitcost {n.severity}] {n.kind}: {n.title}"
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Date"] = formatdate(localtime=False)
+    message["X-Unitcost-Alert"] = n.alert_id
+    if n.kind == "opened":
+        message["Message-ID"] = thread
+    else:
+        message["Message-ID"] = make_msgid(idstring=f"{n.alert_id}.{n.kind}", domain=domain)
+        message["In-Reply-To"] = thread
+        message["References"] = thread
+    message.set_content(
+        f"{n.kind} at {n.at:%Y-%m-%d %H:%M} UTC · {n.severity} · {n.detector}\n\n"
+        f"{n.message}\n\n"
+        f"alert id: {n.alert_id}\n"
+        f"history:      unitcost alerts show {n.alert_id}\n"
+        f"acknowledge:  unitcost alerts ack {n.alert_id} --by <you>\n"
+    )
+    return message
 
 
 class LogSink:
@@ -175,6 +223,8 @@ class LogSink:
 
 
 def build_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
+    """The sinks, with their secrets read from the environment now: a variable that is not set
+    stops the start, naming the sink and the variable (never a value)."""
     sinks: list[Sink] = []
     for cfg in configs:
         o = cfg.options
@@ -182,9 +232,8 @@ def build_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
             url = cfg.secret("url")
             if not url:
                 raise ValueError(f"sink {cfg.name}: url (or url_env naming a set variable) is required")
-            headers = {str(k): str(v) for k, v in dict(o.get("headers", {})).items()}
             cls = SlackSink if cfg.kind == "slack" else WebhookSink
-            sinks.append(cls(cfg.name, url, headers, float(o.get("timeout", 10))))
+            sinks.append(cls(cfg.name, url, cfg.headers(), float(o.get("timeout", 10))))
         elif cfg.kind == "email":
             to = o.get("to", [])
             if not o.get("host") or not to or not o.get("from"):
@@ -199,6 +248,7 @@ def build_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
                     username=cfg.secret("username"),
                     password=cfg.secret("password"),
                     starttls=bool(o.get("starttls", False)),
+                    timeout=float(o.get("timeout", 10)),
                 )
             )
         else:
@@ -213,6 +263,10 @@ class _Delivery:
     sink: Sink = field(compare=False)
     notification: Notification = field(compare=False)
     attempt: int = field(default=0, compare=False)
+
+
+def _order_key(delivery: _Delivery) -> tuple[int, str]:
+    return id(delivery.sink), delivery.notification.alert_id
 
 
 ResultCallback = Callable[[Notification, str, bool, str], None]
@@ -237,6 +291,10 @@ class Dispatcher:
         self._seq = itertools.count()
         self._cv = threading.Condition()
         self._busy = 0
+        # An incident's notifications reach each sink in order: "resolved" must not overtake an
+        # "opened" still being retried, or the receiving side (a pager, a ticket) stays open. The
+        # later ones wait here, by (sink, alert), until the one under way succeeds or gives up.
+        self._behind: dict[tuple[int, str], list[_Delivery]] = {}
         self._closed = False
         self.delivered = 0
         self.failed = 0
@@ -247,15 +305,19 @@ class Dispatcher:
         with self._cv:
             for notification in notifications:
                 for sink in self.sinks:
-                    heapq.heappush(
-                        self._queue, _Delivery(time.monotonic(), next(self._seq), sink, notification)
-                    )
+                    delivery = _Delivery(time.monotonic(), next(self._seq), sink, notification)
+                    waiting = self._behind.get(_order_key(delivery))
+                    if waiting is not None:
+                        waiting.append(delivery)
+                        continue
+                    self._behind[_order_key(delivery)] = []
+                    heapq.heappush(self._queue, delivery)
             self._cv.notify()
 
     @property
     def pending(self) -> int:
         with self._cv:
-            return len(self._queue) + self._busy
+            return len(self._queue) + self._busy + sum(len(w) for w in self._behind.values())
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued delivery succeeded or gave up; False if time ran out first."""
@@ -312,6 +374,7 @@ class Dispatcher:
             if delivery.attempt >= self.max_attempts:
                 self.failed += 1
                 self._report(delivery, False, reason + " (giving up)")
+                self._next_in_order(delivery)
                 return
             delay = min(self.max_delay, self.base_delay * 2 ** (delivery.attempt - 1))
             delivery.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
@@ -321,6 +384,19 @@ class Dispatcher:
             return
         self.delivered += 1
         self._report(delivery, True, f"attempt {delivery.attempt}")
+        self._next_in_order(delivery)
+
+    def _next_in_order(self, done: _Delivery) -> None:
+        """The delivery of the incident's next notification to the same sink, now due."""
+        with self._cv:
+            waiting = self._behind.get(_order_key(done))
+            if not waiting:
+                self._behind.pop(_order_key(done), None)
+                return
+            following = waiting.pop(0)
+            following.due = time.monotonic()
+            heapq.heappush(self._queue, following)
+            self._cv.notify_all()
 
     def _report(self, delivery: _Delivery, ok: bool, message: str) -> None:
         if self.on_result is None or self._closed:

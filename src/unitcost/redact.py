@@ -130,31 +130,46 @@ _QUICK = re.compile(r"[:=@]|[A-Za-z0-9_-]{16}|\s")
 
 
 def _url(match: re.Match[str]) -> str:
-    url = match.group(0)
+    return redact_url(match.group(0))
+
+
+def redact_url(url: str, *, mask: str = REDACTED, keep_user: bool = False) -> str:
+    """The URL with its credentials replaced by `mask`: the password of `user:password@` (and
+    the user too unless `keep_user`: a bare `TOKEN@host` is a credential), query parameters that
+    carry one (`?password=`, `?key=`, `?token=`, `?sig=`, ...) and the path of a webhook whose
+    path is its token. The URL itself when it holds none."""
     try:
         parts = urlsplit(url)
     except ValueError:  # an unreadable URL (a stray bracket): nothing of it past the scheme
-        return url.split("://", 1)[0] + "://" + REDACTED
+        return url.split("://", 1)[0] + "://" + mask
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
-        netloc = (f"{REDACTED}:{REDACTED}" if ":" in userinfo else REDACTED) + "@" + host
+        user, colon, _ = userinfo.partition(":")
+        kept = user if keep_user else mask
+        netloc = (f"{kept}:{mask}" if colon else kept) + "@" + host
     path = parts.path
     host = (parts.hostname or "").lower()
     if path not in ("", "/") and any(host == h or host.endswith("." + h) for h in _WEBHOOK_HOSTS):
-        path = "/" + REDACTED
+        path = "/" + mask
     query = parts.query
     if query:
         pairs = []
         for pair in query.split("&"):
             name, sep, value = pair.partition("=")
-            if sep and value and (name.lower() in _URL_KEYS or secret_name(name)):
-                value = REDACTED
+            if sep and value and secret_query_parameter(name):
+                value = mask
             pairs.append(name + sep + value)
         query = "&".join(pairs)
     if netloc == parts.netloc and path == parts.path and query == parts.query:
         return url
     return parts._replace(netloc=netloc, path=path, query=query).geturl()
+
+
+def secret_query_parameter(name: str) -> bool:
+    """True when a URL's query parameter of this name carries a credential (`password`,
+    `api_key`, and the short names `key`, `sig`, `code`, `auth` that alone would not say so)."""
+    return name.lower() in _URL_KEYS or secret_name(name)
 
 
 def _pair(match: re.Match[str]) -> str:

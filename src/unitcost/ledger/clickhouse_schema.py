@@ -12,7 +12,9 @@ catalog tells the primary key of each table. One definition, two engines.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
@@ -129,3 +131,204 @@ META_DDL = (
     "CREATE TABLE IF NOT EXISTS meta (`key` String, `value` String, `at` DateTime64(6, 'UTC')) "
     "ENGINE = ReplacingMergeTree(`at`) ORDER BY `key`"
 )
+
+
+# ---------------------------------------------------------------------- result types
+#
+# A query's result should not depend on the engine under the ledger (`Ledger.sql`, and every
+# query of unitcost's own). ClickHouse answers some standard SQL in other types than DuckDB:
+# a comparison, `IS NULL`, `IN` or `LIKE` is UInt8 (0/1) rather than a boolean, `count()` is
+# UInt64, `extract(hour ...)` UInt8, `date_trunc` a DateTime to the second, and its UTC is
+# named `UTC` where DuckDB's session zone is `Etc/UTC`. The values are the same; the types are
+# brought to DuckDB's. Whether a UInt8 column is a truth value or a number is not in the result:
+# the analyser's query tree (`EXPLAIN QUERY TREE`) tells which function computed each column.
+
+DUCKDB_UTC = "Etc/UTC"
+"""How the DuckDB ledger names its session time zone, UTC (ICU's canonical name)."""
+
+PREDICATES = frozenset(
+    {
+        "equals", "notEquals", "less", "greater", "lessOrEquals", "greaterOrEquals",
+        "isNotDistinctFrom", "isDistinctFrom", "and", "or", "not", "xor", "isNull", "isNotNull",
+        "isZeroOrNull", "in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn",
+        "globalNullIn", "globalNotNullIn", "like", "notLike", "ilike", "notILike", "match",
+        "startsWith", "endsWith", "startsWithUTF8", "endsWithUTF8", "has", "hasAll", "hasAny",
+        "mapContains", "mapContainsKey", "empty", "notEmpty", "isNaN", "isFinite", "isInfinite",
+        "exists",
+    }
+)  # fmt: skip
+"""Functions whose UInt8 result is a truth value (DuckDB answers a BOOLEAN)."""
+
+SAME_AS_FIRST_ARGUMENT = frozenset(
+    {"min", "max", "any", "anyLast", "argMin", "argMax", "first_value", "last_value",
+     "assumeNotNull", "toNullable", "identity"}
+)  # fmt: skip
+"""Functions whose result is (one of) the values of their first argument."""
+
+COUNTS = frozenset(
+    {
+        "count", "countIf", "countDistinct", "uniq", "uniqExact", "uniqCombined",
+        "uniqCombined64", "uniqHLL12", "uniqTheta", "length", "lengthUTF8", "row_number",
+        "rank", "dense_rank", "ntile",
+    }
+)  # fmt: skip
+"""Functions whose UInt64 result DuckDB answers as a BIGINT (counts, lengths, ranks)."""
+
+
+@dataclass
+class _TreeNode:
+    """One line of `EXPLAIN QUERY TREE` output and the lines indented under it."""
+
+    text: str
+    children: list[_TreeNode] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.text.split(" ", 1)[0]
+
+    def attribute(self, name: str) -> str | None:
+        found = re.search(rf"\b{name}: ([^,]*)", self.text)
+        return found.group(1) if found else None
+
+    def section(self, name: str) -> list[_TreeNode]:
+        """The nodes of a section (`PROJECTION`, `ARGUMENTS`, `EXPRESSION`), without its LIST."""
+        for child in self.children:
+            if child.text == name:
+                items = child.children
+                if len(items) == 1 and items[0].kind == "LIST":
+                    return items[0].children
+                return items
+        return []
+
+
+def parse_query_tree(text: str) -> _TreeNode:
+    """The indented `EXPLAIN QUERY TREE` text as nodes (two spaces per level)."""
+    root = _TreeNode("")
+    stack: list[tuple[int, _TreeNode]] = [(-1, root)]
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip(" "))
+        node = _TreeNode(line.strip())
+        while stack[-1][0] >= depth:
+            stack.pop()
+        stack[-1][1].children.append(node)
+        stack.append((depth, node))
+    return root
+
+
+class QueryTree:
+    """What computed each column of a query's result, read from its query tree."""
+
+    def __init__(self, text: str) -> None:
+        root = parse_query_tree(text)
+        self.top = root.children[0] if root.children else _TreeNode("")
+        self.queries: dict[str, _TreeNode] = {}
+        self._index(self.top)
+
+    def _index(self, node: _TreeNode) -> None:
+        if node.kind in ("QUERY", "UNION"):
+            self.queries[node.attribute("id") or ""] = node
+        for child in node.children:
+            self._index(child)
+
+    def columns(self) -> list[_TreeNode]:
+        """The expressions of the result's columns, in order."""
+        return self._projection(self.top)
+
+    def _projection(self, query: _TreeNode) -> list[_TreeNode]:
+        if query.kind == "UNION":
+            first = query.section("QUERIES")[:1]
+            return self._projection(first[0]) if first else []
+        return query.section("PROJECTION")
+
+    def _named(self, query: _TreeNode, name: str) -> _TreeNode | None:
+        """The expression of a subquery's (or CTE's) column, by its name."""
+        if query.kind == "UNION":
+            first = query.section("QUERIES")[:1]
+            return self._named(first[0], name) if first else None
+        # `PROJECTION COLUMNS` lines are `name Type`, in the order of the projection; a type
+        # starts with a capital (`UInt8`, `Nullable(...)`), which tells `b UInt8` from `b x UInt8`.
+        lines = next((c.children for c in query.children if c.text == "PROJECTION COLUMNS"), [])
+        for line, item in zip(lines, self._projection(query), strict=False):
+            rest = line.text[len(name) :]
+            if line.text.startswith(name + " ") and rest[1:2].isupper():
+                return item
+        return None
+
+    def origin(self, node: _TreeNode, depth: int = 0) -> _TreeNode | None:
+        """The function node that computed a column: through folded constants and subqueries."""
+        if depth > 64:
+            return None
+        if node.kind == "FUNCTION":
+            return node
+        if node.kind == "CONSTANT":
+            expression = node.section("EXPRESSION")
+            return self.origin(expression[0], depth + 1) if expression else None
+        if node.kind == "COLUMN":
+            source = self.queries.get(node.attribute("source_id") or "")
+            name = node.attribute("column_name")
+            item = self._named(source, name) if source is not None and name is not None else None
+            return self.origin(item, depth + 1) if item is not None else None
+        return None
+
+    def is_truth_value(self, node: _TreeNode, depth: int = 0) -> bool:
+        function = self.origin(node)
+        if function is None or depth > 64:
+            return False
+        name = function.attribute("function_name")
+        arguments = function.section("ARGUMENTS")
+        if name in PREDICATES:
+            return True
+        if name in SAME_AS_FIRST_ARGUMENT:
+            values = arguments[:1]
+        elif name == "if":
+            values = arguments[1:]
+        elif name == "multiIf":
+            values = arguments[1::2] + arguments[-1:]
+        elif name in ("coalesce", "ifNull"):
+            values = arguments
+        else:
+            return False
+        return bool(values) and all(self.is_truth_value(v, depth + 1) for v in values)
+
+    def is_count(self, node: _TreeNode) -> bool:
+        function = self.origin(node)
+        return function is not None and function.attribute("function_name") in COUNTS
+
+
+def duckdb_result_schema(schema: pa.Schema, query_tree: Callable[[], str | None]) -> pa.Schema:
+    """The types the DuckDB ledger gives the columns of a result ClickHouse gave as `schema`.
+
+    `query_tree` returns the query's `EXPLAIN QUERY TREE` (None if it cannot be had: not a
+    SELECT); it is asked only when a UInt8 or UInt64 column makes it matter."""
+    tree: QueryTree | None = None
+    if any(pa.types.is_uint8(f.type) or pa.types.is_uint64(f.type) for f in schema):
+        text = query_tree()
+        tree = QueryTree(text) if text else None
+    columns = tree.columns() if tree is not None else []
+    if len(columns) != len(schema):
+        columns, tree = [], None
+    fields = []
+    for i, f in enumerate(schema):
+        node = columns[i] if tree is not None else None
+        fields.append(f.with_type(_duckdb_type(f.type, tree, node)))
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _duckdb_type(t: pa.DataType, tree: QueryTree | None, node: _TreeNode | None) -> pa.DataType:
+    if pa.types.is_uint8(t) and tree is not None and node is not None and tree.is_truth_value(node):
+        return pa.bool_()
+    if pa.types.is_uint8(t) or pa.types.is_uint16(t) or pa.types.is_uint32(t):
+        return pa.int64()  # date parts, small integers: DuckDB's BIGINT (a lossless cast)
+    if pa.types.is_uint64(t) and tree is not None and node is not None and tree.is_count(node):
+        return pa.int64()
+    if pa.types.is_timestamp(t) and t.tz == "UTC" and t.unit in ("s", "ms", "us"):
+        return pa.timestamp("us", tz=DUCKDB_UTC)
+    # Nested values may be NULL in DuckDB (ClickHouse's are never), and its list items are `l`.
+    if pa.types.is_map(t):
+        value = pa.field("value", _duckdb_type(t.item_type, None, None), nullable=True)
+        return pa.map_(t.key_field, value)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(pa.field("l", _duckdb_type(t.value_type, None, None), nullable=True))
+    return t

@@ -9,9 +9,11 @@ Idempotency on `event_id` (see docs/scale-out.md):
   then asks ClickHouse which of the batch's ids are already stored (ids are staged in a
   Memory table and looked up through the `events` primary key) and inserts only new rows.
   So `AppendResult.duplicates` is exact and report queries need neither FINAL nor argMax.
-- `events` is a ReplacingMergeTree ordered by `event_id`: should two writer processes race
-  on the same new id, the second copy collapses at the next merge (`deduplicate()` forces
-  it). Within one process appends are serialised, so there is no such race.
+- Within one process appends are serialised. Should two writers race on the same new id
+  (both found it new), each looks its ids up again after its insert and the copy committed
+  first is kept, the other deleted at once (`_settle_races`): reports never wait for a merge
+  to count an event once. `events` is also a ReplacingMergeTree ordered by `event_id`, so a
+  copy left by a writer stopped half-way collapses at the next merge (`deduplicate()`).
 
 Writes that must replace rows (outcome upserts, reprices) delete or mutate synchronously
 rather than append a newer version, for the same reason: plain `sum()` stays right.
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
@@ -38,6 +40,7 @@ from .clickhouse_schema import (
     META_DDL,
     all_tables,
     aux_keys,
+    duckdb_result_schema,
     event_columns,
     quote,
     table_ddl,
@@ -124,7 +127,12 @@ class ClickHouseStore:
         FIELDS / AUX_TABLES if missing and every missing column is added, which is what each
         DuckDB migration does for its own engine."""
         with self._write:
-            self._refuse_foreign_tables()
+            present = self._tables()
+            # An up-to-date ledger is opened without a single write: a reader's ClickHouse account
+            # may be read-only (`readonly=2`), and even `CREATE TABLE IF NOT EXISTS` is a write.
+            if present.get("meta") == {"key", "value", "at"} and self.schema_version() == SCHEMA_VERSION:
+                return SCHEMA_VERSION
+            self._refuse_foreign_tables(present)
             self.client.command(META_DDL)
             current = self.schema_version()
             if current > SCHEMA_VERSION:
@@ -136,9 +144,9 @@ class ClickHouseStore:
                 return current
             for name, columns in all_tables().items():
                 self.client.command(table_ddl(name))
-                present = set(self._columns(name))
+                existing = set(self._columns(name))
                 for column, kind in columns.items():
-                    if column not in present:
+                    if column not in existing:
                         self.client.command(
                             f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS {quote(column)} {kind}"
                         )
@@ -153,7 +161,7 @@ class ClickHouseStore:
         return int(value) if value else 0
 
     def meta(self, key: str) -> str | None:
-        rows = self.fetch(
+        rows = self._untyped(
             "SELECT argMax(value, at) AS value, count() AS n FROM meta WHERE key = ?", [key]
         ).to_pylist()
         return rows[0]["value"] if rows and rows[0]["n"] else None
@@ -166,7 +174,7 @@ class ClickHouseStore:
         ).to_pylist()
         return {str(r["table"]): {str(c) for c in r["columns"]} for r in rows}
 
-    def _refuse_foreign_tables(self) -> None:
+    def _refuse_foreign_tables(self, present: dict[str, set[str]]) -> None:
         """Stop before touching a table of the same name that another tool owns.
 
         A shared server's database may already hold an `events` (or `meta`, `alerts`, ...)
@@ -177,7 +185,6 @@ class ClickHouseStore:
         Once `meta` is there the database is a unitcost ledger, and columns its owners added
         since (a materialised column for their dashboards) are theirs to keep."""
         expected = {"meta": {"key", "value", "at"}, **{n: set(c) for n, c in all_tables().items()}}
-        present = self._tables()
         if "meta" in present and present["meta"] <= expected["meta"]:
             return
         for name, columns in expected.items():
@@ -229,10 +236,39 @@ class ClickHouseStore:
                 ).column("event_id")
             if len(existing):
                 batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=existing)))
+            inserted = 0
             if batch.num_rows:
                 self.client.insert_arrow("events", batch)
-        inserted = batch.num_rows
+                inserted = batch.num_rows - self._settle_races(batch)
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
+
+    def _settle_races(self, inserted: pa.Table) -> int:
+        """Keep one copy of each event another writer stored at the same time as this one; return
+        how many of `inserted` were such events that the other writer stored first.
+
+        Two writers (processes, replicas, the same file ingested twice at once) may both find an
+        id new and both insert it. Reports sum plain rows, so the second copy must go now, not at
+        the ReplacingMergeTree's next merge, whenever that comes. The copy kept is the one in the
+        part with the lowest block number: ClickHouse numbers blocks as it commits them, so that
+        is the copy that was visible first, and every writer settling the race picks the same one.
+        Which copy is this writer's is told by its `ingested_at` and `source`."""
+        identity = [c for c in ("event_id", "ingested_at", "source") if c in inserted.column_names]
+        with self._staged("events", identity, inserted.select(identity)) as stage:
+            raced, lost = self._race_counts(stage, identity)
+            if raced:
+                self.client.command(f"DELETE FROM events WHERE (event_id, _part) IN ({_later_copies(stage)})")
+                raced, lost = self._race_counts(stage, identity)
+        return lost
+
+    def _race_counts(self, stage: str, identity: Sequence[str]) -> tuple[int, int]:
+        """Events of `stage` stored more than once, and those none of whose copies is this writer's."""
+        mine = ", ".join(f"coalesce({quote(c)}, '')" if c == "source" else quote(c) for c in identity)
+        row = self._untyped(
+            "SELECT countIf(copies > 1) AS raced, countIf(mine = 0) AS lost FROM ("
+            f"SELECT event_id, count() AS copies, countIf(({mine}) IN (SELECT {mine} FROM {stage})) AS mine "
+            f"FROM events WHERE event_id IN (SELECT event_id FROM {stage}) GROUP BY event_id)"
+        ).to_pylist()[0]
+        return int(row["raced"]), int(row["lost"])
 
     def insert(self, table_name: str, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -326,8 +362,26 @@ class ClickHouseStore:
     # ------------------------------------------------------------------ reads
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """The query's result, in the types the DuckDB ledger gives it (`duckdb_result_schema`)."""
+        query = bind(sql, params)
+        result: pa.Table = self.client.query_arrow(query)
+        return _retyped(result, duckdb_result_schema(result.schema, lambda: self._query_tree(query)))
+
+    def _untyped(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """A result as ClickHouse types it, for unitcost's own bookkeeping queries: they read
+        plain values, and retyping a count would cost them a round trip (`EXPLAIN`)."""
         result: pa.Table = self.client.query_arrow(bind(sql, params))
         return result
+
+    def _query_tree(self, query: str) -> str | None:
+        """The analyser's `EXPLAIN QUERY TREE` of a query; None for a statement it cannot explain."""
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        try:
+            lines = self.client.query_arrow(f"EXPLAIN QUERY TREE passes = 1 {query}").column(0).to_pylist()
+        except ClickHouseError:
+            return None
+        return "\n".join(str(line) for line in lines)
 
     def refresh_rollups(self) -> int:
         """ClickHouse keeps no report rollups: it scans the events fast enough at scale."""
@@ -347,10 +401,15 @@ class ClickHouseStore:
     def scan(
         self, sql: str, params: Sequence[Any] | None = None, batch_size: int = 200_000
     ) -> Iterator[pa.RecordBatch]:
-        with self.client.query_arrow_stream(bind(sql, params)) as stream:
+        query = bind(sql, params)
+        schema: pa.Schema | None = None
+        with self.client.query_arrow_stream(query) as stream:
             pending: list[pa.RecordBatch] = []
             rows = 0
-            for batch in stream:
+            for received in stream:
+                if schema is None:
+                    schema = duckdb_result_schema(received.schema, lambda: self._query_tree(query))
+                batch = _retyped(received, schema)
                 pending.append(batch)
                 rows += batch.num_rows
                 if rows >= batch_size:
@@ -371,6 +430,31 @@ class ClickHouseStore:
             self.client.close()
 
 
+_BLOCK = "toUInt64(splitByChar('_', substring(_part, length(_partition_id) + 2))[1])"
+"""The first block number of a row's part (part names are `{partition}_{min}_{max}_{level}...`)."""
+
+
+def _later_copies(stage: str) -> str:
+    """(event_id, part) of every copy but the first committed of each event of `stage` stored twice."""
+    return (
+        f"SELECT event_id, tupleElement(arrayJoin(arrayPopFront(arraySort(groupArray(({_BLOCK}, _part))))), 2) "
+        f"FROM events WHERE event_id IN (SELECT event_id FROM {stage}) GROUP BY event_id HAVING count() > 1"
+    )
+
+
+_Result = TypeVar("_Result", pa.Table, pa.RecordBatch)
+
+
+def _retyped(result: _Result, schema: pa.Schema) -> _Result:
+    """The result cast to `schema`: lossless, or left as it is (a count past 2^63)."""
+    if result.schema.equals(schema):
+        return result
+    try:
+        return result.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return result
+
+
 class NotALedgerError(ValueError):
     """The database holds tables of the same names as unitcost's that another tool owns."""
 
@@ -388,7 +472,15 @@ def _connect(url: str, read_only: bool) -> tuple[Any, str | None]:
     import clickhouse_connect
 
     parts = urlsplit(url)
-    settings: dict[str, Any] = {**SESSION_SETTINGS, **dict(parse_qsl(parts.query))}
+    query = dict(parse_qsl(parts.query))
+    # Credentials in the query (`?user=x&password=y`, as ClickHouse's HTTP interface takes them)
+    # are credentials, not session settings: sent as settings they would be refused, and would
+    # travel in the URL of every request (and of the transport's retry warnings).
+    user, password = query.pop("user", None), query.pop("password", None)
+    timeouts: dict[str, Any] = {
+        name: _seconds(name, query.pop(name)) for name in CLIENT_TIMEOUTS if name in query
+    }
+    settings: dict[str, Any] = {**SESSION_SETTINGS, **query}
     if parts.scheme == "chdb":
         location = url[len("chdb://") :].split("?", 1)[0]
         path = None if location in ("", "memory", ":memory:") else location
@@ -402,22 +494,42 @@ def _connect(url: str, read_only: bool) -> tuple[Any, str | None]:
         port = parts.port or (8443 if secure else 8123)
     except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast ..."
         raise ValueError(f"its port is not valid ({str(exc)[:1].lower()}{str(exc)[1:]})") from None
-    password = (
-        unquote(parts.password) if parts.password else os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
-    )
+    if parts.password:
+        password = unquote(parts.password)
+    elif password is None:
+        password = os.environ.get("UNITCOST_CLICKHOUSE_PASSWORD", "")
+    if parts.username:
+        user = unquote(parts.username)
     with _quiet_transport_warnings():
         client = clickhouse_connect.get_client(
             host=parts.hostname or "localhost",
             port=port,
-            username=unquote(parts.username) if parts.username else "default",
+            username=user or "default",
             password=password,
             secure=secure,
             settings=settings,
             # No server session: queries from several threads would lock it, and unitcost keeps
             # no session state (settings travel with every query, staging tables are real tables).
             autogenerate_session_id=False,
+            **timeouts,
         )
     return client, parts.path.strip("/") or None
+
+
+CLIENT_TIMEOUTS = ("connect_timeout", "send_receive_timeout")
+"""Query parameters of a server URL that are the client's timeouts (seconds), not settings:
+clickhouse-connect waits 300 s for an answer by default, which a server that accepted the
+connection and hangs would make a `unitcost report` wait."""
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a number of seconds above 0, not {value!r}")
+    return seconds
 
 
 @contextmanager
@@ -495,9 +607,8 @@ def bind(sql: str, params: Sequence[Any] | None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL as messages and logs show it: its user kept, its password masked (`***`), whether
+    it sits in `user:pass@` or in the query (`?password=`, or any parameter naming a credential)."""
+    from ..redact import redact_url
+
+    return redact_url(url, mask="***", keep_user=True)

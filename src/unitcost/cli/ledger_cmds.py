@@ -214,6 +214,7 @@ def _print_summary(
         f"{total.rejected:,} rejected; {total.unpriced:,} valid records have no price "
         "(stored with cost NULL and a reason)",
         markup=False,
+        soft_wrap=True,  # one line whatever the ledger's name: a script reads it
     )
     if unreadable:
         out.print(

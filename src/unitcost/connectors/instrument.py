@@ -206,6 +206,22 @@ def _attempting(attempt: _Attempt) -> Iterator[_Attempt]:
         _ATTEMPT.reset(token)
 
 
+@contextlib.contextmanager
+def _ending(end: Callable[..., None]) -> Iterator[None]:
+    """Around a pass-through iteration of a body: `end()` when the caller stops reading (break,
+    close, garbage collection), `end(error=...)` when the source fails, `end(finished=True)`
+    when it is read to its end."""
+    try:
+        yield
+    except GeneratorExit:
+        end()
+        raise
+    except Exception as exc:
+        end(error=exc)
+        raise
+    end(finished=True)
+
+
 def _retry_sleep_wrapper(method: Callable[..., Any]) -> Callable[..., Any]:
     """The SDK is about to retry: the attempt that failed is recorded, and the retry is the next one."""
 
@@ -404,17 +420,10 @@ class _RecordedStream:
         _finish_partial(self._attempt.into, self._chunks or None, fields, complete=finished, why=why)
 
     def _iterate(self) -> Any:
-        try:
+        with _ending(self._end):
             for chunk in self._stream:
                 self._seen(chunk)
                 yield chunk
-        except GeneratorExit:  # the caller stopped reading (break, close, garbage collection)
-            self._end()
-            raise
-        except Exception as exc:
-            self._end(error=exc)
-            raise
-        self._end(finished=True)
 
     def __iter__(self) -> Any:
         return self._iterate()
@@ -425,17 +434,10 @@ class _RecordedStream:
         return next(self._iterator)
 
     async def _aiterate(self) -> Any:
-        try:
+        with _ending(self._end):
             async for chunk in self._stream:
                 self._seen(chunk)
                 yield chunk
-        except GeneratorExit:
-            self._end()
-            raise
-        except Exception as exc:
-            self._end(error=exc)
-            raise
-        self._end(finished=True)
 
     def __aiter__(self) -> Any:
         return self._aiterate()
@@ -514,28 +516,20 @@ class _BodyTap:
 
     def _tapped_iter(self, original: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
         def iter_bytes(*args: Any, **kwargs: Any) -> Iterator[bytes]:
-            try:
-                with contextlib.closing(original(*args, **kwargs)) as chunks:  # type: ignore[type-var]
-                    while True:
-                        with self._pulling():
-                            chunk = next(chunks, None)
-                        if chunk is None:
-                            break
-                        self._seen(chunk)
-                        yield chunk
-            except GeneratorExit:  # the caller stopped reading
-                self._end()
-                raise
-            except Exception as exc:
-                self._end(error=exc)
-                raise
-            self._end(finished=True)
+            with _ending(self._end), contextlib.closing(original(*args, **kwargs)) as chunks:  # type: ignore[type-var]
+                while True:
+                    with self._pulling():
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    self._seen(chunk)
+                    yield chunk
 
         return iter_bytes
 
     def _tapped_aiter(self, original: Callable[..., Any]) -> Callable[..., AsyncIterator[bytes]]:
         async def aiter_bytes(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
-            try:
+            with _ending(self._end):
                 async with contextlib.aclosing(original(*args, **kwargs)) as chunks:
                     while True:
                         with self._pulling():
@@ -544,13 +538,6 @@ class _BodyTap:
                             break
                         self._seen(chunk)
                         yield chunk
-            except GeneratorExit:
-                self._end()
-                raise
-            except Exception as exc:
-                self._end(error=exc)
-                raise
-            self._end(finished=True)
 
         return aiter_bytes
 

@@ -423,7 +423,7 @@ class Ledger:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from .events import USAGE_FIELDS
+        from .events import PRICING_INPUTS
         from .pricing.batch import price_table
 
         book = book or self.book
@@ -436,18 +436,7 @@ class Ledger:
             uuid.uuid4().hex, window, dry_run=dry_run, reason=reason or None, actor=actor or _system_user()
         )
         dialect = dialect_for(self.store.dialect)
-        columns = [
-            "event_id",
-            "ts",
-            "provider",
-            "model",
-            "served_model",
-            "service_tier",
-            "cache_hit",
-            "tags",  # a source's `usage_unknown` keeps the call unpriced
-            *USAGE_FIELDS,
-            *_PRICED,
-        ]
+        columns = ["event_id", *PRICING_INPUTS, *_PRICED]
         select = ", ".join(f'"{c}"' for c in columns)
         sql = (
             f"SELECT {select} FROM events WHERE ts >= {dialect.ts_literal(window.since.isoformat())} "

@@ -80,6 +80,17 @@ TOKEN_FIELDS: tuple[str, ...] = (
 )
 COUNT_FIELDS: tuple[str, ...] = ("web_searches", "requests")
 USAGE_FIELDS: tuple[str, ...] = TOKEN_FIELDS + COUNT_FIELDS
+PRICING_INPUTS: tuple[str, ...] = (
+    "ts",
+    "provider",
+    "model",
+    "served_model",
+    "service_tier",
+    "cache_hit",
+    "tags",  # a source's `usage_unknown` keeps the call unpriced
+    *USAGE_FIELDS,
+)
+"""The event columns the batch pricer reads (`pricing.batch.price_table`)."""
 
 ATTRIBUTION_FIELDS: tuple[str, ...] = (
     "team",

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events import USAGE_FIELDS
+from ..events import PRICING_INPUTS, USAGE_FIELDS
 from ..money import MONEY_ARROW_TYPE, pico_to_usd, usd_to_pico
 from ..pricing.quantities import BREAKDOWN_COLUMNS, QUANTITIES, split_usage
 from .dialect import Dialect, dialect_for
@@ -315,19 +315,7 @@ def _list_costs(
     book = ledger.book
     public = PriceBook(genai=book.genai, corrections=book.corrections, overrides=None)
     names = _key_names(tag_exprs)
-    wanted = ", ".join(
-        f'"{c}"'
-        for c in (
-            "ts",
-            "provider",
-            "model",
-            "served_model",
-            "service_tier",
-            "cache_hit",
-            "tags",
-            *USAGE_FIELDS,
-        )
-    )
+    wanted = ", ".join(f'"{c}"' for c in PRICING_INPUTS)
     stored = ", ".join(f'"{c}" AS "stored_{c}"' for c in BREAKDOWN_COLUMNS)
     out: dict[GroupKey, dict[str, Decimal]] = {}
     for day in days:

@@ -34,6 +34,22 @@ def ledger(ledger_path: Path, book) -> Iterator:
         yield opened
 
 
+@pytest.fixture
+def recorded(tmp_path: Path) -> Iterator[tuple[object, Path]]:
+    """`unitcost.instrument()` into a recorder of a fresh ledger: (recorder, ledger path)."""
+    import unitcost
+    from unitcost.connectors.recorder import Recorder
+
+    path = tmp_path / "l.duckdb"
+    recorder = Recorder(path)
+    unitcost.instrument(into=recorder)
+    try:
+        yield recorder, path
+    finally:
+        unitcost.uninstrument()
+        recorder.close()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No ./unitcost.toml from the developer's checkout leaks into a test.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from gateway_support import free_port
+from smtp_support import Mailbox
 from unitcost.cli import app
 from unitcost.config import Config, ConfigError
 from unitcost.watch.budgets import Budget
@@ -328,22 +329,6 @@ def test_slack_gets_escaped_text_and_blocks_it_accepts(receiver: Receiver) -> No
     assert long["blocks"][1]["text"]["text"].endswith("…```")
 
 
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_an_incident_is_one_email_thread_people_can_act_on() -> None:
     """Emails had no Date and no Message-ID (spam filters mark such mail), every update started
     a thread of its own, and the body did not say how to acknowledge."""
@@ -353,8 +338,8 @@ def test_an_incident_is_one_email_thread_people_can_act_on() -> None:
 
     from unitcost.watch.sinks import Dispatcher, EmailSink
 
-    mailbox = _Mailbox()
-    port = _free_port()
+    mailbox = Mailbox()
+    port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -492,7 +477,7 @@ def test_a_resolution_never_overtakes_the_opening_a_sink_is_still_retrying(tmp_p
     resolution, sent at once, arrived first, and a pager fed by the webhook kept the incident open."""
     from unitcost.watch.sinks import Dispatcher, WebhookSink
 
-    port = _free_port()
+    port = free_port()
     sink = WebhookSink("hook", f"http://127.0.0.1:{port}/hook", {"Authorization": TOKEN}, timeout=5)
     results: list[tuple[str, bool]] = []
     failed = threading.Event()

@@ -34,18 +34,6 @@ def clients(upstream: str) -> tuple[openai.OpenAI, anthropic.Anthropic]:
     )
 
 
-@pytest.fixture
-def recorded(tmp_path: Path) -> Iterator[tuple[Recorder, Path]]:
-    path = tmp_path / "l.duckdb"
-    recorder = Recorder(path)
-    unitcost.instrument(into=recorder)
-    try:
-        yield recorder, path
-    finally:
-        unitcost.uninstrument()
-        recorder.close()
-
-
 def by_feature(recorder: Recorder, path: Path) -> dict[str, dict[str, Any]]:
     recorder.close()
     with Ledger(path, config=Config()) as ledger:

@@ -111,18 +111,6 @@ def upstream() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def recorded(tmp_path: Path) -> Iterator[tuple[Recorder, Path]]:
-    path = tmp_path / "l.duckdb"
-    recorder = Recorder(path)
-    unitcost.instrument(into=recorder)
-    try:
-        yield recorder, path
-    finally:
-        unitcost.uninstrument()
-        recorder.close()
-
-
 def rows(recorded: tuple[Recorder, Path]) -> list[dict[str, Any]]:
     recorder, path = recorded
     recorder.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,8 @@ from typing import Any, ClassVar
 import pytest
 from aiosmtpd.controller import Controller
 
+from gateway_support import free_port
+from smtp_support import Mailbox
 from unitcost.ledger.duckdb_store import DuckDBStore
 from unitcost.watch.incidents import Notification
 from unitcost.watch.settings import SinkConfig
@@ -79,13 +80,6 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_json_webhook_gets_the_whole_alert(receiver: Receiver) -> None:
     dispatcher = Dispatcher([WebhookSink("hook", receiver.url)])
     dispatcher.submit([_notification()])
@@ -110,18 +104,9 @@ def test_slack_webhook_gets_text_and_blocks(receiver: Receiver) -> None:
     assert "a1b2c3" in json.dumps(body["blocks"])
 
 
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 def test_email_reaches_a_real_smtp_server() -> None:
-    mailbox = _Mailbox()
-    port = _free_port()
+    mailbox = Mailbox()
+    port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -146,7 +131,7 @@ def test_a_sink_that_is_down_gets_the_alert_when_it_comes_back(tmp_path: Path) -
     from unitcost.watch.runner import Watcher
     from unitcost.watch.settings import WatchSettings
 
-    port = _free_port()
+    port = free_port()
     store = DuckDBStore(tmp_path / "l.duckdb")
     sink = WebhookSink("hook", f"http://127.0.0.1:{port}/hook", timeout=2)
     watcher = Watcher(store, WatchSettings(), sinks=[sink])

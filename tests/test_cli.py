@@ -451,3 +451,19 @@ def test_an_unknown_file_format_names_each_commands_option(tmp_path: Path) -> No
     assert "(or pass --input-format)" in ingest and "--format)" not in ingest
     outcomes = run("outcomes", str(tmp_path / "x.txt"), "-l", str(ledger), code=2)
     assert "pass --" not in outcomes and ".jsonl or .csv" in outcomes
+
+
+def test_a_server_socket_accepts_connections_as_soon_as_the_banner_names_it() -> None:
+    """`unitcost serve` and `unitcost gateway` print their address before the server starts
+    serving (it opens the ledger first): a client that connects at once must wait in the
+    backlog, not be refused (test_otlp_watch saw `Connection refused` once)."""
+    import socket
+
+    from unitcost.cli.app import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0, "test")
+    try:
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass  # refused on a socket that is only bound
+    finally:
+        sock.close()

@@ -106,6 +106,9 @@ def listening_socket(host: str, port: int, taken_hint: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening now, not when the server starts serving: a client that connects as soon as
+        # the banner names the address waits in the backlog instead of being refused.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc} ({taken_hint})") from None

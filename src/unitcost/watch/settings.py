@@ -139,6 +139,7 @@ _SINK_KEYS: dict[str, tuple[str, ...]] = {
         "from",
         "to",
         "starttls",
+        "tls",
         "username",
         "username_env",
         "password",
@@ -239,8 +240,14 @@ def _check_email(table: Mapping[str, Any], where: str) -> None:
     port = table.get("port", 25)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(f"{where}: port: expected a port number from 1 to 65535, got {port!r}")
-    if "starttls" in table and not isinstance(table["starttls"], bool):
-        raise ConfigError(f"{where}: starttls: expected true or false, got {table['starttls']!r}")
+    for key in ("starttls", "tls"):
+        if key in table and not isinstance(table[key], bool):
+            raise ConfigError(f"{where}: {key}: expected true or false, got {table[key]!r}")
+    if table.get("starttls") and table.get("tls"):
+        # One or the other: STARTTLS upgrades a plain connection, tls starts encrypted (port 465).
+        raise ConfigError(
+            f"{where}: starttls and tls exclude each other (tls for port 465, starttls for 587)"
+        )
     _check_names(table, ("username_env", "password_env"), where)
     has_user = "username" in table or "username_env" in table
     has_password = "password" in table or "password_env" in table

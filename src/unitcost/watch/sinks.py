@@ -16,12 +16,13 @@ import itertools
 import logging
 import random
 import smtplib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -43,7 +44,37 @@ class Sink(Protocol):
 
 
 class DeliveryError(Exception):
-    """A receiver's refusal or a transport failure, worded without the sink's secrets."""
+    """A receiver's refusal or a transport failure, worded without the sink's secrets.
+
+    `permanent`: sending the same notification again would be refused again (a webhook that
+    answers 400, 401, 403 or 404, an SMTP server that refuses the sender or every recipient
+    with a 5xx code), so it is not retried. `retry_after`: seconds the receiver asked us to
+    wait (HTTP `Retry-After`), which the next attempt respects."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+# HTTP statuses that say "later" rather than "never": a timeout, too early, too many requests.
+_TRANSIENT_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait an HTTP `Retry-After` header asks for: delay-seconds or an HTTP-date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def redact_url(url: str) -> str:
@@ -109,7 +140,13 @@ class WebhookSink:
             raise DeliveryError(f"{type(exc).__name__}: {reason} ({where})") from None
         if not response.is_success:
             # Not raise_for_status(): its message quotes the whole URL.
-            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase} from {where}")
+            status = response.status_code
+            permanent = 400 <= status < 500 and status not in _TRANSIENT_CLIENT_ERRORS
+            raise DeliveryError(
+                f"HTTP {status} {response.reason_phrase} from {where}",
+                permanent=permanent,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
 
 
 class SlackSink(WebhookSink):
@@ -170,19 +207,51 @@ class EmailSink:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        tls: bool = False,
         timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name, self.host, self.port, self.sender, self.to = name, host, port, sender, list(to)
         self.username, self.password, self.starttls, self.timeout = username, password, starttls, timeout
+        # `tls`: the connection is TLS from its first byte (SMTPS, port 465), as many providers
+        # require; `starttls` upgrades a plain connection (submission, port 587).
+        self.tls = tls
+        self.ssl_context = ssl_context
 
     def send(self, notification: Notification) -> None:
         message = email_message(notification, self.sender, self.to)
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username and self.password:
-                smtp.login(self.username, self.password)
-            smtp.send_message(message)
+        try:
+            with self._connect() as smtp:
+                if self.starttls:
+                    smtp.starttls(context=self._context())
+                if self.username and self.password:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(message)
+        except smtplib.SMTPResponseException as exc:
+            # 5xx is the server's final word (bad sender, bad credentials); 4xx means try later.
+            # The server's text is kept: it says which address or what it wants.
+            text = (
+                exc.smtp_error.decode("utf-8", "replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
+            raise DeliveryError(
+                f"SMTP {exc.smtp_code} {text} from {self.host}:{self.port}", permanent=exc.smtp_code >= 500
+            ) from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            raise DeliveryError(
+                f"SMTP refused every recipient ({', '.join(sorted(exc.recipients))}) at {self.host}:{self.port}",
+                permanent=all(code >= 500 for code in codes),
+            ) from None
+
+    def _context(self) -> ssl.SSLContext:
+        return self.ssl_context or ssl.create_default_context()
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context())
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
 
 def email_message(notification: Notification, sender: str, to: Sequence[str]) -> EmailMessage:
@@ -248,6 +317,7 @@ def build_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
                     username=cfg.secret("username"),
                     password=cfg.secret("password"),
                     starttls=bool(o.get("starttls", False)),
+                    tls=bool(o.get("tls", False)),
                     timeout=float(o.get("timeout", 10)),
                 )
             )
@@ -371,13 +441,22 @@ class Dispatcher:
         except Exception as exc:  # any failure of a receiver is retried, never raised into detection
             why = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
             reason = f"attempt {delivery.attempt}: {why}"
-            if delivery.attempt >= self.max_attempts:
+            permanent = isinstance(exc, DeliveryError) and exc.permanent
+            if permanent or delivery.attempt >= self.max_attempts:
                 self.failed += 1
-                self._report(delivery, False, reason + " (giving up)")
+                given_up = (
+                    " (not retried: the receiver refuses it; fix the sink)" if permanent else " (giving up)"
+                )
+                self._report(delivery, False, reason + given_up)
                 self._next_in_order(delivery)
                 return
             delay = min(self.max_delay, self.base_delay * 2 ** (delivery.attempt - 1))
-            delivery.due = time.monotonic() + delay * random.uniform(0.8, 1.2)
+            wait = delay * random.uniform(0.8, 1.2)
+            asked = exc.retry_after if isinstance(exc, DeliveryError) else None
+            if asked is not None:
+                # The receiver said when to come back (a rate limit): sooner would be refused again.
+                delay = wait = min(max(wait, asked), self.max_delay)
+            delivery.due = time.monotonic() + wait
             self._report(delivery, False, reason + f" (retry in {delay:.1f} s)")
             with self._cv:
                 heapq.heappush(self._queue, delivery)

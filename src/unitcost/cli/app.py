@@ -81,7 +81,7 @@ def friendly(func: F) -> F:
 # (the price book alone takes a third of a second to import).
 _USER_ERRORS: dict[str, str | tuple[str, ...]] = {
     "unitcost.ingest.readers": "IngestFileError",
-    "unitcost.ledger.base": ("LedgerBusyError", "LedgerUnreachableError"),
+    "unitcost.ledger.base": ("LedgerBusyError", "LedgerUnreachableError", "LedgerVersionError"),
     "unitcost.pricing.book": "UnknownModelError",
     "unitcost.pricing.model": "PriceError",
 }

@@ -19,6 +19,18 @@ class LedgerUnreachableError(RuntimeError):
     """The ledger's server cannot be reached or refuses the connection (a user can fix it)."""
 
 
+class LedgerVersionError(RuntimeError):
+    """The ledger's schema is not the one this unitcost reads: newer (upgrade unitcost) or
+    older and opened read-only (open it once read-write to migrate it)."""
+
+
+def newer_schema_error(target: str, version: int, supported: int) -> LedgerVersionError:
+    return LedgerVersionError(
+        f"{target} has schema version {version}, newer than this unitcost reads ({supported}): "
+        "it was written by a later unitcost; upgrade unitcost to use it"
+    )
+
+
 @dataclass(frozen=True)
 class AppendResult:
     inserted: int

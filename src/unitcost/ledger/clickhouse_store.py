@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._version import __version__
-from .base import AppendResult, LedgerUnreachableError
+from .base import AppendResult, LedgerUnreachableError, newer_schema_error
 from .clickhouse_schema import (
     META_DDL,
     all_tables,
@@ -136,10 +136,7 @@ class ClickHouseStore:
             self.client.command(META_DDL)
             current = self.schema_version()
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.target} has schema version {current}, newer than this unitcost "
-                    f"({SCHEMA_VERSION}); upgrade unitcost"
-                )
+                raise newer_schema_error(self.target, current, SCHEMA_VERSION)
             if current == SCHEMA_VERSION:
                 return current
             for name, columns in all_tables().items():

@@ -29,7 +29,7 @@ import duckdb
 
 from .._version import __version__
 from . import report_rollups
-from .base import AppendResult, LedgerBusyError
+from .base import AppendResult, LedgerBusyError, LedgerVersionError, newer_schema_error
 from .version import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -223,10 +223,7 @@ class DuckDBStore:
             self._con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             current = self.schema_version()
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {current}, newer than this unitcost "
-                    f"({SCHEMA_VERSION}); upgrade unitcost"
-                )
+                raise newer_schema_error(str(self.path), current, SCHEMA_VERSION)
             for migration in MIGRATIONS:
                 if migration.version <= current:
                     continue
@@ -254,10 +251,12 @@ class DuckDBStore:
 
     def _check_version(self) -> None:
         version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise newer_schema_error(str(self.path), version, SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
-            raise RuntimeError(
+            raise LedgerVersionError(
                 f"{self.path} is at schema version {version}; open it once read-write "
-                f"to migrate it to {SCHEMA_VERSION}"
+                f"(any command that writes, e.g. `unitcost ingest`) to migrate it to {SCHEMA_VERSION}"
             )
 
     def _set_meta(self, key: str, value: str) -> None:

@@ -272,3 +272,34 @@ input_mtok = 0.5
     day = book.price("night-batch", input_tokens=M, output_tokens=M, at=at("2025-09-01T12:00"))
     night = book.price("night-batch", input_tokens=M, output_tokens=M, at=at("2025-09-01T23:00"))
     assert day.cost == Decimal(3) and night.cost == Decimal("2.5") and night.window == "night"
+
+
+@pytest.mark.parametrize(
+    ("second", "in_all"),
+    [
+        ('provider = "OpenAI"\npercent = 10\nfrom = 2025-01-01', "19%"),  # a copy, differently spelt
+        (
+            'provider = "openai"\npercent = 15\nfrom = 2025-01-01\nnote = "renewal"',
+            "23.5%",
+        ),  # an update as a new entry
+    ],
+)
+def test_two_discounts_on_one_scope_from_the_same_date_are_refused(
+    tmp_path: Path, second: str, in_all: str
+) -> None:
+    """Both would apply one after the other and bill less than either says: the file is refused,
+    naming both entries and what they would make together."""
+    text = f'[[discount]]\nprovider = "openai"\npercent = 10\nfrom = 2025-01-01\n\n[[discount]]\n{second}\n'
+    with pytest.raises(PriceError, match=r"\[\[discount\]\] #2: a second discount on openai") as info:
+        book_with(tmp_path, text)
+    assert "[[discount]] #1" in str(info.value) and f"{in_all} off in all" in str(info.value)
+
+
+def test_discounts_on_one_scope_from_different_dates_still_stack(tmp_path: Path) -> None:
+    book = book_with(
+        tmp_path,
+        '[[discount]]\nprovider = "openai"\npercent = 10\nfrom = 2025-01-01\n\n'
+        '[[discount]]\nprovider = "openai"\npercent = 10\nfrom = 2025-06-01\n',
+    )
+    assert book.price("gpt-4o", input_tokens=M, at=at("2024-12-01")).cost == Decimal("2.5")
+    assert book.price("gpt-4o", input_tokens=M, at=at("2025-07-01")).cost == Decimal("2.5") * Decimal("0.81")

@@ -256,9 +256,15 @@ def parse_layer(
         with _located(line):
             layer.tier_rules.append(_parse_rule(entry, name, entry_where))
 
+    first_at: dict[tuple[str | None, str | None, datetime | None], tuple[str, Discount]] = {}
     for entry_where, entry, line in entries("discount"):
         with _located(line):
-            layer.discounts.append(_parse_discount(entry, name, entry_where))
+            discount = _parse_discount(entry, name, entry_where)
+            scope = (discount.provider, discount.model and discount.model.lower(), discount.start)
+            if scope in first_at:
+                raise PriceError(_same_start(first_at[scope], (entry_where, discount)))
+            first_at[scope] = (entry_where, discount)
+            layer.discounts.append(discount)
 
     for alias, target in (raw.get("aliases") or {}).items():
         if not isinstance(target, str) or "/" not in target:
@@ -528,6 +534,19 @@ def _parse_discount(entry: Mapping[str, Any], layer: str, where: str) -> Discoun
         str(entry.get("note", "")),
         f"{layer}:discount({scope} -{percent}%@{tag})",
         str(entry.get("source") or where),
+    )
+
+
+def _same_start(first: tuple[str, Discount], second: tuple[str, Discount]) -> str:
+    """Two discounts on one scope from the same instant are a copy or an update written as a
+    new entry: both would apply, one after the other, and bill less than either says."""
+    (where_a, a), (where_b, b) = first, second
+    both = 100 - a.factor * b.factor * 100
+    scope = "/".join(x for x in (a.provider, a.model) if x)
+    return (
+        f"{where_b}: a second discount on {scope} from the same date as {where_a} "
+        f"({a.percent}% and {b.percent}%); both would apply, {both.normalize():f}% off in all. "
+        "Write one entry with the percent you were given, or give the second its own 'from'"
     )
 
 

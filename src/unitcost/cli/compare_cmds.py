@@ -144,6 +144,7 @@ def whatif_cmd(
     """Reprice the selected workload, token for token, under other models, dates, tiers or cache behaviour."""
     from ..analytics.window import Window
     from ..compare.charts import check_path
+    from ..compare.names import resolve_alternative
     from ..compare.whatif import Alternative, CacheAssumption, needed_cuts, needs_recorded_models, run_whatif
     from ..compare.workload import load_workload
 
@@ -169,8 +170,9 @@ def whatif_cmd(
             )
         specs = [None]
     with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
-        alts = [Alternative.parse(spec, **common) for spec in specs]
         window = Window.parse(since, until)
+        # Every name checked (with close matches) before the ledger is scanned.
+        alts = [resolve_alternative(book_ledger.book, Alternative.parse(spec, **common)) for spec in specs]
         workload = load_workload(
             book_ledger.store,
             window,
@@ -188,7 +190,7 @@ def whatif_cmd(
         stacked_bars(
             chart,
             f"What-if: {workload.calls:,} calls, {window.describe()}",
-            [str(r["scenario"]) for r in rows],
+            [_chart_label(r) for r in rows],
             {c: [float(r.get(c) or 0) for r in rows] for c in _COMPONENT_LABELS},  # type: ignore[arg-type]
         )
     notes = _excluded_note(workload.unpriced)
@@ -219,7 +221,20 @@ def whatif_cmd(
         Col("unpriced_calls", "unpriced", "int"),
     ]
     if fmt == Format.csv:
-        render(rows, [*summary_cols, *component_cols, *delta_cols, Col("assumptions", "assumptions")], fmt)
+        # The selection's calls with no recorded price are in no row: a column counts them, so
+        # a program reading the CSV sees them as the table's note shows them.
+        excluded = workload.unpriced_calls
+        render(
+            [{**r, "excluded_unpriced_calls": excluded} for r in rows],
+            [
+                *summary_cols,
+                *component_cols,
+                *delta_cols,
+                Col("assumptions", "assumptions"),
+                Col("excluded_unpriced_calls", "excluded unpriced calls", "int"),
+            ],
+            fmt,
+        )
         return
     title = (
         f"What-if on {workload.calls:,} calls, {workload.units:,} units, {workload.successes:,} successes — "
@@ -232,6 +247,15 @@ def whatif_cmd(
     )
     lines = [f"{r['scenario']}: {r['assumptions']}" for r in rows[1:]]
     _print_lines([*lines, *notes, *([f"chart written to {chart}"] if chart else [])], fmt)
+
+
+def _chart_label(row: dict[str, object]) -> str:
+    """A bar's label: a scenario with calls it cannot price says so, lest a short bar read as cheap."""
+    label = str(row["scenario"])
+    if row.get("total") is None:
+        return f"{label} (no price)"
+    unpriced = int(row.get("unpriced_calls") or 0)  # type: ignore[call-overload]
+    return f"{label} ({unpriced:,} unpriced)" if unpriced else label
 
 
 # --------------------------------------------------------------------------- levers
@@ -259,6 +283,7 @@ def levers_cmd(
     from ..analytics.window import Window
     from ..compare.charts import check_path
     from ..compare.levers import Settings, run_levers, scaling_span_seconds
+    from ..compare.names import require_model
     from ..compare.whatif import Alternative, needed_cuts
     from ..compare.workload import load_workload
     from ..config import load_config
@@ -275,6 +300,9 @@ def levers_cmd(
     chosen = Settings.build(overrides)
     with open_ledger(ledger, config, prices, read_only=True) as book_ledger:
         book = book_ledger.book
+        for provider, model in chosen.light.items():
+            require_model(book, provider, model, f"light.{provider}")
+        require_model(book, *chosen.summariser(), "summariser")
         light = [Alternative(provider=p, model=m) for p, m in chosen.light.items()]
         window = Window.parse(since, until)
         workload = load_workload(
@@ -332,9 +360,21 @@ def levers_cmd(
         Col("needs", "what it would need to be true"),
     ]
     if fmt == Format.csv:
+        # Calls left out of the spend (no recorded price, or none in the price book now) are
+        # counted in columns of their own: the table's notes do not reach a CSV reader.
+        left_out = {
+            "excluded_unpriced_calls": workload.unpriced_calls,
+            "not_repriced_calls": baseline.unpriced_calls,
+        }
         render(
-            rows,
-            [*columns, Col("saving", "saving in window", "money"), Col("cost_after", "cost after", "money")],
+            [{**r, **left_out} for r in rows],
+            [
+                *columns,
+                Col("saving", "saving in window", "money"),
+                Col("cost_after", "cost after", "money"),
+                Col("excluded_unpriced_calls", "excluded unpriced calls", "int"),
+                Col("not_repriced_calls", "not repriced calls", "int"),
+            ],
             fmt,
         )
         return
@@ -408,6 +448,7 @@ def explain_price_change_cmd(
     from ..compare import price_change as pc
     from ..compare.charts import check_path
     from ..compare.costing import Pricer
+    from ..compare.names import require_model
 
     if chart:
         check_path(chart)
@@ -422,6 +463,7 @@ def explain_price_change_cmd(
         from ..pricing.book import PriceBook
 
         book = PriceBook.load(resolve_overrides(prices, load_config(config)))
+        require_model(book, provider, model_name, "--model")
         pricer = Pricer(book)
         for name in examples:
             if name not in pc.EXAMPLES:
@@ -437,7 +479,7 @@ def explain_price_change_cmd(
             book = book_ledger.book
             # The price book's model, not the id a source recorded: a ledger of
             # claude-sonnet-4-5-20250929 calls is what --model claude-sonnet-4-5 explains.
-            chosen = book.require(provider, model_name) if model_name else None
+            chosen = require_model(book, provider, model_name, "--model") if model_name else None
             filters = [*(where or []), *(_model_filters(book_ledger, chosen) if chosen else [])]
             explanations.append(
                 (
@@ -524,7 +566,8 @@ def _ledger_explanation(
             book_ledger,
             f"{label_a} or {label_b}",
             unpriced,
-            no_calls="neither period has priced calls for these filters",
+            no_calls=f"neither period ({label_a}, {label_b}) has priced calls for these filters. "
+            + _ledger_dates(book_ledger),
         )
     if not wb.groups:
         notes.append(
@@ -546,6 +589,19 @@ def _ledger_explanation(
     if wa.groups:
         e.list_change_on_a_mix = pc.list_change_on_mix(pricer, pc.lines_of(wa.groups), period_b.since)
     return e
+
+
+def _ledger_dates(book_ledger: Any) -> str:
+    """Where the ledger's events are, for periods (--from/--to) rather than a --since window."""
+    span = book_ledger.sql("SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM events")
+    n = int(span["n"].iloc[0]) if len(span) else 0
+    if not n:
+        return "The ledger has no events yet: run `unitcost ingest FILE` (or `unitcost demo`) first."
+    first, last = span["first"].iloc[0], span["last"].iloc[0]
+    return (
+        f"The ledger has {n:,} events from {first:%Y-%m-%d} to {last:%Y-%m-%d}: "
+        "choose --from and --to periods between those dates"
+    )
 
 
 def _print_explanations(
@@ -584,6 +640,9 @@ def _print_explanations(
                     Col("after", "after"),
                     Col("contribution", "contribution", "money"),
                     Col("points", "points", "float"),
+                    Col("before_value", "before value"),
+                    Col("after_value", "after value"),
+                    Col("unit", "unit"),
                 ],
                 fmt,
             )

@@ -51,6 +51,7 @@ def demo_cmd(
     out = console()
     if not (math.isfinite(scale) and scale > 0):
         raise UserError(f"--scale must be a positive number (0.1 is a tenth of the volume), not {scale}")
+    _check_dimensions(by)  # a typo in --by must not cost the whole month's generation first
     replace = _previous_demo(ledger)  # refuses any other file before anything is done
     started = time.perf_counter()
     month = generate(seed=seed, scale=scale)
@@ -123,6 +124,15 @@ def demo_cmd(
         "unitcost price claude-sonnet-4-5 --input 30000 --cache-write-1h 25000 --output 800 --at 2025-09-10",
     ):
         out.print(f"  {example}", markup=False)
+
+
+def _check_dimensions(by: str) -> None:
+    from ..analytics.dialect import dialect_for
+    from ..analytics.report import dimension_sql
+
+    for name in by.split(","):
+        if name.strip():
+            dimension_sql(name, dialect_for("duckdb"))
 
 
 def _previous_demo(path: Path) -> bool:

@@ -6,7 +6,8 @@ plotly.js itself rather than loading it from a CDN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,26 @@ COMPONENT_COLOURS = {
 
 
 def check_path(path: Path) -> None:
+    """Refuse, before any work, a chart file that could not be written: checked after the
+    comparison, a missing directory would cost the whole run and end in a bare errno."""
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"--chart must end with {', '.join(SUFFIXES)}, got {path.name!r}")
+    target = path.expanduser()
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"--chart {path}: the directory {folder} does not exist (create it first)")
+    if target.is_dir():
+        raise ValueError(f"--chart {path} is a directory, not a file")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"--chart {path}: no permission to write there")
+
+
+def _write(path: Path, save: Callable[[str], object]) -> None:
+    """Write the chart with `save(filename)`; a file system refusal becomes a one-line error."""
+    try:
+        save(str(path.expanduser()))
+    except OSError as exc:
+        raise ValueError(f"cannot write the chart to {path}: {exc.strerror or exc}") from None
 
 
 def stacked_bars(
@@ -43,7 +62,7 @@ def stacked_bars(
                 marker_color=COMPONENT_COLOURS.get(name),
             )
         fig.update_layout(barmode="stack", title=title, yaxis_title=ylabel)
-        fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+        _write(path, lambda name: fig.write_html(name, include_plotlyjs=True, full_html=True))
         return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.8))
@@ -58,8 +77,10 @@ def stacked_bars(
     ax.legend(fontsize="small")
     ax.tick_params(axis="x", labelrotation=20, labelsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        _write(path, fig.savefig)
+    finally:
+        plt.close(fig)
 
 
 def waterfall(
@@ -82,7 +103,7 @@ def waterfall(
             )
         )
         fig.update_layout(title=title, yaxis_title="USD")
-        fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+        _write(path, lambda name: fig.write_html(name, include_plotlyjs=True, full_html=True))
         return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * (len(steps) + 2) + 2), 5.0))
@@ -102,8 +123,10 @@ def waterfall(
     ax.set_ylabel("USD")
     ax.tick_params(axis="x", labelrotation=35, labelsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        _write(path, fig.savefig)
+    finally:
+        plt.close(fig)
 
 
 def _pyplot() -> Any:

@@ -92,7 +92,7 @@ class Pricer:
     def __init__(self, book: PriceBook) -> None:
         self.book = book
 
-    def resolve(self, provider: str, model: str) -> ModelRef:
+    def resolve(self, provider: str | None, model: str) -> ModelRef:
         return self.book.require(provider, model)
 
     def rates(self, line: Line) -> tuple[tuple[int, ...] | None, RatePlan | None, str | None]:

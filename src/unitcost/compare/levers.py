@@ -49,6 +49,8 @@ _TEXT_SETTINGS = frozenset({"summariser"})
 _OPTIONAL_SETTINGS = frozenset({"self_hosted_usd_per_mtok"})
 _POSITIVE_SETTINGS = frozenset({"tokens_per_second", "utilisation", "gpus"})
 _AT_LEAST_ONE_SETTINGS = frozenset({"prefix_reuse", "summarise_every"})
+# Counted in whole calls: 2.5 would be shown as stated but simulated as 2.
+_WHOLE_SETTINGS = frozenset({"prefix_reuse"})
 _SHARE_SETTINGS = frozenset(
     {
         "model_choice_share",
@@ -99,6 +101,8 @@ class Settings:
                 raise ValueError(f"lever setting {key} must be above 0, got {value}")
             if key in _AT_LEAST_ONE_SETTINGS and value < 1:
                 raise ValueError(f"lever setting {key} must be at least 1, got {value}")
+            if key in _WHOLE_SETTINGS and value != value.to_integral_value():
+                raise ValueError(f"lever setting {key} must be a whole number, got {value}")
             if value < 0:
                 raise ValueError(f"lever setting {key} cannot be negative, got {value}")
             if key in _SHARE_SETTINGS:
@@ -115,6 +119,11 @@ class Settings:
         if not Decimal(0) <= value <= Decimal(1):
             raise ValueError(f"lever setting {key} must be within 0..1, got {value}")
         return value
+
+    def summariser(self) -> tuple[str | None, str]:
+        """(provider or None, model) of the summarising model: `openai:gpt-4o-mini` or `gpt-4o-mini`."""
+        provider, sep, model = self.values["summariser"].strip().partition(":")
+        return (provider.strip() or None, model.strip()) if sep else (None, provider.strip())
 
     def self_hosted_rate(self) -> Decimal:
         if self.values["self_hosted_usd_per_mtok"]:
@@ -222,8 +231,7 @@ def batch_mode(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[l
 def summarisation(pricer: Pricer, settings: Settings, lines: list[Line]) -> tuple[list[Line], Costed]:
     cut = settings.share("summarise_cut")
     every = settings.num("summarise_every")
-    provider, _, model = settings.values["summariser"].partition(":")
-    ref = pricer.resolve(provider or None, model or provider)  # type: ignore[arg-type]
+    ref = pricer.resolve(*settings.summariser())
     out: list[Line] = []
     for line in lines:
         if line.min_prompt < settings.num("summarise_min_prompt"):

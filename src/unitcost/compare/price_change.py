@@ -113,6 +113,10 @@ class Explanation:
                     "after": None if key in self.undefined_b else _show(self.factors_b[key], key),
                     "contribution": _dec(c),
                     "points": _dec(c / base * 100) if base else None,
+                    # The same values as numbers, for programs: `before`/`after` are for reading.
+                    "before_value": None if key in self.undefined_a else _value(self.factors_a[key], key),
+                    "after_value": None if key in self.undefined_b else _value(self.factors_b[key], key),
+                    "unit": _unit(key),
                 }
             )
         return out
@@ -120,6 +124,19 @@ class Explanation:
 
 def _dec(value: Fraction) -> Decimal:
     return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("1e-12"))
+
+
+def _unit(key: str) -> str:
+    if key == "p_other":
+        return "USD/call"
+    if key.startswith("p_"):
+        return "USD/Mtok"
+    return {"calls": "calls", "tokens_per_call": "tokens/call"}.get(key, "share")
+
+
+def _value(value: Fraction, key: str) -> Decimal:
+    """A factor in the unit `_unit` names (prices per million tokens), to 12 decimal places."""
+    return _dec(value * 10**6 if _unit(key) == "USD/Mtok" else value)
 
 
 def _show(value: Fraction, key: str) -> str:

@@ -116,16 +116,24 @@ class Alternative:
         """`provider:model`, `model`, optionally `@DATE` and `/tier`: `deepseek:deepseek-chat@2025-10-01/batch`."""
         provider = model = None
         text = (spec or "").strip()
-        if "/" in text:
-            text, _, tier_part = text.rpartition("/")
-            tier = tier_part or tier
+        head, slash, tail = text.rpartition("/")
+        # A slash ends a tier only when a tier follows it, or after a date: `openai/gpt-4o`
+        # and OpenRouter's `openrouter:openai/gpt-4o` are model names, not a tier `gpt-4o`.
+        if slash and (tail.strip().lower() in TIERS or "@" in head or not tail):
+            text = head
+            tier = tail.strip().lower() or tier
         if "@" in text:
             text, _, at_part = text.partition("@")
             at = at_part or at
+        text = text.strip()
         if text and text != "same":
             provider, sep, model = text.partition(":")
             if not sep:
                 provider, model = None, text
+            if not model.strip():
+                raise WhatIfError(
+                    f"--as {(spec or '').strip()!r} names no model: write provider:model or a model name"
+                )
         if tier is not None and tier not in TIERS:
             raise WhatIfError(f"unknown service tier {tier!r}; use one of {', '.join(TIERS)}")
         if token_ratio is not None and not (token_ratio.is_finite() and token_ratio > 0):
@@ -183,47 +191,66 @@ class WhatIfResult:
     scenarios: list[ScenarioResult]
 
     def rows(self) -> list[dict[str, object]]:
+        """One row per scenario, every row with the same keys: an amount this scenario cannot
+        price is None (never 0), and its calls are counted in `unpriced_calls` by reason."""
         w = self.workload
         out = []
         for s in [self.baseline, *self.scenarios]:
             priced_calls = s.costed.calls - s.costed.unpriced_calls
+            row: dict[str, object] = dict.fromkeys(ROW_KEYS)
+            row.update(
+                scenario=s.label,
+                calls=s.costed.calls,
+                unpriced_calls=s.costed.unpriced_calls,
+                unpriced_reasons=dict(s.costed.unpriced_reasons or {}),
+                assumptions="; ".join(s.assumptions),
+            )
             if priced_calls == 0:
-                out.append(
-                    {
-                        "scenario": s.label,
-                        "unpriced_calls": s.costed.unpriced_calls,
-                        "calls": s.costed.calls,
-                        "assumptions": "; ".join(s.assumptions),
-                    }
-                )
+                out.append(row)
                 continue
             total = pico_to_usd(s.total)
             base = pico_to_usd(s.compared_baseline)
-            row: dict[str, object] = {
-                "scenario": s.label,
-                "total": total,
-                "delta": total - base,
-                # A percentage, as the report's trends: a ratio of two amounts is not money.
-                "delta_pct": float((total - base) / base * 100) if base else None,
-                **{c: pico_to_usd(s.costed.components[c]) for c in COMPONENTS},
-                **{
-                    f"delta_{c}": pico_to_usd(s.costed.components[c] - s.baseline_components[c])
-                    for c in COMPONENTS
-                },
-                "calls": s.costed.calls,
-                "unpriced_calls": s.costed.unpriced_calls,
-                "cost_per_request": per_unit(total, priced_calls),
-                # As in the report: the cost of the units' calls over the units, not every call's.
-                "cost_per_unit": per_unit(pico_to_usd(s.unit_total), w.units)
-                if not s.costed.unpriced_calls
-                else None,
-                "cost_per_success": per_unit(pico_to_usd(s.judged_total), w.successes)
-                if not s.costed.unpriced_calls
-                else None,
-                "assumptions": "; ".join(s.assumptions),
-            }
+            row.update(
+                {
+                    "total": total,
+                    "delta": total - base,
+                    # A percentage, as the report's trends: a ratio of two amounts is not money.
+                    "delta_pct": float((total - base) / base * 100) if base else None,
+                    **{c: pico_to_usd(s.costed.components[c]) for c in COMPONENTS},
+                    **{
+                        f"delta_{c}": pico_to_usd(s.costed.components[c] - s.baseline_components[c])
+                        for c in COMPONENTS
+                    },
+                    "cost_per_request": per_unit(total, priced_calls),
+                    # As in the report: the cost of the units' calls over the units, not every call's.
+                    "cost_per_unit": per_unit(pico_to_usd(s.unit_total), w.units)
+                    if not s.costed.unpriced_calls
+                    else None,
+                    "cost_per_success": per_unit(pico_to_usd(s.judged_total), w.successes)
+                    if not s.costed.unpriced_calls
+                    else None,
+                }
+            )
             out.append(row)
         return out
+
+
+ROW_KEYS: tuple[str, ...] = (
+    "scenario",
+    "total",
+    "delta",
+    "delta_pct",
+    *COMPONENTS,
+    *(f"delta_{c}" for c in COMPONENTS),
+    "calls",
+    "unpriced_calls",
+    "unpriced_reasons",
+    "cost_per_request",
+    "cost_per_unit",
+    "cost_per_success",
+    "assumptions",
+)
+"""The keys of every what-if row, in order (JSON consumers rely on them being all there)."""
 
 
 def needs_recorded_models(alternatives: Sequence[Alternative]) -> bool:

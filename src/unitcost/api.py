@@ -557,7 +557,9 @@ def _changed_mask(old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Array:
     import pyarrow.compute as pc
 
     mask = None
-    for name in ("cost", "price_ref", "unpriced_reason", "cache_savings", "avoided_cost"):
+    # Every priced column, not only the total and the ref: a price corrected in place (same
+    # entry, same ref) can move cost between input and output and leave the total unchanged.
+    for name in _PRICED:
         a, b = old.column(name), new[name]
         differs = pc.or_kleene(pc.not_equal(a, b), pc.xor(pc.is_null(a), pc.is_null(b)))
         differs = pc.fill_null(differs, False)

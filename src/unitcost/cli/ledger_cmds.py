@@ -668,8 +668,14 @@ def reprice_cmd(
             "the one they were priced with (--prices)?",
             markup=False,
         )
+    moved = [r for r in rows if r["old_total"] != r["new_total"] or r["old_unpriced"] != r["new_unpriced"]]
+    if not moved and fmt == Format.table:
+        # An empty table reads like a failure; say what it means, and which audit run it is.
+        audit = "dry run: nothing written" if dry_run else f"audit run {result.run_id}{_who(result)}"
+        out.print(f"No model's total or count of unpriced calls changed ({audit}).", markup=False)
+        return
     render(
-        [r for r in rows if r["old_total"] != r["new_total"] or r["old_unpriced"] != r["new_unpriced"]],
+        moved,
         [
             Col("model", "model"),
             Col("events", "events", "int"),

@@ -1,4 +1,4 @@
-"""OTLP/HTTP trace requests (protobuf or JSON, optionally gzip) -> resource attributes + spans.
+"""OTLP/HTTP trace requests (protobuf or JSON, optionally gzip or deflate) -> resource attributes + spans.
 
 Protobuf is decoded with the official `opentelemetry-proto` messages. JSON follows the
 OTLP/JSON rules: camelCase field names, trace and span ids as hex strings, 64-bit
@@ -8,7 +8,6 @@ spans stay messages, read in place by the mapping (`SpanMapper.protobuf_row`).
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -33,24 +32,44 @@ class RequestError(ValueError):
         return RequestError, (str(self), self.status)  # crosses from a decoding worker intact
 
 
+_GZIP = 16 + zlib.MAX_WBITS
+_ZLIB = zlib.MAX_WBITS
+_RAW_DEFLATE = -zlib.MAX_WBITS
+_ENCODINGS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
+"""Content-Encoding -> zlib window bits. `deflate` is what the OpenTelemetry Python exporter
+sends with `OTEL_EXPORTER_OTLP_COMPRESSION=deflate` (zlib format, RFC 9110); `x-gzip` is gzip
+(RFC 9110 asks recipients to treat them alike)."""
+
+
 def decompress(body: bytes, encoding: str | None) -> bytes:
     encoding = (encoding or "").strip().lower()
     if encoding in ("", "identity"):
         data = body
-    elif encoding == "gzip":
-        try:
-            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            data = decompressor.decompress(body, MAX_BODY + 1)
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise RequestError(f"Content-Encoding gzip: the body is not valid gzip ({exc})") from exc
-        if not decompressor.eof and len(data) <= MAX_BODY:
-            raise RequestError("Content-Encoding gzip: the body is truncated")
+    elif encoding in _ENCODINGS:
+        data = _inflate(body, encoding, _ENCODINGS[encoding])
     else:
-        raise RequestError(f"Content-Encoding {encoding!r} is not supported (use gzip or none)", 415)
+        raise RequestError(f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none)", 415)
     if len(data) > MAX_BODY:
         raise RequestError(
             f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB once decompressed", 413
         )
+    return data
+
+
+def _inflate(body: bytes, encoding: str, wbits: int) -> bytes:
+    """The body decompressed, at most MAX_BODY + 1 bytes of it (a bomb is not inflated whole)."""
+    try:
+        decompressor = zlib.decompressobj(wbits)
+        data = decompressor.decompress(body, MAX_BODY + 1)
+    except zlib.error as exc:
+        if wbits != _ZLIB:
+            raise RequestError(
+                f"Content-Encoding {encoding}: the body is not valid {encoding} ({exc})"
+            ) from exc
+        # Some clients send raw deflate data (no zlib header) under `deflate`.
+        return _inflate(body, encoding, _RAW_DEFLATE)
+    if not decompressor.eof and len(data) <= MAX_BODY:
+        raise RequestError(f"Content-Encoding {encoding}: the body is truncated")
     return data
 
 

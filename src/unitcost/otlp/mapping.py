@@ -30,7 +30,8 @@ a span carries (headers, invocation parameters, prompts and answers) is never lo
 A mapping may not name a credential (`http.request.header.authorization`, `*api_key*`, ...):
 it is refused when the config is read. Nor may it name a prompt or answer attribute
 (`BODY_ATTRIBUTES`) unless `[otlp] store_bodies = true` turns that on. Free tags pass
-`redact.tag_value` (a `unitcost.tag.api_key` is stored as REDACTED).
+`redact.tag_value` (a `unitcost.tag.api_key` is stored as REDACTED), and a credential in a
+mapped field's value (an `enduser.id` holding a bearer token) is replaced, as in tags.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import ATTRIBUTION_FIELDS
-from ..redact import secret_name, tag_value
+from ..redact import redact_text, secret_name, tag_value
 
 INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
@@ -221,7 +222,7 @@ class AttributeMapping:
             if target.startswith("tag:"):
                 tags[target[4:]] = tag_value(target[4:], text(value))
             else:
-                event[target] = text(value)
+                event[target] = redact_text(text(value))
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS, USAGE_UNKNOWN_TAG
 from ..money import MONEY_SCALE
-from ..redact import quoted, tag_value
+from ..redact import quoted, redact_text, tag_value
 from .mapping import (
     BILLED,
     CACHE_READ,
@@ -332,6 +332,10 @@ class SpanMapper:
             if values[_INPUT] is None and values[_OUTPUT] is None:
                 return None  # a GenAI-flavoured span that is not a model call (e.g. a framework step)
             raise SpanError("gen_ai.request.model: missing (the span reports token usage but names no model)")
+        if len(trace_id) != 32 or len(span_id) != 16 or not trace_id.strip("0") or not span_id.strip("0"):
+            # The event id is made of these ids: spans without valid ones would all share one id,
+            # and every one after the first would be dropped as a duplicate of a different call.
+            raise SpanError(_invalid_ids(trace_id, span_id))
         model = text(requested if requested is not None else responded)
         served = None
         if responded is not None:
@@ -388,7 +392,7 @@ class SpanMapper:
                 else:
                     if merged is None:
                         merged = list(attribution)
-                    merged[_ATTRIBUTION_INDEX[target]] = text(value)
+                    merged[_ATTRIBUTION_INDEX[target]] = redact_text(text(value))
             if merged is not None:
                 attribution = tuple(merged)
         if status is None and all(values[slot] is None for slot in _USAGE_SLOTS):
@@ -427,6 +431,20 @@ class SpanMapper:
             tags,
             *attribution,
         )
+
+
+def _invalid_ids(trace_id: str, span_id: str) -> str:
+    if len(trace_id) != 32 or not trace_id.strip("0"):
+        return f"traceId: {_id_problem(trace_id, 16)}; a span needs a valid trace id to be recorded once"
+    return f"spanId: {_id_problem(span_id, 8)}; a span needs a valid span id to be recorded once"
+
+
+def _id_problem(hex_id: str, size: int) -> str:
+    if not hex_id:
+        return "missing"
+    if len(hex_id) != 2 * size:
+        return f"expected {size} bytes, got {len(hex_id) // 2}"
+    return "all zeros (an invalid id)"
 
 
 def _amount(name: str, value: Any) -> str:

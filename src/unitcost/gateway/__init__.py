@@ -16,5 +16,6 @@ Modules, one idea each:
 - `errors`    errors in each API's own format;
 - `httpserver` the HTTP/1.1 server (httptools on uvloop) the gateway and simulator run on;
 - `app`       the request handler: routes, budgets, forwarding, pricing, events;
+- `metrics`   `GET /metrics` in Prometheus' format: requests, tokens, spend, budgets, writer;
 - `simulator` a fake OpenAI + Anthropic upstream for tests, demos and benchmarks.
 """

@@ -39,6 +39,7 @@ from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
 from .keys import KeyRing
+from .metrics import CONTENT_TYPE, GatewayMetrics, Metrics, authorized, metrics_token, outcome_of
 from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
@@ -175,6 +176,11 @@ class Gateway:
             "/v1/models": ("GET", self.models),
             "/health": ("GET", self.health),
         }
+        self.metrics: Metrics = Metrics()
+        self._metrics_token = metrics_token(config)
+        if config.metrics_enabled:
+            self.metrics = GatewayMetrics(config, book, spool, budgets)
+            self._routes["/metrics"] = ("GET", self.prometheus)
 
     async def handle(self, request: Request) -> Response:
         """The HTTP server's handler: one dictionary lookup routes a request."""
@@ -227,6 +233,15 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         stats = {"status": "ok", "spooled": self.spool.appended}
         return Response(orjson.dumps(stats))
+
+    async def prometheus(self, request: Request) -> Response:
+        """Prometheus' text exposition ([gateway.metrics]); not an LLM request, not counted as one."""
+        token = self._metrics_token
+        if token is not None and not authorized(request.headers.get("authorization"), token):
+            headers = {"www-authenticate": 'Bearer realm="unitcost gateway metrics"'}
+            return Response(b"a bearer token is required\n", 401, headers, "text/plain; charset=utf-8")
+        assert isinstance(self.metrics, GatewayMetrics)
+        return Response(await self.metrics.exposition(), content_type=CONTENT_TYPE)
 
     async def models(self, request: Request) -> Response:
         api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
@@ -349,6 +364,7 @@ class Gateway:
         try:
             call = self._prepare(request, api, endpoint, operation, started)
         except GatewayError as exc:
+            self.metrics.request(operation, "none", "none", None, "client_error")
             return error_response(api, exc)
 
         cache_id = self._cache_id(call)
@@ -369,12 +385,15 @@ class Gateway:
                 reservation = await self._reserve(call, lines)
             except BudgetExceededError as exc:
                 return self._blocked(call, exc)
-            except GatewayError as exc:
+            except GatewayError as exc:  # a model without a price under a money limit
+                self._count(call, "budget_refused")
                 return error_response(call.api, exc)
             except BudgetUnavailableError as exc:  # fail closed: never spend unguarded
+                self._count(call, "budget_unavailable")
                 return error_response(call.api, GatewayError(503, str(exc), code="budget_unavailable"))
             except Exception:  # anything else in the budget state: fail closed as well
                 log.exception("budget reservation failed")
+                self._count(call, "budget_unavailable")
                 return error_response(
                     call.api,
                     GatewayError(503, "budget state unavailable; try again", code="budget_unavailable"),
@@ -384,9 +403,11 @@ class Gateway:
             return await self._stream(call, reservation)
         try:
             status, content, headers = await self._complete(call)
-        except BaseException:
+        except BaseException as exc:
+            self._count(call, "cancelled" if isinstance(exc, asyncio.CancelledError) else "gateway_error")
             await self._settle(call, reservation)
             raise
+        self._count(call, outcome_of(status, call.attempts[-1][0] if call.attempts else None))
         await self._settle(call, reservation)
         if cache_id is not None and self.cache is not None and self._cacheable(call, status):
             await self.cache.put(cache_id, self._cache_entry(call, content))
@@ -427,6 +448,14 @@ class Gateway:
         if unpriced:
             refusal = unpriced_refusal(lines, unpriced)
             if refusal is not None:
+                refusing = (
+                    line.budget.name
+                    for line in lines
+                    if line.limit_nano >= 0
+                    and line.budget.action != "alert"
+                    and line.budget.unpriced == "block"
+                )
+                self.metrics.refusal(next(refusing, ""), "unpriced_model")  # the budget the message names
                 raise GatewayError(403, refusal, code="budget_unpriced_model")
             self.unpriced.note(lines, unpriced)
         return amount
@@ -442,11 +471,14 @@ class Gateway:
                 await self.budgets.release(reservation)
                 call.extra_tags["downgraded_from"] = call.target.model
                 call.extra_tags["downgraded_by"] = downgrades[0].budget.name
+                self.metrics.downgrade(downgrades[0].budget.name)
                 call.target, call.route, call.escalated_from = cheaper, None, None
                 amount = self._admissible(lines, *self._reservation_amount(call))
                 reservation = await self.budgets.hold(lines, amount)
                 call.reserved_nano = amount
         fired = self.alerts.check(reservation)
+        for name in fired:
+            self.metrics.alert(name)
         over_alert = reservation.over("alert")
         if fired or over_alert:
             call.extra_tags["budget_alert"] = ",".join(
@@ -477,6 +509,10 @@ class Gateway:
         )
         attempt.extra_tags["blocked_by_budget"] = exc.line.budget.name
         self._emit(call, attempt, Decimal(0))
+        budget = exc.line.budget
+        by_calls = budget.max_calls is not None and exc.calls + 1 > budget.max_calls
+        self.metrics.refusal(budget.name, "max_calls" if by_calls else "limit_usd")
+        self._count(call, "budget_refused")
         headers = {"x-unitcost-budget": exc.line.budget.name, "x-unitcost-event-id": attempt.event_id}
         wait = exc.retry_after_s(datetime.now(UTC))
         if wait is not None:  # when the period resets; x-should-retry: false keeps SDKs from waiting
@@ -492,8 +528,21 @@ class Gateway:
         attempt.extra_tags.update(call.extra_tags)
         if call.escalation_reason and attempt.escalated_from:
             attempt.extra_tags["escalation"] = call.escalation_reason
-        self.spool.append(attempt.record(call.attrs, call.public))
+        try:
+            self.spool.append(attempt.record(call.attrs, call.public))
+        except OSError:
+            self.metrics.spool_failure()
+            raise
         call.attempts.append((attempt, cost, pico))
+
+    def _count(self, call: Call, outcome: str) -> None:
+        """The request's one line in /metrics, under the model that answered or was tried last."""
+        if call.attempts:
+            last = call.attempts[-1][0]
+            provider, model = last.provider, last.model
+        else:
+            provider, model = self.config.upstreams[call.target.upstream].provider, call.target.model
+        self.metrics.request(call.operation, provider, model, call.attrs.get("team"), outcome)
 
     def _finish(self, call: Call, attempt: Attempt, upstream: Upstream) -> Decimal | None:
         if attempt.usage_unknown is not None:
@@ -502,6 +551,7 @@ class Gateway:
                 # that the budget lines rebuilt from the ledger after a restart keep it too.
                 attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
             self._emit(call, attempt, None)
+            self.metrics.attempt(attempt, call.attrs.get("team"), None, 0)
             return None
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
@@ -510,6 +560,7 @@ class Gateway:
             # Unpriced usage keeps the reservation too (see _settle), and says so for a restart.
             attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
         self._emit(call, attempt, priced.cost, priced.pico)
+        self.metrics.attempt(attempt, call.attrs.get("team"), priced.cost, priced.pico)
         return priced.cost
 
     def _headers(
@@ -526,7 +577,9 @@ class Gateway:
             if tightest is not None:
                 out["x-unitcost-budget"] = tightest[0].budget.name
                 out["x-unitcost-budget-remaining"] = usd_text(tightest[1])
-        out["x-unitcost-overhead-ms"] = f"{call.overhead_ms():.3f}"
+        overhead_ms = call.overhead_ms()
+        self.metrics.overhead(overhead_ms / 1000)
+        out["x-unitcost-overhead-ms"] = f"{overhead_ms:.3f}"
         return out
 
     # ------------------------------------------------------------------ response cache
@@ -611,6 +664,8 @@ class Gateway:
             self.book, attempt.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
         )
         self._emit(call, attempt, Decimal(0))
+        self.metrics.cache_hit(attempt, call.attrs.get("team"), saved.cost)
+        self._count(call, "cache_hit")
         headers = self._headers(call, None, {})
         headers["x-unitcost-cache"] = "hit"
         if saved.cost is not None:
@@ -763,10 +818,12 @@ class Gateway:
     async def _stream(self, call: Call, reservation: Reservation | None) -> Response:
         try:
             outcome = await self._dispatch(call, self._targets(call))
-        except BaseException:
+        except BaseException as exc:
+            self._count(call, "cancelled" if isinstance(exc, asyncio.CancelledError) else "gateway_error")
             await self._settle(call, reservation)
             raise
         if isinstance(outcome, Response):
+            self._count(call, outcome_of(outcome.status, call.attempts[-1][0] if call.attempts else None))
             await self._settle(call, reservation)
             outcome.headers.update(self._headers(call, reservation, {}))
             return outcome
@@ -819,6 +876,7 @@ class Gateway:
             else:
                 self._take_usage(attempt, openai_usage(end_usage, call.operation))
             self._finish(call, attempt, upstream)
+            self._count(call, outcome_of(response.status, attempt))
 
         try:
             yield b""  # see _Relay: from here on, closing the relay runs the cleanup below

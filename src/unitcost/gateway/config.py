@@ -150,6 +150,10 @@ class GatewayConfig:
     gateway cannot open it."""
     store_bodies: bool = False
     environment: str | None = None
+    metrics_enabled: bool = True
+    """Serve Prometheus `GET /metrics` on the gateway's own port ([gateway.metrics] enabled)."""
+    metrics_token_env: str | None = None
+    """The environment variable holding the bearer token /metrics requires (None: no token)."""
 
     def target(self, public: str) -> ModelTarget | None:
         found = self.models.get(public)
@@ -275,6 +279,25 @@ def _cache_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         "cache_max_entries": _whole(raw.get("max_entries", 10_000), where, "max_entries"),
         "cache_scope": scope,
     }
+
+
+_METRICS_SETTINGS = ("enabled", "bearer_token_env")
+
+
+def _metrics_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """[gateway.metrics], checked like [gateway.cache]: a misspelt bearer_token_env would
+    otherwise leave /metrics open while the file says it is protected."""
+    where = "gateway.metrics"
+    unknown = sorted(set(raw) - set(_METRICS_SETTINGS))
+    if unknown:
+        raise _err(where, f"unknown setting {unknown[0]!r} (known: {', '.join(_METRICS_SETTINGS)})")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(where, f"enabled must be true or false, not {enabled!r}")
+    token_env = raw.get("bearer_token_env")
+    if token_env is not None and (not isinstance(token_env, str) or not token_env.strip()):
+        raise _err(where, "bearer_token_env must be the NAME of an environment variable")
+    return {"metrics_enabled": enabled, "metrics_token_env": token_env}
 
 
 def _whole(value: Any, where: str, name: str) -> int:
@@ -409,6 +432,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
     )
     cache = _table(section.get("cache", {}), "gateway.cache")
     redis = _table(section.get("redis", {}), "gateway.redis")
+    metrics = _table(section.get("metrics", {}), "gateway.metrics")
     config = GatewayConfig(
         upstreams=upstreams,
         models=models,
@@ -434,6 +458,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         store_bodies=bool(section.get("store_bodies", False)),
         watch=bool(section.get("watch", False)),
         environment=section.get("environment"),
+        **_metrics_settings(metrics),
     )
     if config.cache_backend == "redis" and not config.redis_url:
         raise _err("gateway.cache", "backend 'redis' needs [gateway.redis] url")

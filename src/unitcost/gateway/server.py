@@ -15,6 +15,7 @@ from .budgets import BudgetState, MemoryBudgetState, RedisBudgetState
 from .cache import MemoryCache, RedisCache, ResponseCache
 from .config import GatewayConfig
 from .httpserver import serve
+from .metrics import GatewayMetrics, metrics_token
 from .restore import restore_budgets
 from .spool import Spool, drain
 from .writer import LedgerWriter, ledger_sink
@@ -42,7 +43,9 @@ def recover(config: GatewayConfig, ledger: Ledger) -> tuple[PriceBook, BudgetSta
     return ledger.book, budgets
 
 
-def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) -> Gateway:
+def build_gateway(
+    config: GatewayConfig, book: PriceBook, budgets: BudgetState, writer: LedgerWriter | None = None
+) -> Gateway:
     spool = Spool(config.spool_dir, fsync_interval_ms=config.fsync_interval_ms)
     cache: ResponseCache | None = None
     if config.cache_enabled:
@@ -51,6 +54,8 @@ def build_gateway(config: GatewayConfig, book: PriceBook, budgets: BudgetState) 
         else:
             cache = MemoryCache(config.cache_ttl_s, config.cache_max_entries)
     gateway = Gateway(config, book, spool, budgets, cache)
+    if writer is not None and isinstance(gateway.metrics, GatewayMetrics):
+        gateway.metrics.writer = writer
     gateway.warm()
     return gateway
 
@@ -64,13 +69,14 @@ def run_gateway(
 ) -> None:
     """Serve on `sock` (bound already) until SIGTERM or SIGINT; `on_ready` once it listens, after
     the ledger, the spool and the watch settings were found usable."""
+    metrics_token(config)  # a /metrics token that is named but not set stops it before anything starts
     target = resolve_ledger(ledger_target, base)
     with Ledger(target, config=base) as ledger:
         book, budgets = recover(config, ledger)
     # The ledger is closed here: from now on the writer process is its only writer.
     writer = LedgerWriter(config.spool_dir, target, base.path, watch=config.watch)
     writer.start()
-    gateway = build_gateway(config, book, budgets)
+    gateway = build_gateway(config, book, budgets, writer)
     host, port = sock.getsockname()[:2]
     try:
         serve(

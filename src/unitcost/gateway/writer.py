@@ -55,6 +55,11 @@ MAX_WAIT_S = 10.0
 """However costly a drain was, the next one starts within this."""
 POLL_S = 0.5
 
+# What the writer has done, in memory it shares with the gateway (a multiprocessing array of
+# doubles, exact for counts up to 2**53), so the gateway's /metrics can report it.
+ACCEPTED, DUPLICATES, REJECTED, FAILED_DRAINS, LAST_DRAIN = range(5)
+STAT_SLOTS = 5
+
 
 def pause_after(interval_s: float, drain_cpu_s: float) -> float:
     """Seconds to wait after a drain that took `drain_cpu_s` of CPU."""
@@ -86,14 +91,14 @@ def typed_records(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | 
     return out
 
 
-def ledger_sink(ledger: Any) -> Any:
+def ledger_sink(ledger: Any, stats: Any = None) -> Any:
     """Spooled events -> the ledger, through the same checks and pricing as every source.
 
     The spool holds the gateway's own records, already of the right types once their timestamps
     are parsed, so they go in as typed columns (`ingest_typed`, as the OTLP receiver does)
     rather than as JSON that the checks parse again: a drain of 250 events took about a
     quarter of the CPU (measured 45 against 180 ms). A batch with anything unexpected takes
-    the general path.
+    the general path. `stats` (the writer's shared counters) counts what each batch became.
     """
     from ..connectors.typed import ingest_typed
 
@@ -105,6 +110,10 @@ def ledger_sink(ledger: Any) -> Any:
             summary = ingest_typed(ledger.ingestor(), typed, source="gateway")
         for rejection in summary.rejections[:10]:
             log.error("gateway event rejected by the ledger: %s", rejection)
+        if stats is not None:
+            stats[ACCEPTED] += summary.accepted
+            stats[DUPLICATES] += summary.duplicates
+            stats[REJECTED] += summary.rejected
 
     return sink
 
@@ -132,6 +141,7 @@ def _run(
     stop: Any,
     parent: int,
     watch: bool = False,
+    stats: Any = None,
 ) -> None:
     if die_with_parent() and os.getppid() != parent:
         return  # the gateway died before the kernel was told: its next start replays the spool
@@ -153,7 +163,7 @@ def _run(
         os.nice(NICE)  # before DuckDB starts its threads: they inherit it
     config = load_config(config_path)
     ledger = Ledger(ledger_target, config=config, threads=THREADS)
-    sink = ledger_sink(ledger)
+    sink = ledger_sink(ledger, stats)
     watcher = None
     if watch:
         try:
@@ -173,6 +183,11 @@ def _run(
                 drain(spool_dir, sink, live=not finishing)
             except Exception:
                 log.exception("ledger write failed; the events stay in the spool and are retried")
+                if stats is not None:
+                    stats[FAILED_DRAINS] += 1
+            else:
+                if stats is not None:
+                    stats[LAST_DRAIN] = time.time()
             if watcher is not None and (finishing or time.monotonic() >= next_watch):
                 # Between two drains, on the one connection; its CPU counts in the pause below.
                 try:
@@ -232,6 +247,8 @@ class LedgerWriter:
             check_watch(config_path)
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
+        self.stats: Any = context.Array("d", STAT_SLOTS, lock=False)
+        """The writer's counters (indexes ACCEPTED ... LAST_DRAIN), written by its process only."""
         self._process = context.Process(
             target=_run,
             args=(
@@ -242,6 +259,7 @@ class LedgerWriter:
                 self._stop,
                 os.getpid(),
                 watch,
+                self.stats,
             ),
             name="unitcost-ledger-writer",
             daemon=False,
@@ -249,6 +267,9 @@ class LedgerWriter:
 
     def start(self) -> None:
         self._process.start()
+
+    def alive(self) -> bool:
+        return self._process.is_alive()
 
     def stop(self, timeout: float = 120.0) -> None:
         """Ask for a last drain and wait for it."""

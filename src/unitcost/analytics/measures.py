@@ -167,6 +167,10 @@ MEASURES: tuple[Measure, ...] = (
     _sum_if("retry_cost", RETRY, "retry", "cost", "spend"),
     _count_if("retries", RETRY, "retry"),
     _count_if("failed_calls", "status <> 'ok'", "status <> 'ok'"),
+    # The failed calls and retries whose cost is unknown: their costs above leave them out,
+    # and a reader must be told so, not shown a smaller figure as if it were whole.
+    _count_if("failed_unpriced_calls", f"status <> 'ok' AND {UNPRICED}", "status <> 'ok' AND NOT priced"),
+    _count_if("retry_unpriced_calls", f"{RETRY} AND {UNPRICED}", "retry AND NOT priced"),
     # A failed retry is both failed and a retry: counted once here, so waste never tops spend.
     _sum_if("wasted_cost", f"status <> 'ok' OR {RETRY}", "status <> 'ok' OR retry", "cost", "spend"),
     _count_if("response_cache_hits", "cache_hit", "cache_hit"),

@@ -183,14 +183,34 @@ class Report:
     @property
     def bucket(self) -> str:
         """What one entry of `periods` spans: `--period`, or the size chosen for the window."""
-        return self.query.period or _auto_period(self.query.window)
+        return _bucket(self.query)
 
     def spend_per_bucket(self) -> list[Decimal | None]:
-        """The spend of every bucket of the window, in order, None where it has no call:
-        `periods` lists only the buckets with calls, and a sparkline of those alone would
-        close the gaps."""
+        """The spend of every bucket of the window, in order ($0 where it has no call, None
+        where its calls have no price)."""
         spend = {_as_utc(p["period"]): p.get("spend") for p in self.periods}
         return [spend.get(start) for start in bucket_starts(self.query.window, self.bucket)]
+
+
+def report_document(report: Report) -> dict[str, Any]:
+    """The report as one document for programs (`unitcost report --format json`, the JSON API):
+    every section, money as exact Decimals, the unpriced calls and tokens always present."""
+    window = report.query.window
+    return {
+        "window": {
+            "since": window.since,
+            "until": window.until,
+            # what `previous_spend` and `trend_pct` compare with
+            "previous": {"since": window.previous.since, "until": window.previous.until},
+        },
+        "by": report.dimensions,
+        "headline": report.headline,
+        "rows": report.rows,
+        "others": report.others,
+        "periods": report.periods,
+        "units": report.units,
+        "unpriced": report.unpriced,
+    }
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -522,6 +542,10 @@ def bucket_starts(window: Window, period: str) -> list[datetime]:
     return starts
 
 
+def _bucket(query: ReportQuery) -> str:
+    return query.period or _auto_period(query.window)
+
+
 def _auto_period(window: Window) -> str:
     days = window.length.total_seconds() / 86400
     if days <= 2:
@@ -594,16 +618,23 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
         rows, others = _top_groups(rows, labels, query.top, total)
     if query.period:
         rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
-        _add_period_trend(rows, labels)
+        _add_period_trend(rows, labels, bucket_starts(query.window, query.period))
     else:
         rows.sort(key=lambda x: (-(x.get("spend") or 0), _names(x, labels)))
     if not table_keys:
         rows = [dict(headline)]
 
-    periods = sorted(
-        ({"period": r["tp"], **_light(r, total, PERIOD_COLUMNS)} for r in result if in_set(r, ["tp"])),
-        key=lambda x: x["period"],
-    )
+    with_calls = {
+        _as_utc(r["tp"]): {"period": r["tp"], **_light(r, total, PERIOD_COLUMNS)}
+        for r in result
+        if in_set(r, ["tp"])
+    }
+    # Every bucket of the window, the quiet ones as 0 calls and $0: a daily spend read from
+    # JSON or charted must not close the gap of a day without calls.
+    periods = [
+        with_calls.get(start) or _quiet_period(start, total)
+        for start in bucket_starts(query.window, _bucket(query))
+    ]
     units = sorted(
         ({"unit": r["u"], **_light(r, total, UNIT_COLUMNS)} for r in result if in_set(r, ["u"]) and r["u"]),
         key=lambda x: (-(x.get("spend") or 0), _names(x, ["unit"])),
@@ -738,14 +769,33 @@ def _top_groups(
     return shown, others
 
 
-def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str]) -> None:
-    last: dict[tuple[Any, ...], Decimal | None] = {}
+def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str], starts: Sequence[datetime]) -> None:
+    """Each row's trend against the same group in the period just before (`starts` are the
+    window's buckets): $0 when the group had no call then, none for the window's first period.
+    Not against the group's last row, which may be weeks earlier."""
+    before = dict(zip(starts[1:], starts, strict=False))
+    spend = {(_group(row, labels), _as_utc(row["period"])): row.get("spend") for row in rows}
     for row in rows:
-        key = tuple(row.get(label) for label in labels)
-        prev = last.get(key)
+        previous = before.get(_as_utc(row["period"]))
+        prev = None if previous is None else spend.get((_group(row, labels), previous), _ZERO)
         row["previous_spend"] = prev
         row["trend_pct"] = _pct_change(row.get("spend"), prev)
-        last[key] = row.get("spend")
+
+
+def _group(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(row.get(label) for label in labels)
+
+
+_ZERO = Decimal(0).quantize(MONEY_PLACES)
+
+
+def _quiet_period(start: datetime, total: Decimal | None) -> dict[str, Any]:
+    """A bucket of the window without a call: nothing spent, nothing unpriced; its ratios
+    (cost per request, cache hit) have nothing to divide."""
+    quiet: dict[str, Any] = {name: 0 for name in PERIOD_COLUMNS}
+    quiet |= {"spend": _ZERO, "share": 0.0 if total else None, "cost_per_request": None}
+    quiet["cache_hit_ratio"] = None
+    return {"period": start, **quiet}
 
 
 def per_unit(a: Decimal | int | None, b: Decimal | int | None, scale: int = 1) -> Decimal | None:
@@ -811,6 +861,8 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
             _none_is_zero(row["wasted_cost"], _add_counts(row["failed_calls"], row["retries"])), spend
         ),
         "retries": row["retries"],
+        "failed_unpriced_calls": row["failed_unpriced_calls"],
+        "retry_unpriced_calls": row["retry_unpriced_calls"],
         "error_rate": _ratio(row["errors"], row["calls"]),
         "timeout_rate": _ratio(row["timeouts"], row["calls"]),
         "latency_p50_ms": row["latency_p50_ms"],

@@ -238,7 +238,7 @@ def _print_summary(
             out.print("use --rejects FILE to keep every rejection", markup=False)
 
 
-_TABLE_COLUMNS = [
+TABLE_COLUMNS = [
     Col("calls", "calls", "int"),
     Col("spend", "spend", "money"),
     Col("share", "share", "ratio"),
@@ -279,7 +279,7 @@ _COMPACT = (
 # CSV: every column of `Ledger.report()`'s table, the table view's first and in its order (so
 # the header of earlier versions is still how it begins), then the rest.
 _CSV_COLUMNS = [
-    *_TABLE_COLUMNS,
+    *TABLE_COLUMNS,
     Col("cost_per_unit", "cost_per_unit", "unit_money"),
     Col("cost_per_success", "cost_per_success", "unit_money"),
     Col("unpriced_tokens", "unpriced_tokens", "int"),
@@ -383,27 +383,9 @@ def _hint_empty(book_ledger: Any, report: Report) -> None:
 def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
     out = console()
     if fmt == Format.json:
-        print_json(
-            {
-                "window": {
-                    "since": report.query.window.since,
-                    "until": report.query.window.until,
-                    # what `previous_spend` and `trend_pct` compare with
-                    "previous": {
-                        "since": report.query.window.previous.since,
-                        "until": report.query.window.previous.until,
-                    },
-                },
-                "by": report.dimensions,
-                "headline": report.headline,
-                "rows": report.rows,
-                "others": report.others,
-                "periods": report.periods,
-                "units": report.units,
-                "unpriced": report.unpriced,
-            },
-            out,
-        )
+        from ..analytics.report import report_document
+
+        print_json(report_document(report), out)
         return
     dims = [Col(d, d, "ts" if d == "period" else "dim") for d in report.dimensions]
     if fmt == Format.csv:
@@ -411,6 +393,54 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
         return
     if fmt == Format.markdown:
         report = _one_line_cells(report)
+    lines = headline_lines(report)
+    if fmt == Format.markdown:
+        out.file.write("\n".join(f"- {line}" for line in lines) + "\n\n")
+    else:
+        for line in lines:
+            out.print(line, markup=False)
+    columns = (
+        TABLE_COLUMNS if wide or fmt != Format.table else [c for c in TABLE_COLUMNS if c.key in _COMPACT]
+    )
+    render(
+        report.rows,
+        [*dims, *columns],
+        fmt,
+        title=f"By {', '.join(report.dimensions) or 'total'}",
+        caption=others_caption(report),
+    )
+    if report.units:
+        render(report.units, UNIT_COLUMNS, fmt, title="Business units")
+    if report.unpriced:
+        render(report.unpriced, UNPRICED_COLUMNS, fmt, title="Unpriced calls (counted, never $0)")
+
+
+UNIT_COLUMNS = [
+    Col("unit", "unit"),
+    Col("units", "units", "int"),
+    Col("spend", "spend", "money"),
+    Col("cost_per_unit", "cost per unit", "unit_money"),
+    Col("successes", "successes", "int"),
+    Col("success_rate", "success rate", "ratio"),
+    Col("cost_per_success", "cost per success", "unit_money"),
+    # their spend leaves these calls out: say how many, as every other table does
+    Col("unpriced_calls", "unpriced", "int"),
+]
+"""The business units section of a report (`Report.units`)."""
+UNPRICED_COLUMNS = [
+    Col("provider", "provider"),
+    Col("model", "model"),
+    Col("calls", "calls", "int"),
+    Col("tokens", "tokens", "int"),
+    Col("first_seen", "first seen", "ts"),
+    Col("reason", "why there is no price"),
+]
+"""The unpriced calls section of a report (`Report.unpriced`)."""
+
+
+def headline_lines(report: Report) -> list[str]:
+    """The report's headline as `unitcost report` prints it (and the dashboard shows it): spend
+    and trend, unit cost, caching, reasoning, waste, latency, unpriced calls, the sparkline."""
     h = report.headline
     window = report.query.window
     trend = h.get("trend_pct")
@@ -420,61 +450,17 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
         f"{h.get('calls', 0):,} calls · {format_usd(h.get('cost_per_request'), 6)} per request · "
         f"cache hit {_pct(h.get('cache_hit_ratio'))} saved {_usd(h.get('cache_savings'))} · "
         f"reasoning {_pct(h.get('reasoning_share'))} of output cost",
-        f"failed attempts {_usd(h.get('failed_cost'))} · retries {_usd(h.get('retry_cost'))} · "
+        f"failed attempts {_usd(h.get('failed_cost'))}{_unknown_part(h.get('failed_unpriced_calls'))} · "
+        f"retries {_usd(h.get('retry_cost'))}{_unknown_part(h.get('retry_unpriced_calls'))} · "
         f"p50 {_num(h.get('latency_p50_ms'))} ms · p95 {_num(h.get('latency_p95_ms'))} ms · "
         f"errors {_pct(h.get('error_rate'))} · timeouts {_pct(h.get('timeout_rate'))}",
         f"unpriced: {h.get('unpriced_calls', 0):,} calls, {h.get('unpriced_tokens', 0):,} tokens "
         "(cost unknown, not zero)",
     ]
-    if report.periods:
+    if h.get("calls"):
         # One bar per bucket of the window: an empty one is the lowest bar, not left out.
         lines.append(f"spend per {report.bucket}: {sparkline(report.spend_per_bucket())}")
-    if fmt == Format.markdown:
-        out.file.write("\n".join(f"- {line}" for line in lines) + "\n\n")
-    else:
-        for line in lines:
-            out.print(line, markup=False)
-    columns = (
-        _TABLE_COLUMNS if wide or fmt != Format.table else [c for c in _TABLE_COLUMNS if c.key in _COMPACT]
-    )
-    render(
-        report.rows,
-        [*dims, *columns],
-        fmt,
-        title=f"By {', '.join(report.dimensions) or 'total'}",
-        caption=_others_caption(report),
-    )
-    if report.units:
-        render(
-            report.units,
-            [
-                Col("unit", "unit"),
-                Col("units", "units", "int"),
-                Col("spend", "spend", "money"),
-                Col("cost_per_unit", "cost per unit", "unit_money"),
-                Col("successes", "successes", "int"),
-                Col("success_rate", "success rate", "ratio"),
-                Col("cost_per_success", "cost per success", "unit_money"),
-                # their spend leaves these calls out: say how many, as every other table does
-                Col("unpriced_calls", "unpriced", "int"),
-            ],
-            fmt,
-            title="Business units",
-        )
-    if report.unpriced:
-        render(
-            report.unpriced,
-            [
-                Col("provider", "provider"),
-                Col("model", "model"),
-                Col("calls", "calls", "int"),
-                Col("tokens", "tokens", "int"),
-                Col("first_seen", "first seen", "ts"),
-                Col("reason", "why there is no price"),
-            ],
-            fmt,
-            title="Unpriced calls (counted, never $0)",
-        )
+    return lines
 
 
 def _previous(window: Window) -> str:
@@ -491,7 +477,7 @@ def _previous(window: Window) -> str:
     return window.previous.describe()
 
 
-def _others_caption(report: Report) -> str | None:
+def others_caption(report: Report) -> str | None:
     """What `--top` left out, so the rows shown and this line add up to the headline."""
     others = report.others
     if not others:
@@ -535,6 +521,12 @@ def _one_line_cells(report: Report) -> Report:
 
 
 _BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _unknown_part(unpriced: int | None) -> str:
+    """What a cost leaves out: `$0.20` of failed attempts is not the whole when another failed
+    call has no price."""
+    return f" + {unpriced:,} unpriced" if unpriced else ""
 
 
 def _pct(value: float | None) -> str:

@@ -460,6 +460,17 @@ def test_acknowledging_again_keeps_who_did_it_first(watched: tuple[str, dict[str
     assert [h["message"] for h in shown["history"] if h["kind"] == "acknowledged"] == ["by ana"]
 
 
+def test_an_acknowledgement_can_say_why(watched: tuple[str, dict[str, str]]) -> None:
+    """The next person on call reads in the history what is being done, not only who took it."""
+    lp, ids = watched
+    note = "  raised the budget for the launch week, see FIN-212  "
+    acked = _invoke("alerts", "ack", ids["budget"], "--by", "ana", "--note", note, "-l", lp)
+    assert acked.exit_code == 0, acked.output
+    shown = json.loads(_invoke("alerts", "show", ids["budget"], "-l", lp, "--format", "json").output)
+    messages = [h["message"] for h in shown["history"] if h["kind"] == "acknowledged"]
+    assert messages == ["by ana: raised the budget for the launch week, see FIN-212"]
+
+
 def test_show_as_json_is_one_json_document(watched: tuple[str, dict[str, str]]) -> None:
     """`alerts show --format json` printed the text explanation before the JSON: no program could read it."""
     lp, ids = watched

@@ -52,7 +52,7 @@ def default_ledger_path() -> Path:
     return user_data_path("unitcost", appauthor=False) / "ledger.duckdb"
 
 
-SECTIONS = ("ledger", "pricing", "budget", "watch", "gateway", "otlp", "levers")
+SECTIONS = ("ledger", "pricing", "budget", "watch", "gateway", "otlp", "levers", "api")
 """The top-level tables of the config file (README, "Configuration")."""
 
 

@@ -46,17 +46,20 @@ def serve_cmd(
 ) -> None:
     """Run the OTLP/HTTP receiver: point any OTLP exporter at http://HOST:PORT and GenAI spans
     become priced events. The server owns the ledger's write connection, so it also runs the
-    watch loop (unless --no-watch)."""
+    watch loop (unless --no-watch), and serves the dashboard (/dashboard, docs/dashboard.md), the
+    JSON API (/api/v1, docs/api.md) and /metrics."""
     import uvicorn
 
     from ..otlp.mapping import AttributeMapping
     from ..otlp.server import otlp_app
+    from ..web.api import ApiSettings
     from .app import listening_socket
 
     cfg = load_config(config)
     # Everything a user can get wrong is checked before the server says it is listening: the
     # [otlp] section, a ledger another process writes (or that is no ledger), a port already taken.
     AttributeMapping.from_config(cfg.section("otlp"))
+    ApiSettings.from_config(cfg)  # [api] token_env naming a variable that is not set
     settings = None
     if watch:
         from ..watch.settings import load_watch_settings
@@ -76,10 +79,19 @@ def serve_cmd(
     except BaseException:
         book.close()
         raise
+    base = f"http://{host}:{sock.getsockname()[1]}"
     console().print(
-        f"unitcost serve: OTLP/HTTP on http://{host}:{sock.getsockname()[1]}/v1/traces -> "
+        f"unitcost serve: OTLP/HTTP on {base}/v1/traces -> "
         f"{book.target}" + (f"; watching it every {settings.interval_s:g} s" if settings is not None else ""),
         markup=False,
+    )
+    # One line each: a script reads the first line for the OTLP address.
+    console().print(
+        f"Dashboard on {base}/dashboard; JSON API on {base}/api/v1 (OpenAPI: {base}/api/v1/openapi.json, "
+        f"docs: {base}/api/docs); Prometheus metrics on {base}/metrics"
+        + ("" if cfg.section("api").get("token_env") else "; no [api] token_env: open to whoever reaches it"),
+        markup=False,
+        soft_wrap=True,
     )
     server = uvicorn.Server(uvicorn.Config(application, log_level=log_level, access_log=False))
     server.run(sockets=[sock])

@@ -15,7 +15,6 @@ from .output import Col, Format, console, print_json, render
 
 if TYPE_CHECKING:  # the price book takes a third of a second to import: only commands that price do
     from ..pricing.book import PriceBook, PricedCall
-    from ..pricing.genai_layer import ModelRef
     from ..pricing.model import Adjustment, Price
 
 prices_app = typer.Typer(
@@ -126,6 +125,7 @@ def price_cmd(
 ) -> None:
     """Price one call exactly, with its breakdown and the price's source and effective date."""
     from ..pricing.layers import TIERS
+    from ..pricing.quote import also_listed, quote_document, subset_problem, window_hours
 
     if tier not in TIERS:  # a typo, not a call without a price
         raise ValueError(f"unknown service tier {tier!r}; expected one of {', '.join(TIERS)}")
@@ -144,7 +144,7 @@ def price_cmd(
         "web_searches": web_searches,
         "requests": requests,
     }
-    problem = _subset_problem(usage)
+    problem = subset_problem(usage, _FLAGS)
     if problem:
         raise ValueError(problem)
     book = open_book(config, prices)
@@ -188,11 +188,11 @@ def price_cmd(
         if q[name] and (name != "requests" or call.quantity_costs[name])
     )
     rows.append({"component": "total", "tokens": None, "usd_per_mtok": None, "cost": call.breakdown.total})
-    window = _window_hours(book, call)
-    also = _also_listed(book, model, provider, call)
     if fmt == Format.json:
-        print_json(_price_json(call, call.price, window, also, parts))
+        print_json(quote_document(book, model, provider, call))
         return
+    window = window_hours(book, call)
+    also = also_listed(book, model, provider, call)
     out = console()
     if fmt == Format.table:
         _print_price_header(out, call, call.price, window, also)
@@ -215,51 +215,17 @@ def price_cmd(
         )
 
 
-def _subset_problem(usage: dict[str, int]) -> str | None:
-    """--input and --output are totals: their parts cannot add up to more (name the flags typed)."""
-    for total, parts in (
-        (
-            "input_tokens",
-            (
-                "cache_read_tokens",
-                "cache_write_5m_tokens",
-                "cache_write_1h_tokens",
-                "input_audio_tokens",
-                "input_image_tokens",
-            ),
-        ),
-        ("output_tokens", ("reasoning_tokens", "output_audio_tokens", "output_image_tokens")),
-    ):
-        given = {_FLAGS[name]: usage[name] for name in parts if usage[name]}
-        if sum(given.values()) > usage[total]:
-            listed = " + ".join(f"{flag} {count:,}" for flag, count in given.items())
-            what = "every prompt token, cached or not" if total == "input_tokens" else "every generated token"
-            return (
-                f"{_FLAGS[total]} {usage[total]:,} is less than its parts ({listed}): "
-                f"{_FLAGS[total]} counts {what}"
-            )
-    return None
-
-
 def _print_unpriced(
     book: PriceBook, model: str, provider: str | None, tier: str, when: datetime, reason: str, fmt: Format
 ) -> None:
     """No price: say why, and for a name no layer knows, the names that are close to it."""
-    known = book.resolve(provider, model).ref is not None
-    suggestions = [] if known else book.suggestions(provider, model)
+    from ..pricing.quote import unpriced_document
+
+    document = unpriced_document(book, model, provider, tier, when, reason)
     if fmt == Format.json:
-        print_json(
-            {
-                "model": model,
-                "provider": provider,
-                "tier": tier,
-                "at": when,
-                "cost": None,
-                "unpriced_reason": reason,
-                "suggestions": suggestions,
-            }
-        )
+        print_json(document)
         return
+    suggestions = document["suggestions"]
     hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
     console().print(
         f"[yellow]no price[/yellow] for {escape(model)} at {when:%Y-%m-%d %H:%M} UTC ({tier}): "
@@ -268,83 +234,11 @@ def _print_unpriced(
     )
 
 
-def _window_hours(book: PriceBook, call: PricedCall) -> str | None:
-    """The time-of-day window of the price, with its hours ("off-peak, 16:30-00:30 UTC")."""
-    if call.window is None or call.provider is None or call.model is None:
-        return call.window
-    from ..pricing.genai_layer import ModelRef
-
-    timeline = book.timeline(ModelRef(call.provider, call.model), call.tier)
-    option = timeline.option_at(call.at)
-    return option.window.title() if option.window else call.window
-
-
-def _also_listed(book: PriceBook, model: str, provider: str | None, call: PricedCall) -> list[str]:
-    """Other providers that list the same model id, when the name alone chose one of them."""
-    if provider or "/" in model or ":" in model or call.model is None:
-        return []
-    return [p for p in book.providers_of(call.model) if p != call.provider]
-
-
 def _adjustment_text(adjustment: Adjustment) -> str:
     return (
         f"x{adjustment.factor.normalize():f} {adjustment.layer} {adjustment.kind} "
         f"{adjustment.ref}: {adjustment.source}"
     )
-
-
-def _price_json(
-    call: PricedCall, price: Price, window: str | None, also: list[str], parts: dict[str, Any]
-) -> dict[str, Any]:
-    from ..pricing.quantities import QUANTITIES
-
-    per_mtok = {q.name for q in QUANTITIES if q.per == 1_000_000}
-    per = {q.name: q.per for q in QUANTITIES}
-    return {
-        "model": call.model,
-        "provider": call.provider,
-        "tier": call.tier,
-        "at": call.at,
-        "price_ref": price.ref,
-        "layer": price.layer,
-        "source": price.source,
-        # Tier rules and discounts on top of the base price, each with its own layer and source.
-        "adjustments": [
-            {
-                "kind": a.kind,
-                "layer": a.layer,
-                "ref": a.ref,
-                "factor": a.factor,
-                "source": a.source,
-                "note": a.note or None,
-            }
-            for a in price.adjustments
-        ],
-        "effective_from": call.effective_from,
-        "effective_to": call.effective_to,
-        "window": call.window,
-        "window_utc": window,
-        "context_tier_above": call.context_tier,
-        "note": price.note or None,
-        "also_listed_for": also,
-        "cost": parts["total"],
-        "breakdown": parts,
-        # Every billable quantity of the call with its rate: the costs add up to `cost` exactly.
-        "lines": [
-            {
-                "quantity": q.name,
-                "count": call.quantities[q.name],
-                "rate_usd": call.rates[q.name],
-                "per": per[q.name],
-                "cost": call.quantity_costs[q.name],
-            }
-            for q in QUANTITIES
-            if call.quantities[q.name]
-        ],
-        # Web searches and requests are priced per thousand, not per million tokens.
-        "rates_usd_per_mtok": {k: v for k, v in call.rates.items() if k in per_mtok},
-        "rates_usd_per_thousand": {k: v for k, v in call.rates.items() if k not in per_mtok},
-    }
 
 
 def _print_price_header(
@@ -386,9 +280,10 @@ def prices_show(
 ) -> None:
     """The dated price history of a model, every tier and layer, with sources."""
     from ..pricing.history import price_history
+    from ..pricing.quote import require_model
 
     book = open_book(config, prices)
-    ref = _require(book, provider, model)
+    ref = require_model(book, provider, model)
     rows = price_history(book, ref, tiers=tier or None)
     columns = [
         Col("tier", "tier"),
@@ -419,18 +314,6 @@ def prices_show(
         title=f"{ref.provider}/{ref.model} — USD per million tokens",
         caption="Sources: " + "; ".join(sources) if fmt == Format.table else None,
     )
-
-
-def _require(book: PriceBook, provider: str | None, model: str) -> ModelRef:
-    """The book's key for a model, or an error that names the close matches."""
-    from ..pricing.book import UnknownModelError
-
-    resolution = book.resolve(provider, model)
-    if resolution.ref is not None:
-        return resolution.ref
-    suggestions = book.suggestions(provider, model)
-    hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-    raise UnknownModelError(f"{resolution.reason}{hint}")
 
 
 @prices_app.command("diff")

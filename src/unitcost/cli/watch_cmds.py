@@ -247,6 +247,12 @@ def alerts_ack(
     by: Annotated[
         str | None, typer.Option("--by", help="Who acknowledges (default: your user name).")
     ] = None,
+    note: Annotated[
+        str | None,
+        typer.Option(
+            "--note", help="Why, or what is being done: kept in each alert's history.", show_default=False
+        ),
+    ] = None,
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -258,7 +264,7 @@ def alerts_ack(
     if not who.strip():
         raise UserError("--by: say who acknowledges (a name or an address)")
     with open_ledger(ledger, config) as opened:
-        acked = acknowledge_many(opened.store, alert_ids, who)
+        acked = acknowledge_many(opened.store, alert_ids, who, note=note.strip() if note else None)
     out = console()
     for row, fresh in acked:
         if fresh:
@@ -339,7 +345,7 @@ def budgets_cmd(
     ledger: LedgerOpt = None, config: ConfigOpt = None, now: NowOpt = None, fmt: FormatOpt = Format.table
 ) -> None:
     r"""Each [\[budget]]: spend to date, burn rate, forecast at period end, run-out day, daily variation."""
-    from ..watch.budgets import budget_status, unmatched_scope_note, unpriced_note
+    from ..watch.budgets import budget_row
 
     settings = _settings(config)
     if not settings.budgets:
@@ -355,16 +361,9 @@ def budgets_cmd(
     notes = []
     with open_ledger(ledger, config, read_only=True) as opened:
         for budget in settings.budgets:
-            status = budget_status(opened.store, budget, at)
-            row = status.as_row()
-            change = row["daily_change"]
-            row["daily_change_pct"] = None if change is None else change * 100
-            row["variation"] = _variation(status)
-            unmatched = None if status.daily_days else unmatched_scope_note(opened.store, budget)
-            row["note"] = unmatched or unpriced_note(status)
-            row["status"] = "no matching events" if unmatched else _standing(status)
+            status, row = budget_row(opened.store, budget, at)
             if not machine:
-                row["runs_out"] = _runs_out(status)
+                row["runs_out"] = status.runs_out_text()
             if row["note"]:
                 notes.append(row["note"])
             rows.append(row)
@@ -388,32 +387,3 @@ BUDGET_DATA_COLUMNS = [
 ]
 """What JSON and CSV carry besides the table's columns: the instants, the interval's ends as
 numbers (not the text "a – b") and the flags as booleans, for a program to read."""
-
-
-def _runs_out(status: Any) -> str:
-    if status.runs_out is not None:
-        return str(status.runs_out.isoformat())
-    if status.forecast is None:
-        return "— (no forecast yet)"
-    return "not this period"
-
-
-def _variation(status: Any) -> str:
-    """The daily-variation flag, saying what it compares (the budget's own limit)."""
-    limit = f"{status.budget.variation_pct:g}%"
-    if status.spend_started:
-        return "yes (spend started)"
-    if status.daily_change is None:
-        return "—"
-    return f"yes (> {limit})" if status.variation_alarm else f"no (≤ {limit})"
-
-
-def _standing(status: Any) -> str:
-    if status.over_budget:
-        return "OVER BUDGET"
-    if status.spent == 0 and status.unpriced_calls:
-        # $0 of priced spend is not "ok" when every call in scope is of unknown cost.
-        return "no priced calls"
-    if status.forecast_over:
-        return "forecast over"
-    return "ok"

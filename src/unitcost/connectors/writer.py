@@ -92,6 +92,8 @@ class BatchWriter:
         self.commits = 0
         """Ingest calls made: with `events_written`, how well concurrent producers share commits."""
         self.events_written = 0
+        self.events_unpriced = 0
+        """Events written without a price (cost NULL, with the reason): a server's /metrics shows them."""
         self.write_seconds = 0.0
         """Wall time spent writing (checks, pricing, commit): against the elapsed time, how busy the writer is."""
         self.last_error: BaseException | None = None
@@ -282,6 +284,7 @@ class BatchWriter:
         self.write_seconds += time.perf_counter() - started
         self.commits += 1
         self.events_written += total
+        self.events_unpriced += summary.unpriced
         results = [BatchResult(job.size) for job in jobs]
         rejected_per_job = [0] * len(jobs)
         for rejection in summary.rejections:

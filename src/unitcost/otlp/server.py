@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..config import Config
@@ -29,6 +30,10 @@ from .receiver import TraceReceiver
 if TYPE_CHECKING:
     from ..api import Ledger
     from ..watch.settings import WatchSettings
+    from ..web.api import LedgerSource
+    from ..web.dashboard import LedgerCall
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318  # the OTLP/HTTP port exporters use by default
@@ -93,6 +98,20 @@ def build_app(
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+DASHBOARD_PREFIX = "/dashboard"
+
+
+def _reader(source: LedgerSource) -> LedgerCall:
+    """The dashboard's pages read as the JSON API does: in threads of their own, on cursors of
+    the served ledger, beside the writer's commits rather than between them."""
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unitcost-dashboard")
+
+    def call(fn: Callable[[Ledger], T], /) -> Future[T]:
+        return pool.submit(lambda: fn(source.ledger()))
+
+    return call
+
+
 def otlp_app(
     ledger: str | Path | Ledger | None,
     *,
@@ -101,8 +120,9 @@ def otlp_app(
     decode_workers: int = 0,
     watch: WatchSettings | None = None,
 ) -> tuple[Starlette, TraceReceiver]:
-    """The default `unitcost serve` app: health check + OTLP/HTTP trace receiver, and the watch
-    loop when `watch` settings are given.
+    """The default `unitcost serve` app: health check, OTLP/HTTP trace receiver, the JSON API
+    (/api/v1, `web.api`) and /metrics over the ledger it writes, and the watch loop when
+    `watch` settings are given.
 
     `ledger` is a path (opened on the first write) or an open `Ledger` the app takes over and
     closes when it stops. `decode_workers` > 0 decodes requests in that many worker processes
@@ -115,13 +135,29 @@ def otlp_app(
         from ..watch.sinks import build_sinks
 
         sinks = build_sinks(watch.sinks)  # a sink without a URL is refused before anything starts
+    from ..web.api import ApiSettings, JsonApi, LedgerSource
+    from ..web.dashboard import dashboard_routes
+    from ..web.serve_metrics import ServeMetrics
+
+    # A token variable not set, a budget misconfigured: refused before anything starts.
+    api_settings = ApiSettings.from_config(config)
+    budgets = watch.budgets if watch is not None else JsonApi.budgets_of(config)
     writer = ledger_writer(ledger, config=config, prices=prices)
     receiver = TraceReceiver(writer, mapping, decode_workers=decode_workers)
+    # The API reads the ledger the writer owns, on cursors of its own (see `LedgerSource`).
+    source = LedgerSource(None if ledger is None or isinstance(ledger, (str, Path)) else ledger, writer.call)
+    api = JsonApi(source, settings=api_settings, budgets=budgets)
+    metrics = ServeMetrics(receiver, writer, source, budgets=budgets, settings=api_settings)
+    dashboard = dashboard_routes(
+        _reader(source), config=config, prefix=DASHBOARD_PREFIX, guard=api_settings.browser_refusal
+    )
+    home = Route("/", lambda _: RedirectResponse(DASHBOARD_PREFIX), methods=["GET"])
+    parts: list[Sequence[BaseRoute]] = [receiver.routes(), api.routes(), metrics.routes(), dashboard, [home]]
     if watch is None:
-        return build_app([receiver.routes()], on_shutdown=[receiver.close, writer.close]), receiver
+        return build_app(parts, on_shutdown=[receiver.close, writer.close]), receiver
     from ..watch.runner import HostedWatch
 
-    hosted = HostedWatch(writer.call, watch, sinks=sinks)
+    hosted = HostedWatch(metrics.timed(writer.call), watch, sinks=sinks)
     # Deliveries still under way are given a few seconds to be logged in the ledger before it closes.
     shutdown = [receiver.close, lambda: hosted.close(5.0), writer.close]
-    return build_app([receiver.routes()], on_shutdown=shutdown, background=[hosted.run]), receiver
+    return build_app(parts, on_shutdown=shutdown, background=[hosted.run]), receiver

@@ -271,6 +271,33 @@ class BudgetStatus:
     def forecast_over(self) -> bool:
         return self.forecast is not None and self.forecast > self.budget.amount
 
+    def runs_out_text(self) -> str:
+        """The run-out day as `unitcost budgets` and the dashboard show it."""
+        if self.runs_out is not None:
+            return str(self.runs_out.isoformat())
+        if self.forecast is None:
+            return "— (no forecast yet)"
+        return "not this period"
+
+    def variation_text(self) -> str:
+        """The daily-variation flag, saying what it compares (the budget's own limit)."""
+        limit = f"{self.budget.variation_pct:g}%"
+        if self.spend_started:
+            return "yes (spend started)"
+        if self.daily_change is None:
+            return "—"
+        return f"yes (> {limit})" if self.variation_alarm else f"no (≤ {limit})"
+
+    def standing(self) -> str:
+        if self.over_budget:
+            return "OVER BUDGET"
+        if self.spent == 0 and self.unpriced_calls:
+            # $0 of priced spend is not "ok" when every call in scope is of unknown cost.
+            return "no priced calls"
+        if self.forecast_over:
+            return "forecast over"
+        return "ok"
+
     def interval_text(self) -> str:
         if self.forecast is None:
             return "— (no full day of data yet)"
@@ -493,6 +520,21 @@ def _clock_hours(zone: ZoneInfo, day: date) -> dict[int, Decimal]:
             quarters[local.hour] = quarters.get(local.hour, 0) + 1
         moment += quarter
     return {h: Decimal(n) / 4 for h, n in quarters.items()}
+
+
+def budget_row(store: Store, budget: Budget, at: datetime) -> tuple[BudgetStatus, dict[str, Any]]:
+    """A budget's status and its row as `unitcost budgets` and the dashboard list it: `as_row()`
+    plus the day-vs-week change in % (`daily_change_pct`), the variation flag as text, a note
+    (no event matches the scope, or calls without a price) and the standing (`status`)."""
+    status = budget_status(store, budget, at)
+    row = status.as_row()
+    change = row["daily_change"]
+    row["daily_change_pct"] = None if change is None else change * 100
+    row["variation"] = status.variation_text()
+    unmatched = None if status.daily_days else unmatched_scope_note(store, budget)
+    row["note"] = unmatched or unpriced_note(status)
+    row["status"] = "no matching events" if unmatched else status.standing()
+    return status, row
 
 
 def unmatched_scope_note(store: Store, budget: Budget) -> str | None:

@@ -207,15 +207,34 @@ def open_alerts(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
+class UnknownAlertError(ValueError):
+    """No alert has this id (or id prefix)."""
+
+
+class AlertResolvedError(ValueError):
+    """The alert is resolved: there is nothing left to acknowledge."""
+
+
 def list_alerts(
-    store: Store, *, status: str | None = None, detector: str | None = None, limit: int = 50
+    store: Store,
+    *,
+    status: str | None = None,
+    detector: str | None = None,
+    limit: int = 50,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
+    """The alerts, most recently seen first; `since`: only those seen at or after it."""
     if status is not None and status not in STATUSES:
         # A misspelt status would otherwise list "0 alerts", which reads as good news.
         raise ValueError(f"unknown alert status {status!r}; the statuses are {', '.join(STATUSES)}")
     if detector is not None:
         _check_detector(store, detector)
-    conditions = [(c, v) for c, v in (("status = ?", status), ("detector = ?", detector)) if v is not None]
+    filters: tuple[tuple[str, Any], ...] = (
+        ("status = ?", status),
+        ("detector = ?", detector),
+        ("last_seen >= ?", since),
+    )
+    conditions = [(c, v) for c, v in filters if v is not None]
     where = ("WHERE " + " AND ".join(c for c, _ in conditions)) if conditions else ""
     rows: list[dict[str, Any]] = store.fetch(
         f"SELECT * FROM alerts {where} ORDER BY last_seen DESC, first_seen DESC, {_TIES} LIMIT {int(limit)}",
@@ -245,7 +264,7 @@ def find_alert(store: Store, alert_id: str) -> dict[str, Any]:
     prefix = dialect_for(store.dialect).starts_with("alert_id", "?")
     rows: list[dict[str, Any]] = store.fetch(f"SELECT * FROM alerts WHERE {prefix}", [alert_id]).to_pylist()
     if not rows:
-        raise ValueError(f"no alert with id {alert_id!r}: see `unitcost alerts`")
+        raise UnknownAlertError(f"no alert with id {alert_id!r}: see `unitcost alerts`")
     if len(rows) > 1:
         raise ValueError(f"alert id {alert_id!r} is ambiguous: {', '.join(r['alert_id'] for r in rows)}")
     return rows[0]
@@ -258,19 +277,20 @@ def acknowledge(store: Store, alert_id: str, by: str, at: datetime | None = None
 
 
 def acknowledge_many(
-    store: Store, alert_ids: Sequence[str], by: str, at: datetime | None = None
+    store: Store, alert_ids: Sequence[str], by: str, at: datetime | None = None, *, note: str | None = None
 ) -> list[tuple[dict[str, Any], bool]]:
     """Acknowledge several incidents at once, all or none: an id that matches no alert, more than
     one, or a resolved one is refused before anything is written (a typo in the fourth id must
     not leave three acknowledged and the user unsure which). Each alert comes back with whether
-    this call acknowledged it: one already acknowledged keeps who did it and when."""
+    this call acknowledged it: one already acknowledged keeps who did it and when. A `note` (why,
+    what is being done) goes into the alert's history beside who acknowledged it."""
     found: dict[str, dict[str, Any]] = {}
     for alert_id in alert_ids:
         try:
             row = find_alert(store, alert_id)
             if row["status"] == "resolved":
                 when = row["resolved_at"]
-                raise ValueError(
+                raise AlertResolvedError(
                     f"alert {row['alert_id']} is already resolved"
                     + (f" (at {when:%Y-%m-%d %H:%M} UTC)" if when else "")
                 )
@@ -284,7 +304,8 @@ def acknowledge_many(
     for row in fresh:
         row.update(status="acknowledged", acked_by=by, acked_at=when)
     if fresh:
-        log = [_log(row["alert_id"], when, "acknowledged", f"by {by}") for row in fresh]
+        said = f"by {by}" + (f": {note}" if note else "")
+        log = [_log(row["alert_id"], when, "acknowledged", said) for row in fresh]
         with store.transaction():
             store.upsert("alerts", pa.Table.from_pylist(fresh, schema=ALERT_SCHEMA))
             store.insert("alert_log", pa.Table.from_pylist(log, schema=ALERT_LOG_SCHEMA))

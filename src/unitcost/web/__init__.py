@@ -1,0 +1,1 @@
+"""HTTP interfaces over the ledger for people and programs: a JSON API and a dashboard."""

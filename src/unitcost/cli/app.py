@@ -70,7 +70,10 @@ def friendly(func: F) -> F:
             if not isinstance(exc, _user_errors()):
                 raise
             # The message is text, not markup: "[[price]] #2" must print as written.
-            console().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+            # Not wrapped: a path or a model name split over two lines cannot be copied back.
+            console().print(
+                f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
+from ..pricing.quote import USAGE_FIELDS
 
 Schema = dict[str, Any]
 
@@ -343,23 +344,7 @@ _PRICE_ROW = _object(
 )
 
 _USAGE = _object(
-    {
-        name: {"type": "integer", "minimum": 0}
-        for name in (
-            "input_tokens",
-            "cache_read_tokens",
-            "cache_write_5m_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "input_audio_tokens",
-            "output_audio_tokens",
-            "input_image_tokens",
-            "output_image_tokens",
-            "web_searches",
-            "requests",
-        )
-    },
+    {name: {"type": "integer", "minimum": 0} for name in USAGE_FIELDS},
     description="Totals with subsets: input_tokens counts every prompt token, cached or not; "
     "output_tokens every generated token, reasoning included. requests is 1 when left out.",
     additionalProperties=False,

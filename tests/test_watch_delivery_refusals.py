@@ -85,17 +85,25 @@ def _dispatch(sink: Any, **timing: float) -> tuple[Dispatcher, Outcomes]:
     return dispatcher, outcomes
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
-def test_a_webhook_that_refuses_the_alert_is_not_asked_again(status: int) -> None:
-    """A revoked Slack webhook (404) or a wrong token (401/403) would refuse every retry: the
-    alert log says so at once and names what to fix, instead of twelve failures over an hour."""
-    receiver = ScriptedReceiver([(status, {})] * 5)
+def _webhook_run(
+    script: list[tuple[int, dict[str, str]]], **timing: float
+) -> tuple[ScriptedReceiver, Dispatcher, Outcomes]:
+    """One alert delivered to a receiver answering `script`, until it succeeded or gave up."""
+    receiver = ScriptedReceiver(script)
     try:
-        dispatcher, outcomes = _dispatch(WebhookSink("hook", receiver.url), base_delay=0.01)
+        dispatcher, outcomes = _dispatch(WebhookSink("hook", receiver.url), **timing)
         assert dispatcher.flush(timeout=20)
         dispatcher.close()
     finally:
         receiver.close()
+    return receiver, dispatcher, outcomes
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
+def test_a_webhook_that_refuses_the_alert_is_not_asked_again(status: int) -> None:
+    """A revoked Slack webhook (404) or a wrong token (401/403) would refuse every retry: the
+    alert log says so at once and names what to fix, instead of twelve failures over an hour."""
+    receiver, dispatcher, outcomes = _webhook_run([(status, {})] * 5, base_delay=0.01)
     assert len(receiver.arrivals) == 1
     ((ok, why),) = outcomes
     assert not ok
@@ -105,13 +113,7 @@ def test_a_webhook_that_refuses_the_alert_is_not_asked_again(status: int) -> Non
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503])
 def test_a_webhook_that_says_later_is_retried(status: int) -> None:
-    receiver = ScriptedReceiver([(status, {})])
-    try:
-        dispatcher, outcomes = _dispatch(WebhookSink("hook", receiver.url), base_delay=0.01)
-        assert dispatcher.flush(timeout=20)
-        dispatcher.close()
-    finally:
-        receiver.close()
+    receiver, _, outcomes = _webhook_run([(status, {})], base_delay=0.01)
     assert len(receiver.arrivals) == 2
     assert [ok for ok, _ in outcomes] == [False, True]
     assert "retry in" in outcomes[0][1]
@@ -120,13 +122,7 @@ def test_a_webhook_that_says_later_is_retried(status: int) -> None:
 def test_retry_after_is_respected() -> None:
     """A rate-limited receiver (429 with Retry-After: 2) is asked again no sooner than it said,
     even though the backoff alone would have retried after 10 ms."""
-    receiver = ScriptedReceiver([(429, {"Retry-After": "2"})])
-    try:
-        dispatcher, outcomes = _dispatch(WebhookSink("hook", receiver.url), base_delay=0.01)
-        assert dispatcher.flush(timeout=20)
-        dispatcher.close()
-    finally:
-        receiver.close()
+    receiver, _, outcomes = _webhook_run([(429, {"Retry-After": "2"})], base_delay=0.01)
     first, second = receiver.arrivals
     # A lower bound only: a busy machine can make the retry later, never earlier.
     assert second - first >= 2.0
@@ -135,13 +131,7 @@ def test_retry_after_is_respected() -> None:
 
 
 def test_retry_after_is_capped_by_the_longest_backoff() -> None:
-    receiver = ScriptedReceiver([(503, {"Retry-After": "86400"})])
-    try:
-        dispatcher, outcomes = _dispatch(WebhookSink("hook", receiver.url), base_delay=0.01, max_delay=0.3)
-        assert dispatcher.flush(timeout=20)
-        dispatcher.close()
-    finally:
-        receiver.close()
+    receiver, _, outcomes = _webhook_run([(503, {"Retry-After": "86400"})], base_delay=0.01, max_delay=0.3)
     assert len(receiver.arrivals) == 2
     assert "retry in 0.3 s" in outcomes[0][1]
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,10 +29,6 @@ from .receiver import TraceReceiver
 if TYPE_CHECKING:
     from ..api import Ledger
     from ..watch.settings import WatchSettings
-    from ..web.api import LedgerSource
-    from ..web.dashboard import LedgerCall
-
-T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318  # the OTLP/HTTP port exporters use by default
@@ -101,17 +96,6 @@ def build_app(
 DASHBOARD_PREFIX = "/dashboard"
 
 
-def _reader(source: LedgerSource) -> LedgerCall:
-    """The dashboard's pages read as the JSON API does: in threads of their own, on cursors of
-    the served ledger, beside the writer's commits rather than between them."""
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unitcost-dashboard")
-
-    def call(fn: Callable[[Ledger], T], /) -> Future[T]:
-        return pool.submit(lambda: fn(source.ledger()))
-
-    return call
-
-
 def otlp_app(
     ledger: str | Path | Ledger | None,
     *,
@@ -136,7 +120,7 @@ def otlp_app(
 
         sinks = build_sinks(watch.sinks)  # a sink without a URL is refused before anything starts
     from ..web.api import ApiSettings, JsonApi, LedgerSource
-    from ..web.dashboard import dashboard_routes
+    from ..web.dashboard import dashboard_routes, ledger_caller
     from ..web.serve_metrics import ServeMetrics
 
     # A token variable not set, a budget misconfigured: refused before anything starts.
@@ -148,8 +132,11 @@ def otlp_app(
     source = LedgerSource(None if ledger is None or isinstance(ledger, (str, Path)) else ledger, writer.call)
     api = JsonApi(source, settings=api_settings, budgets=budgets)
     metrics = ServeMetrics(receiver, writer, source, budgets=budgets, settings=api_settings)
+    # The pages read as the API does: in threads of their own, on cursors of the served ledger,
+    # beside the writer's commits rather than between them (the ledger stays open: no closing).
+    reads = ledger_caller(lambda: contextlib.nullcontext(source.ledger()))
     dashboard = dashboard_routes(
-        _reader(source), config=config, prefix=DASHBOARD_PREFIX, guard=api_settings.browser_refusal
+        reads, config=config, prefix=DASHBOARD_PREFIX, guard=api_settings.browser_refusal
     )
     home = Route("/", lambda _: RedirectResponse(DASHBOARD_PREFIX), methods=["GET"])
     parts: list[Sequence[BaseRoute]] = [receiver.routes(), api.routes(), metrics.routes(), dashboard, [home]]

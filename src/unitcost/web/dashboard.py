@@ -103,7 +103,9 @@ class NotFoundError(LookupError):
 def ledger_caller(opener: Callable[[], AbstractContextManager[Ledger]]) -> LedgerCall:
     """A `LedgerCall` that opens the ledger for each page, on a thread of its own (not the
     server's event loop), and closes it after: for a dashboard over a ledger no writer of this
-    process holds (a read-only DuckDB file, ClickHouse)."""
+    process holds (a read-only DuckDB file, ClickHouse). An opener returning
+    `contextlib.nullcontext(ledger)` reads an open ledger on its cursors and leaves it open
+    (`unitcost serve`)."""
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unitcost-dashboard")
 
     def call(fn: Callable[[Ledger], T], /) -> Future[T]:

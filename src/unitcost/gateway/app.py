@@ -40,7 +40,7 @@ from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
 from .keys import KeyRing
 from .metrics import CONTENT_TYPE, GatewayMetrics, Metrics, authorized, metrics_token, outcome_of
-from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, attribution, price, service_tier
+from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, Priced, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool
 from .sse import EventSplitter, event_data, json_data
@@ -551,7 +551,7 @@ class Gateway:
                 # that the budget lines rebuilt from the ledger after a restart keep it too.
                 attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
             self._emit(call, attempt, None)
-            self.metrics.attempt(attempt, call.attrs.get("team"), None, 0)
+            self.metrics.attempt(attempt, call.attrs.get("team"), Priced(None, 0))
             return None
         priced = price(
             self.book, upstream.provider, attempt.model, attempt.usage, attempt.tier, attempt.served_model
@@ -560,7 +560,7 @@ class Gateway:
             # Unpriced usage keeps the reservation too (see _settle), and says so for a restart.
             attempt.extra_tags[HELD_TAG] = usd_text(Decimal(call.reserved_nano).scaleb(-9))
         self._emit(call, attempt, priced.cost, priced.pico)
-        self.metrics.attempt(attempt, call.attrs.get("team"), priced.cost, priced.pico)
+        self.metrics.attempt(attempt, call.attrs.get("team"), priced)
         return priced.cost
 
     def _headers(

@@ -1,8 +1,8 @@
 """Prometheus `GET /metrics` of one gateway replica: what it answered, spent and enforces.
 
 Counters and histograms are fed on the request path by plain increments (label children are
-looked up once and kept), plus one more pricing of the calls that used provider prompt caching
-(what caching saved); everything that must be read (budget lines in the shared state, the
+looked up once and kept); what prompt caching saved comes with the call's price, from the
+same quote; everything that must be read (budget lines in the shared state, the
 spool's backlog, the ledger writer's counters) is read when Prometheus scrapes, never per
 request. Each gateway has its own `CollectorRegistry`, so several gateways in one process do
 not mix their figures.
@@ -38,7 +38,7 @@ from ..config import ConfigError
 from ..pricing.book import PriceBook
 from .budgets import BudgetState, Line, lines_for, nano_to_usd
 from .config import Budget, GatewayConfig
-from .records import Attempt, price
+from .records import Attempt, Priced
 from .spool import Spool, read_checkpoint, segment_name, segments
 
 log = logging.getLogger("unitcost.gateway.metrics")
@@ -102,7 +102,7 @@ class Metrics:
     def request(self, route: str, provider: str, model: str, team: str | None, outcome: str) -> None:
         """One client request answered, by outcome (ok, upstream_error, timeout, ...)."""
 
-    def attempt(self, attempt: Attempt, team: str | None, cost: Decimal | None, pico: int) -> None:
+    def attempt(self, attempt: Attempt, team: str | None, priced: Priced) -> None:
         """One upstream attempt (retries and fallbacks included): tokens, spend, latency."""
 
     def cache_hit(self, attempt: Attempt, team: str | None, saved: Decimal | None) -> None:
@@ -372,7 +372,7 @@ class GatewayMetrics(Metrics):
         model = self._model(model) if model != NONE else NONE
         self._requests(route, provider, model, self._team(team), outcome).inc()
 
-    def attempt(self, attempt: Attempt, team: str | None, cost: Decimal | None, pico: int) -> None:
+    def attempt(self, attempt: Attempt, team: str | None, priced: Priced) -> None:
         provider, model = attempt.provider, self._model(attempt.model)
         spend_labels = (provider, model, self._team(team))
         self._attempts(provider, model, attempt.status).inc()
@@ -383,17 +383,17 @@ class GatewayMetrics(Metrics):
         usage = attempt.usage
         if usage:
             self._count_tokens(spend_labels, usage)
-        if cost is None:
+        if priced.cost is None:
             reason = "usage_unknown" if attempt.usage_unknown is not None else "no_price"
             self._unpriced(provider, model, reason).inc()
             return
-        self._spend(*spend_labels).inc(float(cost))
-        if (
-            usage.get("cache_read_tokens")
-            or usage.get("cache_write_5m_tokens")
-            or usage.get("cache_write_1h_tokens")
-        ):
-            self._prompt_cache(attempt, spend_labels, pico)
+        self._spend(*spend_labels).inc(float(priced.cost))
+        # Priced with the call, as the ledger prices it: saved, or the premium of cache writes.
+        saved = priced.cache_savings_pico
+        if saved > 0:
+            self._prompt_saved(*spend_labels).inc(saved / 10**12)
+        elif saved < 0:
+            self._prompt_premium(*spend_labels).inc(-saved / 10**12)
 
     def _count_tokens(self, labels: tuple[str, str, str], usage: Mapping[str, int]) -> None:
         read = usage.get("cache_read_tokens") or 0
@@ -410,22 +410,6 @@ class GatewayMetrics(Metrics):
         for kind, count in kinds:
             if count > 0:
                 self._tokens(*labels, kind).inc(count)
-
-    def _prompt_cache(self, attempt: Attempt, labels: tuple[str, str, str], pico: int) -> None:
-        """What the call would have cost with its cached and cache-written tokens paid as
-        uncached input, less what it cost: the ledger's cache_savings. One more pricing, on
-        calls that used prompt caching only."""
-        plain = {k: v for k, v in attempt.usage.items() if not k.startswith("cache_")}
-        uncached = price(
-            self.book, attempt.provider, attempt.model, plain, attempt.tier, attempt.served_model
-        )
-        if uncached.cost is None:
-            return
-        saved = uncached.pico - pico
-        if saved > 0:
-            self._prompt_saved(*labels).inc(saved / 10**12)
-        elif saved < 0:
-            self._prompt_premium(*labels).inc(-saved / 10**12)
 
     def cache_hit(self, attempt: Attempt, team: str | None, saved: Decimal | None) -> None:
         if saved:

@@ -125,16 +125,22 @@ class Priced:
     cost: Decimal | None
     pico: int
     """Cost in pico-USD for budgets (0 when unpriced)."""
+    cache_savings_pico: int = 0
+    """What prompt caching saved on the call (negative: cache writes cost more), as the ledger's
+    `cache_savings`, in pico-USD (0 when unpriced)."""
 
 
 def price(
     book: PriceBook, provider: str, model: str, usage: Mapping[str, int], tier: str, served: str | None
 ) -> Priced:
     try:
-        pico = book.total_pico(model, usage, provider=provider, tier=tier, served_model=served)
+        priced = book.total_and_savings_pico(model, usage, provider=provider, tier=tier, served_model=served)
     except ValueError:
         return Priced(None, 0)
-    return Priced(None, 0) if pico is None else Priced(pico_to_usd(pico), pico)
+    if priced is None:
+        return Priced(None, 0)
+    pico, savings = priced
+    return Priced(pico_to_usd(pico), pico, savings)
 
 
 @dataclass

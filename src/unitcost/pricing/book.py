@@ -590,6 +590,23 @@ class PriceBook:
         quote = self._quote(model, usage, provider, at, tier, served_model)
         return None if isinstance(quote, PricedCall) else sum(quote.parts)
 
+    def total_and_savings_pico(
+        self,
+        model: str,
+        usage: Mapping[str, int],
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        tier: str = "standard",
+        served_model: str | None = None,
+    ) -> tuple[int, int] | None:
+        """`total_pico` and the call's `cache_savings` (what its cached and cache-written tokens
+        would have cost as uncached input, less what they cost), from one quote, in pico-USD."""
+        quote = self._quote(model, usage, provider, at, tier, served_model)
+        if isinstance(quote, PricedCall):
+            return None
+        return sum(quote.parts), cache_savings_pico(quote.quantities, quote.row)
+
     def _quote(
         self,
         model: str,

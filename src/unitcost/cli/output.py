@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..exact_json import json_default
+
 
 class Format(StrEnum):
     table = "table"
@@ -78,14 +80,6 @@ def _money(value: Decimal, places: int) -> str:
     rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     sign = "-" if rounded < 0 else ""
     return f"{sign}${abs(rounded):,.{places}f}"
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
 
 
 def to_json(data: Any) -> str:

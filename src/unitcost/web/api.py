@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..cli.output import json_default
 from ..config import Config, ConfigError
+from ..exact_json import json_default
 from .openapi import SERVER_OPERATIONS, Operation, Param, docs_page, document
 
 if TYPE_CHECKING:

@@ -314,8 +314,12 @@ def test_otlp_exports_sent_during_reads_are_all_recorded(world: tuple[Path, Path
         after = api.get("/api/v1/report", params=WINDOW).json()["headline"]
         stats = api.get("/v1/traces/stats").json()
         budgets = api.get("/api/v1/budgets").json()["budgets"]
-        metrics = _metrics(api.get("/metrics").text)
+        scraped = api.get("/metrics")
+        metrics = _metrics(scraped.text)
     assert exports == [200] * 11
+    # The text format the gateway answers with too, without a `_created` twin of every counter.
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert not [name for name, _ in metrics if name.endswith("_created")]
     assert reads and set(reads) == {200}
     assert after["calls"] == before["calls"] + 20
     assert after["unpriced_calls"] == before["unpriced_calls"] + 10

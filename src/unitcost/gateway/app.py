@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from ..pricing.book import PriceBook
+from ..prometheus_text import CONTENT_TYPE
 from .budgets import (
     AlertLog,
     BudgetExceededError,
@@ -39,7 +40,7 @@ from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
 from .keys import KeyRing
-from .metrics import CONTENT_TYPE, GatewayMetrics, Metrics, authorized, metrics_token, outcome_of
+from .metrics import GatewayMetrics, Metrics, authorized, metrics_token, outcome_of
 from .records import HELD_TAG, RESERVED_TAGS, TAGS_HEADER, Attempt, Priced, attribution, price, service_tier
 from .routing import answer_passes, answer_text, apply_caps, escalation_reason
 from .spool import Spool

@@ -32,10 +32,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from ..config import ConfigError
 from ..pricing.book import PriceBook
+from ..prometheus_text import exposition
 from .budgets import BudgetState, Line, lines_for, nano_to_usd
 from .config import Budget, GatewayConfig
 from .records import Attempt, Priced
@@ -43,7 +43,6 @@ from .spool import Spool, read_checkpoint, segment_name, segments
 
 log = logging.getLogger("unitcost.gateway.metrics")
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 NONE = "none"
 OTHER = "other"
 
@@ -196,19 +195,6 @@ class _ScrapeTime:
         yield from self.owner.scrape_families()
 
 
-class _WithoutCreated:
-    """The registry as exposed: without the `_created` series prometheus_client adds to every
-    counter and histogram (a second series each, which the text format has no use for)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in self.registry.collect():
-            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
-            yield metric
-
-
 class GatewayMetrics(Metrics):
     def __init__(self, config: GatewayConfig, book: PriceBook, spool: Spool, budgets: BudgetState) -> None:
         self.config = config
@@ -228,7 +214,6 @@ class GatewayMetrics(Metrics):
         self._teams = frozenset(teams)
 
         self.registry = CollectorRegistry()
-        self._exposed = _WithoutCreated(self.registry)
         r = self.registry
         by_model = ["provider", "model"]
         spend_labels = ["provider", "model", "team"]
@@ -438,7 +423,7 @@ class GatewayMetrics(Metrics):
         """The text exposition; reads the budget lines first (Redis: the same figures on every
         replica)."""
         await self._read_budgets()
-        return generate_latest(self._exposed)
+        return exposition(self.registry)
 
     async def _read_budgets(self) -> None:
         lines = reported_lines(self.config, datetime.now(UTC))

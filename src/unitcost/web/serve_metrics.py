@@ -17,13 +17,14 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from ..prometheus_text import CONTENT_TYPE, exposition
 
 if TYPE_CHECKING:
     from ..api import Ledger
@@ -94,8 +95,8 @@ class ServeMetrics:
             if refusal is not None:
                 return refusal
         # The ledger gauges read the ledger: in a worker thread, not on the event loop.
-        body = await run_in_threadpool(generate_latest, self.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(exposition, self.registry)
+        return Response(body, media_type=CONTENT_TYPE)
 
 
 class _Collector:

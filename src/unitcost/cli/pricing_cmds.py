@@ -194,8 +194,8 @@ def price_cmd(
     window = window_hours(book, call)
     also = also_listed(book, model, provider, call)
     out = console()
-    if fmt == Format.table:
-        _print_price_header(out, call, call.price, window, also)
+    if fmt in (Format.table, Format.markdown):  # which price, from when: csv and json are data
+        _print_price_header(out, call, call.price, window, also, markdown=fmt == Format.markdown)
     render(
         rows,
         [
@@ -242,30 +242,41 @@ def _adjustment_text(adjustment: Adjustment) -> str:
 
 
 def _print_price_header(
-    out: Any, call: PricedCall, price: Price, window: str | None, also: list[str]
+    out: Any, call: PricedCall, price: Price, window: str | None, also: list[str], *, markdown: bool = False
 ) -> None:
+    title = f"{call.provider}/{call.model} · {call.tier} · at {call.at:%Y-%m-%d %H:%M} UTC"
+    if markdown:  # a list, so a renderer keeps one line per fact
+        out.print(f"**{title}**\n", markup=False)
+        for line in _header_lines(call, price, window, also):
+            out.print(f"- {line}", markup=False)
+        out.print("", markup=False)
+        return
+    out.print(f"[bold]{escape(title)}[/bold]", markup=True)
+    for line in _header_lines(call, price, window, also):
+        out.print(line, markup=False)
+
+
+def _header_lines(call: PricedCall, price: Price, window: str | None, also: list[str]) -> list[str]:
     since = f"{call.effective_from:%Y-%m-%d %H:%M} UTC" if call.effective_from else "the start of the data"
     until = f"{call.effective_to:%Y-%m-%d %H:%M} UTC" if call.effective_to else "further notice"
-    out.print(
-        f"[bold]{escape(f'{call.provider}/{call.model}')}[/bold] · {call.tier} · at {call.at:%Y-%m-%d %H:%M} UTC",
-        markup=True,
-    )
-    out.print(f"price   {price.ref}", markup=False)
-    out.print(f"source  {price.layer}: {price.source}", markup=False)
-    for adjustment in price.adjustments:
-        out.print(f"        then {_adjustment_text(adjustment)}", markup=False)
-    out.print(f"valid   from {since} until {until}", markup=False)
+    lines = [f"price   {price.ref}", f"source  {price.layer}: {price.source}"]
+    lines += [f"        then {_adjustment_text(adjustment)}" for adjustment in price.adjustments]
+    if call.earliest_known is not None:
+        # "from the start of the data" would read as a price billed on that day.
+        lines.append(f"valid   {call.earliest_known.describe(call.at)}; until {until}")
+    else:
+        lines.append(f"valid   from {since} until {until}")
     if window:
-        out.print(f"window  {window}", markup=False)
+        lines.append(f"window  {window}")
     if call.context_tier is not None:
-        out.print(
-            f"context prompt above {call.context_tier:,} tokens: every token of the call at the long-context rates",
-            markup=False,
+        lines.append(
+            f"context prompt above {call.context_tier:,} tokens: every token of the call at the long-context rates"
         )
     if price.note:
-        out.print(f"note    {price.note}", markup=False)
+        lines.append(f"note    {price.note}")
     if also:
-        out.print(f"also    listed for {', '.join(also)}: pass --provider to price theirs", markup=False)
+        lines.append(f"also    listed for {', '.join(also)}: pass --provider to price theirs")
+    return lines
 
 
 @prices_app.command("show")
@@ -279,7 +290,7 @@ def prices_show(
     prices: PricesOpt = None,
 ) -> None:
     """The dated price history of a model, every tier and layer, with sources."""
-    from ..pricing.history import price_history
+    from ..pricing.history import earliest_known_note, price_history
     from ..pricing.quote import require_model
 
     book = open_book(config, prices)
@@ -307,12 +318,16 @@ def prices_show(
     else:  # a period with no price says so, rather than a row of dashes
         rows = [row if row.get("ref") else {**row, "layer": "no price"} for row in rows]
     sources = sorted({part for r in rows if r.get("source") for part in str(r["source"]).split("; ")})
+    caption = "Sources: " + "; ".join(sources)
+    earliest = earliest_known_note(book, ref)
+    if earliest and any(r["from"] is None and r.get("ref") for r in rows):
+        caption += f"\nNo 'from' date: {earliest}."
     render(
         rows,
         columns,
         fmt,
         title=f"{ref.provider}/{ref.model} — USD per million tokens",
-        caption="Sources: " + "; ".join(sources) if fmt == Format.table else None,
+        caption=caption if fmt == Format.table else None,
     )
 
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -74,6 +75,23 @@ class _Quote:
     context_tier: int | None
 
 
+@dataclass(frozen=True)
+class EarliestKnown:
+    """A call dated before its model's first known date, priced at the model's earliest known
+    price: the data give that price no start date, and nothing says it was in force then."""
+
+    since: datetime
+    """The first date the model is known to have been callable at."""
+    dated_by: str
+    """The model name whose date says so: `gpt-4o-2024-08-06`."""
+
+    def describe(self, at: datetime) -> str:
+        return (
+            f"earliest known price, from {self.since:%Y-%m-%d} (the date of {self.dated_by}): "
+            f"not in force on {at:%Y-%m-%d}"
+        )
+
+
 class UnknownModelError(LookupError):
     """No layer knows this model; the message says what was looked for and where."""
 
@@ -116,6 +134,9 @@ class PricedCall:
     context_tier: int | None = None
     """The long-context threshold the prompt exceeded (200000 for Gemini 2.5 Pro above 200k
     prompt tokens), when the price has such tiers and the call crossed one."""
+    earliest_known: EarliestKnown | None = None
+    """Set when the call is dated before the model's first known date: its price is only the
+    earliest one known, not one in force that day (a finance team must not read it as billed)."""
 
     @property
     def cost(self) -> Decimal | None:
@@ -148,6 +169,8 @@ class PriceBook:
         self._timelines: dict[tuple[ModelRef, str], Timeline] = {}
         self._plans: dict[int, tuple[Price, RatePlan]] = {}
         self._resolved: dict[tuple[str, str], Resolution] = {}
+        # Per model and called names: the names a ledger or a gateway sees are few.
+        self._known_since: dict[tuple[ModelRef, tuple[str | None, ...]], EarliestKnown | None] = {}
         self._lock = threading.Lock()
         for layer in self._layers:
             self._canonical_periods(layer)
@@ -573,7 +596,63 @@ class PriceBook:
                 for q, amount, rate in zip(QUANTITIES, quote.quantities, quote.row, strict=True)
             },
             quote.context_tier,
+            self._earliest_known(quote, model, served_model),
         )
+
+    def _earliest_known(self, quote: _Quote, model: str, served_model: str | None) -> EarliestKnown | None:
+        """Whether the call falls before its model's first known date, on the undated first price.
+
+        A price the user or a correction dates (`from = ...`) is in force from that date by their
+        word; only the first, undated price of the data is stretched back to the beginning of time."""
+        if quote.segment.start is not None:
+            return None
+        known = self.known_since(quote.ref, model, served_model)
+        return known if known is not None and quote.at < known.since else None
+
+    def known_since(self, ref: ModelRef, *called: str | None) -> EarliestKnown | None:
+        """The first date the model is known to exist, from the dates written in its names.
+
+        A dated snapshot name (`gpt-4o-2024-08-06`, `claude-3-5-sonnet-20241022`, Vertex's
+        `claude-3-5-sonnet-v2@20241022`) cannot be called before its date: the name the call
+        used says it first; otherwise the earliest dated name genai-prices matches to the model
+        (`o3-2025-04-16` for o3). A model of the user's own is dated by their file instead."""
+        key = (ref, called)
+        if key not in self._known_since:
+            found = self._known_since_uncached(ref, called)
+            with self._lock:
+                self._known_since[key] = found
+        return self._known_since[key]
+
+    def _known_since_uncached(self, ref: ModelRef, called: tuple[str | None, ...]) -> EarliestKnown | None:
+        if self.genai.model_info(self.genai_ref(ref)) is None:
+            return None
+        aliases = {alias for layer in self._layers for alias in layer.aliases}
+        dated = [
+            (day, name)
+            for name in called
+            if name and name.strip().lower() not in aliases
+            for day in (_name_date(name),)
+            if day is not None
+        ]
+        if dated:
+            day, name = max(dated)
+            return EarliestKnown(datetime(day.year, day.month, day.day, tzinfo=UTC), name.strip())
+        return self._first_catalog_date(ref)
+
+    def _first_catalog_date(self, ref: ModelRef) -> EarliestKnown | None:
+        info = self.genai.model_info(self.genai_ref(ref))
+        if info is None:
+            return None
+        names = [info.id, *_clause_names(info.match)]
+        # A snapshot dated without its year (gpt-4-1106-preview under gpt-4-turbo) is older than
+        # every fully dated name, by an unknown amount: no date can be trusted then.
+        if any(_YEARLESS_DATE.search(name) for name in names):
+            return None
+        dated = [(day, name) for name in names for day in (_name_date(name),) if day is not None]
+        if not dated:
+            return None
+        day, name = min(dated)
+        return EarliestKnown(datetime(day.year, day.month, day.day, tzinfo=UTC), name)
 
     def total_pico(
         self,
@@ -737,6 +816,35 @@ def rates_usd(row: tuple[int, ...]) -> dict[str, Decimal]:
 
 def _quantity_index(name: str) -> int:
     return QUANTITY_INDEX[name]
+
+
+# A date written in a model name: 2024-08-06, 20241022 (not a digit either side).
+_NAME_DATE = re.compile(r"(?<!\d)(20\d\d)-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
+# A snapshot dated by month and day alone: gpt-4-1106-preview, deepseek-r1-0528, gpt-4-0613.
+_YEARLESS_DATE = re.compile(r"-(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?=-|$)")
+
+
+def _name_date(name: str) -> date | None:
+    match = _NAME_DATE.search(name)
+    if match is None:
+        return None
+    try:
+        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:  # 2024-02-30 is no date
+        return None
+
+
+def _clause_names(clause: Any) -> list[str]:
+    """The literal names of a genai-prices match clause (equals, starts_with, ...), nested ones too."""
+    names = [
+        value
+        for attr in ("equals", "starts_with", "ends_with", "contains")
+        if isinstance(value := getattr(clause, attr, None), str)
+    ]
+    for attr in ("or_", "and_"):
+        for sub in getattr(clause, attr, None) or ():
+            names.extend(_clause_names(sub))
+    return names
 
 
 def _unpriced(provider: str | None, model: str | None, tier: str, at: datetime, reason: str) -> PricedCall:

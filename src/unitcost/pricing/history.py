@@ -83,13 +83,29 @@ def checked_tiers(tiers: Sequence[str] | None) -> list[str]:
 
 def price_history(book: PriceBook, ref: ModelRef, tiers: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    earliest = earliest_known_note(book, ref)
     for tier in tiers_with_prices(book, ref, tiers):
         timeline = book.timeline(ref, tier)
         for index, segment in enumerate(timeline.segments):
             end = timeline.segments[index + 1].start if index + 1 < len(timeline.segments) else None
             for option in segment.options:
-                rows.append(_history_row(book, tier, segment, end, option))
+                row = _history_row(book, tier, segment, end, option)
+                if earliest and segment.start is None and row["ref"]:
+                    # "from: null" is the start of the data, not a date the price was billed at.
+                    row["note"] = "; ".join(n for n in (earliest, row["note"]) if n)
+                rows.append(row)
     return rows
+
+
+def earliest_known_note(book: PriceBook, ref: ModelRef) -> str | None:
+    """What an undated first price means, when the model's names date it."""
+    known = book.known_since(ref)
+    if known is None:
+        return None
+    return (
+        f"earliest known price, from {known.since:%Y-%m-%d} (the date of {known.dated_by}); "
+        "not in force before"
+    )
 
 
 def _history_row(

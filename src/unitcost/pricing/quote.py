@@ -124,7 +124,7 @@ def quote_document(book: PriceBook, model: str, provider: str | None, call: Pric
         "window": call.window,
         "window_utc": window_hours(book, call),
         "context_tier_above": call.context_tier,
-        "note": price.note or None,
+        "note": _note(call),
         "also_listed_for": also_listed(book, model, provider, call),
         "cost": parts["total"],
         "breakdown": parts,
@@ -145,18 +145,27 @@ def quote_document(book: PriceBook, model: str, provider: str | None, call: Pric
     }
 
 
+def _note(call: PricedCall) -> str | None:
+    """The price's note, and first whether the price was in force at all on the call's date."""
+    assert call.price is not None
+    notes = [call.earliest_known.describe(call.at)] if call.earliest_known else []
+    notes += [call.price.note] if call.price.note else []
+    return "; ".join(notes) or None
+
+
 def unpriced_document(
     book: PriceBook, model: str, provider: str | None, tier: str, at: datetime, reason: str
 ) -> dict[str, Any]:
     """A call with no price: why, with cost null (never $0), and for a name no layer knows the
     names close to it."""
-    known = book.resolve(provider, model).ref is not None
+    ref = book.resolve(provider, model).ref
     return {
         "model": model,
-        "provider": provider,
+        # `deepseek-chat --tier batch` has no price, but it is DeepSeek's model: say whose.
+        "provider": ref.provider if ref else provider,
         "tier": tier,
         "at": at,
         "cost": None,
         "unpriced_reason": reason,
-        "suggestions": [] if known else book.suggestions(provider, model),
+        "suggestions": [] if ref else book.suggestions(provider, model),
     }

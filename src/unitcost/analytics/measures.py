@@ -48,6 +48,25 @@ FLAGS: tuple[tuple[str, str], ...] = (
 )
 """Conditions measures put on single events, kept as keys of the rollup rows."""
 
+SENT = "NOT coalesce(cache_hit, false)"
+"""A call the provider answered: not one unitcost's gateway served from its own response cache.
+A response-cache hit costs nothing and carries the usage of the call it repeats, cache reads
+included: counted with the provider's calls, it would dilute a cost per 1k tokens and pass for
+prompt caching. The rollup rows keep the flag under the same name, so the condition reads the
+same on events and on rollups."""
+
+RATED_INPUT = (
+    "input_tokens - (coalesce(input_audio_tokens, 0) - coalesce(cache_audio_read_tokens, 0))"
+    " - (coalesce(input_image_tokens, 0) - coalesce(cache_image_read_tokens, 0))"
+)
+"""The input tokens whose cost is in `cost_input`, `cost_cache_read` and `cost_cache_write`:
+all of them but the uncached audio and image tokens, whose rates differ and whose cost is in
+`cost_other` (with output audio and images, web searches and per-request fees)."""
+
+RATED_OUTPUT = "output_tokens - coalesce(output_audio_tokens, 0) - coalesce(output_image_tokens, 0)"
+"""The output tokens whose cost is in `cost_output` and `cost_reasoning`: all but audio and
+image output, whose cost is in `cost_other`."""
+
 Merge = Literal["count", "sum", "min", "max"]
 
 
@@ -96,6 +115,8 @@ PARTIALS: tuple[Partial, ...] = (
     _tokens("cache_read_tokens"),
     _tokens("output_tokens"),
     _tokens("reasoning_tokens"),
+    Partial("rated_input_tokens", f"CAST(sum({RATED_INPUT}) AS BIGINT)", "sum", "BIGINT"),
+    Partial("rated_output_tokens", f"CAST(sum({RATED_OUTPUT}) AS BIGINT)", "sum", "BIGINT"),
     _money("billed_cost"),
     Partial("billed_calls", "CAST(count(billed_cost) AS BIGINT)", "count", "BIGINT"),
     Partial("first_seen", "min(ts)", "min", "TIMESTAMPTZ"),
@@ -159,8 +180,27 @@ MEASURES: tuple[Measure, ...] = (
     _same("cache_read_tokens"),
     _same("output_tokens"),
     _same("reasoning_tokens"),
-    _sum_if("priced_input_tokens", PRICED, "priced", "input_tokens", "input_tokens", count=True),
-    _sum_if("priced_output_tokens", PRICED, "priced", "output_tokens", "output_tokens", count=True),
+    # What the costs per 1k tokens divide by: the tokens their costs pay for, on the priced
+    # calls the provider answered (see RATED_INPUT, RATED_OUTPUT and SENT).
+    _sum_if(
+        "rated_input_tokens",
+        f"{PRICED} AND {SENT}",
+        f"priced AND {SENT}",
+        RATED_INPUT,
+        "rated_input_tokens",
+        count=True,
+    ),
+    _sum_if(
+        "rated_output_tokens",
+        f"{PRICED} AND {SENT}",
+        f"priced AND {SENT}",
+        RATED_OUTPUT,
+        "rated_output_tokens",
+        count=True,
+    ),
+    # The prompt cache hit ratio's tokens: those the provider saw, not the response cache's.
+    _sum_if("sent_input_tokens", SENT, SENT, "input_tokens", "input_tokens", count=True),
+    _sum_if("sent_cache_read_tokens", SENT, SENT, "cache_read_tokens", "cache_read_tokens", count=True),
     _count_if("errors", "status = 'error'", "status = 'error'"),
     _count_if("timeouts", "status = 'timeout'", "status = 'timeout'"),
     _sum_if("failed_cost", "status <> 'ok'", "status <> 'ok'", "cost", "spend"),

@@ -229,8 +229,9 @@ _LIGHT = (
     "unpriced_calls",
     "unpriced_tokens",
     "input_tokens",
-    "cache_read_tokens",
     "output_tokens",
+    "sent_input_tokens",
+    "sent_cache_read_tokens",
 )
 
 
@@ -824,7 +825,23 @@ def _pct_change(now: Decimal | None, before: Decimal | None) -> float | None:
 
 
 def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
-    """Exact sums from the engine plus the ratios a reader wants."""
+    """Exact sums from the engine plus the ratios a reader wants.
+
+    The ratios whose parts are not plain columns:
+
+    - `cost_per_1k_input`: what the prompt's tokens cost at the input rates (`cost_input` +
+      `cost_cache_read` + `cost_cache_write`) per 1,000 of those tokens: the input tokens of
+      the priced calls the provider answered, less their uncached audio and image tokens. An
+      effective text input rate, to read against a price list's input price.
+    - `cost_per_1k_output`: `cost_output` + `cost_reasoning` per 1,000 output tokens of the
+      same calls, less audio and image output.
+    - Left out of both, and in `cost_other`: audio and image tokens (their own rates), web
+      searches and per-request fees. Also left out: the calls served from unitcost's response
+      cache, which cost nothing and billed no token (their saving is `avoided_cost`).
+    - `cache_hit_ratio`: the provider's prompt cache, the cache-read tokens over the input
+      tokens of the calls the provider answered (priced or not); response-cache hits are in
+      neither (they are `response_cache_hits`).
+    """
     if not row:
         return {"calls": 0, "spend": None, "unpriced_calls": 0, "unpriced_tokens": 0}
     spend = row.get("spend")
@@ -834,13 +851,14 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
         "spend": spend,
         "share": _ratio(spend, total) if total is not None else None,
         "cost_per_request": _div(spend, row["priced_requests"]),
+        # Each cost per 1k tokens divides a cost by the tokens it pays for (see above).
         "cost_per_1k_input": _div(
             _add(row["cost_input"], row["cost_cache_read"], row["cost_cache_write"]),
-            row["priced_input_tokens"],
+            row["rated_input_tokens"],
             1000,
         ),
         "cost_per_1k_output": _div(
-            _add(row["cost_output"], row["cost_reasoning"]), row["priced_output_tokens"], 1000
+            _add(row["cost_output"], row["cost_reasoning"]), row["rated_output_tokens"], 1000
         ),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],
@@ -850,7 +868,7 @@ def _derive(row: Mapping[str, Any], total: Decimal | None) -> dict[str, Any]:
         "cost_output": row["cost_output"],
         "cost_reasoning": row["cost_reasoning"],
         "cost_other": row["cost_other"],
-        "cache_hit_ratio": _ratio(row["cache_read_tokens"], row["input_tokens"]),
+        "cache_hit_ratio": _ratio(row["sent_cache_read_tokens"], row["sent_input_tokens"]),
         "cache_savings": row["cache_savings"],
         "response_cache_hits": row["response_cache_hits"],
         "avoided_cost": row["avoided_cost"],

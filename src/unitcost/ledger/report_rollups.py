@@ -42,8 +42,9 @@ from ..analytics.dialect import DUCKDB
 from ..analytics.latency import bucket_sql
 from ..analytics.measures import FLAGS, PARTIALS, ROLLUP_DIMS
 
-ROLLUP_VERSION = "2"
-"""2: an event with `retry_of` is a retry whatever its `attempt` (rollups of 1 are rebuilt)."""
+ROLLUP_VERSION = "3"
+"""2: an event with `retry_of` is a retry whatever its `attempt` (rollups of 1 are rebuilt).
+3: the input and output tokens the costs per 1k tokens divide by (`rated_*_tokens`)."""
 REFRESH_ROWS = 100_000
 """Events waiting past the watermark before an append rolls them up; until then reports read them."""
 COMPACT_FLOOR = 10_000

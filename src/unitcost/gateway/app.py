@@ -34,7 +34,7 @@ from .budgets import (
     unpriced_refusal,
     usd_text,
 )
-from .cache import OPT_OUT_HEADER, ResponseCache, cache_key
+from .cache import OPT_OUT_HEADER, ResponseCache, cache_key, unfinished
 from .config import GatewayConfig, ModelTarget, Route, Upstream, VirtualKey
 from .errors import Api, GatewayError, error_response
 from .estimate import WorstCase, output_tokens, prompt_cache_writes
@@ -126,6 +126,8 @@ class Call:
     """What the call's budget lines reserved for it (0: no budget applies)."""
     key: VirtualKey | None = None
     """The virtual key that authenticated the call (None on a gateway that requires none)."""
+    cut_short: str | None = None
+    """Why the answer returned is not whole (cache.unfinished): it is not cached."""
 
     def overhead_ms(self) -> float:
         return (time.perf_counter() - self.started - self.upstream_s - self.waited_s) * 1000
@@ -615,9 +617,10 @@ class Gateway:
     @staticmethod
     def _cacheable(call: Call, status: int) -> bool:
         """Only a whole, successful answer of the model asked for is stored: not an error, not
-        a reply whose usage is unknown, not the answer of a fallback or of a budget downgrade
-        (a degraded answer would be served for the whole TTL after the cause went away)."""
-        if not 200 <= status < 300 or not call.attempts:
+        an answer cut short (see cache.unfinished), not a reply whose usage is unknown, not the
+        answer of a fallback or of a budget downgrade (a degraded answer would be served for
+        the whole TTL after the cause went away)."""
+        if not 200 <= status < 300 or not call.attempts or call.cut_short is not None:
             return False
         last = call.attempts[-1][0]
         return (
@@ -796,6 +799,7 @@ class Gateway:
             payload = None
         if isinstance(payload, dict):
             self._read_usage(call, attempt, payload)
+            call.cut_short = unfinished(call.api, call.operation, payload)
         else:
             attempt.usage_unknown = "the provider's reply is not a JSON object"
         self._finish(call, attempt, upstream)

@@ -606,11 +606,13 @@ class RedisBudgetState:
 
         # A bounded pool that waits for a free connection: a burst of requests queues for a
         # few milliseconds instead of failing with "too many connections". The socket timeouts
-        # turn a Redis that stopped answering into a prompt error rather than a hung request.
+        # turn a Redis that stopped answering into a prompt error rather than a hung request;
+        # the wait for a free connection is bounded the same way (with Redis hung, every pooled
+        # connection is held until its own timeout).
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=64,
-            timeout=10,
+            timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
         )

@@ -5,7 +5,8 @@ do not change the answer removed (stream flags, user and metadata), and a contex
 upstream and model that answer, the headers that change the answer (`anthropic-version`,
 `anthropic-beta`) and the tenant the entry belongs to (by default the virtual key, so that one
 tenant never gets another's answer). Only complete, successful, non-streamed responses are
-stored. A hit is recorded with cost 0 and the cost it avoided.
+stored (`unfinished` says which answers are not complete). A hit is recorded with cost 0 and
+the cost it avoided.
 
 A cache is an optimisation: when its Redis cannot be reached, requests go to the upstream
 uncached (the outage is logged once, and its end), and caching resumes when Redis is back.
@@ -42,6 +43,49 @@ def cache_key(
     if context:
         digest.update(b"\0" + orjson.dumps(dict(context), option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
+
+
+# Which 2xx answers are not whole, and so never stored. A cut-short answer goes once to the
+# client that asked, which sees why in it; stored, it would be served for the whole TTL as if
+# the model had finished, where asking again (with more room, or once a filter's cause is gone)
+# could give the whole answer. An allow-list: a reason this code does not know is not whole.
+# - Chat Completions: every choice must end in "stop", "tool_calls" or the legacy
+#   "function_call"; not "length" (max_tokens reached), "content_filter" (content left out),
+#   nor any other value an OpenAI-compatible server sends (OpenRouter's "error"), nor none.
+#   A `message.refusal` ending in "stop" is the model's whole answer and is stored.
+# - Responses API: `status` "completed" only; not "incomplete" (`incomplete_details.reason`
+#   max_output_tokens or content_filter), "failed", "cancelled", nor "queued"/"in_progress"
+#   (a background response, whose answer is not there yet).
+# - Anthropic Messages: `stop_reason` "end_turn", "stop_sequence" or "tool_use"; not
+#   "max_tokens", "model_context_window_exceeded", "refusal" (the safety classifiers stopped
+#   the answer), nor "pause_turn" (a server-tool turn the client is to continue).
+# - Embeddings have no end reason: a 2xx answer with its usage is whole.
+# Streams are neither stored nor served, so a stream cut before its final event never is.
+_WHOLE_CHAT = frozenset({"stop", "tool_calls", "function_call"})
+_WHOLE_MESSAGE = frozenset({"end_turn", "stop_sequence", "tool_use"})
+
+
+def unfinished(api: str, operation: str, answer: Mapping[str, Any]) -> str | None:
+    """Why a 2xx answer (its JSON body) is not whole, e.g. "finish_reason length"; None if it is."""
+    if api == "anthropic":
+        reason = answer.get("stop_reason")
+        return None if reason in _WHOLE_MESSAGE else f"stop_reason {reason}"
+    if operation == "responses":
+        status = answer.get("status")
+        if status == "completed":
+            return None
+        details = answer.get("incomplete_details")
+        why = details.get("reason") if isinstance(details, Mapping) else None
+        return f"status {status}" + (f" ({why})" if why else "")
+    if operation == "chat":
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return "no choices"
+        for choice in choices:
+            reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
+            if reason not in _WHOLE_CHAT:
+                return f"finish_reason {reason}"
+    return None
 
 
 class ResponseCache(Protocol):
@@ -139,8 +183,11 @@ class RedisCache:
     """Entries under `<prefix>cache:` with Redis's own expiry. Never raises on a Redis failure:
     a lookup misses and a store is dropped (see CacheOutage)."""
 
+    TIMEOUT_S = 1.0
+    """The longest a Redis call may take; shorter when [gateway.redis] timeout_s is."""
+
     def __init__(
-        self, url: str, prefix: str, ttl_s: int, *, timeout_s: float = 1.0, retry_s: float = 1.0
+        self, url: str, prefix: str, ttl_s: int, *, timeout_s: float = TIMEOUT_S, retry_s: float = 1.0
     ) -> None:
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry

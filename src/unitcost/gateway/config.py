@@ -143,7 +143,8 @@ class GatewayConfig:
     redis_lease_s: float = 60.0
     """How long a reservation outlives a replica that stopped renewing it (crash, kill -9)."""
     redis_timeout_s: float = 5.0
-    """Connect and read timeout of the budget state's Redis calls."""
+    """Connect and read timeout of every Redis call: the budget state's, and the response
+    cache's (which gives up after at most RedisCache.TIMEOUT_S, a miss being cheap)."""
     watch: bool = False
     """Run the watch loop (budgets, detectors, alerts; [watch]) in the ledger writer process:
     with a DuckDB ledger that process is its only writer, so a `unitcost watch` beside the

@@ -50,7 +50,10 @@ def build_gateway(
     cache: ResponseCache | None = None
     if config.cache_enabled:
         if config.cache_backend == "redis" and config.redis_url:
-            cache = RedisCache(config.redis_url, config.redis_prefix, config.cache_ttl_s)
+            # The cache gives up sooner than the budget state (a miss is cheap), and never
+            # later than [gateway.redis] timeout_s: a hung Redis holds no request past it.
+            timeout_s = min(config.redis_timeout_s, RedisCache.TIMEOUT_S)
+            cache = RedisCache(config.redis_url, config.redis_prefix, config.cache_ttl_s, timeout_s=timeout_s)
         else:
             cache = MemoryCache(config.cache_ttl_s, config.cache_max_entries)
     gateway = Gateway(config, book, spool, budgets, cache)

@@ -23,7 +23,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -49,6 +49,7 @@ BUDGET_KEYS = (
 DEFAULT_FORECAST_MARGIN = Decimal(5)
 Z90 = 1.645
 MICRO = Decimal("0.000001")
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -369,8 +370,10 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
     first_event = _first_event(store)
     data_first = first_event.astimezone(budget.zone).date() if first_event else today + timedelta(days=1)
     counted_from = max(start, budget._instant(data_first))
-    days_elapsed = max((now - counted_from).total_seconds() / 86400, 1 / 24)
-    burn = spent / Decimal(str(days_elapsed))
+    # Exact, to the microsecond (no float in money), and over an hour at least (a call a minute
+    # after midnight is not a pace of 1,440 calls a day).
+    elapsed = max(now - counted_from, timedelta(hours=1))
+    burn = spent * (timedelta(days=1) // _MICROSECOND) / (elapsed // _MICROSECOND)
     # A forecast sample is a whole day: the ledger's first local day is one only if its data began
     # in that day's first hour (a UTC ledger begun at 00:00 is half of Auckland's first day).
     full_first = data_first
@@ -609,12 +612,12 @@ def budget_findings(status: BudgetStatus, open_keys: Collection[str] = ()) -> li
         findings.append(
             Finding(
                 **common,
-                title=f"Budget {b.name}: {status.used:.0%} used ({_pct(top)} % threshold crossed)",
+                title=f"Budget {b.name}: {_used_pct(status, top)}% used ({_pct(top)} % threshold crossed)",
                 observed=float(status.spent),
                 expected=float(b.amount),
                 unit=f"$ spent this {b.period}",
                 subject=f"{b.name}:{period}:thresholds",
-                what=f"${status.spent:,.2f} spent of ${b.amount:,.2f} ({status.used:.0%}) this {b.period}",
+                what=f"${status.spent:,.2f} spent of ${b.amount:,.2f} ({_used_pct(status, top)}%) this {b.period}",
                 severity="critical" if top >= 100 else "warning",
                 notes=_budget_notes(status),
                 level=float(top),
@@ -669,6 +672,19 @@ def _forecast_step(forecast: Decimal, budget: Budget) -> float | None:
         return None
     step = budget.amount * budget.forecast_margin_pct / 100
     return float(math.floor((forecast - budget.amount) / step))
+
+
+def _used_pct(status: BudgetStatus, crossed: Decimal) -> str:
+    """The share used, to the crossed threshold's precision, never rounded up to a threshold (or
+    100 %) not reached: 99.6 % shown as "100% used (85 % threshold crossed)" reads as a 100 %
+    threshold crossed and not announced."""
+    exponent = crossed.normalize().as_tuple().exponent  # -1 for 57.5, 1 for 50 (5E+1)
+    step = Decimal(1).scaleb(min(0, exponent if isinstance(exponent, int) else 0))
+    share = status.spent * 100 / status.budget.amount
+    shown = share.quantize(step, rounding=ROUND_HALF_UP)
+    if any(share < limit <= shown for limit in (*status.budget.thresholds, Decimal(100))):
+        shown = share.quantize(step, rounding=ROUND_FLOOR)
+    return _pct(shown)
 
 
 def _pct(value: Decimal) -> str:

@@ -68,14 +68,20 @@ class Incidents:
         self.resolve_after = resolve_after
 
     def apply(
-        self, findings: Iterable[Finding], now: datetime, *, current: Collection[str] = ()
+        self,
+        findings: Iterable[Finding],
+        now: datetime,
+        *,
+        current: Collection[str] = (),
+        judged_at: datetime | None = None,
     ) -> list[Notification]:
         """Fold a cycle's findings into the incidents, write the history, return what to notify.
 
-        `current` names the detectors whose findings are everything that holds at `now` (budgets,
-        evaluated at that instant rather than hour by hour): however long since the last cycle,
-        their incidents stay open while found, and resolve in the first cycle that does not find
-        them (a new period, spend back under)."""
+        `current` names the detectors whose findings are everything that holds at `judged_at`
+        (default `now`; budgets, evaluated at the cycle's instant rather than hour by hour):
+        however long since the last cycle, their incidents stay open while found, and resolve at
+        `judged_at` in the first cycle that does not find them (a new period, spend back under)."""
+        judged_at = judged_at or now
         live = {row["key"]: row for row in open_alerts(self.store)}
         found: set[str] = set()
         changed: dict[str, dict[str, Any]] = {}
@@ -142,7 +148,9 @@ class Incidents:
                 continue
             if row["detector"] in current:
                 if row["key"] not in found:
-                    self._resolve(row, now, changed, log, out, "no longer holds")
+                    # When this cycle looked, not the start of its hour: a budget alert seen at
+                    # 16:10 must not read as resolved at 16:00.
+                    self._resolve(row, max(judged_at, row["last_seen"]), changed, log, out, "no longer holds")
             elif now - row["last_seen"] > self.resolve_after:
                 # Resolved when the quiet spell ended, not when a catch-up (a backfill, a watch that
                 # was down for a day) happened to look: the history says how long it lasted.

@@ -134,7 +134,9 @@ class Watcher:
             self._check_scope(status)
             report.findings.extend(budget_findings(status, open_keys))
         # Every budget is judged every cycle, so one that is not found no longer holds.
-        report.notifications = self.incidents.apply(report.findings, eval_end, current={BUDGET_DETECTOR})
+        report.notifications = self.incidents.apply(
+            report.findings, eval_end, current={BUDGET_DETECTOR}, judged_at=now
+        )
         if report.notifications:
             self.dispatcher.submit(report.notifications)
         report.seconds = time.perf_counter() - started

@@ -201,17 +201,43 @@ class Ledger:
         allow_unknown_fields: bool = False,
         rejects: TextIO | None = None,
     ) -> IngestSummary:
-        """Ingest JSONL, CSV or Parquet files in unitcost's event schema (see docs/event-schema.md)."""
-        from .ingest.pipeline import IngestSummary
+        """Ingest JSONL, CSV or Parquet files in unitcost's event schema (see docs/event-schema.md).
+
+        A file that cannot be read (missing, not gzip, an unknown column, ...) does not stop the
+        others: every readable file is ingested first, then `UnreadableFilesError` (an
+        `IngestFileError`) names each unreadable file and why; its `summary` counts what went in.
+        The summary's `files` holds each file's own counts and rejections."""
+        from .ingest.pipeline import IngestSummary, UnreadableFilesError
 
         ingestor = self.ingestor(allow_unknown_fields=allow_unknown_fields, rejects=rejects)
         total = IngestSummary()
         for path in paths:
+            summary = self._ingest_file(ingestor, Path(path), fmt, progress)
+            total.merge(summary)
+            total.files[str(path)] = summary
+        if total.unreadable:
+            raise UnreadableFilesError(total)
+        return total
+
+    def _ingest_file(
+        self, ingestor: Ingestor, path: Path, fmt: str | None, progress: Progress | None
+    ) -> IngestSummary:
+        """One file's summary; when it cannot be read, whole or in part, its `unreadable` says why."""
+        from .ingest.pipeline import IngestSummary, PartlyIngestedError
+        from .ingest.readers import IngestFileError
+
+        try:
+            _check_openable(path)
             # The report rollups take a file's events in one pass once it is in: then the next
             # report reads no event at all, and no partial rows are left to merge.
             with self.store.bulk():
-                total.merge(ingestor.ingest_path(path, fmt=fmt, progress=progress))
-        return total
+                return ingestor.ingest_path(path, fmt=fmt, progress=progress)
+        except PartlyIngestedError as exc:
+            summary, reason = exc.summary, str(exc)
+        except IngestFileError as exc:
+            summary, reason = IngestSummary(), str(exc)
+        summary.unreadable.append((str(path), reason))
+        return summary
 
     def ingest_records(
         self, records: Iterable[Mapping[str, Any] | UsageEvent], *, source: str = "python"
@@ -513,6 +539,20 @@ class Ledger:
         for table in events:
             if table.num_rows:
                 self.store.insert("reprice_events", table)
+
+
+def _check_openable(path: Path) -> None:
+    """Raise IngestFileError when `path` cannot be opened (missing, a directory, not allowed): only
+    here is an OSError the file's problem; later it may be the ledger's (a full disk), which stops."""
+    from .ingest.readers import IngestFileError
+
+    if path.is_dir():
+        raise IngestFileError(f"{path}: is a directory (pass the files in it, e.g. {path}/*.jsonl)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise IngestFileError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _changed_events(run_id: str, old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Table:

@@ -32,6 +32,7 @@ import orjson
 
 from ..events import MAX_TOKENS
 from ..ingest.normalise import Rejection
+from ..ingest.readers import JSON_SPACE, JsonArrayError, json_array_items
 from ..redact import redact_tags
 
 if TYPE_CHECKING:
@@ -98,14 +99,16 @@ def read_items(path: Path) -> list[Any]:
 
 
 def iter_items(path: Path) -> Iterator[tuple[Any, int | None]]:
-    """(item, the line it starts on) of the file, read as it goes for JSON lines and CSV, which
-    may be of any size; a JSON document (array, or object with `data`) is read whole, its items
-    have no line. Raises ImportFileError when the file cannot be read as such."""
+    """(item, the line it starts on) of the file, read as it goes for JSON lines, CSV and a JSON
+    array, which may be of any size; a JSON object (an API page with `data`) is read whole, its
+    items have no line. Raises ImportFileError when the file cannot be read as such."""
     shape = _shape(path)
     if shape == "csv":
         yield from _csv_rows(path)
     elif shape == "jsonl":
         yield from _json_lines(path)
+    elif shape == "array":
+        yield from _array_items(path)
     else:
         yield from ((item, None) for item in _document(path))
 
@@ -129,7 +132,10 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 
 def _shape(path: Path) -> str:
-    """ "document" (one JSON value), "jsonl" or "csv", from the file's first two non-blank lines."""
+    """ "array" (one JSON array), "document" (one JSON object), "jsonl" or "csv", from the file's
+    first byte that is not whitespace, then its first two non-blank lines."""
+    if _first_byte(path) == b"[":  # before reading lines: a minified array is one line, the whole file
+        return "array"
     seen: list[bytes] = []
     for line in _lines(path):
         if line.strip():
@@ -138,10 +144,7 @@ def _shape(path: Path) -> str:
                 break
     if not seen:
         return "document"  # empty: no items
-    start = seen[0][:1]
-    if start == b"[":
-        return "document"
-    if start != b"{":
+    if seen[0][:1] != b"{":
         return "csv"
     if len(seen) == 2 and _parses(seen[0]):
         return "jsonl"
@@ -154,6 +157,53 @@ def _parses(line: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def _first_byte(path: Path) -> bytes:
+    """The first byte of the (decompressed) file that is not whitespace or a byte order mark."""
+    for line in _blocks(path):
+        content = line.removeprefix(_UTF8_BOM).lstrip(JSON_SPACE)
+        if content:
+            return content[:1]
+    return b""
+
+
+def _blocks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, decompressed, a block at a time."""
+    try:
+        with _open(path) as stream:
+            while block := stream.read(size):
+                yield block
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImportFileError(f"{path.name}: not a readable gzip file ({exc})") from exc
+
+
+def _array_elements(path: Path) -> Iterator[tuple[bytes, int]]:
+    """The text of each element of the JSON array the file holds, and its line, read as it goes."""
+    blocks = _blocks(path)
+    first = True
+
+    def read(_size: int) -> bytes:
+        nonlocal first
+        block = next(blocks, b"")
+        block, first = (block.removeprefix(_UTF8_BOM) if first else block), False
+        return block
+
+    try:
+        yield from json_array_items(read)
+    except JsonArrayError as exc:
+        raise ImportFileError(f"{path.name}: not valid JSON: {exc}") from None
+
+
+def _array_items(path: Path) -> Iterator[tuple[Any, int | None]]:
+    """The items of a JSON array, parsed one at a time: a file of any size is never held whole.
+    An element that is not valid JSON is that item's rejection, as a bad line of JSON lines is.
+    Items have no line: the item's position says where it is (a minified array is one line)."""
+    for text, _ in _array_elements(path):
+        try:
+            yield orjson.loads(text), None
+        except orjson.JSONDecodeError as exc:
+            yield _BadLine(f"malformed JSON ({exc})"), None
 
 
 def _document(path: Path) -> list[Any]:
@@ -731,10 +781,14 @@ def import_file(ledger: Ledger, kind: str, path: str | Path) -> ImportResult:
 
 def _check_readable(path: Path) -> None:
     """Read a streamed file through once (cheaply: no mapping) so that a fault near its end refuses
-    it before the first batch is written. A JSON document is parsed whole before its first item."""
+    it before the first batch is written. A JSON array's structure is read (its elements are not
+    parsed: a broken one is rejected alone); a JSON object is parsed whole before its first item."""
     shape = _shape(path)
     if shape == "csv":
         for _ in _csv_rows(path):
+            pass
+    elif shape == "array":
+        for _ in _array_elements(path):
             pass
     elif shape == "jsonl" and _gzipped(path):  # a plain file's lines cannot fail to read
         for _ in _lines(path):

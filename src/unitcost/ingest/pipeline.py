@@ -57,6 +57,10 @@ class IngestSummary:
     """The first KEPT_REJECTIONS rejections; all of them go to the rejects file when one is given."""
     rejected_by_field: Counter[str] = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
+    files: dict[str, IngestSummary] = field(default_factory=dict)
+    """With several files (`Ledger.ingest`): each file's own summary, which says whose the rejections are."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """(file, why) for each file that could not be read, whole or in part."""
 
     @property
     def seen(self) -> int:
@@ -90,6 +94,8 @@ class IngestSummary:
         self.rejections.extend(other.rejections[: max(room, 0)])
         self.rejected_by_field.update(other.rejected_by_field)
         self.sources.extend(other.sources)
+        self.files.update(other.files)
+        self.unreadable.extend(other.unreadable)
 
 
 class PartlyIngestedError(IngestFileError):
@@ -99,6 +105,21 @@ class PartlyIngestedError(IngestFileError):
     def __init__(self, message: str, summary: IngestSummary) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class UnreadableFilesError(PartlyIngestedError):
+    """Files that could not be read, whole or in part, by one `Ledger.ingest` call: every other file
+    was ingested. `summary` counts all that went in; its `unreadable` names each file and why."""
+
+    def __init__(self, summary: IngestSummary) -> None:
+        reasons = [reason for _, reason in summary.unreadable]
+        message = (
+            reasons[0]
+            if len(summary.files) <= 1
+            else f"{len(reasons)} of {len(summary.files)} files could not be read (whole or in part; "
+            "the others were ingested): " + "; ".join(reasons)
+        )
+        super().__init__(message, summary)
 
 
 Progress = Callable[[int], None]

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -100,8 +101,12 @@ def read_jsonl(path: Path | BinaryIO, chunk_bytes: int | None = None) -> Iterato
         # A byte order mark (Windows tools write one) is not part of the first line: RFC 8259
         # lets a parser ignore it.
         head = _read_exactly(handle, len(BOM))
+        head = _up_to_content(handle, b"" if head == BOM else head)
+        if head.lstrip(JSON_SPACE)[:1] == b"[":  # one JSON array, not lines: `json.dump(events, f)`
+            yield from _array_chunks(path, handle, head, position, chunk_bytes)
+            return
         # The partial last line of the previous read.
-        carry = np.frombuffer(b"" if head == BOM else head, dtype=np.uint8)
+        carry = np.frombuffer(head, dtype=np.uint8)
         reported = 0  # progress is bytes of the file as stored, compressed or not
         while True:
             buf = np.empty(len(carry) + chunk_bytes, dtype=np.uint8)
@@ -123,6 +128,170 @@ def read_jsonl(path: Path | BinaryIO, chunk_bytes: int | None = None) -> Iterato
             yield RawChunk(table, "json", rejections, progress=step)
             if got < chunk_bytes:
                 return
+
+
+def _up_to_content(handle: io.RawIOBase | io.BufferedIOBase, head: bytes) -> bytes:
+    """`head`, and while it is only whitespace what follows it, up to a byte that is not (or the end):
+    enough to tell JSON lines from one JSON array. Once per file, never per line."""
+    while not head.strip(JSON_SPACE):
+        more = _read_exactly(handle, 4096)
+        if not more:
+            break
+        head += more
+    return head
+
+
+def _array_chunks(
+    source: Path | BinaryIO,
+    handle: io.RawIOBase | io.BufferedIOBase,
+    head: bytes,
+    position: Callable[[], int],
+    chunk_bytes: int,
+) -> Iterator[RawChunk]:
+    """The elements of a JSON array as chunks of JSON text, streaming like JSON lines.
+
+    `_row` is the element's position in the array (from 1): a minified array has all its
+    elements on line 1, and a row number must tell one record from another.
+    """
+    name = _shown_name(source)
+    pending = [head]
+
+    def read(size: int) -> bytes:
+        return pending.pop() if pending else _read_exactly(handle, size)
+
+    numbers: list[int] = []
+    texts: list[str] = []
+    rejections: list[Rejection] = []
+    size = reported = 0
+    try:
+        for number, (element, _) in enumerate(json_array_items(read, min(chunk_bytes, SCAN_BYTES)), 1):
+            try:
+                texts.append(element.decode("utf-8"))
+                numbers.append(number)
+            except UnicodeDecodeError as exc:
+                rejections.append(
+                    Rejection(number, "record", f"is not UTF-8 text: {exc.reason} (re-encode the file)")
+                )
+            size += len(element)
+            if size >= chunk_bytes:
+                step, reported = position() - reported, position()
+                yield _text_chunk(numbers, texts, rejections, step)
+                numbers, texts, rejections, size = [], [], [], 0
+    except JsonArrayError as exc:
+        # The elements read before the break go in; the file is named as broken where it broke.
+        yield _text_chunk(numbers, texts, rejections, position() - reported)
+        raise IngestFileError(f"{name}: not a valid JSON array: {exc}") from None
+    if texts or rejections:
+        yield _text_chunk(numbers, texts, rejections, position() - reported)
+
+
+def _text_chunk(numbers: list[int], texts: list[str], rejections: list[Rejection], progress: int) -> RawChunk:
+    table = pa.table(
+        {"_row": pa.array(numbers, type=pa.int64()), "line": pa.array(texts, type=pa.large_string())}
+    )
+    return RawChunk(table, "json", rejections, progress=progress)
+
+
+# --------------------------------------------------------------------------- JSON arrays
+
+
+def json_array_items(read: Callable[[int], bytes], block: int = SCAN_BYTES) -> Iterator[tuple[bytes, int]]:
+    """The text of each element of the JSON array that `read(size)` gives (b"" at its end), and
+    the line it starts on, streaming: one block and the element under way are held at a time.
+
+    Only the structure is read: strings are skipped whole and elements are not parsed, so a
+    broken element is that element's problem (its parser's). Raises JsonArrayError where the
+    elements cannot be told apart any more: something else than a `[` first, a bracket that
+    closes the wrong one, a comma with no element before it, the array not closed, text after it.
+    """
+    buf, line = _skip_space(read, block, b"", 1)
+    if buf[:1] != b"[":
+        raise JsonArrayError(f"expected `[` at line {line}, found {buf[:10]!r}" if buf else "empty")
+    stack = bytearray(b"[")
+    pos = start = 1  # where the scan goes on; where the element under way starts
+    counted = 0  # `line` is the line at this offset of `buf`
+    emitted = 0
+    ended = False
+    while stack:
+        match = (_NEXT_AT_TOP if len(stack) == 1 else _NEXT_INSIDE).match(buf, pos)
+        at = match.end() - 1 if match else len(buf)  # the byte that matters
+        if at == len(buf) or buf[at] == QUOTE:
+            # The buffer ends before the next byte that matters, or inside a string (whose
+            # closing quote it does not hold yet): read on, keeping the element under way.
+            if ended:
+                where = line + buf.count(b"\n", counted, at)
+                what = "a string is not closed" if match else "the array is not closed at the end of the file"
+                raise JsonArrayError(f"{what} (line {where})")
+            more = read(block)
+            ended = not more
+            line += buf.count(b"\n", counted, start)
+            pos = at - start
+            buf, start, counted = buf[start:] + more, 0, 0
+            continue
+        pos = at + 1
+        byte = buf[at]
+        if byte in OPENING:
+            stack.append(byte)
+            continue
+        if byte == COMMA:
+            element, line, counted = _element(buf, start, at, line, counted)
+            start = pos
+            emitted += 1
+            yield element
+            continue
+        opened = stack.pop()
+        if opened != _CLOSES[byte]:
+            where = line + buf.count(b"\n", counted, at)
+            raise JsonArrayError(f"`{chr(byte)}` at line {where} closes a `{chr(opened)}`")
+        if not stack and (emitted or buf[start:at].strip(JSON_SPACE)):  # `[]` has no element
+            element, line, counted = _element(buf, start, at, line, counted)
+            yield element
+    after, line = _skip_space(read, block, buf[pos:], line + buf.count(b"\n", counted, pos))
+    if after:
+        raise JsonArrayError(f"text after the end of the array at line {line}: {after[:20]!r}")
+
+
+JSON_SPACE = b" \t\r\n"
+QUOTE, COMMA, OPENING = ord('"'), ord(","), (ord("["), ord("{"))
+
+
+class JsonArrayError(ValueError):
+    """The structure around the elements of a JSON array is broken: where they are cannot be told."""
+
+
+# Everything up to the next byte that matters, strings (escaped quotes and brackets in them
+# included) skipped whole, then that byte: a bracket, a comma at the top level of the array
+# (inside an element, commas do not matter), or the `"` of a string whose end the buffer does
+# not hold yet. One match per bracket, not per string, in C; possessive, so nothing is scanned twice.
+_STRING = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_NEXT_AT_TOP = re.compile(rb'(?:[^"\[\]{},]++|' + _STRING + rb")*+(.)", re.DOTALL)
+_NEXT_INSIDE = re.compile(rb'(?:[^"\[\]{}]++|' + _STRING + rb")*+(.)", re.DOTALL)
+_CLOSES = {ord("]"): ord("["), ord("}"): ord("{")}
+
+
+def _element(buf: bytes, start: int, end: int, line: int, counted: int) -> tuple[tuple[bytes, int], int, int]:
+    """The element between `start` and `end` and the line it starts on, and the line count moved
+    to its start (`line` is the line at offset `counted`)."""
+    text = buf[start:end]
+    element = text.strip(JSON_SPACE)
+    first = end - len(text.lstrip(JSON_SPACE))
+    line += buf.count(b"\n", counted, first)
+    if not element:
+        raise JsonArrayError(f"no element before the `{chr(buf[end])}` at line {line}")
+    return (element, line), line, first
+
+
+def _skip_space(read: Callable[[int], bytes], block: int, head: bytes, line: int) -> tuple[bytes, int]:
+    """From `head` on, what `read` gives from its first byte that is not whitespace (b"" at the
+    end), and the line that byte is on (`line` being the line `head` starts on)."""
+    while True:
+        content = head.lstrip(JSON_SPACE)
+        line += head.count(b"\n", 0, len(head) - len(content))
+        if content:
+            return content, line
+        head = read(block)
+        if not head:
+            return b"", line
 
 
 @contextlib.contextmanager
@@ -598,12 +767,15 @@ def read_parquet(path: Path, *, allow_unknown: bool = False, rows: int = TABLE_R
     if is_gzip(path):
         # Parquet compresses its own pages and is read from the end: a gzipped one cannot stream.
         raise IngestFileError(f"{path}: a gzipped Parquet file cannot be read as it streams; gunzip it first")
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except pa.ArrowInvalid as exc:  # a missing file stays an OSError, as for the other formats
+        raise IngestFileError(f"{path}: not a Parquet file ({_one_line(exc)})") from None
     columns, tag_columns = _check_columns(path, parquet.schema_arrow.names, allow_unknown)
     total_rows = max(parquet.metadata.num_rows, 1)
     size = file_size(path)
     first = 1
-    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+    for batch in _parquet_batches(path, parquet, rows, columns):
         n = batch.num_rows
         table = pa.Table.from_batches([batch]).append_column(
             "_row", pa.array(np.arange(first, first + n, dtype=np.int64))
@@ -611,6 +783,25 @@ def read_parquet(path: Path, *, allow_unknown: bool = False, rows: int = TABLE_R
         first += n
         table, not_text = _screen_utf8(table)
         yield RawChunk(table, "table", not_text, progress=size * n // total_rows, tag_columns=tag_columns)
+
+
+def _parquet_batches(
+    path: Path, parquet: pq.ParquetFile, rows: int, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """The file's batches; a page that cannot be read stops it as a file's problem, naming the file."""
+    batches = parquet.iter_batches(batch_size=rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            raise IngestFileError(f"{path}: cannot be read as Parquet: {_one_line(exc)}") from None
+        if batch is None:
+            return
+        yield batch
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _screen_utf8(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:

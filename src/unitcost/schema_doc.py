@@ -78,6 +78,11 @@ all come from that one list.
   the format when the file name does not. `-` reads JSON lines (or `--input-format csv`)
   from standard input, gzip-compressed or not: `zcat day.jsonl.gz | unitcost ingest -`.
   Parquet needs a file (its index is at its end).
+- A JSON file whose first character is `[` is one array of events (`json.dump(events, f)`),
+  read element by element as it streams, minified or pretty-printed, gzipped or not: a
+  rejection then names the element's position in the array (from 1), and an array whose
+  structure breaks (not closed, a bracket closing the wrong one, text after it) keeps the
+  events before the break and names the file and the line where it broke.
 - Files are streamed a block at a time: a file of ten million lines never holds ten
   million events in memory.
 - JSON lines and CSV may begin with a byte order mark and end lines with CRLF; the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -93,6 +94,15 @@ class RepriceChange:
     new_unpriced: int
 
 
+@dataclass(frozen=True)
+class PriceFile:
+    """A price file a reprice used: its layer, path and the SHA-256 of its bytes as read."""
+
+    layer: str
+    path: str
+    sha256: str
+
+
 @dataclass
 class RepriceResult:
     run_id: str
@@ -107,6 +117,11 @@ class RepriceResult:
     dry_run: bool = False
     reason: str | None = None
     actor: str | None = None
+    price_files: list[PriceFile] = field(default_factory=list)
+    newly_priced: int = 0
+    """Events that had no price and have one now; with `newly_unpriced`, the moves that the
+    net old_unpriced -> new_unpriced can hide (five priced and five lost nets to zero)."""
+    newly_unpriced: int = 0
 
 
 @dataclass
@@ -453,13 +468,14 @@ class Ledger:
         from .pricing.batch import price_table
 
         book = book or self.book
-        window = Window(parse_instant(since), parse_instant(until) if until else datetime.now(UTC))
-        if window.until <= window.since:
-            raise ValueError(
-                f"--until ({window.until:%Y-%m-%d %H:%M}) must be after --since ({window.since:%Y-%m-%d %H:%M})"
-            )
+        window = _reprice_window(since, until)
         result = RepriceResult(
-            uuid.uuid4().hex, window, dry_run=dry_run, reason=reason or None, actor=actor or _system_user()
+            uuid.uuid4().hex,
+            window,
+            dry_run=dry_run,
+            reason=reason or None,
+            actor=actor or _system_user(),
+            price_files=_price_files(book),
         )
         dialect = dialect_for(self.store.dialect)
         columns = ["event_id", *PRICING_INPUTS, *_PRICED]
@@ -469,58 +485,45 @@ class Ledger:
             f"AND ts < {dialect.ts_literal(window.until.isoformat())} AND {where_sql(where, dialect)}"
         )
         per_model: dict[tuple[str | None, str | None], RepriceChange] = {}
-        updates: list[pa.Table] = []
-        changed_events: list[pa.Table] = []
-        for batch in self.store.scan(sql):
-            table = pa.Table.from_batches([batch])
-            priced = price_table(book, table)
-            new = priced.columns
-            changed = _changed_mask(table, new)
-            result.events_seen += table.num_rows
-            _accumulate(per_model, result, table, new)
-            n_changed = int(pc.sum(changed).as_py() or 0)
-            result.events_changed += n_changed
-            if n_changed:
-                update = pa.table(
-                    {"event_id": table.column("event_id"), **{name: new[name] for name in _PRICED}}
-                ).filter(changed)
-                updates.append(update)
-                changed_events.append(_changed_events(result.run_id, table, new).filter(changed))
-            if progress is not None:
-                progress(table.num_rows)
-        result.changes = sorted(
-            per_model.values(), key=lambda c: abs(c.new_total - c.old_total), reverse=True
-        )
-        if not dry_run:
-            with self.store.transaction():
-                for update in updates:
-                    self.store.update_costs(update)
-                self._audit(result, book, changed_events)
+        # One transaction around the reading too: each batch is written as soon as it is priced,
+        # so memory holds one batch, not every changed row; the run's totals are written last.
+        # DuckDB commits all of it or none. ClickHouse has no such transaction: a batch's
+        # events are audited before they are updated, and the run's row only once all are, so
+        # an interrupted run leaves per-event audit rows and no run claiming totals.
+        with nullcontext() if dry_run else self.store.transaction():
+            for batch in self.store.scan(sql):
+                table = pa.Table.from_batches([batch])
+                new = price_table(book, table).columns
+                changed = _changed_mask(table, new)
+                result.events_seen += table.num_rows
+                _accumulate(per_model, result, table, new)
+                _count_price_moves(result, table, new, changed)
+                n_changed = int(pc.sum(changed).as_py() or 0)
+                result.events_changed += n_changed
+                if n_changed and not dry_run:
+                    self.store.insert(
+                        "reprice_events", _changed_events(result.run_id, table, new).filter(changed)
+                    )
+                    update = pa.table(
+                        {"event_id": table.column("event_id"), **{name: new[name] for name in _PRICED}}
+                    )
+                    self.store.update_costs(update.filter(changed))
+                if progress is not None:
+                    progress(table.num_rows)
+            result.changes = sorted(
+                per_model.values(), key=lambda c: abs(c.new_total - c.old_total), reverse=True
+            )
+            if not dry_run:
+                self._audit(result, book)
         return result
 
-    def _audit(self, result: RepriceResult, book: PriceBook, events: Sequence[pa.Table]) -> None:
+    def _audit(self, result: RepriceResult, book: PriceBook) -> None:
+        """The run and its totals per model (each changed event is written with its batch)."""
         import pyarrow as pa
 
         from .ledger.schema import REPRICE_CHANGE_SCHEMA, REPRICE_RUN_SCHEMA
 
         layers = "; ".join(f"{row['layer']}={row['what']}" for row in book.describe_layers())
-        run = {
-            "run_id": result.run_id,
-            "at": datetime.now(UTC),
-            "since": result.window.since,
-            "until": result.window.until,
-            "price_layers": layers,
-            "events_seen": result.events_seen,
-            "events_changed": result.events_changed,
-            # A side where no event had a price has no total: NULL, never $0.
-            "old_total": _known_total(result.old_total, result.old_unpriced, result.events_seen),
-            "new_total": _known_total(result.new_total, result.new_unpriced, result.events_seen),
-            "old_unpriced": result.old_unpriced,
-            "new_unpriced": result.new_unpriced,
-            "reason": result.reason,
-            "actor": result.actor,
-        }
-        self.store.insert("reprice_runs", pa.Table.from_pylist([run], schema=REPRICE_RUN_SCHEMA))
         changes = [
             {
                 "run_id": result.run_id,
@@ -536,9 +539,50 @@ class Ledger:
         ]
         if changes:
             self.store.insert("reprice_changes", pa.Table.from_pylist(changes, schema=REPRICE_CHANGE_SCHEMA))
-        for table in events:
-            if table.num_rows:
-                self.store.insert("reprice_events", table)
+        run = {
+            "run_id": result.run_id,
+            "at": datetime.now(UTC),
+            "since": result.window.since,
+            "until": result.window.until,
+            "price_layers": layers,
+            "events_seen": result.events_seen,
+            "events_changed": result.events_changed,
+            # A side where no event had a price has no total: NULL, never $0.
+            "old_total": _known_total(result.old_total, result.old_unpriced, result.events_seen),
+            "new_total": _known_total(result.new_total, result.new_unpriced, result.events_seen),
+            "old_unpriced": result.old_unpriced,
+            "new_unpriced": result.new_unpriced,
+            "reason": result.reason,
+            "actor": result.actor,
+            "price_files": "; ".join(f"{f.layer}={f.path} sha256:{f.sha256}" for f in result.price_files),
+            "newly_priced": result.newly_priced,
+            "newly_unpriced": result.newly_unpriced,
+        }
+        # Last: a run row is written only for a reprice that got to its end.
+        self.store.insert("reprice_runs", pa.Table.from_pylist([run], schema=REPRICE_RUN_SCHEMA))
+
+
+def _reprice_window(since: str | datetime | date, until: str | datetime | date | None) -> Window:
+    start = parse_instant(since)
+    end = parse_instant(until) if until else datetime.now(UTC)
+    if end > start:
+        return Window(start, end)
+    if until is None:
+        # The user gave no --until: "must be after --since" would name an option they never used.
+        raise ValueError(
+            f"--since ({start:%Y-%m-%d %H:%M}) is in the future (now is {end:%Y-%m-%d %H:%M} UTC): "
+            "no event there to reprice"
+        )
+    raise ValueError(f"--until ({end:%Y-%m-%d %H:%M}) must be after --since ({start:%Y-%m-%d %H:%M})")
+
+
+def _price_files(book: PriceBook) -> list[PriceFile]:
+    """The price files the book was built from, each with the SHA-256 of the bytes it read."""
+    return [
+        PriceFile(layer.name, layer.path, layer.sha256)
+        for layer in (book.corrections, book.overrides)
+        if layer is not None and layer.sha256
+    ]
 
 
 def _check_openable(path: Path) -> None:
@@ -606,6 +650,18 @@ def _changed_mask(old: pa.Table, new: Mapping[str, pa.Array]) -> pa.Array:
         mask = differs if mask is None else pc.or_(mask, differs)
     assert mask is not None
     return mask
+
+
+def _count_price_moves(
+    result: RepriceResult, old: pa.Table, new: Mapping[str, pa.Array], changed: pa.Array
+) -> None:
+    import pyarrow.compute as pc
+
+    was_unpriced, is_unpriced = pc.is_null(old.column("cost")), pc.is_null(new["cost"])
+    gained = pc.and_(changed, pc.and_(was_unpriced, pc.invert(is_unpriced)))
+    lost = pc.and_(changed, pc.and_(pc.invert(was_unpriced), is_unpriced))
+    result.newly_priced += int(pc.sum(gained).as_py() or 0)
+    result.newly_unpriced += int(pc.sum(lost).as_py() or 0)
 
 
 def _accumulate(

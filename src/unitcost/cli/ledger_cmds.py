@@ -637,6 +637,11 @@ def reprice_cmd(
                 "new_total": new_total,
                 "old_unpriced": result.old_unpriced,
                 "new_unpriced": result.new_unpriced,
+                "newly_priced": result.newly_priced,
+                "newly_unpriced": result.newly_unpriced,
+                "price_files": [
+                    {"layer": f.layer, "path": f.path, "sha256": f.sha256} for f in result.price_files
+                ],
                 "models": rows,
             }
         )
@@ -646,9 +651,13 @@ def reprice_cmd(
     out.print(
         f"{result.events_seen:,} events between {result.window.describe()}; {result.events_changed:,} "
         f"{verb}. Total {_known_usd(old_total)} → {_known_usd(new_total)}; unpriced "
-        f"{result.old_unpriced:,} → {result.new_unpriced:,}.",
+        f"{result.old_unpriced:,} → {result.new_unpriced:,}"
+        f"{_price_moves(result.newly_priced, result.newly_unpriced)}.",
         markup=False,
     )
+    # The full hash, so an auditor can check it against `sha256sum` of the file they hold.
+    for f in result.price_files:
+        out.print(f"{f.layer} prices: {f.path} (sha256 {f.sha256})", markup=False)
     # Most often the overrides file was left out (--prices, $UNITCOST_PRICES, the config): the
     # calls priced with it then lose their cost. Counted per model, so one model's newly priced
     # calls do not hide another's losses.
@@ -681,6 +690,14 @@ def reprice_cmd(
         title="Changes by model"
         + (" (dry run: nothing written)" if dry_run else f" (audit run {result.run_id}{_who(result)})"),
     )
+
+
+def _price_moves(priced: int, unpriced: int) -> str:
+    """The events that gained or lost a price, which the net change of the count can hide."""
+    moves = [f"{priced:,} newly priced"] if priced else []
+    if unpriced:
+        moves.append(f"{unpriced:,} newly unpriced")
+    return f" ({', '.join(moves)})" if moves else ""
 
 
 def _who(result: Any) -> str:

@@ -332,7 +332,10 @@ class ClickHouseStore:
         The block's writes are serialised with every other write of this store and each
         statement is atomic on its own (an INSERT block, a synchronous mutation), but an
         exception in the block does not undo the statements already run. unitcost's own
-        uses are safe to repeat: a reprice interrupted half-way converges when run again."""
+        uses are safe to repeat: a reprice interrupted half-way converges when run again. Its
+        audit never claims more than was done: each batch's events go to `reprice_events`
+        before they are updated, and the run's row (`reprice_runs`) only once all are, so an
+        interrupted run shows as event rows whose run_id has no run row."""
         with self._write:
             yield
 

@@ -318,12 +318,13 @@ class DuckDBStore:
         return AppendResult(inserted, n - inserted, in_batch_duplicates)
 
     def insert(self, table_name: str, table: pa.Table) -> None:
+        # Read through a relation, not `register`: a view dropped inside a transaction keeps its
+        # Arrow table alive until the commit, so a reprice writing its audit batch by batch in
+        # one transaction would hold every batch in memory again.
         with self._write:
-            self._con.register("_unitcost_rows", table)
-            try:
-                self._con.execute(f"INSERT INTO {table_name} BY NAME SELECT * FROM _unitcost_rows")
-            finally:
-                self._con.unregister("_unitcost_rows")
+            self._con.from_arrow(table).query(
+                "_unitcost_rows", f"INSERT INTO {table_name} BY NAME SELECT * FROM _unitcost_rows"
+            )
 
     def upsert(self, table_name: str, table: pa.Table) -> None:
         with self._write:
@@ -342,14 +343,18 @@ class DuckDBStore:
         columns = [c for c in table.column_names if c != "event_id"]
         assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
         with self.transaction():
-            self._con.register("_unitcost_updates", table)
-            try:
-                hours = self._con.execute(report_rollups.dirty_hours_sql("_unitcost_updates")).fetchall()
-                row = self._con.execute(
-                    f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id"
-                ).fetchall()
-            finally:
-                self._con.unregister("_unitcost_updates")
+            # A relation, not `register`, for the reason `insert` gives: a reprice updates batch
+            # after batch in one transaction.
+            updates = self._con.from_arrow(table)
+            hours = _rows(
+                updates.query("_unitcost_updates", report_rollups.dirty_hours_sql("_unitcost_updates"))
+            )
+            row = _rows(
+                updates.query(
+                    "_unitcost_updates",
+                    f"UPDATE events SET {assignments} FROM _unitcost_updates u WHERE events.event_id = u.event_id",
+                )
+            )
             self._dirty_hours.update(hour for (hour,) in hours)
         return int(row[0][0]) if row else 0
 
@@ -505,6 +510,11 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
     con.execute(sql)
     names = [column[0] for column in con.description or ()]
     return [dict(zip(names, row, strict=True)) for row in con.fetchall()]
+
+
+def _rows(result: duckdb.DuckDBPyRelation | None) -> list[Any]:
+    """Every row of a statement run through a relation (None: it returned nothing)."""
+    return result.fetchall() if result is not None else []
 
 
 def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:

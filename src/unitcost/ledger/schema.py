@@ -82,6 +82,11 @@ REPRICE_RUN_SCHEMA = pa.schema(
         pa.field("new_unpriced", pa.int64()),
         pa.field("reason", pa.string()),  # why, as the person who ran it said (--reason)
         pa.field("actor", pa.string()),  # who ran it (--by, else the system user)
+        # Each price file used, as `layer=path sha256:hex` (hash of the bytes read), joined by "; ":
+        # which version of the negotiated-discount file produced the new totals.
+        pa.field("price_files", pa.string()),
+        pa.field("newly_priced", pa.int64()),  # events with no price before and one after
+        pa.field("newly_unpriced", pa.int64()),  # and the reverse (the net hides them)
     ]
 )
 
@@ -205,6 +210,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "reason" VARCHAR',
             'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "actor" VARCHAR',
             table_ddl_duckdb("reprice_events", REPRICE_EVENT_SCHEMA),
+        ),
+    ),
+    Migration(
+        7,
+        "reprice audit: the SHA-256 of each price file used, and the events priced or unpriced anew",
+        (
+            # IF NOT EXISTS: a new ledger already has them from migration 1 (see migration 6).
+            'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "price_files" VARCHAR',
+            'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "newly_priced" BIGINT',
+            'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "newly_unpriced" BIGINT',
         ),
     ),
 )

@@ -52,6 +52,7 @@ cache_write_1h_mtok, output_mtok, output_reasoning_mtok, input_audio_mtok, ...).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import tomllib
 from collections import defaultdict
@@ -166,6 +167,9 @@ class Layer:
     discounts: list[Discount] = field(default_factory=list)
     aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
     data_date: str | None = None
+    sha256: str | None = None
+    """Of the file's bytes as read (None for a layer not read from a file): the audit of a
+    reprice names the exact version of a negotiated-discount file it priced with."""
 
     def periods_for(self, provider: str, model: str, tier: str) -> list[Period]:
         return self.periods.get((provider, model, tier), [])
@@ -188,13 +192,16 @@ class Layer:
 def load_layer(path: str | Path, name: str) -> Layer:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        body = path.read_bytes()
+        text = body.decode("utf-8")
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PriceError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise PriceError(f"{path}: not UTF-8 text: {exc}") from exc
-    return parse_layer(raw, name, str(path), entry_lines(text))
+    layer = parse_layer(raw, name, str(path), entry_lines(text))
+    layer.sha256 = hashlib.sha256(body).hexdigest()
+    return layer
 
 
 _ENTRY_HEADER = re.compile(r"^\s*\[\[\s*(price|tier_rule|discount)\s*\]\]")

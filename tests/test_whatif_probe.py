@@ -101,6 +101,19 @@ def test_provider_slash_model_is_a_model_not_a_tier(small_ledger: str) -> None:
     assert slash[2]["total"] is not None  # type: ignore[index]
 
 
+def test_a_vertex_model_version_after_an_at_sign_is_part_of_the_name_not_a_date(small_ledger: str) -> None:
+    """Vertex AI names its versions `claude-3-5-sonnet-v2@20241022` and `gemini-1.5-pro@002`:
+    `--as` prices them as `unitcost price` does, while `@2025-09-05` still dates the alternative."""
+    vertex = "google:claude-3-5-sonnet-v2@20241022"
+    scenarios = whatif_json(
+        small_ledger, "--as", vertex, "--as", f"{vertex}@2025-09-05", "--as", "gemini-1.5-pro@002"
+    )["scenarios"]
+    named, dated, gemini = scenarios[1:]  # type: ignore[misc]
+    assert named["scenario"] == vertex and named["unpriced_calls"] == 0 and named["total"] is not None
+    assert dated["total"] == named["total"] and "2025-09-05" in dated["assumptions"]
+    assert gemini["unpriced_calls"] == 0 and gemini["total"] is not None
+
+
 def test_a_slash_then_an_unknown_word_after_a_known_model_is_still_a_tier_error(small_ledger: str) -> None:
     code, out = invoke("whatif", "-l", small_ledger, *WINDOW, "--as", "gpt-4o/bacth")
     assert code == 2 and "unknown service tier 'bacth'" in out

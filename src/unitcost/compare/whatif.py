@@ -9,6 +9,7 @@ multiplier, cache assumption), priced exactly at the alternative's model, tier a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,12 @@ from .costing import (
 )
 from .rules import cache_rule_for, tokenizer_families, tokenizer_ratio
 from .workload import Cuts, Group, ModelKey, Workload, day_span, timeline_cuts, window_span
+
+_DASHED_DATE = re.compile(r"\d{4}-\d{2}|\d+\s*(?:m|min|h|d|w)$", re.IGNORECASE)
+"""What `--as` takes as a date after an `@`: a month, a date or a datetime as ISO 8601 writes
+them (`2025-09`, `2025-10-01`, `2025-10-01T13:00`), or an age (`30d`). Anything else is part
+of the model's name."""
+_DATED = re.compile(r"@\s*\d{4}-\d{2}")
 
 
 class WhatIfError(ValueError):
@@ -119,12 +126,15 @@ class Alternative:
         head, slash, tail = text.rpartition("/")
         # A slash ends a tier only when a tier follows it, or after a date: `openai/gpt-4o`
         # and OpenRouter's `openrouter:openai/gpt-4o` are model names, not a tier `gpt-4o`.
-        if slash and (tail.strip().lower() in TIERS or "@" in head or not tail):
+        if slash and (tail.strip().lower() in TIERS or _DATED.search(head) or not tail):
             text = head
             tier = tail.strip().lower() or tier
-        if "@" in text:
-            text, _, at_part = text.partition("@")
-            at = at_part or at
+        name, sign, at_part = text.rpartition("@")
+        # `@2025-10-01` is a date; Vertex AI's `claude-3-5-sonnet-v2@20241022` and
+        # `gemini-1.5-pro@002` are model names with their version after the `@`.
+        if sign and (not at_part.strip() or _DASHED_DATE.match(at_part.strip())):
+            text = name
+            at = at_part.strip() or at
         text = text.strip()
         if text and text != "same":
             provider, sep, model = text.partition(":")

@@ -107,6 +107,27 @@ def test_gpt4o_quick_start_example(book: PriceBook) -> None:
 
 
 @pytest.mark.parametrize(
+    ("when", "cost"),
+    [
+        # 1M input tokens of which half cached, 1M output:
+        ("2024-06-01", "20"),  # gpt-4o-2024-05-13: $5 input, the cached half as input too, $15 output
+        ("2024-10-01T23:59:59", "20"),
+        ("2024-10-02", "11.875"),  # gpt-4o-2024-08-06 from the alias update: $2.50, $1.25 cached, $10
+    ],
+)
+def test_the_gpt4o_alias_cost_its_first_snapshots_price_until_openai_moved_it(
+    book: PriceBook, when: str, cost: str
+) -> None:
+    call = book.price("gpt-4o", input_tokens=M, cache_read_tokens=M // 2, output_tokens=M, at=at(when))
+    assert call.cost == Decimal(cost), call.price_ref
+    assert call.earliest_known is None  # a price in force that day, not the earliest one known
+    batch = book.price(
+        "gpt-4o", input_tokens=M, cache_read_tokens=M // 2, output_tokens=M, at=at(when), tier="batch"
+    )
+    assert batch.cost == Decimal(cost) / 2
+
+
+@pytest.mark.parametrize(
     ("tier", "when", "layer"),
     [
         ("batch", "2024-04-14", None),  # before the Batch API existed: no batch price

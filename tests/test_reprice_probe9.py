@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,23 @@ def test_a_reprice_writes_each_batch_before_reading_the_next(tmp_path: Path, led
     assert audited["d"][0] == result.new_total - result.old_total
 
 
+def _fail_the_second_update(ledger: Ledger, message: str) -> Callable[[pa.Table], int]:
+    """The store's second batch update raises `message`, as a disk or a connection would; returns
+    the store's own update, to put back."""
+    update = ledger.store.update_costs
+    calls = 0
+
+    def failing_second_update(table: pa.Table) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError(message)
+        return update(table)
+
+    ledger.store.update_costs = failing_second_update  # type: ignore[method-assign]
+    return update
+
+
 def test_a_reprice_that_fails_half_way_leaves_the_duckdb_ledger_and_audit_untouched(
     tmp_path: Path, ledger_path: Path
 ) -> None:
@@ -130,17 +147,7 @@ def test_a_reprice_that_fails_half_way_leaves_the_duckdb_ledger_and_audit_untouc
     before = _costs(ledger_path)
     with Ledger(ledger_path, config=Config(), prices=prices) as ledger:
         log = _in_small_batches(ledger)
-        update = ledger.store.update_costs
-        calls = 0
-
-        def failing_second_update(table: pa.Table) -> int:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise RuntimeError("disk full")
-            return update(table)
-
-        ledger.store.update_costs = failing_second_update  # type: ignore[method-assign]
+        _fail_the_second_update(ledger, "disk full")
         with pytest.raises(RuntimeError, match="disk full"):
             ledger.reprice(*SEPTEMBER)
         assert "update 2" in log  # the first batch was written, inside the transaction
@@ -165,17 +172,7 @@ def test_an_interrupted_clickhouse_reprice_audits_every_event_it_changed(tmp_pat
             for r in ledger.sql("SELECT event_id, cost FROM events").to_dict("records")
         }
         _in_small_batches(ledger)
-        update = ledger.store.update_costs
-        calls = 0
-
-        def failing_second_update(table: pa.Table) -> int:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise RuntimeError("connection reset")
-            return update(table)
-
-        ledger.store.update_costs = failing_second_update  # type: ignore[method-assign]
+        update = _fail_the_second_update(ledger, "connection reset")
         with pytest.raises(RuntimeError, match="connection reset"):
             ledger.reprice(*SEPTEMBER, book=book)
         after = {

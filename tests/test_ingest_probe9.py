@@ -19,23 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from test_ingest_edges import TS, event
 from unitcost.cli import app
 from unitcost.connectors import importers
 from unitcost.ingest import pipeline, readers
 from unitcost.ingest.readers import IngestFileError
-
-TS = "2025-09-10T10:00:00Z"
-
-
-def event(event_id: str, **changes: object) -> dict[str, object]:
-    return {
-        "event_id": event_id,
-        "ts": TS,
-        "provider": "openai",
-        "model": "gpt-4o",
-        "input_tokens": 100,
-        **changes,
-    }
 
 
 def items(data: bytes, block: int = 1 << 20) -> list[tuple[bytes, int]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import orjson
 
@@ -48,10 +49,10 @@ from .sse import EventSplitter, event_data, json_data
 from .tokens import count_prompt
 from .upstream import (
     CONNECTION_ERRORS,
-    RETRY_STATUSES,
     TIMEOUT_ERRORS,
     Reply,
     UpstreamClient,
+    should_retry,
     sleep_backoff,
     upstream_headers,
     upstream_url,
@@ -68,7 +69,11 @@ from .usage import (
 
 log = logging.getLogger("unitcost.gateway")
 
-_PASSED_RESPONSE_HEADERS = ("retry-after", "x-request-id", "request-id")
+_PASSED_RESPONSE_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry", "x-request-id", "request-id")
+"""The upstream's headers a client sees: its request ids, and what the SDKs' retries read."""
+_MODEL_PREFIX = "/v1/models/"
+_LISTED_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
+"""The `created` date of every listed model: the gateway knows its models' names, not their dates."""
 _STREAM_END_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -94,9 +99,38 @@ class _Relay:
         await self._gen.aclose()
 
 
+def _api_of(request: Request) -> Api:
+    """Which API a request that names no model speaks: the Anthropic SDK always sends
+    `anthropic-version`, the OpenAI SDK never does."""
+    return "anthropic" if "anthropic-version" in request.headers else "openai"
+
+
 def _not_found(request: Request) -> Response:
-    api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
-    return error_response(api, GatewayError(404, f"no such endpoint: {request.method} {request.path}"))
+    return error_response(
+        _api_of(request), GatewayError(404, f"no such endpoint: {request.method} {request.path}")
+    )
+
+
+def _anthropic_page(names: list[str], query: str) -> tuple[list[str], bool]:
+    """One page of Anthropic's model list and whether more lie beyond it (past its end, or
+    before its start when paging back with before_id): `limit` 1..1000 (20 by default),
+    `after_id` and `before_id` as in Anthropic's own API, which the SDK's pager follows."""
+    params = {name: values[-1] for name, values in parse_qs(query).items()}
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise GatewayError(400, "limit: must be an integer from 1 to 1000", param="limit")
+    for cursor in ("after_id", "before_id"):
+        if cursor in params and params[cursor] not in names:
+            raise GatewayError(400, f"{cursor}: no model `{params[cursor]}` on this gateway", param=cursor)
+    if "before_id" in params:
+        end = names.index(params["before_id"])
+        start = max(end - limit, 0)
+        return names[start:end], start > 0
+    start = names.index(params["after_id"]) + 1 if "after_id" in params else 0
+    return names[start : start + limit], start + limit < len(names)
 
 
 @dataclass
@@ -176,6 +210,7 @@ class Gateway:
             "/v1/responses": ("POST", self.responses),
             "/v1/embeddings": ("POST", self.embeddings),
             "/v1/messages": ("POST", self.messages),
+            "/v1/messages/count_tokens": ("POST", self.count_tokens),
             "/v1/models": ("GET", self.models),
             "/health": ("GET", self.health),
         }
@@ -189,7 +224,9 @@ class Gateway:
         """The HTTP server's handler: one dictionary lookup routes a request."""
         route = self._routes.get(request.path)
         if route is None:
-            return _not_found(request)
+            if not request.path.startswith(_MODEL_PREFIX):
+                return _not_found(request)
+            route = ("GET", self.model)  # /v1/models/{id}
         method, endpoint = route
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
             body = orjson.dumps(
@@ -246,24 +283,87 @@ class Gateway:
         assert isinstance(self.metrics, GatewayMetrics)
         return Response(await self.metrics.exposition(), content_type=CONTENT_TYPE)
 
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's token count (POST /v1/messages/count_tokens): free at Anthropic, so it is
+        forwarded as it came, under the rules of /v1/messages (key, alias, route), and nothing is
+        recorded: no event, no budget, no cache."""
+        try:
+            self._authenticate(request.headers)
+            body = self._read_body(request)
+            target, _, _ = self._resolve("anthropic", body.get("model"), body)
+        except GatewayError as exc:
+            return error_response("anthropic", exc)
+        upstream = self.config.upstreams[target.upstream]
+        content = request.body
+        if body["model"] != target.model:  # an alias or a route: the upstream knows the model's own name
+            content = orjson.dumps({**body, "model": target.model})
+        url = upstream_url(upstream, "/messages/count_tokens")
+        headers = upstream_headers(upstream, request.headers)
+        try:
+            reply = await self.upstream.post(upstream, url, content, headers, stream=False)
+        except TIMEOUT_ERRORS:
+            return error_response("anthropic", GatewayError(504, f"upstream {upstream.name} timed out"))
+        except CONNECTION_ERRORS as exc:
+            message = f"upstream {upstream.name} unreachable: {type(exc).__name__}"
+            return error_response("anthropic", GatewayError(502, message))
+        passed = {n: reply.headers[n] for n in _PASSED_RESPONSE_HEADERS if n in reply.headers}
+        passed["x-unitcost-model"] = target.model
+        return Response(reply.body or b"", reply.status, passed)
+
+    def _listed(self, api: Api) -> dict[str, str]:
+        """The names a caller can use through `api`'s endpoints (models, aliases, routes), each
+        with who owns it: the provider of its upstream, or unitcost for a route."""
+        listed: dict[str, str] = {}
+        for name in self.config.public_models():
+            route = self.config.routes.get(name)
+            target = self.config.target(route.light if route is not None else name)
+            if target is None:
+                continue
+            upstream = self.config.upstreams[target.upstream]
+            if upstream.kind == api:
+                listed[name] = "unitcost" if route is not None else upstream.provider
+        return listed
+
+    @staticmethod
+    def _model_entry(api: Api, name: str, owner: str) -> dict[str, Any]:
+        if api == "anthropic":
+            created_at = _LISTED_SINCE.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return {"type": "model", "id": name, "display_name": name, "created_at": created_at}
+        created = int(_LISTED_SINCE.timestamp())
+        return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
     async def models(self, request: Request) -> Response:
-        api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
+        """GET /v1/models, from the configuration (no upstream call, nothing recorded): what the
+        caller's key can call through its API's endpoints, in that API's list shape."""
+        api = _api_of(request)
+        try:
+            self._authenticate(request.headers)
+            listed = self._listed(api)
+            if api == "openai":
+                data = [self._model_entry(api, name, owner) for name, owner in listed.items()]
+                return Response(orjson.dumps({"object": "list", "data": data}))
+            page, more = _anthropic_page(list(listed), request.query)
+        except GatewayError as exc:
+            return error_response(api, exc)
+        data = [self._model_entry(api, name, listed[name]) for name in page]
+        first, last = (page[0], page[-1]) if page else (None, None)
+        body = {"data": data, "has_more": more, "first_id": first, "last_id": last}
+        return Response(orjson.dumps(body))
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: one entry of the list above, or a 404 in the caller's format."""
+        api = _api_of(request)
+        name = unquote(request.path[len(_MODEL_PREFIX) :])
         try:
             self._authenticate(request.headers)
         except GatewayError as exc:
             return error_response(api, exc)
-        names = self.config.public_models()
-        if api == "anthropic":
-            data: Any = [
-                {"type": "model", "id": n, "display_name": n, "created_at": "2024-01-01T00:00:00Z"}
-                for n in names
-            ]
-            body = {"data": data, "has_more": False, "first_id": names[0] if names else None}
-            body["last_id"] = names[-1] if names else None
-        else:
-            data = [{"id": n, "object": "model", "created": 0, "owned_by": "unitcost"} for n in names]
-            body = {"object": "list", "data": data}
-        return Response(orjson.dumps(body))
+        owner = self._listed(api).get(name)
+        if owner is None:
+            endpoints = "/v1/messages" if api == "anthropic" else "the OpenAI endpoints"
+            message = f"The model `{name}` is not served through {endpoints} of this gateway"
+            return error_response(api, GatewayError(404, message, code="model_not_found", param="model"))
+        return Response(orjson.dumps(self._model_entry(api, name, owner)))
 
     # ------------------------------------------------------------------ request checks
 
@@ -737,11 +837,12 @@ class Gateway:
                     )
                 if response is not None and response.status < 400:
                     return response, attempt, target, sent
-                retry_after = None
+                retry_after = retry_after_ms = None
                 if response is not None:
                     attempt.status = "error"
                     attempt.http_status = response.status
                     retry_after = response.headers.get("retry-after")
+                    retry_after_ms = response.headers.get("retry-after-ms")
                     passed = {
                         n: response.headers[n] for n in _PASSED_RESPONSE_HEADERS if n in response.headers
                     }
@@ -751,12 +852,16 @@ class Gateway:
                 attempt.latency_ms = elapsed * 1000
                 self._finish(call, attempt, upstream)
                 previous = attempt.event_id
-                if response is not None and response.status not in RETRY_STATUSES:
+                if response is not None and not should_retry(response.status, response.headers):
                     return last_error  # type: ignore[return-value]
                 if number <= self.config.retries:
                     waited = time.perf_counter()
                     await sleep_backoff(
-                        number, self.config.backoff_base_s, self.config.backoff_max_s, retry_after
+                        number,
+                        self.config.backoff_base_s,
+                        self.config.backoff_max_s,
+                        retry_after,
+                        retry_after_ms,
                     )
                     call.waited_s += time.perf_counter() - waited
             fallback_from = target.model

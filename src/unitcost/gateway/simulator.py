@@ -9,7 +9,11 @@ the real APIs, so a gateway, an SDK or a benchmark can be tested end to end with
   usage has `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`.
 - Anthropic: `/v1/messages` (stream: message_start ... message_delta, message_stop); usage
   has uncached `input_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens` and
-  the `cache_creation` 5m/1h split.
+  the `cache_creation` 5m/1h split; `/v1/messages/count_tokens` (`{"input_tokens": N}`).
+- An answer cut by the request's max tokens (sim:output above it) ends as each API says so:
+  Chat `finish_reason: "length"`, Responses `status: "incomplete"` with
+  `incomplete_details.reason: "max_output_tokens"` (stream: `response.incomplete`),
+  Anthropic `stop_reason: "max_tokens"`.
 
 Behaviour is steered by directives written anywhere in the prompt text, so they pass
 through any client and gateway unchanged:
@@ -17,7 +21,7 @@ through any client and gateway unchanged:
     sim:cached=1024        cached (read) prompt tokens
     sim:reasoning=200      reasoning tokens (part of the output tokens)
     sim:cache_write_5m=N   Anthropic 5-minute cache writes; sim:cache_write_1h=N one-hour writes
-    sim:output=N           output tokens (default: min(max tokens, 16))
+    sim:output=N           output tokens the answer wants (default 16), cut at the max tokens
     sim:status=429         always answer this HTTP error (429, 500, 503, 529, 400, ...)
     sim:fail_first=2       fail the first 2 requests with this prompt (503 unless sim:status names one)
     sim:latency_ms=300     extra service time for this request
@@ -107,9 +111,10 @@ class Plan:
             ),
             None,
         )
-        self.output = int(directives.get("output", min(cap or 16, 16)))
-        if cap is not None:
-            self.output = min(self.output, cap)
+        wanted = int(directives.get("output", 16))
+        self.output = wanted if cap is None else min(wanted, cap)
+        self.cut = self.output < wanted
+        """The answer stops at the request's max tokens, not where the model would have."""
         self.reasoning = min(int(directives.get("reasoning", 0)), self.output)
         self.latency_s = default_latency_s + int(directives.get("latency_ms", 0)) / 1000
         self.chunk_s = int(directives.get("chunk_ms", 0)) / 1000
@@ -134,6 +139,7 @@ class Simulator:
             "/v1/responses": ("POST", self.responses),
             "/v1/embeddings": ("POST", self.embeddings),
             "/v1/messages": ("POST", self.messages),
+            "/v1/messages/count_tokens": ("POST", self.count_tokens),
             "/v1/models": ("GET", self.models),
             "/sim/stats": ("GET", self.stats),
         }
@@ -191,10 +197,11 @@ class Simulator:
         if plan.status:
             return self._openai_error(plan.status)
         cid, created = "chatcmpl-" + _hex_id()[:24], int(time.time())
+        finish = "length" if plan.cut else "stop"
         base = {"id": cid, "object": "chat.completion", "created": created, "model": plan.model}
         if not body.get("stream"):
             message = {"role": "assistant", "content": plan.reply, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             return _json(
                 {**base, "choices": [choice], "usage": self._chat_usage(plan), "service_tier": "default"}
             )
@@ -210,9 +217,8 @@ class Simulator:
             for piece in pieces:
                 choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                 yield _sse(None, {**chunk, "choices": [choice], **extra})
-            yield _sse(
-                None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}
-            )
+            last = {"index": 0, "delta": {}, "finish_reason": finish}
+            yield _sse(None, {**chunk, "choices": [last], **extra})
             if include:
                 yield _sse(None, {**chunk, "choices": [], "usage": self._chat_usage(plan)})
             yield b"data: [DONE]\n\n"
@@ -232,10 +238,11 @@ class Simulator:
             "total_tokens": plan.input + plan.output,
         }
         text = {"type": "output_text", "text": plan.reply, "annotations": []}
+        status = "incomplete" if plan.cut else "completed"
         item: dict[str, Any] = {
             "id": "msg_" + _hex_id(),
             "type": "message",
-            "status": "completed",
+            "status": status,
             "role": "assistant",
         }
         item["content"] = [text]
@@ -243,7 +250,8 @@ class Simulator:
             "id": rid,
             "object": "response",
             "created_at": int(time.time()),
-            "status": "completed",
+            "status": status,
+            "incomplete_details": {"reason": "max_output_tokens"} if plan.cut else None,
             "model": plan.model,
             "output": [item],
             "usage": usage,
@@ -255,7 +263,13 @@ class Simulator:
             return _json(done)
 
         async def events() -> AsyncIterator[bytes]:
-            created = {**done, "status": "in_progress", "output": [], "usage": None}
+            created = {
+                **done,
+                "status": "in_progress",
+                "incomplete_details": None,
+                "output": [],
+                "usage": None,
+            }
             yield _sse(
                 "response.created", {"type": "response.created", "sequence_number": 0, "response": created}
             )
@@ -268,8 +282,8 @@ class Simulator:
                 "sequence_number": 1,
             }
             yield _sse("response.output_text.delta", delta)
-            final = {"type": "response.completed", "sequence_number": 2, "response": done}
-            yield _sse("response.completed", final)
+            end = "response.incomplete" if plan.cut else "response.completed"
+            yield _sse(end, {"type": end, "sequence_number": 2, "response": done})
 
         return _events(events(), plan.chunk_s)
 
@@ -287,16 +301,21 @@ class Simulator:
 
     # ------------------------------------------------------------------ Anthropic
 
+    @staticmethod
+    def _anthropic_error(status: int) -> Response:
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        return _json(
+            {"type": "error", "error": {"type": kind, "message": f"simulated error {status}"}},
+            status,
+            {"retry-after": "0"} if status == 429 else None,
+        )
+
     async def messages(self, request: Request) -> Response:
         body, plan = await self._plan(request, "messages")
         if plan.status:
-            kind = _ANTHROPIC_ERRORS.get(plan.status, "api_error")
-            return _json(
-                {"type": "error", "error": {"type": kind, "message": f"simulated error {plan.status}"}},
-                plan.status,
-                {"retry-after": "0"} if plan.status == 429 else None,
-            )
+            return self._anthropic_error(plan.status)
         uncached = plan.input - plan.cached - plan.write_5m - plan.write_1h
+        stop_reason = "max_tokens" if plan.cut else "end_turn"
         usage: dict[str, Any] = {
             "input_tokens": uncached,
             "cache_creation_input_tokens": plan.write_5m + plan.write_1h,
@@ -314,7 +333,7 @@ class Simulator:
             "role": "assistant",
             "model": plan.model,
             "content": [{"type": "text", "text": plan.reply}],
-            "stop_reason": "end_turn",
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": usage,
         }
@@ -339,9 +358,16 @@ class Simulator:
             }
             ending: dict[str, Any] = {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
             }
             yield _sse("message_delta", {**ending, "usage": final_usage})
             yield _sse("message_stop", {"type": "message_stop"})
 
         return _events(events(), plan.chunk_s)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's token count: the prompt's tokens as a message would report them in total."""
+        _, plan = await self._plan(request, "count_tokens")
+        if plan.status:
+            return self._anthropic_error(plan.status)
+        return _json({"input_tokens": plan.input})

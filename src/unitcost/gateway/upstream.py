@@ -19,6 +19,7 @@ handful of configured base URLs, so this client does just that:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import ssl
 from collections import deque
@@ -425,15 +426,33 @@ def upstream_headers(upstream: Upstream, client_headers: Mapping[str, str]) -> d
     return headers
 
 
-def backoff_delay(attempt: int, base_s: float, max_s: float, retry_after: str | None) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After (seconds) is honoured up to max_s."""
-    if retry_after:
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a failed attempt is worth another, decided as the official SDKs decide: the
+    upstream's own `x-should-retry: true|false` when it sends one, otherwise the status."""
+    said = headers.get("x-should-retry")
+    if said == "true":
+        return True
+    if said == "false":
+        return False
+    return status in RETRY_STATUSES
+
+
+def backoff_delay(
+    attempt: int, base_s: float, max_s: float, retry_after: str | None, retry_after_ms: str | None = None
+) -> float:
+    """Exponential backoff with full jitter; the server's wait is honoured up to max_s:
+    `retry-after-ms` first (as the SDKs read it), then `retry-after` in seconds."""
+    for value, scale in ((retry_after_ms, 1000.0), (retry_after, 1.0)):
         try:
-            return min(max(float(retry_after), 0.0), max_s)
+            seconds = float(value) / scale if value else math.nan
         except ValueError:
-            pass
+            continue
+        if not math.isnan(seconds):
+            return min(max(seconds, 0.0), max_s)
     return random.uniform(0, min(max_s, base_s * 2 ** (attempt - 1)))
 
 
-async def sleep_backoff(attempt: int, base_s: float, max_s: float, retry_after: str | None) -> None:
-    await asyncio.sleep(backoff_delay(attempt, base_s, max_s, retry_after))
+async def sleep_backoff(
+    attempt: int, base_s: float, max_s: float, retry_after: str | None, retry_after_ms: str | None = None
+) -> None:
+    await asyncio.sleep(backoff_delay(attempt, base_s, max_s, retry_after, retry_after_ms))

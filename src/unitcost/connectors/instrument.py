@@ -21,13 +21,14 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from ..events import USAGE_UNKNOWN_TAG
+from . import tagging
 from .recorder import Recorder, recorder
 from .responses import (
     NO_FINAL_USAGE,
@@ -128,17 +129,19 @@ def uninstrument() -> None:
                 setattr(cls, name, getattr(method, _ORIGINAL))
 
 
-def _safe_record(into: Recorder | None, response: Any, **fields: Any) -> None:
+def _safe_record(into: Recorder | None, response: Any, context: Mapping[str, Any], **fields: Any) -> None:
     target = into or recorder()
     try:
         try:
-            target.record(response, **fields)
+            with tagging.restored(context):
+                target.record(response, **fields)
         except UnrecognisedResponseError as exc:
             if not fields.get("model"):
                 raise
             # The call was made and may well be billed: keep it, unpriced with the reason
             # (`usage_unknown`), rather than lose it or price it as zero tokens.
-            _record_usage_unknown(target, str(exc), fields)
+            with tagging.restored(context):
+                _record_usage_unknown(target, str(exc), fields)
     except Exception as exc:  # recording must never break the call it observes
         log.warning("unitcost: call not recorded: %s", exc)
 
@@ -166,12 +169,16 @@ class _Attempt:
     started: float = field(default_factory=time.perf_counter)
     number: int = 1
     retry_of: str | None = None
+    context: Mapping[str, Any] = field(default_factory=tagging.current)
+    """The `unitcost.tags` in force when the call was made: a stream read after the block ended
+    (returned to a web framework that streams it) is still the block's call."""
 
     def fields(self) -> dict[str, Any]:
         """The event fields of this attempt, ending now."""
         fields: dict[str, Any] = {
             "latency_ms": self.elapsed_ms(),
             "_requested_model": self.model,
+            "_context": self.context,
             "attempt": self.number,
         }
         if self.retry_of is not None:
@@ -258,6 +265,9 @@ def _retry_sleep_wrapper(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _finish(into: Recorder | None, response: Any, fields: dict[str, Any]) -> None:
+    context = fields.pop("_context", None)
+    if context is None:
+        context = tagging.current()
     requested = fields.pop("_requested_model", None)
     if requested and not isinstance(response, BaseException):
         # The ledger's `model` is the model as requested; the response names the one served.
@@ -267,7 +277,7 @@ def _finish(into: Recorder | None, response: Any, fields: dict[str, Any]) -> Non
             fields["served_model"] = served
     elif requested:
         fields["model"] = requested
-    _safe_record(into, response, **fields)
+    _safe_record(into, response, context, **fields)
 
 
 def _finish_partial(

@@ -16,6 +16,7 @@ import atexit
 import concurrent.futures.thread  # noqa: F401
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ class Recorder:
         self._ticker = threading.Thread(target=self._tick, name="unitcost-recorder-tick", daemon=True)
         self._ticker.start()
         self.closed = False
+        _LIVE.add(self)  # flushed at exit, like the default one, should the app not close it
 
     def _open(self) -> Ledger:
         from ..api import Ledger
@@ -98,6 +100,8 @@ class Recorder:
                     **event.get("tags", {}),
                     **{str(k): tag_value(str(k), str(v)) for k, v in value.items()},
                 }
+            elif name in tagging.CONTEXT_FIELDS:
+                event[name] = tagging.attribution_value(value)
             elif name in FIELD_BY_NAME:
                 # Explicit fields win over the response (a model alias, a provider the server hides).
                 event[name] = value
@@ -170,6 +174,10 @@ class _Borrowed:
 # --------------------------------------------------------------------------- module-level API
 
 
+_LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
+"""Every recorder not yet closed: the exit hook writes what each still holds."""
+
+
 class _Default:
     """The process-wide recorder behind `unitcost.record`, created on first use."""
 
@@ -208,5 +216,7 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _Default.recorder is not None:
-        _Default.recorder.close()
+    """The default recorder and every `Recorder(...)` the app made and did not close: their
+    buffered events are written, or kept on disk when the ledger cannot take them (see `writer`)."""
+    for live in list(_LIVE):
+        live.close()

@@ -21,6 +21,8 @@ plain JSON the HTTP APIs return, streamed or not:
 - OpenRouter (OpenAI shape plus `usage.cost` in USD): the cost is kept as `billed_cost`.
 - OpenAI-compatible servers (vLLM, llama.cpp, TGI, Ollama's /v1): the OpenAI shape, often
   without details; Ollama's native `/api/chat` (`prompt_eval_count`, `eval_count`) too.
+- Batch results: a line of an OpenAI Batch output/error file (`custom_id`, `response.body`) or
+  an Anthropic Message Batches result (`custom_id`, `result`): the call inside, at the batch tier.
 - Error bodies (`{"error": {...}}`) and SDK exceptions: a failed attempt, zero tokens.
 
 Field access works on dicts and SDK objects alike and reads only what it needs, which
@@ -303,6 +305,41 @@ def _exception(exc: BaseException) -> dict[str, Any]:
     return fields
 
 
+_BATCH_NOT_RUN = {"batch_expired": "timeout", "batch_cancelled": "cancelled"}
+
+
+def _batch_result(line: Any) -> dict[str, Any]:
+    """One result of a batch: a line of an OpenAI Batch output or error file (`custom_id`,
+    `response.status_code`, `response.body`, `error`) or an Anthropic Message Batches result
+    (`custom_id`, `result.type`: succeeded, errored, canceled, expired). Batch calls are billed at
+    the batch tier, whatever tier the body names; one never run is billed nothing."""
+    result = get(line, "result")
+    if result is not None:  # Anthropic
+        kind = get(result, "type")
+        if kind == "succeeded":
+            fields = _anthropic(get(result, "message"))
+        elif kind == "errored":
+            fields = _error(get(result, "error"))
+        elif kind in ("canceled", "expired"):
+            status = "cancelled" if kind == "canceled" else "timeout"
+            fields = {"status": status, "input_tokens": 0, "output_tokens": 0}
+        else:
+            raise UnrecognisedResponseError(f"result.type: not a known batch result type: {kind!r}")
+    else:  # OpenAI
+        response = get(line, "response")
+        body = get(response, "body")
+        if body is None:  # a request of the error file: never run (expired, cancelled) or refused
+            status = _BATCH_NOT_RUN.get(get(get(line, "error"), "code"), "error")
+            fields = {"status": status, "input_tokens": 0, "output_tokens": 0}
+        else:
+            fields = normalise_response(body)
+        code = get(response, "status_code")
+        if isinstance(code, int) and code >= 400:
+            fields.update(status="error", http_status=code)
+    fields["service_tier"] = "batch"
+    return fields
+
+
 def _stream(items: list[Any]) -> dict[str, Any]:
     """The chunks or events of a stream, in order: the usage comes from the ones that carry it."""
     first = items[0]
@@ -392,6 +429,10 @@ def normalise_response(response: Any) -> dict[str, Any]:
         if not response:
             raise UnrecognisedResponseError("an empty stream has no usage")
         return _stream(list(response))
+    if get(response, "custom_id") is not None and (
+        get(response, "result") is not None or get(response, "response") is not None or get(response, "error")
+    ):
+        return _batch_result(response)
     if get(response, "error") is not None and get(response, "usage") is None:
         return _error(response)
     kind = get(response, "object")

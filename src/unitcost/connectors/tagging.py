@@ -6,14 +6,15 @@ tags set in one request handler never leak into another running concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ..events import ATTRIBUTION_FIELDS
-from ..redact import tag_value
+from ..redact import redact_text, tag_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +32,24 @@ def current() -> Mapping[str, Any]:
     return _current.get() or _EMPTY
 
 
+@contextlib.contextmanager
+def restored(context: Mapping[str, Any]) -> Iterator[None]:
+    """The block runs with `context` (what `current()` returned earlier) as the attribution in
+    force: a call is recorded with the tags of the block it was made in, even when its stream
+    is read, and the call recorded, after that block has ended."""
+    token = _current.set(context or None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def attribution_value(value: Any) -> str:
+    """What an attribution field may hold: the value as text, any credential in it replaced
+    (`user=request.headers["authorization"]` keeps no bearer token), as the gateway and OTLP do."""
+    return redact_text(str(value))
+
+
 def merged(base: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """`fields` over `base`; names that are not event fields become free tags.
 
@@ -44,7 +63,7 @@ def merged(base: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]
         if name == "tags":
             free.update({str(k): tag_value(str(k), str(v)) for k, v in dict(value).items()})
         elif name in CONTEXT_FIELDS:
-            out[name] = str(value)
+            out[name] = attribution_value(value)
         else:
             free[name] = tag_value(name, str(value))
     if free:
@@ -62,15 +81,18 @@ class tags:  # noqa: N801 - reads as a function: `with unitcost.tags(team="searc
 
     def __init__(self, **fields: Any) -> None:
         self.fields = fields
-        self._tokens: list[contextvars.Token[Mapping[str, Any] | None]] = []
+        # One instance may be entered by concurrent tasks or threads (`SUPPORT = tags(team=...)`,
+        # then `with SUPPORT:` in every handler): each entry's token is found again by the value
+        # it set, which is the one in force in that task's context when it leaves the block.
+        self._tokens: dict[int, contextvars.Token[Mapping[str, Any] | None]] = {}
 
     def __enter__(self) -> Mapping[str, Any]:
         value = merged(current(), self.fields)
-        self._tokens.append(_current.set(value))
+        self._tokens[id(value)] = _current.set(value)
         return value
 
     def __exit__(self, *exc: object) -> None:
-        _current.reset(self._tokens.pop())
+        _current.reset(self._tokens.pop(id(current())))
 
     def __call__(self, func: F) -> F:
         fields = self.fields

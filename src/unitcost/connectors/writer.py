@@ -334,7 +334,7 @@ class BatchWriter:
         # Closing, with somewhere to keep them: the process is exiting, no time for more pauses.
         if self._attempts > RETRIES or (self._closing and self._unwritten is not None):
             self._attempts = 0
-            self._give_up(jobs, exc)
+            self._give_up([*jobs, *self._fire_and_forget_waiting()], exc)
             return
         log.warning(
             "unitcost: could not write %d events (attempt %d, will retry): %s", count, self._attempts, exc
@@ -342,6 +342,21 @@ class BatchWriter:
         with self._cond:
             self._jobs[:0] = jobs
             self._cond.wait_for(lambda: self._closing, min(0.1 * 2**self._attempts, 5.0))
+
+    def _fire_and_forget_waiting(self) -> list[_Job]:
+        """Take the fire-and-forget records queued behind a batch the ledger refused through all
+        its retries. They would go through the same retries one batch at a time while the app
+        adds more, and the queue would grow in memory for as long as the ledger is down: they
+        are given up with it (kept on disk), and the next records try the ledger afresh."""
+        with self._cond:
+            waiting = [
+                job for job in self._jobs if job.future is None and not isinstance(job.records, pa.Table)
+            ]
+            if waiting:
+                self._jobs = [
+                    job for job in self._jobs if job.future is not None or isinstance(job.records, pa.Table)
+                ]
+        return waiting
 
     def _give_up(self, jobs: Sequence[_Job], exc: BaseException) -> None:
         """Stop retrying `jobs`: keep their records on disk for a later write, or lose them (logged)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -527,6 +528,10 @@ def test_backoff_has_jitter_and_honours_retry_after() -> None:
     assert len(delays) > 1 and all(0 <= d <= 2.0 for d in delays)
     assert backoff_delay(1, 0.5, 10, "3") == 3.0
     assert backoff_delay(1, 0.5, 10, "3600") == 10
+    # An HTTP-date (RFC 9110), as a proxy in front of a provider may send it: about 5 s from now.
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
+    assert 3 <= backoff_delay(1, 0.5, 10, soon) <= 5
+    assert backoff_delay(1, 0.5, 10, "-1", "nan") <= 0.5  # nothing usable: jitter, the first step
 
 
 def test_in_process_budgets_are_restored_from_the_ledger(ledger) -> None:

@@ -19,7 +19,6 @@ handful of configured base URLs, so this client does just that:
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import ssl
 from collections import deque
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from .._version import __version__
+from ..retry_after import retry_after_ms_seconds, retry_after_seconds
 from .config import GatewayConfig, Upstream
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -441,14 +441,12 @@ def backoff_delay(
     attempt: int, base_s: float, max_s: float, retry_after: str | None, retry_after_ms: str | None = None
 ) -> float:
     """Exponential backoff with full jitter; the server's wait is honoured up to max_s:
-    `retry-after-ms` first (as the SDKs read it), then `retry-after` in seconds."""
-    for value, scale in ((retry_after_ms, 1000.0), (retry_after, 1.0)):
-        try:
-            seconds = float(value) / scale if value else math.nan
-        except ValueError:
-            continue
-        if not math.isnan(seconds):
-            return min(max(seconds, 0.0), max_s)
+    `retry-after-ms` first (as the SDKs read it), then `retry-after` (seconds or an HTTP-date)."""
+    asked = retry_after_ms_seconds(retry_after_ms)
+    if asked is None:
+        asked = retry_after_seconds(retry_after)
+    if asked is not None:
+        return min(asked, max_s)
     return random.uniform(0, min(max_s, base_s * 2 ** (attempt - 1)))
 
 

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parsedate_to_datetime
+from email.utils import formatdate, make_msgid
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
+from ..retry_after import retry_after_seconds
 from .incidents import Notification
 from .settings import SinkConfig
 
@@ -59,22 +60,6 @@ class DeliveryError(Exception):
 
 # HTTP statuses that say "later" rather than "never": a timeout, too early, too many requests.
 _TRANSIENT_CLIENT_ERRORS = frozenset({408, 425, 429})
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """The wait an HTTP `Retry-After` header asks for: delay-seconds or an HTTP-date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def redact_url(url: str) -> str:

@@ -101,6 +101,22 @@ def next_dimension(current: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- charts
 
 
+LEGEND_BELOW: dict[str, Any] = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom"}
+"""A legend at the foot of the figure, in LEGEND_HEIGHT pixels of bottom margin of its own,
+under the x axis's labels and title. plotly's default place for a horizontal legend is just
+under the plot area, over the first tick's second line (the year) and the axis title."""
+LEGEND_HEIGHT = 30
+
+
+def count_ticks(peak: int) -> dict[str, Any]:
+    """Ticks of an axis that counts calls: whole numbers. plotly.js (3 and later) lines an
+    overlaying axis's ticks up with the main axis's gridlines unless told otherwise (tickmode
+    "sync"), which labels the axis 41.5 or 3.04 calls."""
+    if peak <= 10:
+        return {"tickmode": "linear", "tick0": 0, "dtick": 1}
+    return {"tickmode": "auto"}  # steps of 1, 2 or 5 times a power of ten: whole for such a range
+
+
 def _money_float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
@@ -159,10 +175,12 @@ def spend_chart(report: Report) -> dict[str, Any]:
     layout: dict[str, Any] = {
         "title": {"text": f"Spend per {report.bucket} (UTC)"},
         "yaxis": {"title": {"text": "USD"}, "rangemode": "tozero"},
-        "margin": {"l": 60, "r": 60, "t": 40, "b": 40},
-        "height": 320,
+        # Room at the foot for the dates (the first tick has the year on a second line) and
+        # the legend under them.
+        "margin": {"l": 60, "r": 60, "t": 40, "b": 40 + LEGEND_HEIGHT if any(unpriced) else 40},
+        "height": 320 + LEGEND_HEIGHT if any(unpriced) else 320,
         "showlegend": bool(any(unpriced)),
-        "legend": {"orientation": "h"},
+        "legend": LEGEND_BELOW,
     }
     if any(unpriced):
         layout["yaxis2"] = {
@@ -171,6 +189,7 @@ def spend_chart(report: Report) -> dict[str, Any]:
             "side": "right",
             "rangemode": "tozero",
             "showgrid": False,
+            **count_ticks(max(unpriced)),
         }
     return {"data": data, "layout": layout}
 
@@ -252,11 +271,11 @@ def budgets_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         ],
         "layout": {
             "title": {"text": "Spent and forecast against each budget"},
-            "xaxis": {"title": {"text": "USD"}, "rangemode": "tozero"},
+            "xaxis": {"title": {"text": "USD"}, "rangemode": "tozero", "automargin": True},
             "yaxis": {"automargin": True},
-            "margin": {"l": 20, "r": 20, "t": 40, "b": 40},
-            "height": max(220, 48 * len(rows) + 110),
-            "legend": {"orientation": "h"},
+            "margin": {"l": 20, "r": 20, "t": 40, "b": 50 + LEGEND_HEIGHT},
+            "height": max(220, 48 * len(rows) + 110) + LEGEND_HEIGHT,
+            "legend": LEGEND_BELOW,
         },
     }
 

@@ -406,6 +406,13 @@ def test_json_and_csv_say_who_acknowledged_when_and_what_it_is(watched: tuple[st
     assert {"acked_by", "acked_at", "resolved_at", "first_seen", "message"} <= set(header)
     table = _invoke("alerts", "-l", lp).output
     assert "3 alerts" in table and "acked_by" not in table  # the table stays narrow
+    one = _invoke("alerts", "-l", lp, "--detector", "unpriced_model").output
+    # The ledger may be named before the subcommand too, and is then the subcommand's.
+    shown = _invoke("alerts", "-l", lp, "show", ids["budget"][:6])
+    assert shown.exit_code == 0 and shown.output.startswith(ids["budget"]), shown.output
+    acked = _invoke("alerts", "-l", lp, "ack", ids["forecast"][:6], "--by", "bo")
+    assert acked.exit_code == 0 and acked.output.startswith(f"acknowledged {ids['forecast']}"), acked.output
+    assert one.split()[:2] == ["1", "alert"] and "1 alerts" not in one
 
 
 def test_alerts_filter_by_detector_and_refuse_one_that_does_not_exist(

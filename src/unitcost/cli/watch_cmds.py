@@ -196,6 +196,12 @@ ALERT_COLUMNS = [
     Col("updates", "updates", "int"),
 ]
 
+
+def alerts_title(count: int) -> str:
+    """The title of a table of alerts, in the CLI and the dashboard alike."""
+    return f"{count:,} alert{'' if count == 1 else 's'}"
+
+
 ALERT_DATA_COLUMNS = [
     Col("key", "key"),
     Col("first_seen", "first seen"),
@@ -207,6 +213,15 @@ ALERT_DATA_COLUMNS = [
 ]
 """What JSON and CSV carry besides the table's columns: who acknowledged and when, when it
 resolved, and the whole explanation, for a program (a ticket, a dashboard) to read."""
+
+
+_GROUP_LEDGER = "unitcost.alerts.ledger"
+
+
+def _group_ledger(ctx: typer.Context, ledger: str | None, config: Path | None) -> tuple[Any, Any]:
+    """A subcommand's own --ledger and --config, else those given to `unitcost alerts` before it."""
+    group = ctx.meta.get(_GROUP_LEDGER, (None, None))
+    return (ledger if ledger is not None else group[0], config if config is not None else group[1])
 
 
 @alerts_app.callback(invoke_without_command=True)
@@ -227,6 +242,8 @@ def alerts_list(
 ) -> None:
     """List alerts, most recent first."""
     if ctx.invoked_subcommand is not None:
+        # `unitcost alerts -l L show ID`: the ledger named before the subcommand is its ledger.
+        ctx.meta[_GROUP_LEDGER] = (ledger, config)
         return
     from ..watch.incidents import list_alerts
 
@@ -235,12 +252,13 @@ def alerts_list(
     if fmt in (Format.json, Format.csv):
         render(rows, [*ALERT_COLUMNS, *ALERT_DATA_COLUMNS], fmt)
         return
-    render(rows, ALERT_COLUMNS, fmt, title=f"{len(rows)} alerts")
+    render(rows, ALERT_COLUMNS, fmt, title=alerts_title(len(rows)))
 
 
 @alerts_app.command("ack")
 @friendly
 def alerts_ack(
+    ctx: typer.Context,
     alert_ids: Annotated[
         list[str], typer.Argument(help="Alert ids (a unique prefix of each is enough).", show_default=False)
     ],
@@ -263,7 +281,7 @@ def alerts_ack(
     who = by if by is not None else _user()
     if not who.strip():
         raise UserError("--by: say who acknowledges (a name or an address)")
-    with open_ledger(ledger, config) as opened:
+    with open_ledger(*_group_ledger(ctx, ledger, config)) as opened:
         acked = acknowledge_many(opened.store, alert_ids, who, note=note.strip() if note else None)
     out = console()
     for row, fresh in acked:
@@ -291,6 +309,7 @@ def _user() -> str:
 @alerts_app.command("show")
 @friendly
 def alerts_show(
+    ctx: typer.Context,
     alert_id: Annotated[str, typer.Argument(help="Alert id (a unique prefix is enough).")],
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
@@ -299,7 +318,7 @@ def alerts_show(
     """One alert's explanation and its history (opened, updates, deliveries, acknowledgement)."""
     from ..watch.incidents import alert_history, find_alert
 
-    with open_ledger(ledger, config, read_only=True) as opened:
+    with open_ledger(*_group_ledger(ctx, ledger, config), read_only=True) as opened:
         row = find_alert(opened.store, alert_id)
         history = alert_history(opened.store, row["alert_id"])
     history_columns = [

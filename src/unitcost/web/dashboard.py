@@ -480,7 +480,7 @@ class _Pages:
                 return list_alerts(ledger.store, status=None if status == "all" else status, limit=limit)
 
             rows = await self._read(read)
-            from ..cli.watch_cmds import ALERT_COLUMNS
+            from ..cli.watch_cmds import ALERT_COLUMNS, alerts_title
 
             def link(col: Any, row: Mapping[str, Any]) -> str | None:
                 return f"{self.prefix}/alerts/{row['alert_id']}" if col.key == "alert_id" else None
@@ -491,7 +491,7 @@ class _Pages:
                 title="Alerts" if status is None else f"Alerts: {status}",
                 shown_status=status,
                 alerts=rows,
-                table=views.table(rows, ALERT_COLUMNS, title=f"{len(rows)} alerts", link=link),
+                table=views.table(rows, ALERT_COLUMNS, title=alerts_title(len(rows)), link=link),
             )
 
         return await self._guarded(render)

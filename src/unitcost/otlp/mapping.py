@@ -2,18 +2,26 @@
 
 Attribute names, old and new, that carry the same fact (first present wins):
 
-- provider: `gen_ai.provider.name` (semconv >= 1.37), `gen_ai.system` (older),
+- provider: `gen_ai.provider.name` (semconv >= 1.37), `gen_ai.system` (older, and OpenLLMetry's),
   OpenInference `llm.provider`/`llm.system`;
-- model: `gen_ai.request.model`, else `gen_ai.response.model`, else OpenInference `llm.model_name`;
-  a different `gen_ai.response.model` is kept as `served_model`;
+- model: `gen_ai.request.model`, OpenInference `llm.request.model_name`, `llm.model_name`,
+  `embedding.model_name`, else the response model; a different response model
+  (`gen_ai.response.model`, `llm.response.model_name`) is kept as `served_model`, which prices
+  the call when the price book knows it;
 - input: `gen_ai.usage.input_tokens`, `gen_ai.usage.prompt_tokens`, `llm.token_count.prompt`;
 - output: `gen_ai.usage.output_tokens`, `gen_ai.usage.completion_tokens`, `llm.token_count.completion`;
 - cache read: `gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_read_input_tokens`,
-  `llm.token_count.prompt_details.cache_read`;
+  `llm.token_count.prompt_details.cache_read` (`.cache_input`), pydantic-ai's
+  `gen_ai.usage.details.cache_read_tokens` (`.cache_read_input_tokens`, `.cached_tokens`);
 - cache write: `gen_ai.usage.cache_creation.input_tokens`, `gen_ai.usage.cache_write.input_tokens`,
-  `gen_ai.usage.cache_creation_input_tokens`, `llm.token_count.prompt_details.cache_write`;
+  `gen_ai.usage.cache_creation_input_tokens`, `llm.token_count.prompt_details.cache_write`,
+  `gen_ai.usage.details.cache_write_tokens` (`.cache_creation_input_tokens`);
 - reasoning: `gen_ai.usage.reasoning.output_tokens`, `gen_ai.usage.reasoning_tokens`,
-  `llm.token_count.completion_details.reasoning`.
+  `llm.token_count.completion_details.reasoning`, `llm.usage.reasoning_tokens`,
+  `gen_ai.usage.details.reasoning_tokens`;
+- operation: `gen_ai.operation.name`, else OpenLLMetry's `llm.request.type` (`completion` ->
+  text_completion, `embedding` -> embeddings), else `embeddings` for an OpenInference
+  EMBEDDING span, else chat.
 
 The semantic conventions define input tokens as the whole prompt, cached included. Some
 Anthropic instrumentations copy Anthropic's uncached count; when the cache parts of an
@@ -21,9 +29,13 @@ Anthropic span exceed its input, the input is read that way and the parts are ad
 (`telemetry.sdk.name = openlit` on its spans) always reports the uncached count, so its
 Anthropic spans are completed whatever the sizes.
 
-Agent and tool spans (`invoke_agent`, `execute_tool`, `create_agent`) are not calls to a
-model, and an agent span's usage, when present, repeats its children's: they are ignored
-and counted, like spans with no GenAI attributes at all.
+Spans that are not calls to a model are ignored and counted, like spans with no GenAI
+attributes at all: agent, tool and workflow operations (`invoke_agent`, `execute_tool`,
+`create_agent`, `invoke_workflow`) and retrievals (`retrieval`), OpenInference spans of
+another kind than LLM or EMBEDDING (AGENT, CHAIN, TOOL, ...), and a span that names an agent
+(`gen_ai.agent.name`) and reports usage but neither model nor operation (pydantic-ai's
+`agent run`). An agent's usage, when present, repeats its calls': counting it would count
+them twice.
 
 Only the attributes above and the mapped ones (`AttributeMapping`) are read; everything else
 a span carries (headers, invocation parameters, prompts and answers) is never looked at.
@@ -49,23 +61,44 @@ CACHE_READ = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
+    "llm.token_count.prompt_details.cache_input",
+    "gen_ai.usage.details.cache_read_tokens",
+    "gen_ai.usage.details.cache_read_input_tokens",
+    "gen_ai.usage.details.cached_tokens",
 )
 CACHE_WRITE = (
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
+    "gen_ai.usage.details.cache_write_tokens",
+    "gen_ai.usage.details.cache_creation_input_tokens",
 )
 REASONING = (
     "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.usage.reasoning_tokens",
     "llm.token_count.completion_details.reasoning",
+    "llm.usage.reasoning_tokens",
+    "gen_ai.usage.details.reasoning_tokens",
 )
-INPUT_AUDIO = ("gen_ai.usage.input_audio_tokens", "llm.token_count.prompt_details.audio")
-OUTPUT_AUDIO = ("gen_ai.usage.output_audio_tokens", "llm.token_count.completion_details.audio")
+INPUT_AUDIO = (
+    "gen_ai.usage.input_audio_tokens",
+    "llm.token_count.prompt_details.audio",
+    "gen_ai.usage.details.input_audio_tokens",
+)
+OUTPUT_AUDIO = (
+    "gen_ai.usage.output_audio_tokens",
+    "llm.token_count.completion_details.audio",
+    "gen_ai.usage.details.output_audio_tokens",
+)
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-REQUEST_MODEL = ("gen_ai.request.model", "llm.model_name")
-RESPONSE_MODEL = ("gen_ai.response.model",)
+REQUEST_MODEL = ("gen_ai.request.model", "llm.request.model_name", "llm.model_name", "embedding.model_name")
+RESPONSE_MODEL = ("gen_ai.response.model", "llm.response.model_name")
+OPERATION = ("gen_ai.operation.name", "llm.request.type")
+OPERATIONS: Mapping[str, str] = {"completion": "text_completion", "embedding": "embeddings"}
+"""OpenLLMetry's `llm.request.type` values -> the semantic conventions' operation names."""
+SPAN_KIND = ("openinference.span.kind",)
+AGENT_NAME = ("gen_ai.agent.name",)
 SERVICE_TIER = (
     "openai.response.service_tier",
     "gen_ai.openai.response.service_tier",
@@ -77,7 +110,13 @@ SDK_NAME = ("telemetry.sdk.name",)
 UNCACHED_ANTHROPIC_INPUT_SDKS = frozenset({"openlit"})
 """Instrumentations (their span's `telemetry.sdk.name`) that report an Anthropic call's
 `gen_ai.usage.input_tokens` as Anthropic's uncached count, beside the cache reads and writes."""
-NOT_A_MODEL_CALL = frozenset({"invoke_agent", "execute_tool", "create_agent"})
+NOT_A_MODEL_CALL = frozenset({"invoke_agent", "execute_tool", "create_agent", "invoke_workflow", "retrieval"})
+"""Operations (`gen_ai.operation.name`) that are not calls to a model: an agent's or a workflow's
+usage, when present, repeats that of the calls under it, and a retrieval queries a data source."""
+MODEL_CALL_KINDS: Mapping[str, str | None] = {"LLM": None, "EMBEDDING": "embeddings", "UNKNOWN": None}
+"""OpenInference span kinds that are model calls, with the operation each implies. The others
+(AGENT, CHAIN, TOOL, RETRIEVER, RERANKER, GUARDRAIL, EVALUATOR, PROMPT) are not, and an
+instrumentation may total its calls' usage on them (smolagents' AGENT span does)."""
 
 # Semantic-convention provider names -> genai-prices provider ids.
 PROVIDERS: Mapping[str, str] = {
@@ -109,6 +148,7 @@ PROVIDERS: Mapping[str, str] = {
     "openrouter": "openrouter",
     "together": "together",
     "together_ai": "together",
+    "togetherai": "together",  # OpenLLMetry's `gen_ai.system` "TogetherAI"
     "fireworks": "fireworks",
     "cerebras": "cerebras",
 }

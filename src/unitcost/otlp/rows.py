@@ -20,12 +20,16 @@ from ..events import ATTRIBUTION_FIELDS, MAX_TOKENS, USAGE_UNKNOWN_TAG
 from ..money import MONEY_SCALE
 from ..redact import quoted, redact_text, tag_value
 from .mapping import (
+    AGENT_NAME,
     BILLED,
     CACHE_READ,
     CACHE_WRITE,
     INPUT,
     INPUT_AUDIO,
+    MODEL_CALL_KINDS,
     NOT_A_MODEL_CALL,
+    OPERATION,
+    OPERATIONS,
     OUTPUT,
     OUTPUT_AUDIO,
     PROVIDER,
@@ -35,6 +39,7 @@ from .mapping import (
     RESPONSE_MODEL,
     SDK_NAME,
     SERVICE_TIER,
+    SPAN_KIND,
     UNCACHED_ANTHROPIC_INPUT_SDKS,
     AttributeMapping,
     ResourceFields,
@@ -94,10 +99,12 @@ _SLOT_NAMES: tuple[tuple[str, ...], ...] = (
     RESPONSE_MODEL,
     SERVICE_TIER,
     BILLED,
-    ("gen_ai.operation.name",),
+    OPERATION,
     ("error.type",),
     ("http.response.status_code",),
     SDK_NAME,
+    SPAN_KIND,
+    AGENT_NAME,
 )
 (
     _INPUT,
@@ -116,6 +123,8 @@ _SLOT_NAMES: tuple[tuple[str, ...], ...] = (
     _ERROR_TYPE,
     _HTTP_STATUS,
     _SDK_NAME,
+    _SPAN_KIND,
+    _AGENT_NAME,
 ) = range(len(_SLOT_NAMES))
 _USAGE_SLOTS = (_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _REASONING, _INPUT_AUDIO, _OUTPUT_AUDIO)
 NO_USAGE = "the span reports no token usage (no gen_ai.usage.* count)"
@@ -321,16 +330,17 @@ class SpanMapper:
         of lowest rank present (`ranks`); an attribute whose value is empty counts as absent.
         `mapped` are (target, value) of the attributes that set attribution fields and tags.
         """
-        operation = values[_OPERATION]
-        if operation is not None:
-            operation = text(operation)
-            if operation in NOT_A_MODEL_CALL:
-                return None
+        operation, call = _operation(values)
+        if not call:
+            return None
         requested = values[_REQUEST_MODEL]
         responded = values[_RESPONSE_MODEL]
         if requested is None and responded is None:
             if values[_INPUT] is None and values[_OUTPUT] is None:
                 return None  # a GenAI-flavoured span that is not a model call (e.g. a framework step)
+            if values[_AGENT_NAME] is not None and values[_OPERATION] is None:
+                # An agent's total (pydantic-ai's `agent run`): its calls have spans of their own.
+                return None
             raise SpanError("gen_ai.request.model: missing (the span reports token usage but names no model)")
         if len(trace_id) != 32 or len(span_id) != 16 or not trace_id.strip("0") or not span_id.strip("0"):
             # The event id is made of these ids: spans without valid ones would all share one id,
@@ -431,6 +441,27 @@ class SpanMapper:
             tags,
             *attribution,
         )
+
+
+def _operation(values: list[Any]) -> tuple[str | None, bool]:
+    """The span's operation (None: chat, the default) and whether the span is a call to a model.
+
+    An OpenInference span kind other than LLM or EMBEDDING (AGENT, CHAIN, TOOL, ...) is no call
+    even when it carries token counts: they total its calls', which have spans of their own.
+    """
+    operation = values[_OPERATION]
+    if operation is not None:
+        operation = text(operation)
+        operation = OPERATIONS.get(operation, operation)
+        if operation in NOT_A_MODEL_CALL:
+            return operation, False
+    kind = values[_SPAN_KIND]
+    if kind is not None:
+        kind = text(kind).upper()
+        if kind not in MODEL_CALL_KINDS:
+            return operation, False
+        operation = operation or MODEL_CALL_KINDS[kind]
+    return operation, True
 
 
 def _invalid_ids(trace_id: str, span_id: str) -> str:

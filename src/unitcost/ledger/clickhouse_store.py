@@ -12,8 +12,9 @@ Idempotency on `event_id` (see docs/scale-out.md):
 - Within one process appends are serialised. Should two writers race on the same new id
   (both found it new), each looks its ids up again after its insert and the copy committed
   first is kept, the other deleted at once (`_settle_races`): reports never wait for a merge
-  to count an event once. `events` is also a ReplacingMergeTree ordered by `event_id`, so a
-  copy left by a writer stopped half-way collapses at the next merge (`deduplicate()`).
+  to count an event once. A copy left by a writer stopped half-way is settled the same way by
+  `deduplicate()`: `events` is a ReplacingMergeTree ordered by `event_id`, but a merge only
+  collapses the copies dated in one month, and keeps the last.
 
 Writes that must replace rows (outcome upserts, reprices) delete or mutate synchronously
 rather than append a newer version, for the same reason: plain `sum()` stays right.
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -253,7 +255,9 @@ class ClickHouseStore:
         with self._staged("events", identity, inserted.select(identity)) as stage:
             raced, lost = self._race_counts(stage, identity)
             if raced:
-                self.client.command(f"DELETE FROM events WHERE (event_id, _part) IN ({_later_copies(stage)})")
+                self.client.command(
+                    f"DELETE FROM events WHERE (event_id, _part) IN ({_later_copies(f'SELECT event_id FROM {stage}')})"
+                )
                 raced, lost = self._race_counts(stage, identity)
         return lost
 
@@ -340,10 +344,23 @@ class ClickHouseStore:
             yield
 
     def deduplicate(self) -> None:
-        """Collapse rows that racing writers stored twice under one key (merges every part: costly)."""
+        """Leave one copy of every row that racing writers stored twice under one key (costly).
+
+        An event keeps its copy committed first, as a settled race (`_settle_races`) and DuckDB
+        do, whatever month each copy is dated in: a merge would collapse only the copies of one
+        monthly partition, and keep the last. A keyed table is merged (`OPTIMIZE ... FINAL`: the
+        row written last wins, as `upsert` has it). Tables without a key are left alone: two equal
+        rows there are two facts (two watch cycles rolling up the same call in one hour), which
+        `DEDUPLICATE` would make one."""
         with self._write:
+            if self.client.command(f"SELECT count() FROM ({_STORED_TWICE})"):
+                self.client.command(
+                    f"DELETE FROM events WHERE (event_id, _part) IN ({_later_copies(_STORED_TWICE)})"
+                )
+            keyed = aux_keys()
             for name in all_tables():
-                self.client.command(f"OPTIMIZE TABLE {quote(name)} FINAL DEDUPLICATE")
+                if name in keyed:
+                    self.client.command(f"OPTIMIZE TABLE {quote(name)} FINAL")
 
     @contextmanager
     def _staged(self, like: str, columns: Sequence[str], rows: pa.Table) -> Iterator[str]:
@@ -434,11 +451,15 @@ _BLOCK = "toUInt64(splitByChar('_', substring(_part, length(_partition_id) + 2))
 """The first block number of a row's part (part names are `{partition}_{min}_{max}_{level}...`)."""
 
 
-def _later_copies(stage: str) -> str:
-    """(event_id, part) of every copy but the first committed of each event of `stage` stored twice."""
+_STORED_TWICE = "SELECT event_id FROM events GROUP BY event_id HAVING count() > 1"
+
+
+def _later_copies(ids: str) -> str:
+    """(event_id, part) of every copy but the first committed of each event of `ids` (a query
+    of event ids) stored twice."""
     return (
         f"SELECT event_id, tupleElement(arrayJoin(arrayPopFront(arraySort(groupArray(({_BLOCK}, _part))))), 2) "
-        f"FROM events WHERE event_id IN (SELECT event_id FROM {stage}) GROUP BY event_id HAVING count() > 1"
+        f"FROM events WHERE event_id IN ({ids}) GROUP BY event_id HAVING count() > 1"
     )
 
 
@@ -598,12 +619,27 @@ def bind(sql: str, params: Sequence[Any] | None) -> str:
             # Keep the microseconds; naive datetimes are UTC, as DuckDB reads them here.
             utc = value.astimezone(UTC) if value.tzinfo else value
             return f"toDateTime64('{utc:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC')"
+        if isinstance(value, Decimal) and value.is_finite():
+            return _decimal_literal(value)
         return str(format_query_value(value))
 
     bound = _PLACEHOLDER.sub(substitute, sql)
     if next(values, None) is not None:
         raise ValueError(f"more parameters than ? placeholders in {sql!r}")
     return bound
+
+
+def _decimal_literal(value: Decimal) -> str:
+    """An exact decimal of the value's scale, as DuckDB binds it.
+
+    clickhouse-connect writes a Decimal as a bare number (`1E-12`), which ClickHouse reads as a
+    Float64: `cost * ?` or `sum(cost) > ?` would leave exact money for a float. 38 digits (76 when
+    the value has more), not the value's own: ClickHouse keeps the widest precision of a product's
+    factors and its scale is theirs added, which `cost * 0.000000000001` would not fit in 13."""
+    text = format(value, "f")
+    scale = len(text.partition(".")[2])
+    precision = 38 if sum(c.isdigit() for c in text) <= 38 else 76
+    return f"CAST('{text}' AS Decimal({precision}, {scale}))"
 
 
 def redact(url: str) -> str:

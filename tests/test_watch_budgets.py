@@ -77,7 +77,9 @@ def test_thresholds_and_forecast_raise_findings(ledger: Any) -> None:
     findings = budget_findings(budget_status(ledger.store, budget, datetime(2025, 9, 11, tzinfo=UTC)))
     subjects = sorted(f.subject for f in findings)
     assert subjects == ["org:2025-09-01:forecast", "org:2025-09-01:thresholds"]
-    assert "runs out: 2025-09-13" in "\n".join(findings[0].notes)
+    notes = "\n".join(findings[0].notes)
+    # The pace the run-out day comes from is named: the forecast's, not the burn rate's.
+    assert f"runs out: 2025-09-13 at the forecast's ${2 * c:,.2f}/day" in notes, notes  # two teams' c a day
 
 
 def test_periods_follow_the_calendar_of_their_time_zone() -> None:

@@ -172,12 +172,17 @@ def _stop_watching(watcher: Any, reopen: Callable[[], contextlib.AbstractContext
         )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_cycle(report: Any) -> None:
     out = console()
     r = report.rollup
     out.print(
-        f"Rolled up {r.events:,} new events; judged {report.hours_judged} hours in {report.seconds:.2f} s; "
-        f"{len(report.findings)} findings, {len(report.notifications)} notifications.",
+        f"Rolled up {_count(r.events, 'new event')}; judged {_count(report.hours_judged, 'hour')} "
+        f"in {report.seconds:.2f} s; {_count(len(report.findings), 'finding')}, "
+        f"{_count(len(report.notifications), 'notification')}.",
         markup=False,
     )
     for n in report.notifications:
@@ -199,7 +204,7 @@ ALERT_COLUMNS = [
 
 def alerts_title(count: int) -> str:
     """The title of a table of alerts, in the CLI and the dashboard alike."""
-    return f"{count:,} alert{'' if count == 1 else 's'}"
+    return _count(count, "alert")
 
 
 ALERT_DATA_COLUMNS = [

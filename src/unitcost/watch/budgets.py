@@ -249,6 +249,9 @@ class BudgetStatus:
     no percentage describes it, but it is a change of pace."""
     forecast_basis: str = ""
     """Which days the forecast's pace is the mean of, or why there is no forecast or interval."""
+    forecast_pace: float | None = None
+    """Dollars per day the forecast and the run-out day go on at: the mean spend of the days in
+    `forecast_basis` (the burn rate, since the period began, can be an hour's worth)."""
 
     @property
     def used(self) -> float:
@@ -410,6 +413,7 @@ def budget_status(store: Store, budget: Budget, now: datetime | None = None) -> 
         daily_days=sorted(daily.items()),
         spend_started=started,
         forecast_basis=forecast.basis,
+        forecast_pace=forecast.mean if forecast.point is not None else None,
     )
 
 
@@ -692,6 +696,16 @@ def _pct(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+def _runs_out_note(status: BudgetStatus) -> str:
+    """The run-out day and the pace it comes from, which is the forecast's, not the burn rate's."""
+    if status.spent >= status.budget.amount:
+        return status.runs_out.isoformat() if status.runs_out else "already"
+    pace = f" at the forecast's ${status.forecast_pace:,.2f}/day" if status.forecast_pace else ""
+    if status.runs_out is None:
+        return f"not this period{pace or ' at this pace'}"
+    return f"{status.runs_out.isoformat()}{pace}"
+
+
 def _budget_notes(status: BudgetStatus) -> list[str]:
     if status.forecast is None:
         forecast = f"no forecast ({status.forecast_basis})"
@@ -699,7 +713,7 @@ def _budget_notes(status: BudgetStatus) -> list[str]:
         forecast = f"forecast ${status.forecast:,.2f} (90 %: {status.interval_text()})"
     notes = [
         f"burn rate ${status.burn_rate:,.2f}/day; {forecast}",
-        f"runs out: {status.runs_out.isoformat() if status.runs_out else 'not this period at this pace'}",
+        f"runs out: {_runs_out_note(status)}",
     ]
     if status.unpriced_calls:
         n = status.unpriced_calls

@@ -246,3 +246,37 @@ def test_a_structurally_broken_array_writes_nothing(
     with pytest.raises(importers.ImportFileError, match="not valid JSON"):
         importers.import_file(ledger, "litellm", path)
     assert ledger.count() == before
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "clickhouse"])
+def test_the_unpriced_count_is_of_the_events_stored_not_of_the_duplicates(
+    tmp_path: Path, engine: str
+) -> None:
+    """A file ingested again stores nothing: it must not say it stored calls with no price."""
+    import uuid
+
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+
+    first = tmp_path / "first.jsonl"
+    first.write_text(
+        "".join(
+            json.dumps(event(f"e{i}", model="gpt-4o" if i % 2 else "acme-7b", provider=None)) + "\n"
+            for i in range(6)
+        )
+    )
+    overlapping = tmp_path / "overlapping.jsonl"  # e4, e5 again; e6 priced, e7 and e8 not
+    overlapping.write_text(
+        "".join(
+            json.dumps(event(f"e{i}", model="gpt-4o" if i in (5, 6) else "acme-7b", provider=None)) + "\n"
+            for i in range(4, 9)
+        )
+    )
+    url = f"chdb://?database=ip9_{uuid.uuid4().hex}" if engine == "clickhouse" else str(tmp_path / "l.duckdb")
+    with Ledger(url, config=Config()) as ledger:
+        once = ledger.ingest(first)
+        again = ledger.ingest(first)
+        more = ledger.ingest(overlapping)
+    assert (once.accepted, once.unpriced) == (6, 3)
+    assert (again.accepted, again.duplicates, again.unpriced) == (0, 6, 0)
+    assert (more.accepted, more.duplicates, more.unpriced) == (3, 2, 2)

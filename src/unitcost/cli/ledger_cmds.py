@@ -211,8 +211,12 @@ def _print_summary(
     out.print(
         f"total: {total.accepted:,} accepted, {total.duplicates:,} duplicates (already in {target} "
         "or earlier in the input), "
-        f"{total.rejected:,} rejected; {total.unpriced:,} valid records have no price "
-        "(stored with cost NULL and a reason)",
+        f"{total.rejected:,} rejected; "
+        + (
+            f"{total.unpriced:,} stored with no price (cost NULL and a reason)"
+            if total.unpriced
+            else "none stored without a price"
+        ),
         markup=False,
         soft_wrap=True,  # one line whatever the ledger's name: a script reads it
     )

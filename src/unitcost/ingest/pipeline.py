@@ -279,9 +279,24 @@ class Ingestor:
             results.close()
             if appender is not None:
                 appender.close()
+        if summary.duplicates and summary.unpriced:
+            summary.unpriced = self._unpriced_stored(ingested_at)
         if unreadable is not None:
             raise PartlyIngestedError(str(unreadable), summary) from None
         return summary
+
+    def _unpriced_stored(self, ingested_at: datetime) -> int:
+        """The events with no price this run stored. The checks count the unpriced records they
+        pass, duplicates among them: a file ingested twice would say its second time that it
+        stored calls with no price, when it stored nothing. Asked only when there were
+        duplicates: otherwise every record passed was stored."""
+        from ..analytics.dialect import dialect_for
+
+        at = dialect_for(self.store.dialect).ts_literal(ingested_at.isoformat())
+        table = self.store.fetch(
+            f"SELECT count(*) AS n FROM events WHERE ingested_at = {at} AND cost IS NULL"
+        )
+        return int(table.column(0)[0].as_py() or 0)
 
     def _consume(
         self,

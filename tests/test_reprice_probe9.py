@@ -266,7 +266,7 @@ def test_a_ledger_of_schema_6_is_migrated_and_keeps_its_runs(tmp_path: Path, led
     prices = tmp_path / "prices.toml"
     prices.write_text(ACME)
     with Ledger(ledger_path, config=Config(), prices=prices) as ledger:
-        assert ledger.store.schema_version() == SCHEMA_VERSION == 7
+        assert ledger.store.schema_version() == SCHEMA_VERSION
         ledger.reprice(*SEPTEMBER, reason="after")
         runs = ledger.sql(
             'SELECT reason, price_files IS NULL AS no_files, newly_priced FROM reprice_runs ORDER BY "at"'
@@ -335,3 +335,69 @@ def test_events_that_gain_and_lose_a_price_are_both_counted(tmp_path: Path, ledg
         "--prices", str(first),
     )  # fmt: skip
     assert "1 newly priced, 1 newly unpriced" in " ".join(done.stdout.split())
+
+
+BIG = (
+    '[[price]]\nprovider = "acme"\nmodel = "acme-9000"\nfrom = 2025-01-01\nsource = "acme rate card"\n'
+    'input_mtok = "100000"\noutput_mtok = "0"\n'
+)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "clickhouse"])
+def test_a_reprice_of_more_than_a_million_dollars_is_audited_exactly(tmp_path: Path, engine: str) -> None:
+    """One call's cost is a DECIMAL(18, 12), below $1M; a reprice's totals add many calls and
+    passed it: the audit tables overflowed and the reprice failed for an organisation's month."""
+    calls = [
+        {"event_id": f"big-{i}", "ts": f"2025-09-{10 + i:02d}T10:00:00Z", "provider": "acme",
+         "model": "acme-9000", "input_tokens": 4_000_000, "output_tokens": 1}
+        for i in range(3)
+    ]  # fmt: skip
+    list_price, negotiated = tmp_path / "list.toml", tmp_path / "negotiated.toml"
+    list_price.write_text(BIG)
+    negotiated.write_text(BIG + '\n[[discount]]\nprovider = "acme"\npercent = 10\nfrom = 2025-09-01\n')
+    url = f"chdb://?database=big_{uuid.uuid4().hex}" if engine == "clickhouse" else str(tmp_path / "l.duckdb")
+    with Ledger(url, config=Config(), prices=list_price) as ledger:  # chDB in memory: one session
+        ledger.ingest_records(calls)
+        result = ledger.reprice(*SEPTEMBER, book=PriceBook.load(negotiated))
+        runs = ledger.sql("SELECT old_total, new_total FROM reprice_runs").to_dict("records")
+        changes = ledger.sql("SELECT old_total, new_total FROM reprice_changes").to_dict("records")
+    assert (result.old_total, result.new_total) == (Decimal("1200000"), Decimal("1080000"))
+    for rows in (runs, changes):
+        assert [(Decimal(r["old_total"]), Decimal(r["new_total"])) for r in rows] == [
+            (Decimal("1200000"), Decimal("1080000"))
+        ]
+
+
+def test_a_ledger_of_schema_7_gets_wide_audit_totals_and_keeps_its_runs(ledger_path: Path) -> None:
+    with Ledger(ledger_path, config=Config()) as ledger:
+        ledger.reprice(*SEPTEMBER, reason="before the upgrade")
+    with duckdb.connect(str(ledger_path)) as con:
+        for table in ("reprice_runs", "reprice_changes"):
+            for column in ("old_total", "new_total"):
+                con.execute(f'ALTER TABLE {table} ALTER COLUMN "{column}" SET DATA TYPE DECIMAL(18, 12)')
+        con.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    with Ledger(ledger_path, config=Config()) as ledger:
+        types = ledger.sql(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_name IN ('reprice_runs', 'reprice_changes') AND column_name LIKE '%_total'"
+        ).to_dict("records")
+        reasons = ledger.sql("SELECT reason FROM reprice_runs").to_dict("records")
+    assert {r["data_type"] for r in types} == {"DECIMAL(38,12)"} and len(types) == 4
+    assert reasons == [{"reason": "before the upgrade"}]
+
+
+def test_a_clickhouse_ledger_of_schema_7_gets_wide_audit_totals() -> None:
+    with Ledger(f"chdb://?database=w7_{uuid.uuid4().hex}", config=Config()) as ledger:
+        store: Any = ledger.store
+        for table in ("reprice_runs", "reprice_changes"):
+            for column in ("old_total", "new_total"):
+                store.client.command(f"ALTER TABLE {table} MODIFY COLUMN {column} Nullable(Decimal(18, 12))")
+        store._set_meta("schema_version", "7")
+        assert store.schema_version() == 7
+        assert store.migrate() == SCHEMA_VERSION
+        types = store.fetch(
+            "SELECT table, name, type FROM system.columns WHERE database = ? "
+            "AND table IN ('reprice_runs', 'reprice_changes') AND name LIKE '%_total'",
+            [store.database],
+        ).to_pylist()
+    assert {t["type"] for t in types} == {"Nullable(Decimal(38, 12))"} and len(types) == 4

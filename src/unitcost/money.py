@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     MONEY_ARROW_TYPE: pa.Decimal128Type
+    TOTAL_ARROW_TYPE: pa.Decimal128Type
 
 PICO_PER_USD = 10**12
 MONEY_SCALE = 12
@@ -116,9 +117,20 @@ def money_arrow_type() -> pa.Decimal128Type:
     return pa.decimal128(18, MONEY_SCALE)
 
 
+def total_arrow_type() -> pa.Decimal128Type:
+    """DECIMAL(38, 12), the Arrow type of a stored sum of costs (also as `TOTAL_ARROW_TYPE`):
+    one call's DECIMAL(18, 12) stops below $1M, which a month of an organisation passes."""
+    import pyarrow as pa
+
+    return pa.decimal128(38, MONEY_SCALE)
+
+
 def __getattr__(name: str) -> Any:
-    # MONEY_ARROW_TYPE is made on first use, so that importing this module imports no Arrow.
-    if name == "MONEY_ARROW_TYPE":
-        globals()[name] = money_arrow_type()
+    # The Arrow types are made on first use, so that importing this module imports no Arrow.
+    if name in _ARROW_TYPES:
+        globals()[name] = _ARROW_TYPES[name]()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_ARROW_TYPES = {"MONEY_ARROW_TYPE": money_arrow_type, "TOTAL_ARROW_TYPE": total_arrow_type}

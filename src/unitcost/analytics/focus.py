@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import PRICING_INPUTS, USAGE_FIELDS
-from ..money import MONEY_ARROW_TYPE, pico_to_usd, usd_to_pico
+from ..money import MONEY_ARROW_TYPE, TOTAL_ARROW_TYPE, pico_to_usd, usd_to_pico
 from ..pricing.quantities import BREAKDOWN_COLUMNS, QUANTITIES, split_usage
 from .dialect import Dialect, dialect_for
 from .report import dimension_sql, where_sql
@@ -118,7 +118,7 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "x_ServiceTier",
     "x_OtherQuantities",
 )
-FOCUS_MONEY_TYPE = pa.decimal128(38, 12)
+FOCUS_MONEY_TYPE = TOTAL_ARROW_TYPE
 """A charge sums many calls: wider than one call's DECIMAL(18, 12), as exact."""
 MONEY_COLUMNS = ("BilledCost", "ContractedCost", "EffectiveCost", "ListCost")
 TIME_COLUMNS = ("BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart")

@@ -143,12 +143,15 @@ class ClickHouseStore:
                 return current
             for name, columns in all_tables().items():
                 self.client.command(table_ddl(name))
-                existing = set(self._columns(name))
+                existing = self._column_types(name)
                 for column, kind in columns.items():
                     if column not in existing:
                         self.client.command(
                             f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS {quote(column)} {kind}"
                         )
+                    elif existing[column] != kind and "Decimal(" in existing[column] and "Decimal(" in kind:
+                        # A sum widened (DECIMAL(18, 12) to (38, 12), migration 8): exact, every value fits.
+                        self.client.command(f"ALTER TABLE {quote(name)} MODIFY COLUMN {quote(column)} {kind}")
             if current == 0:
                 self._set_meta("created_at", datetime.now(UTC).isoformat())
             self._set_meta("migrated_by", f"unitcost {__version__}")
@@ -197,11 +200,14 @@ class ClickHouseStore:
                 )
 
     def _columns(self, table: str) -> list[str]:
+        return list(self._column_types(table))
+
+    def _column_types(self, table: str) -> dict[str, str]:
         rows = self.fetch(
-            "SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY position",
+            "SELECT name, type FROM system.columns WHERE database = ? AND table = ? ORDER BY position",
             [self.database, table],
         )
-        return [str(n) for n in rows.column("name").to_pylist()]
+        return {str(row["name"]): str(row["type"]) for row in rows.to_pylist()}
 
     def _set_meta(self, key: str, value: str) -> None:
         row = pa.table(

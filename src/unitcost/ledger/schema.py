@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..events import LEDGER_FIELDS, Field
-from ..money import MONEY_ARROW_TYPE
+from ..money import MONEY_ARROW_TYPE, TOTAL_ARROW_TYPE
 from ..watch.tables import WATCH_TABLES
 from .report_rollups import ddl as report_rollups_ddl
 from .version import SCHEMA_VERSION
@@ -76,8 +76,8 @@ REPRICE_RUN_SCHEMA = pa.schema(
         pa.field("price_layers", pa.string()),
         pa.field("events_seen", pa.int64()),
         pa.field("events_changed", pa.int64()),
-        pa.field("old_total", MONEY_ARROW_TYPE),
-        pa.field("new_total", MONEY_ARROW_TYPE),
+        pa.field("old_total", TOTAL_ARROW_TYPE),
+        pa.field("new_total", TOTAL_ARROW_TYPE),
         pa.field("old_unpriced", pa.int64()),
         pa.field("new_unpriced", pa.int64()),
         pa.field("reason", pa.string()),  # why, as the person who ran it said (--reason)
@@ -114,8 +114,8 @@ REPRICE_CHANGE_SCHEMA = pa.schema(
         pa.field("provider", pa.string()),
         pa.field("model", pa.string()),
         pa.field("events", pa.int64()),
-        pa.field("old_total", MONEY_ARROW_TYPE),
-        pa.field("new_total", MONEY_ARROW_TYPE),
+        pa.field("old_total", TOTAL_ARROW_TYPE),
+        pa.field("new_total", TOTAL_ARROW_TYPE),
         pa.field("old_unpriced", pa.int64()),
         pa.field("new_unpriced", pa.int64()),
     ]
@@ -220,6 +220,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "price_files" VARCHAR',
             'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "newly_priced" BIGINT',
             'ALTER TABLE reprice_runs ADD COLUMN IF NOT EXISTS "newly_unpriced" BIGINT',
+        ),
+    ),
+    Migration(
+        8,
+        "reprice audit: totals as DECIMAL(38, 12), one call's DECIMAL(18, 12) stopping below $1M",
+        tuple(
+            f'ALTER TABLE {table} ALTER COLUMN "{column}" SET DATA TYPE DECIMAL(38, 12)'
+            for table in ("reprice_runs", "reprice_changes")
+            for column in ("old_total", "new_total")
         ),
     ),
 )

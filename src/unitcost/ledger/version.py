@@ -5,4 +5,4 @@ table with Arrow schemas, which a read does not need to load. `schema` checks th
 last migration is this version.
 """
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8

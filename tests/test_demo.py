@@ -114,6 +114,18 @@ def test_bad_options_are_refused_before_the_previous_demo_ledger_is_touched(
     assert target.exists()
 
 
+def test_a_clickhouse_address_is_refused_by_name_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--ledger chdb://demo.chdb` was read as a DuckDB file `chdb:/demo.chdb`: a traceback, and
+    an empty `chdb:` directory left behind."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["demo", "--ledger", "chdb://demo.chdb"])
+    assert result.exit_code == 2, result.output
+    assert "--ledger chdb://demo.chdb: the demo writes a DuckDB file" in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_generation_leaves_the_previous_demo_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,14 +30,14 @@ _BROKEN_RECORDS = [
 @app.command("demo")
 @friendly
 def demo_cmd(
-    ledger: Annotated[
-        Path,
+    ledger_text: Annotated[
+        str,
         typer.Option(
             "--ledger",
             "-l",
-            help="Where to write the demo ledger (replaced if it is a previous demo ledger).",
+            help="The DuckDB file to write the demo ledger to (replaced if it is a previous demo ledger).",
         ),
-    ] = Path(DEMO_LEDGER),
+    ] = DEMO_LEDGER,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same month, to the event.")] = 7,
     scale: Annotated[
         float, typer.Option("--scale", help="Multiply the volume (1.0 is about 370k events).")
@@ -48,6 +48,13 @@ def demo_cmd(
     from ..api import Ledger
     from ..demo.generator import generate
 
+    if "://" in ledger_text:  # as a Path, `chdb://demo` would become a DuckDB file `chdb:/demo`
+        raise UserError(
+            f"--ledger {ledger_text}: the demo writes a DuckDB file (it replaces only a ledger it "
+            "wrote itself); a ClickHouse ledger takes events with `unitcost ingest FILE --ledger "
+            f"{ledger_text}` (docs/scale-out.md)"
+        )
+    ledger = Path(ledger_text)
     out = console()
     if not (math.isfinite(scale) and scale > 0):
         raise UserError(f"--scale must be a positive number (0.1 is a tenth of the volume), not {scale}")

@@ -93,6 +93,21 @@ OPENROUTER_USAGE = {
 _DIRECTIVE = re.compile(r"fake:([a-z-]+)")
 
 
+async def read_whole_body(receive: Any) -> tuple[bytes, Any]:
+    """The whole body of an ASGI HTTP request, and a `receive` that gives it again: a wrapper
+    of the fake provider reads the body first, then passes the request on."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
+
+
 def directive(body: Any) -> str | None:
     """The `fake:NAME` directive written anywhere in the request, if any."""
     found = _DIRECTIVE.search(orjson.dumps(body).decode())

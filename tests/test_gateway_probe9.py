@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fake_providers import fake_provider_app, serve_app
+from fake_providers import fake_provider_app, read_whole_body, serve_app
 from gateway_support import GatewayProcess, an, event, free_port, oa, unique, write_config
 from unitcost.gateway.cache import RedisCache
 from unitcost.gateway.config import parse_gateway
@@ -62,20 +62,13 @@ class EndsAsAsked:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body, replay = await read_whole_body(receive)
         found = _PROMPT_ID.search(body)
         if found:
             self.asked[found.group(0)] += 1
         directive = _END.search(body)
         head: dict[str, Any] = {}
         chunks: list[bytes] = []
-
-        async def replay() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def ended(message: dict[str, Any]) -> None:
             if directive is None:

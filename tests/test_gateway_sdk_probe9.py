@@ -27,7 +27,7 @@ import orjson
 import pytest
 from starlette.responses import JSONResponse
 
-from fake_providers import fake_provider_app, serve_app
+from fake_providers import fake_provider_app, read_whole_body, serve_app
 from gateway_support import (
     GATEWAY_KEY,
     GatewayProcess,
@@ -87,19 +87,12 @@ class ProbeUpstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body, replay = await read_whole_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         self.seen.append((scope["path"], headers, body))
         found = _PROMPT_ID.search(body)
         if found:
             self.asked[found.group(0)] += 1
-
-        async def replay() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
 
         fail = _FAIL.search(body)
         if fail:

@@ -401,7 +401,7 @@ def test_json_and_csv_say_who_acknowledged_when_and_what_it_is(watched: tuple[st
     assert acked["status"] == "acknowledged" and acked["acked_by"] == "ana@finops" and acked["acked_at"]
     assert acked["message"].startswith("Budget search: 140% used (100 % threshold crossed) [team=search]\n")
     assert acked["key"] == "budget:team=search:search:2025-09-01:thresholds"
-    assert resolved["resolved_at"] == "2025-09-03T19:00:00+00:00" and resolved["acked_by"] is None
+    assert resolved["resolved_at"] == "2025-09-04T16:00:00+00:00" and resolved["acked_by"] is None
     header = _invoke("alerts", "-l", lp, "--format", "csv").output.splitlines()[0].split(",")
     assert {"acked_by", "acked_at", "resolved_at", "first_seen", "message"} <= set(header)
     table = _invoke("alerts", "-l", lp).output
@@ -440,7 +440,7 @@ def test_several_alerts_are_acknowledged_at_once_or_none_is(watched: tuple[str, 
     closed = _invoke("alerts", "ack", ids["budget"], ids["unpriced_model"][:5], "-l", lp)
     assert closed.exit_code == 2
     assert (
-        f"alert {ids['unpriced_model']} is already resolved (at 2025-09-03 19:00 UTC); no alert was"
+        f"alert {ids['unpriced_model']} is already resolved (at 2025-09-04 16:00 UTC); no alert was"
         in closed.output
     )
     statuses = {
@@ -485,7 +485,7 @@ def test_show_as_json_is_one_json_document(watched: tuple[str, dict[str, str]]) 
     assert shown["alert_id"] == ids["unpriced_model"] and shown["status"] == "resolved"
     assert shown["details"]["scope"] == {"provider": "acme", "model": "acme-local-7b"}
     assert [h["kind"] for h in shown["history"]][:2] == ["opened", "resolved"]
-    assert shown["history"][1]["message"] == "no new finding for 3 h"
+    assert shown["history"][1]["message"] == "no new finding for 24 h"
     csv_out = _invoke("alerts", "show", ids["unpriced_model"], "-l", lp, "--format", "csv").output
     assert csv_out.splitlines()[0] == "at,kind,sink,message"
 

@@ -74,8 +74,8 @@ def test_watch_once_then_list_show_and_acknowledge(ledger: Any, ledger_path: Pat
     listed = _invoke("alerts", "-l", lp, "--format", "json")
     alerts = json.loads(listed.output)
     unpriced = [a for a in alerts if a["detector"] == "unpriced_model"]
-    # One call at 15:20 and none since: after three quiet hours the incident resolved itself.
-    assert len(unpriced) == 1 and unpriced[0]["status"] == "resolved"
+    # One call at 15:20 and none since: a model with no price stays an open incident for a day.
+    assert len(unpriced) == 1 and unpriced[0]["status"] == "open"
     budget = [a for a in alerts if a["detector"] == "budget" and "50 %" in a["title"]]
     assert len(budget) == 1 and budget[0]["status"] == "open"
     alert_id = budget[0]["alert_id"]

@@ -11,12 +11,17 @@ their incidents resolve when a cycle no longer finds them, not after a quiet spe
 cycles a day apart do not reopen them; and a finding that goes up a step (`level`: a
 higher threshold crossed) notifies at once, even through the cool-down and an
 acknowledgement, which covered the step it was given at.
+
+A detector may also end its incidents itself and have a quiet spell of its own (`resolve_after_by`):
+a model with no price (`unpriced_model`) is one standing problem, however sparse its calls, so its
+incident resolves when the detector finds the model priced and its calls repriced (a `Cleared`), or
+after a day with no unpriced call, not after `resolve_after` (see `detectors/unpriced.py`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +31,7 @@ import pyarrow as pa
 
 from ..analytics.dialect import dialect_for
 from ..ledger.base import Store
-from .detectors.base import Finding, floor_hour
+from .detectors.base import Cleared, Finding, floor_hour
 from .tables import ALERT_LOG_SCHEMA, ALERT_SCHEMA
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -62,10 +67,23 @@ class Notification:
 
 
 class Incidents:
-    def __init__(self, store: Store, *, cooldown: timedelta, resolve_after: timedelta) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cooldown: timedelta,
+        resolve_after: timedelta,
+        resolve_after_by: Mapping[str, timedelta] | None = None,
+    ) -> None:
         self.store = store
         self.cooldown = cooldown
         self.resolve_after = resolve_after
+        self.resolve_after_by = dict(resolve_after_by or {})
+        """The quiet spell of the detectors that have their own (by detector name)."""
+
+    def quiet_spell(self, detector: str) -> timedelta:
+        """How long an incident of `detector` stays open with no new finding."""
+        return self.resolve_after_by.get(detector, self.resolve_after)
 
     def apply(
         self,
@@ -74,13 +92,17 @@ class Incidents:
         *,
         current: Collection[str] = (),
         judged_at: datetime | None = None,
+        cleared: Iterable[Cleared] = (),
     ) -> list[Notification]:
         """Fold a cycle's findings into the incidents, write the history, return what to notify.
 
         `current` names the detectors whose findings are everything that holds at `judged_at`
         (default `now`; budgets, evaluated at the cycle's instant rather than hour by hour):
         however long since the last cycle, their incidents stay open while found, and resolve at
-        `judged_at` in the first cycle that does not find them (a new period, spend back under)."""
+        `judged_at` in the first cycle that does not find them (a new period, spend back under).
+
+        `cleared` names incidents their detector found over (a model now priced): each is resolved
+        at its instant, after this cycle's findings, unless its quiet spell ended first."""
         judged_at = judged_at or now
         live = {row["key"]: row for row in open_alerts(self.store)}
         found: set[str] = set()
@@ -94,9 +116,9 @@ class Incidents:
             if (
                 row is not None
                 and finding.detector not in current
-                and finding.at - row["last_seen"] > self.resolve_after
+                and finding.at - row["last_seen"] > self.quiet_spell(finding.detector)
             ):
-                self._resolve(row, row["last_seen"] + self.resolve_after, changed, log, out)
+                self._resolve(row, row["last_seen"] + self.quiet_spell(finding.detector), changed, log, out)
                 row = None
             if row is None:
                 row = self._open(finding)
@@ -143,6 +165,13 @@ class Incidents:
                     row["details"] = orjson.dumps(details).decode()
                     out.append(_notification(row, "updated", finding.at))
             changed[row["alert_id"]] = row
+        for clear in cleared:
+            row = live.get(clear.key)
+            if row is None or row["status"] == "resolved" or row["detector"] in current:
+                continue
+            if clear.at - row["last_seen"] > self.quiet_spell(row["detector"]):
+                continue  # over already, at the end of its quiet spell (below)
+            self._resolve(row, max(clear.at, row["last_seen"]), changed, log, out, clear.why)
         for row in list(live.values()):
             if row["status"] == "resolved":
                 continue
@@ -151,10 +180,10 @@ class Incidents:
                     # When this cycle looked, not the start of its hour: a budget alert seen at
                     # 16:10 must not read as resolved at 16:00.
                     self._resolve(row, max(judged_at, row["last_seen"]), changed, log, out, "no longer holds")
-            elif now - row["last_seen"] > self.resolve_after:
+            elif now - row["last_seen"] > self.quiet_spell(row["detector"]):
                 # Resolved when the quiet spell ended, not when a catch-up (a backfill, a watch that
                 # was down for a day) happened to look: the history says how long it lasted.
-                self._resolve(row, row["last_seen"] + self.resolve_after, changed, log, out)
+                self._resolve(row, row["last_seen"] + self.quiet_spell(row["detector"]), changed, log, out)
         self._write(changed.values(), log)
         return out
 
@@ -190,7 +219,7 @@ class Incidents:
     ) -> None:
         row.update(status="resolved", resolved_at=at)
         changed[row["alert_id"]] = row
-        quiet = f"no new finding for {self.resolve_after.total_seconds() / 3600:g} h"
+        quiet = f"no new finding for {self.quiet_spell(row['detector']).total_seconds() / 3600:g} h"
         log.append(_log(row["alert_id"], at, "resolved", why or quiet))
         out.append(_notification(row, "resolved", at))
 

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +29,7 @@ from .budgets import (
     budget_status,
     unmatched_scope_note,
 )
-from .detectors.base import HOUR, Context, Finding, floor_hour
+from .detectors.base import HOUR, Cleared, Context, Detector, Finding, floor_hour
 from .incidents import Incidents, Notification, delivery_log, open_alerts
 from .rollup import RollupResult, hourly_frame, roll_up, rollup_span
 from .settings import WatchSettings
@@ -53,11 +53,23 @@ class CycleReport:
     rollup: RollupResult
     hours_judged: int = 0
     findings: list[Finding] = field(default_factory=list)
+    cleared: list[Cleared] = field(default_factory=list)
+    """Incidents a detector found over this cycle (a model now priced), resolved with the findings."""
     notifications: list[Notification] = field(default_factory=list)
     seconds: float = 0.0
 
     def by_detector(self) -> Counter[str]:
         return Counter(f.detector for f in self.findings)
+
+
+def _own_quiet_spells(detectors: Iterable[Detector]) -> dict[str, timedelta]:
+    """The detectors whose incidents have a quiet spell of their own (a `resolve_after` attribute)."""
+    spells: dict[str, timedelta] = {}
+    for detector in detectors:
+        spell = getattr(detector, "resolve_after", None)
+        if isinstance(spell, timedelta):
+            spells[detector.name] = spell
+    return spells
 
 
 class Watcher:
@@ -76,6 +88,9 @@ class Watcher:
             store,
             cooldown=timedelta(minutes=self.settings.cooldown_minutes),
             resolve_after=timedelta(hours=self.settings.resolve_after_hours),
+            # A detector with a quiet spell of its own (`unpriced_model`: a day) is not held to the
+            # setting, which is for conditions that come and go.
+            resolve_after_by=_own_quiet_spells(self.settings.detectors),
         )
         chosen = sinks if sinks is not None else build_sinks(self.settings.sinks)
         self.dispatcher = dispatcher or Dispatcher(chosen, on_result=self._record_delivery)
@@ -135,7 +150,7 @@ class Watcher:
             report.findings.extend(budget_findings(status, open_keys))
         # Every budget is judged every cycle, so one that is not found no longer holds.
         report.notifications = self.incidents.apply(
-            report.findings, eval_end, current={BUDGET_DETECTOR}, judged_at=now
+            report.findings, eval_end, current={BUDGET_DETECTOR}, judged_at=now, cleared=report.cleared
         )
         if report.notifications:
             self.dispatcher.submit(report.notifications)
@@ -195,6 +210,7 @@ class Watcher:
             except Exception:  # one broken detector must not silence the others
                 log.exception("detector %s failed; its watermark is not advanced", detector.name)
                 continue
+            report.cleared.extend(ctx.cleared)
             progress.append((detector.name, eval_end, ctx.state))
         self.state.put_many(progress)
         return findings

@@ -64,7 +64,8 @@ class WatchSettings:
     cooldown_minutes: float = 60.0
     """An open incident notifies again only after this long, and only if it got worse."""
     resolve_after_hours: float = 3.0
-    """An incident with no new finding for this long is resolved."""
+    """An incident with no new finding for this long is resolved (not a budget's, judged every cycle,
+    nor a model with no price's, which resolves once priced or after a day: `detectors/unpriced.py`)."""
     backfill_hours: float = 48.0
     """How far back the first cycle on a ledger judges hours."""
     detectors: list[Detector] = field(default_factory=all_detectors)

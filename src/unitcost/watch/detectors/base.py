@@ -90,6 +90,17 @@ class Finding:
         } | ({"level": self.level} if self.level is not None else {})
 
 
+@dataclass(frozen=True)
+class Cleared:
+    """A detector's word that the condition behind an incident is gone (a model that got a price):
+    the incident with this key, if open, is resolved `at`, for the reason `why`, without waiting for
+    a quiet spell."""
+
+    key: str
+    at: datetime
+    why: str
+
+
 def _fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -113,6 +124,9 @@ class Context:
     """The first hour the ledger has data for: earlier hours are unknown, not zero."""
     settings: ScopedValue
     state: dict[str, Any]
+    cleared: list[Cleared] = field(default_factory=list)
+    """Incidents the detector found over (see `Cleared`); most detectors leave this empty and let
+    their incidents resolve after a quiet spell."""
 
     def at_hours(self, hours: Sequence[pd.Timestamp]) -> pd.DataFrame:
         """The rollup rows of the given hours (indexed once per cycle: contributors ask often)."""

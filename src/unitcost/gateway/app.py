@@ -37,7 +37,7 @@ from .budgets import (
 )
 from .cache import OPT_OUT_HEADER, ResponseCache, cache_key, unfinished
 from .config import GatewayConfig, ModelTarget, Route, Upstream, VirtualKey
-from .errors import Api, GatewayError, error_response
+from .errors import Api, GatewayError, ModelNotAllowedError, error_response
 from .estimate import WorstCase, output_tokens, prompt_cache_writes
 from .httpserver import Request, Response
 from .keys import KeyRing
@@ -288,9 +288,12 @@ class Gateway:
         forwarded as it came, under the rules of /v1/messages (key, alias, route), and nothing is
         recorded: no event, no budget, no cache."""
         try:
-            self._authenticate(request.headers)
+            key = self._authenticate(request.headers)
             body = self._read_body(request)
-            target, _, _ = self._resolve("anthropic", body.get("model"), body)
+            target, _, _ = self._resolve("anthropic", body.get("model"), body, key)
+        except ModelNotAllowedError as exc:
+            self.metrics.model_refusal("count_tokens", exc.model, exc.team)
+            return error_response("anthropic", exc)
         except GatewayError as exc:
             return error_response("anthropic", exc)
         upstream = self.config.upstreams[target.upstream]
@@ -310,11 +313,14 @@ class Gateway:
         passed["x-unitcost-model"] = target.model
         return Response(reply.body or b"", reply.status, passed)
 
-    def _listed(self, api: Api) -> dict[str, str]:
-        """The names a caller can use through `api`'s endpoints (models, aliases, routes), each
-        with who owns it: the provider of its upstream, or unitcost for a route."""
+    def _listed(self, api: Api, key: VirtualKey | None) -> dict[str, str]:
+        """The names a caller can use through `api`'s endpoints (models, aliases, routes) with
+        its key (only those of the key's `models` list when it has one), each with who owns it:
+        the provider of its upstream, or unitcost for a route."""
         listed: dict[str, str] = {}
         for name in self.config.public_models():
+            if key is not None and not key.allows(name):
+                continue
             route = self.config.routes.get(name)
             target = self.config.target(route.light if route is not None else name)
             if target is None:
@@ -337,8 +343,7 @@ class Gateway:
         caller's key can call through its API's endpoints, in that API's list shape."""
         api = _api_of(request)
         try:
-            self._authenticate(request.headers)
-            listed = self._listed(api)
+            listed = self._listed(api, self._authenticate(request.headers))
             if api == "openai":
                 data = [self._model_entry(api, name, owner) for name, owner in listed.items()]
                 return Response(orjson.dumps({"object": "list", "data": data}))
@@ -355,10 +360,10 @@ class Gateway:
         api = _api_of(request)
         name = unquote(request.path[len(_MODEL_PREFIX) :])
         try:
-            self._authenticate(request.headers)
+            key = self._authenticate(request.headers)
         except GatewayError as exc:
             return error_response(api, exc)
-        owner = self._listed(api).get(name)
+        owner = self._listed(api, key).get(name)  # a model the key may not call is not listed
         if owner is None:
             endpoints = "/v1/messages" if api == "anthropic" else "the OpenAI endpoints"
             message = f"The model `{name}` is not served through {endpoints} of this gateway"
@@ -390,10 +395,14 @@ class Gateway:
         return body
 
     def _resolve(
-        self, api: Api, public: Any, body: dict[str, Any]
+        self, api: Api, public: Any, body: dict[str, Any], key: VirtualKey | None
     ) -> tuple[ModelTarget, Route | None, str | None]:
         if not isinstance(public, str) or not public:
             raise GatewayError(400, "'model' is required and must be a string", param="model")
+        if key is not None and key.models is not None and not key.allows(public):
+            # The name asked for, before alias and route resolution: what is behind an allowed
+            # name (its model, fallbacks, a route's strong model) is the operator's choice.
+            raise ModelNotAllowedError(key.name, key.team, public, key.models)
         route = self.config.routes.get(public)
         reason = None
         name = public
@@ -408,7 +417,7 @@ class Gateway:
             raise GatewayError(
                 404,
                 f"The model `{public}` is not configured on this gateway. Configured models: "
-                + ", ".join(self.config.public_models()[:20]),
+                + ", ".join([n for n in self.config.public_models() if key is None or key.allows(n)][:20]),
                 code="model_not_found",
                 param="model",
             )
@@ -423,11 +432,20 @@ class Gateway:
             )
         return target, route, reason
 
+    def _labels_of(self, public: str) -> tuple[str, str]:
+        """The provider and upstream model a public name goes to (a route: its light model),
+        for the metrics of a request refused before it was resolved; "none" when it goes nowhere."""
+        route = self.config.routes.get(public)
+        target = self.config.target(route.light if route is not None else public)
+        if target is None:
+            return "none", "none"
+        return self.config.upstreams[target.upstream].provider, target.model
+
     def _prepare(self, request: Request, api: Api, endpoint: str, operation: str, started: float) -> Call:
         headers = request.headers
         key = self._authenticate(headers)
         body = self._read_body(request)
-        target, route, reason = self._resolve(api, body.get("model"), body)
+        target, route, reason = self._resolve(api, body.get("model"), body, key)
         apply_caps(route, body, api)
         attrs = attribution(headers, key, self.config.environment)
         reserved = sorted(RESERVED_TAGS.intersection(attrs["tags"]))
@@ -466,6 +484,11 @@ class Gateway:
         started = time.perf_counter()
         try:
             call = self._prepare(request, api, endpoint, operation, started)
+        except ModelNotAllowedError as exc:  # nothing sent, nothing reserved, no event
+            provider, model = self._labels_of(exc.model)
+            self.metrics.request(operation, provider, model, exc.team, "model_refused")
+            self.metrics.model_refusal(operation, exc.model, exc.team)
+            return error_response(api, exc)
         except GatewayError as exc:
             self.metrics.request(operation, "none", "none", None, "client_error")
             return error_response(api, exc)

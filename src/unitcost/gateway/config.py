@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -76,6 +77,13 @@ class Route:
     reasoning_effort_cap: str | None = None
 
 
+def model_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for a list of model names and globs: `*` stands for any run of
+    characters (none included); every other character, `?` and `[` among them, is itself."""
+    alternatives = (".*".join(re.escape(part) for part in pattern.split("*")) for pattern in patterns)
+    return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
+
+
 @dataclass(frozen=True)
 class VirtualKey:
     name: str
@@ -84,6 +92,18 @@ class VirtualKey:
     user: str | None = None
     app: str | None = None
     environment: str | None = None
+    models: tuple[str, ...] | None = None
+    """The model names the key may call (exact names and `*` globs), matched against the name
+    the client asks for: a model, an alias of [gateway.models] or a route. None: every model."""
+
+    @functools.cached_property
+    def _allowed(self) -> re.Pattern[str] | None:
+        return None if self.models is None else model_pattern(self.models)
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may call the public model name `model`."""
+        allowed = self._allowed
+        return allowed is None or allowed.fullmatch(model) is not None
 
 
 @dataclass(frozen=True)
@@ -307,6 +327,21 @@ def _whole(value: Any, where: str, name: str) -> int:
     return value
 
 
+_KEY_SETTINGS = ("name", "sha256", "team", "user", "app", "environment", "models")
+
+
+def _key_models(value: Any, where: str) -> tuple[str, ...]:
+    """A key's `models`: a non-empty list of names and `*` globs. An empty list is refused
+    rather than read as "every model" (LiteLLM) or "no model": leave `models` out for every model."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _err(
+            where,
+            "models must be a non-empty list of model names or patterns such as 'gpt-4o-mini*' "
+            "(leave models out to allow every model)",
+        )
+    return tuple(v.strip() for v in value)
+
+
 def _budget(raw: Mapping[str, Any], index: int) -> Budget:
     where = f"gateway.budgets #{index + 1}"
     name = raw.get("name") or f"budget-{index + 1}"
@@ -412,12 +447,16 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
     }
     keys = []
     for i, raw in enumerate(section.get("keys", [])):
-        entry = _table(raw, f"gateway.keys #{i + 1}")
+        where = f"gateway.keys #{i + 1}"
+        entry = _table(raw, where)
+        unknown = sorted(set(entry) - set(_KEY_SETTINGS))
+        if unknown:
+            # A misspelt `models` would leave the key allowed every model while the file
+            # says otherwise: refused, as in [gateway.cache].
+            raise _err(where, f"unknown setting {unknown[0]!r} (known: {', '.join(_KEY_SETTINGS)})")
         digest = str(entry.get("sha256", "")).removeprefix("sha256:").lower()
         if len(digest) != 64:
-            raise _err(
-                f"gateway.keys #{i + 1}", "sha256 must be the hex SHA-256 of the key (unitcost gateway-key)"
-            )
+            raise _err(where, "sha256 must be the hex SHA-256 of the key (unitcost gateway-key)")
         keys.append(
             VirtualKey(
                 name=str(entry.get("name", f"key-{i + 1}")),
@@ -426,6 +465,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
                 user=entry.get("user"),
                 app=entry.get("app"),
                 environment=entry.get("environment"),
+                models=_key_models(entry.get("models", None), where) if "models" in entry else None,
             )
         )
     budgets = tuple(
@@ -467,6 +507,16 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         for model in (route.light, route.strong):
             if config.target(model) is None:
                 raise _err(f"gateway.routes.{route.name}", f"model {model!r} is not declared")
+    names = config.public_models()
+    for i, key in enumerate(config.keys):
+        for pattern in key.models or ():
+            if not any(model_pattern((pattern,)).fullmatch(name) for name in names):
+                # A typo would lock the key out of the model it was meant to have.
+                raise _err(
+                    f"gateway.keys #{i + 1}",
+                    f"models: {pattern!r} matches none of the gateway's models, aliases and routes "
+                    f"({', '.join(names[:20])}{', ...' if len(names) > 20 else ''})",
+                )
     for budget in budgets:
         if budget.downgrade_to and config.target(budget.downgrade_to) is None:
             raise _err(

@@ -29,7 +29,7 @@ _ANTHROPIC_TYPES = {
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
-    403: "invalid_request_error",
+    403: "permission_error",
     404: "invalid_request_error",
     413: "invalid_request_error",
     429: "budget_exceeded",
@@ -81,3 +81,19 @@ def error_response(api: Api, error: GatewayError) -> Response:
     headers = {"x-should-retry": "false"} if error.status < 500 else {}
     headers.update(error.headers)
     return Response(orjson.dumps(error_body(api, error)), error.status, headers)
+
+
+class ModelNotAllowedError(GatewayError):
+    """A virtual key asked for a model outside its `models` list: a 403 permission error,
+    refused before anything is sent upstream. The message names the key, never its secret."""
+
+    def __init__(self, key_name: str, team: str | None, model: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            403,
+            f"the unitcost virtual key {key_name!r} may not call the model `{model}`; "
+            f"it may call: {', '.join(allowed)}",
+            code="model_not_allowed",
+            param="model",
+        )
+        self.team = team
+        self.model = model

@@ -110,6 +110,9 @@ class Metrics:
     def refusal(self, budget: str, reason: str) -> None:
         """A request a budget refused: reason limit_usd, max_calls or unpriced_model."""
 
+    def model_refusal(self, route: str, model: str, team: str | None) -> None:
+        """A request for a model its virtual key may not call (the key's `models` list)."""
+
     def downgrade(self, budget: str) -> None:
         """A request a budget sent to a cheaper model."""
 
@@ -209,6 +212,7 @@ class GatewayMetrics(Metrics):
         for upstream in config.upstreams.values():
             models.update(upstream.models)
         self._models = frozenset(models)
+        self._public = frozenset(config.public_models())
         teams = {k.team for k in config.keys if k.team}
         teams.update(b.match for b in config.budgets if b.scope == "team" and b.match)
         self._teams = frozenset(teams)
@@ -221,8 +225,8 @@ class GatewayMetrics(Metrics):
             Counter(
                 "unitcost_gateway_requests",
                 "Client requests answered, by API route and outcome (ok, upstream_error, timeout, "
-                "rate_limited, client_error, budget_refused, budget_unavailable, cache_hit, cancelled, "
-                "gateway_error). Not counted: /metrics, /health, /v1/models.",
+                "rate_limited, client_error, model_refused, budget_refused, budget_unavailable, "
+                "cache_hit, cancelled, gateway_error). Not counted: /metrics, /health, /v1/models.",
                 ["route", "provider", "model", "team", "outcome"],
                 registry=r,
             )
@@ -323,6 +327,16 @@ class GatewayMetrics(Metrics):
                 registry=r,
             )
         )
+        self._model_refusals = _Children(
+            Counter(
+                "unitcost_gateway_model_refusals",
+                "Requests refused because their virtual key may not call the model they name (the "
+                "key's models list), by route (chat, responses, messages, embeddings, count_tokens) "
+                "and the model name asked for. Nothing was sent upstream.",
+                ["route", "model", "team"],
+                registry=r,
+            )
+        )
         self._downgrades = _Children(
             Counter(
                 "unitcost_gateway_budget_downgrades",
@@ -404,6 +418,10 @@ class GatewayMetrics(Metrics):
 
     def refusal(self, budget: str, reason: str) -> None:
         self._refusals(budget, reason).inc()
+
+    def model_refusal(self, route: str, model: str, team: str | None) -> None:
+        name = model if model in self._public else OTHER
+        self._model_refusals(route, name, self._team(team)).inc()
 
     def downgrade(self, budget: str) -> None:
         self._downgrades(budget).inc()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from ..ledger import report_rollups as rollups
@@ -147,6 +148,10 @@ class ReportQuery:
     period: str | None = None
     where: Sequence[str] = ()
     top: int | None = None
+    now: datetime | None = None
+    """When the report is made (None: when it runs). A period that has not ended by then is
+    partial even inside the window: `--since 2025-10 --until 2025-11` on October 10 covers ten
+    days of October, not the month."""
 
     def __post_init__(self) -> None:
         if isinstance(self.where, str):
@@ -424,6 +429,23 @@ class ReportSQL:
             f"WHERE {self._between(prev.since, prev.until)} AND {where_sql(self.query.where, self.dialect)}) s {group}"
         )
 
+    def period_previous(self, span: Window) -> str:
+        """Spend per table row's group and `--period` bucket over `span`: the buckets before the
+        window's periods, cut where the last partial period's like-for-like span ends (see
+        `PeriodSpan.like_for_like`); it may begin before the window."""
+        keys = [f"d{i}" for i in range(len(self.dim_exprs))] + ["p"]
+        names = ", ".join(keys)
+        if self.rolled is not None:
+            return f"SELECT {names}, sum(spend) AS spend FROM ({self._rolled('hourly', span)}) s GROUP BY {names}"
+        assert self.query.period is not None
+        exprs = [f"{expr} AS d{i}" for i, expr in enumerate(self.dim_exprs)]
+        exprs.append(f"{self.dialect.trunc(self.query.period, 'ts')} AS p")
+        return (
+            f"SELECT {names}, sum(cost) AS spend FROM (SELECT cost, {', '.join(exprs)} FROM events "
+            f"WHERE {self._between(span.since, span.until)} AND {where_sql(self.query.where, self.dialect)}) s "
+            f"GROUP BY {names}"
+        )
+
     @property
     def grouping_columns(self) -> list[str]:
         return list(dict.fromkeys([*self.table_keys, "tp", "u", "up", "um", "ur"]))
@@ -534,6 +556,11 @@ def _next_bucket(start: datetime, period: str) -> datetime:
     return start + {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}[period]
 
 
+def bucket_end(start: datetime, period: str) -> datetime:
+    """The end (excluded) of the bucket of `period` that begins at `start`."""
+    return _next_bucket(_as_utc(start), period)
+
+
 def bucket_starts(window: Window, period: str) -> list[datetime]:
     """The start of every bucket the window overlaps, the partial ones at its edges included."""
     starts, start = [], _truncate(window.since, period)
@@ -541,6 +568,56 @@ def bucket_starts(window: Window, period: str) -> list[datetime]:
         starts.append(start)
         start = _next_bucket(start, period)
     return starts
+
+
+@dataclass(frozen=True)
+class PeriodSpan:
+    """A bucket of the window (`start` to `end`) and the part of it the report covers: the
+    window's, cut at the time the report is made."""
+
+    start: datetime
+    end: datetime
+    covered_since: datetime
+    covered_until: datetime
+
+    @property
+    def partial(self) -> bool:
+        """The window covers only part of the bucket: the first one cut by `--since`, the last
+        one cut by `--until` (the current week, month or day of a report up to now), or one that
+        has not ended when the report is made."""
+        return self.covered_since > self.start or self.covered_until < self.end
+
+    def like_for_like(self, before: PeriodSpan) -> tuple[datetime, datetime] | None:
+        """What this period's trend compares with in the bucket `before` it: the same span from
+        the bucket's start (Monday to Wednesday of the week before for a week covered Monday to
+        Wednesday, September 1-10 for October 1-10), as far as that bucket goes (a month after a
+        shorter one compares with all of it); the whole bucket before for a whole period, even
+        where the window covers only part of it. None when this period covers nothing yet."""
+        if self.covered_until <= self.covered_since:
+            return None
+        since = before.start + (self.covered_since - self.start)
+        until = min(before.start + (self.covered_until - self.start), before.end)
+        return (since, until) if since < until else None
+
+
+def period_spans(window: Window, period: str, now: datetime | None = None) -> list[PeriodSpan]:
+    """Every bucket of the window (as `bucket_starts`) with the part of it the report covers:
+    from `since` (or the bucket's start) to `until`, `now` or the bucket's end, whichever is
+    first."""
+    until = window.until if now is None else min(window.until, _as_utc(now))
+    spans = []
+    for start in bucket_starts(window, period):
+        end = _next_bucket(start, period)
+        since = max(start, window.since)
+        spans.append(PeriodSpan(start, end, since, max(since, min(end, until))))
+    return spans
+
+
+def _span_fields(span: PeriodSpan | None) -> dict[str, Any]:
+    """What a row of the period says of its coverage (see `PERIOD_SPAN_COLUMNS`)."""
+    if span is None:
+        return {"partial": None, "covered_since": None, "covered_until": None}
+    return {"partial": span.partial, "covered_since": span.covered_since, "covered_until": span.covered_until}
 
 
 def _bucket(query: ReportQuery) -> str:
@@ -560,9 +637,21 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
     """The report for `query`; from the report rollups when the store keeps them and they hold
     every dimension the query needs, unless `use_rollups` is False."""
     dialect = dialect_for(store.dialect)
+    now = datetime.now(UTC) if query.now is None else _as_utc(query.now)
+    before_spend: dict[tuple[tuple[Any, ...], datetime], Decimal | None] = {}
     with store.snapshot() as fetch:
         rolled = rollups.watermark(fetch) if use_rollups and dialect.name == "duckdb" else None
         sql = ReportSQL.build(query, dialect, rolled)
+        spans = period_spans(query.window, query.period, now) if query.period else []
+        likes = _likes(spans)
+        compared = [like for like in likes if like is not None]
+        if compared:
+            # The like-for-like spans are whole buckets but for the last one compared (see
+            # `_likes`): one range, summed per bucket, holds them all.
+            span = Window(min(c[0] for c in compared), max(c[1] for c in compared))
+            n = len(sql.dim_exprs)
+            for r in fetch(sql.period_previous(span)):
+                before_spend[tuple(r[f"d{i}"] for i in range(n)), _as_utc(r["p"])] = r["spend"]
         result = []
         for part in sql.sums():
             for row in fetch(part):
@@ -619,7 +708,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
         rows, others = _top_groups(rows, labels, query.top, total)
     if query.period:
         rows.sort(key=lambda x: (x["period"], -(x.get("spend") or 0), _names(x, labels)))
-        _add_period_trend(rows, labels, bucket_starts(query.window, query.period))
+        _add_period_trend(rows, labels, spans, likes, before_spend)
     else:
         rows.sort(key=lambda x: (-(x.get("spend") or 0), _names(x, labels)))
     if not table_keys:
@@ -633,8 +722,8 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
     # Every bucket of the window, the quiet ones as 0 calls and $0: a daily spend read from
     # JSON or charted must not close the gap of a day without calls.
     periods = [
-        with_calls.get(start) or _quiet_period(start, total)
-        for start in bucket_starts(query.window, _bucket(query))
+        {**(with_calls.get(span.start) or _quiet_period(span.start, total)), **_span_fields(span)}
+        for span in period_spans(query.window, _bucket(query), now)
     ]
     units = sorted(
         ({"unit": r["u"], **_light(r, total, UNIT_COLUMNS)} for r in result if in_set(r, ["u"]) and r["u"]),
@@ -770,17 +859,47 @@ def _top_groups(
     return shown, others
 
 
-def _add_period_trend(rows: list[dict[str, Any]], labels: Sequence[str], starts: Sequence[datetime]) -> None:
-    """Each row's trend against the same group in the period just before (`starts` are the
-    window's buckets): $0 when the group had no call then, none for the window's first period.
-    Not against the group's last row, which may be weeks earlier."""
-    before = dict(zip(starts[1:], starts, strict=False))
-    spend = {(_group(row, labels), _as_utc(row["period"])): row.get("spend") for row in rows}
+def _likes(spans: Sequence[PeriodSpan]) -> list[tuple[datetime, datetime] | None]:
+    """What each period's trend compares with (`PeriodSpan.like_for_like`): nothing for the
+    window's first period, whose bucket before is outside the window.
+
+    Like with like, because a finance team signs the comparison of equal spans, not of a
+    period's first three days with a whole week: the partial last period (the current week of
+    a report up to now) is compared with the same span of the period before, and the period
+    after a partial first one (cut by `--since`) with the whole period before, calls before
+    `--since` included; a plain change of a partial period against a whole one would show a
+    fall in spend that is only fewer days. Neither is extrapolated to a whole period: a run
+    rate is a forecast, and these are the amounts the ledger holds. Only the first period can
+    be cut at its start, and the periods from the last whole one on are covered less and less
+    (the last cut by `--until` or by the time the report is made, those after it not at all),
+    so these spans are whole buckets up to the last one compared, which may be cut: one range
+    of the events holds them all."""
+    return [None] + [span.like_for_like(before) for before, span in pairwise(spans)]
+
+
+def _add_period_trend(
+    rows: list[dict[str, Any]],
+    labels: Sequence[str],
+    spans: Sequence[PeriodSpan],
+    likes: Sequence[tuple[datetime, datetime] | None],
+    before_spend: Mapping[tuple[tuple[Any, ...], datetime], Decimal | None],
+) -> None:
+    """Each row's trend against the same group in the period just before, over the same span
+    (`_likes`): $0 when the group had no call then, none for the window's first period. Not
+    against the group's last row, which may be weeks earlier. Each row says how much of its
+    period the window covers (`partial`, `covered_since`, `covered_until`) and what its trend
+    compared with (`previous_since`, `previous_until`)."""
+    index = {span.start: k for k, span in enumerate(spans)}
     for row in rows:
-        previous = before.get(_as_utc(row["period"]))
-        prev = None if previous is None else spend.get((_group(row, labels), previous), _ZERO)
+        k = index.get(_as_utc(row["period"]))
+        like = None if k is None else likes[k]
+        prev = None
+        if k is not None and like is not None:
+            prev = before_spend.get((_group(row, labels), spans[k - 1].start), _ZERO)
         row["previous_spend"] = prev
         row["trend_pct"] = _pct_change(row.get("spend"), prev)
+        row.update(_span_fields(None if k is None else spans[k]))
+        row["previous_since"], row["previous_until"] = like or (None, None)
 
 
 def _group(row: Mapping[str, Any], labels: Sequence[str]) -> tuple[Any, ...]:
@@ -997,6 +1116,9 @@ class _BlankRow(dict[str, Any]):
 KPI_COLUMNS = tuple(_derive(_BlankRow(), None))
 """The measures of a report row, in order (everything `_derive` makes of a group's sums)."""
 TREND_COLUMNS = ("previous_spend", "trend_pct")
+PERIOD_SPAN_COLUMNS = ("partial", "covered_since", "covered_until", "previous_since", "previous_until")
+"""What a row of a report by `--period` says besides its measures: whether the window covers
+its period only in part, the part it covers, and the span its trend compares with."""
 
 
 def _rows_to_table(rows: list[dict[str, Any]], dimensions: Sequence[str]) -> pa.Table:
@@ -1006,11 +1128,17 @@ def _rows_to_table(rows: list[dict[str, Any]], dimensions: Sequence[str]) -> pa.
     import pyarrow as pa
 
     names = [*dimensions, *KPI_COLUMNS, *TREND_COLUMNS]
+    if "period" in dimensions:
+        names += PERIOD_SPAN_COLUMNS
     names += [name for row in rows[:1] for name in row if name not in names]
     arrays = []
     for name in names:
         values = [r.get(name) for r in rows]
-        if name in MONEY_COLUMNS:
+        if name == "partial":
+            arrays.append(pa.array(values, type=pa.bool_()))
+        elif name in PERIOD_SPAN_COLUMNS:
+            arrays.append(pa.array(values, type=pa.timestamp("us", tz="UTC")))
+        elif name in MONEY_COLUMNS:
             arrays.append(pa.array(values, type=pa.decimal128(38, 12)))
         elif name in FLOAT_COLUMNS:
             arrays.append(pa.array([None if v is None else float(v) for v in values], type=pa.float64()))

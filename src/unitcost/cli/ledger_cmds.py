@@ -8,13 +8,14 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..analytics.report import KPI_COLUMNS, TREND_COLUMNS
+from ..analytics.report import KPI_COLUMNS, PERIOD_SPAN_COLUMNS, TREND_COLUMNS, bucket_end
 from ..money import format_usd
 from .app import (
     ConfigOpt,
@@ -291,6 +292,9 @@ _CSV_COLUMNS = [
 _CSV_COLUMNS += [
     Col(name, name) for name in (*KPI_COLUMNS, *TREND_COLUMNS) if name not in {c.key for c in _CSV_COLUMNS}
 ]
+# With --period, last: whether the window covers the row's period only in part, the part it
+# covers, and the span its trend compares with.
+_CSV_PERIOD_COLUMNS = [Col(name, name) for name in PERIOD_SPAN_COLUMNS]
 
 
 @app.command("report")
@@ -393,7 +397,8 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
         return
     dims = [Col(d, d, "ts" if d == "period" else "dim") for d in report.dimensions]
     if fmt == Format.csv:
-        render(report.rows, [*dims, *_CSV_COLUMNS], fmt)
+        periodic = "period" in report.dimensions
+        render(report.rows, [*dims, *_CSV_COLUMNS, *(_CSV_PERIOD_COLUMNS if periodic else [])], fmt)
         return
     if fmt == Format.markdown:
         report = _one_line_cells(report)
@@ -407,11 +412,12 @@ def print_report(report: Report, fmt: Format, *, wide: bool = False) -> None:
         TABLE_COLUMNS if wide or fmt != Format.table else [c for c in TABLE_COLUMNS if c.key in _COMPACT]
     )
     render(
-        report.rows,
+        table_rows(report),
         [*dims, *columns],
         fmt,
         title=f"By {', '.join(report.dimensions) or 'total'}",
-        caption=others_caption(report),
+        # a line each in a terminal; one paragraph in markdown, as on the dashboard
+        caption=table_caption(report, "\n" if fmt == Format.table else " · "),
     )
     if report.units:
         render(report.units, UNIT_COLUMNS, fmt, title="Business units")
@@ -463,8 +469,122 @@ def headline_lines(report: Report) -> list[str]:
     ]
     if h.get("calls"):
         # One bar per bucket of the window: an empty one is the lowest bar, not left out.
-        lines.append(f"spend per {report.bucket}: {sparkline(report.spend_per_bucket())}")
+        lines.append(
+            f"spend per {report.bucket}: {sparkline(report.spend_per_bucket())}{_partial_bars(report)}"
+        )
     return lines
+
+
+def _partial_bars(report: Report) -> str:
+    """What the sparkline's buckets covered only in part cover: their bars are low for fewer
+    days, not for less spend. ` (partial: first day, 9.6 of 24 hours; last day, 14 of 24 hours)`."""
+    bucket, last = report.bucket, len(report.periods) - 1
+    parts = []
+    for k, row in enumerate(report.periods):
+        if not row.get("partial"):
+            continue
+        name = (
+            ""
+            if last == 0
+            else f"first {bucket}, "
+            if k == 0
+            else f"last {bucket}, "
+            if k == last
+            else f"{bucket} of {row['period']:%Y-%m-%d %H:%M}, "
+        )
+        parts.append(name + coverage(row, bucket))
+    if not parts:
+        return ""
+    more = f"; and {len(parts) - 3} more" if len(parts) > 3 else ""
+    return f" (partial: {'; '.join(parts[:3])}{more})"
+
+
+_COVERAGE_UNITS = {
+    "hour": (60, "minutes"),
+    "day": (3600, "hours"),
+    "week": (86400, "days"),
+    "month": (86400, "days"),
+}
+"""How the coverage of a partial period is counted: minutes of an hour, hours of a day, days."""
+
+
+def coverage(row: dict[str, Any], period: str) -> str:
+    """How much of its period a row of a report by period covers: `2 of 7 days`, `14.5 of 24
+    hours`, `10 of 30 days` (of September)."""
+    seconds, unit = _COVERAGE_UNITS[period]
+    covered = (row["covered_until"] - row["covered_since"]).total_seconds() / seconds
+    start = _utc(row["period"])
+    whole = (bucket_end(start, period) - start).total_seconds() / seconds
+    return f"{_amount(covered)} of {_amount(whole)} {unit}"
+
+
+def _amount(value: float) -> str:
+    text = f"{value:.1f}".removesuffix(".0")
+    return "<0.1" if text == "0" and value > 0 else text
+
+
+def table_caption(report: Report, separator: str = " · ") -> str | None:
+    """The notes under the report's table (as `unitcost report` and the dashboard show it): the
+    partial periods (`partial_notes`), then what `--top` left out (`others_caption`)."""
+    notes = [note for note in (*partial_notes(report), others_caption(report)) if note]
+    return separator.join(notes) or None
+
+
+def table_rows(report: Report) -> list[dict[str, Any]]:
+    """The rows of the report's table as text views show them (`unitcost report` and the
+    dashboard): a period the window covers only in part marked in its cell, `2025-09-29 00:00
+    (partial: 2 of 7 days)`."""
+    period = report.query.period
+    if not period:
+        return report.rows
+    return [
+        {**row, "period": f"{row['period']:%Y-%m-%d %H:%M} (partial: {coverage(row, period)})"}
+        if row.get("partial")
+        else row
+        for row in report.rows
+    ]
+
+
+def partial_notes(report: Report) -> list[str]:
+    """Footnotes of the table by period for the periods the window covers only in part: what
+    it covers of them and what their trend, and that of the period after a partial first one,
+    compare with (like with like: see `analytics.report._likes`)."""
+    period = report.query.period
+    if not period:
+        return []
+    notes: list[str] = []
+    seen: set[datetime] = set()
+    for row in report.rows:
+        start = _utc(row["period"])
+        if not row.get("partial") or start in seen:
+            continue
+        seen.add(start)
+        note = (
+            f"partial: {start:%Y-%m-%d %H:%M} covers {_span(row['covered_since'], row['covered_until'])}"
+            f" ({coverage(row, period)})"
+        )
+        if row.get("previous_since") is not None:
+            note += (
+                f"; its trend is against the same span of the {period} before "
+                f"({_span(row['previous_since'], row['previous_until'])})"
+            )
+        elif row["covered_since"] > start:
+            note += (
+                f"; no trend (the {period} before is outside the window); the next {period}'s trend "
+                f"counts the {period} before from its start, calls before --since included"
+            )
+        notes.append(note)
+    if len(notes) > 3:
+        notes = [*notes[:3], f"and {len(notes) - 3} more partial {period}s (not over yet)"]
+    return notes
+
+
+def _utc(instant: datetime) -> datetime:
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _span(since: datetime, until: datetime) -> str:
+    return f"{since:%Y-%m-%d %H:%M} → {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _previous(window: Window) -> str:

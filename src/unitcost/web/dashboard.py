@@ -336,7 +336,7 @@ class _Pages:
                 return report, _empty_hint(ledger, report)
 
             report, hint = await self._read(read)
-            from ..cli.ledger_cmds import TABLE_COLUMNS, others_caption
+            from ..cli.ledger_cmds import TABLE_COLUMNS, table_caption
             from ..cli.output import Col
 
             dims = [Col(d, d, "ts" if d == "period" else "dim") for d in report.dimensions]
@@ -345,7 +345,7 @@ class _Pages:
                 params,
                 [*dims, *TABLE_COLUMNS],
                 title=f"By {', '.join(report.dimensions) or 'total'}",
-                caption=others_caption(report),
+                caption=table_caption(report),
             )
             return self._page(
                 "report.html",
@@ -375,7 +375,7 @@ class _Pages:
     ) -> views.Table:
         """A table of the report's rows whose dimension values link to the drill-down narrowed
         to that value (split by the next dimension when every shown one is chosen)."""
-        from ..cli.ledger_cmds import others_caption
+        from ..cli.ledger_cmds import table_caption, table_rows
 
         labels = [d for d in report.dimensions if d != "period"]
 
@@ -388,7 +388,7 @@ class _Pages:
             return f"{self.prefix}/report{query}"
 
         return views.table(
-            report.rows, columns, title=title, caption=caption or others_caption(report), link=link
+            table_rows(report), columns, title=title, caption=caption or table_caption(report), link=link
         )
 
     def _units_table(self, report: Report) -> views.Table | None:

@@ -167,7 +167,13 @@ def document(operations: Sequence[Operation]) -> Schema:
 def _kpis() -> Schema:
     """A report row: the measures (money as decimal strings, counts, ratios), plus the values of
     the dimensions it is grouped by (strings, null for the calls without a value)."""
-    from ..analytics.report import FLOAT_COLUMNS, KPI_COLUMNS, MONEY_COLUMNS, TREND_COLUMNS
+    from ..analytics.report import (
+        FLOAT_COLUMNS,
+        KPI_COLUMNS,
+        MONEY_COLUMNS,
+        PERIOD_SPAN_COLUMNS,
+        TREND_COLUMNS,
+    )
 
     properties: dict[str, Schema] = {}
     for name in (*KPI_COLUMNS, *TREND_COLUMNS):
@@ -180,6 +186,14 @@ def _kpis() -> Schema:
     properties["period"] = {
         **NULL_INSTANT,
         "description": "The start of the row's period (with `period`)",
+    }
+    for name in PERIOD_SPAN_COLUMNS:
+        properties[name] = NULL_INSTANT
+    properties["partial"] = {
+        "type": ["boolean", "null"],
+        "description": "Whether the window covers the row's period only in part (with `period`; "
+        "`covered_since` to `covered_until` is the part; the trend compares `previous_since` to "
+        "`previous_until`, the same span of the period before)",
     }
     properties["calls"] = {"type": "integer", "minimum": 0}
     properties["unpriced_calls"] = {

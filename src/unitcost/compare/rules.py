@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,10 +38,32 @@ class CacheRule:
 
 @dataclass(frozen=True)
 class TokenizerFamily:
-    provider: str
-    tokens_per_char: Decimal
+    name: str
+    tokens_per_char: Decimal | None
+    """None: the vendor publishes no figure (a ratio to or from another family is then 1)."""
     source: str
     note: str
+    models: tuple[re.Pattern[str], ...] = ()
+    """Found (case-insensitively) in a model id: the model is of this family, whoever serves it."""
+    providers: tuple[str, ...] = ()
+    """The price book's providers whose models are of this family when no family's `models` match."""
+
+
+@dataclass(frozen=True)
+class FamilyMatch:
+    """Which tokenizer family a model served by a provider was taken as, and why."""
+
+    provider: str
+    model: str
+    family: TokenizerFamily | None
+    by_model: bool = False
+
+    def describe(self) -> str:
+        name = self.model or self.provider or "the recorded model"
+        if self.family is None:
+            return f"{name}: no known tokenizer family"
+        how = "by model name" if self.by_model else f"by provider {self.provider}"
+        return f"{name}: {self.family.name} tokenizer ({how})"
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -83,25 +106,70 @@ def cache_rule_for(provider: str, model: str) -> CacheRule:
 
 @cache
 def tokenizer_families() -> dict[str, TokenizerFamily]:
-    return {
-        str(raw["provider"]): TokenizerFamily(
-            str(raw["provider"]), Decimal(str(raw["tokens_per_char"])), str(raw["source"]), str(raw["note"])
+    """Every family by name, in the data's order (the order model patterns are tried in)."""
+    families: dict[str, TokenizerFamily] = {}
+    for raw in _load("tokenizers.toml")["family"]:
+        name = str(raw["name"])
+        if name in families:
+            raise ValueError(f"tokenizers.toml: family {name!r} is defined twice")
+        families[name] = TokenizerFamily(
+            name,
+            _decimal(raw.get("tokens_per_char")),
+            str(raw["source"]),
+            str(raw.get("note", "")),
+            tuple(re.compile(str(pattern), re.IGNORECASE) for pattern in raw.get("models", ())),
+            tuple(str(p).lower() for p in raw.get("providers", ())),
         )
-        for raw in _load("tokenizers.toml")["family"]
-    }
+    return families
 
 
-def tokenizer_ratio(source_provider: str, target_provider: str) -> tuple[Decimal, str]:
-    """Target tokens per source token for the same text, and where the figure comes from."""
-    if source_provider == target_provider:
-        return Decimal(1), "same tokenizer family"
-    families = tokenizer_families()
-    src, dst = families.get(source_provider), families.get(target_provider)
-    if src is None or dst is None:
-        unknown = source_provider if src is None else target_provider
-        return Decimal(1), f"no published tokens-per-character figure for {unknown}: ratio 1 assumed"
-    ratio = dst.tokens_per_char / src.tokens_per_char
-    return ratio, (
-        f"{target_provider} {dst.tokens_per_char} tok/char ({dst.source}) / "
-        f"{source_provider} {src.tokens_per_char} tok/char ({src.source})"
+@cache
+def tokenizer_family(provider: str, model: str) -> FamilyMatch:
+    """The family of `model` served by `provider`: the model's name decides (Claude on Vertex AI
+    is Anthropic's tokenizer), the provider only when no family knows the name."""
+    families = tokenizer_families().values()
+    for family in families:
+        if model and any(pattern.search(model) for pattern in family.models):
+            return FamilyMatch(provider, model, family, by_model=True)
+    wanted = provider.strip().lower()
+    for family in families:
+        if wanted in family.providers:
+            return FamilyMatch(provider, model, family)
+    return FamilyMatch(provider, model, None)
+
+
+def family_ratio(src: FamilyMatch, dst: FamilyMatch) -> tuple[Decimal, str]:
+    """Target tokens per source token between two families, and where the figure comes from."""
+    sides = f"{src.describe()} → {dst.describe()}"
+    a, b = src.family, dst.family
+    if a is not None and a == b:
+        return Decimal(1), f"{sides}; same tokenizer family"
+    if a is None or b is None:
+        name = (src.model or src.provider) if a is None else (dst.model or dst.provider)
+        return Decimal(1), f"{sides}; no tokenizer family known for {name}: ratio 1 assumed"
+    if a.tokens_per_char is None or b.tokens_per_char is None:
+        unknown = a.name if a.tokens_per_char is None else b.name
+        return Decimal(1), (
+            f"{sides}; no published tokens-per-character figure for the {unknown} tokenizer: ratio 1 assumed"
+        )
+    return b.tokens_per_char / a.tokens_per_char, (
+        f"{sides}; {b.name} {b.tokens_per_char} tok/char ({b.source}) / "
+        f"{a.name} {a.tokens_per_char} tok/char ({a.source})"
     )
+
+
+def tokenizer_ratio(
+    source_provider: str, source_model: str, target_provider: str, target_model: str
+) -> tuple[Decimal, str]:
+    """Target tokens per source token for the same text, and where the figure comes from
+    (naming the family each side was taken as)."""
+    return family_ratio(
+        tokenizer_family(source_provider, source_model), tokenizer_family(target_provider, target_model)
+    )
+
+
+def ratios_to(target_provider: str, target_model: str) -> frozenset[Decimal]:
+    """Every ratio a call of any family (or of none) could be scaled by to reach this target."""
+    dst = tokenizer_family(target_provider, target_model)
+    sources = [FamilyMatch("", "", f) for f in tokenizer_families().values()] + [FamilyMatch("", "", None)]
+    return frozenset(family_ratio(src, dst)[0] for src in sources)

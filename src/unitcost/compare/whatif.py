@@ -32,7 +32,7 @@ from .costing import (
     text_prompt,
     with_cache,
 )
-from .rules import cache_rule_for, tokenizer_families, tokenizer_ratio
+from .rules import cache_rule_for, ratios_to, tokenizer_family, tokenizer_ratio
 from .workload import Cuts, Group, ModelKey, Workload, day_span, timeline_cuts, window_span
 
 _DASHED_DATE = re.compile(r"\d{4}-\d{2}|\d+\s*(?:m|min|h|d|w)$", re.IGNORECASE)
@@ -284,19 +284,23 @@ def needed_cuts(
             cuts |= timeline_cuts(book, provider, model, tier, selection)
         # Without the recorded models (see needs_recorded_models), every alternative names its
         # model: take its cuts for every source tokenizer family it could be scaled from.
-        sources = recorded or [(p, "", t) for p in (*tokenizer_families(), "") for t in TIERS]
+        sources = recorded or [("", "", t) for t in TIERS]
         for provider, model, tier in sources:
             for alt in alternatives:
                 if alt.model is None and not model:
                     continue
                 target_p, target_m, target_t = _target(book, alt, provider, model, tier)
-                ratio = _ratio(alt, provider, target_p)[0]
+                ratios = (
+                    {_ratio(alt, provider, model, target_p, target_m)[0]}
+                    if model or alt.token_ratio is not None
+                    else ratios_to(target_p, target_m)
+                )
                 spans = [day_span(alt.at)] if alt.at else selection
                 alt_cuts = timeline_cuts(book, target_p, target_m, target_t, spans)
                 # A target threshold t on r x input is crossed when input > floor(t / r).
-                sizes = {int(Decimal(t) / ratio) for t in alt_cuts.prompt_sizes}
+                sizes = {int(Decimal(t) / ratio) for t in alt_cuts.prompt_sizes for ratio in ratios}
                 if alt.cache.mode == "prefix":
-                    sizes.add(_prefix_cut(alt.cache, target_p, target_m, ratio))
+                    sizes |= {_prefix_cut(alt.cache, target_p, target_m, ratio) for ratio in ratios}
                 if alt.at:
                     # Priced on one day, the selection's own price changes do not matter, but a
                     # price change during that day splits it by time of day.
@@ -326,10 +330,12 @@ def _target(book: PriceBook, alt: Alternative, provider: str, model: str, tier: 
     return ref.provider, ref.model, alt.tier or tier
 
 
-def _ratio(alt: Alternative, source_provider: str, target_provider: str) -> tuple[Decimal, str]:
+def _ratio(
+    alt: Alternative, source_provider: str, source_model: str, target_provider: str, target_model: str
+) -> tuple[Decimal, str]:
     if alt.token_ratio is not None:
         return alt.token_ratio, "set with --token-ratio"
-    return tokenizer_ratio(source_provider, target_provider)
+    return tokenizer_ratio(source_provider, source_model, target_provider, target_model)
 
 
 def group_line(group: Group) -> Line:
@@ -354,8 +360,11 @@ def at_date(at: datetime, first_ts: int) -> int:
 
 def alternative_line(book: PriceBook, alt: Alternative, group: Group, notes: set[str]) -> Line:
     provider, model, tier = _target(book, alt, group.provider, group.model, group.tier)
-    ratio, why = _ratio(alt, group.provider, provider)
-    if ratio != 1 or provider != group.provider:
+    ratio, why = _ratio(alt, group.provider, group.model, provider, model)
+    # Also said when one provider serves both sides in different tokenizer families (Gemini and
+    # Claude on Vertex AI): a ratio of 1 there is an assumption, not a fact.
+    crosses = tokenizer_family(group.provider, group.model).family != tokenizer_family(provider, model).family
+    if ratio != 1 or provider != group.provider or (crosses and alt.token_ratio is None):
         notes.add(f"tokens x{ratio:.4g} {group.provider}→{provider} ({why})")
     q = scale_tokens(group.quantities, ratio) if ratio != 1 else tuple(group.quantities)
     if alt.reasoning_multiplier != 1:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unitcost.events import EVENT_SCHEMA, FIELDS
+from unitcost.ingest import native
 from unitcost.ingest.fastpath import SUSPECT_COLUMN, build_fast_sql
 from unitcost.ingest.normalise import _int_limits, build_sql, split_result
 from unitcost.ingest.quickjson import PARALLEL_LINES, PLAIN_COLUMN, int_shape, line_shape, with_plain_flag
@@ -136,6 +137,8 @@ def _run(con: duckdb.DuckDBPyConnection, lines: list[str]) -> tuple[list[pa.Tabl
                 build_fast_sql(f"({quick_sql})", quick_types, now=NOW, pre_error=True, unknown_column=unknown)
             ).to_arrow_table()
         )
+    # The same fast tier in C: last, so that variants[1] stays the SQL quick parse.
+    variants.append(native.checked_lines(table, now=NOW))
     detailed = con.sql(
         build_sql(f"({sql})", types, now=NOW, pre_error=True, unknown_column=unknown, raw_column="_line")
     ).to_arrow_table()
@@ -335,30 +338,43 @@ def test_tricky_values_are_flagged_or_converted_as_the_checks_do() -> None:
     lines = ["{" + BASE + ", " + pair + "}" for pair in TRICKY]
     variants, good, rejections = _run(con, lines)
     assert good.num_rows + len(rejections) == len(lines)
-    quick = variants[-1]
-    assert len(variants) == 2, "the quick parse copes with valid JSON"
+    assert len(variants) == 3, "the quick parse copes with valid JSON"
     good_by_row = {row["_row"]: row for row in good.to_pylist()}
-    for row in quick.filter(pa.compute.invert(quick.column(SUSPECT_COLUMN))).to_pylist():
-        expected = good_by_row.get(row["_row"])
-        assert expected is not None, TRICKY[row["_row"] - 1]
-        for name in EVENT_SCHEMA.names:
-            assert _same(row[name], expected[name]), (
-                TRICKY[row["_row"] - 1],
-                name,
-                row[name],
-                expected[name],
-            )
-    # A few the line shape vouches for, which the test above would not notice were they flagged.
-    passed = {
-        TRICKY[row - 1]
-        for row in quick.filter(pa.compute.invert(quick.column(SUSPECT_COLUMN)))["_row"].to_pylist()
-    }
+    passed: list[set[str]] = []
+    for quick in variants[1:]:  # the quick parse in SQL, and in C
+        for row in quick.filter(pa.compute.invert(quick.column(SUSPECT_COLUMN))).to_pylist():
+            expected = good_by_row.get(row["_row"])
+            assert expected is not None, TRICKY[row["_row"] - 1]
+            for name in EVENT_SCHEMA.names:
+                assert _same(row[name], expected[name]), (
+                    TRICKY[row["_row"] - 1],
+                    name,
+                    row[name],
+                    expected[name],
+                )
+        passed.append(
+            {
+                TRICKY[row - 1]
+                for row in quick.filter(pa.compute.invert(quick.column(SUSPECT_COLUMN)))["_row"].to_pylist()
+            }
+        )
+    # A few each vouches for, which the test above would not notice were they flagged.
     assert {
         '"input_tokens": 99999999',
         '"attempt": 999',
         '"feature": -0',
         '"tags": {"a": 15, "b": true}',
-    } <= passed
+    } <= passed[0]
+    assert {
+        '"input_tokens": 99999999',
+        '"attempt": 999',
+        '"feature": false',
+        '"feature": ""',
+        '"latency_ms": 1.5e3',
+        '"billed_cost": 0.00001',
+        '"tags": {"a": 15, "b": true}',
+        '"input_tokens" : 5',
+    } <= passed[1]
 
 
 def test_the_shape_flag_is_a_full_match_of_each_line_however_the_lines_are_shared_out() -> None:

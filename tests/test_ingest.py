@@ -488,7 +488,9 @@ def test_a_failed_append_stops_the_checks_running_ahead(
     with pytest.raises(OSError, match="disk full"):
         ledger.ingest(write_lines(tmp_path / "fails.jsonl", lines))
     stopped_at = len(checked)
-    assert stopped_at <= 4  # the chunk appended, at most one waiting, one in the checks (and no more)
+    # The chunk whose append failed, one or two more read before the failure is noticed (an append
+    # runs in its own thread), one waiting and one in the checks; not the 40 chunks of the file.
+    assert stopped_at <= 5
     monkeypatch.undo()
     assert ledger.count() == 0
 

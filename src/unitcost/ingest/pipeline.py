@@ -6,6 +6,7 @@ the ledger passed the same checks and was priced by the same engine.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -25,6 +26,7 @@ from ..events import EVENT_SCHEMA, LEDGER_SCHEMA
 from ..ledger.base import AppendResult, Store
 from ..pricing.batch import price_table
 from ..pricing.book import PriceBook
+from . import native
 from .fastpath import SUSPECT_COLUMN, build_fast_sql
 from .normalise import ROW_COLUMN, Rejection, build_sql, split_result
 from .quickjson import with_plain_flag
@@ -319,7 +321,7 @@ class Ingestor:
                 pending.append(result.priced)
                 pending_rows += result.priced.num_rows
             if pending_rows >= self.append_rows:
-                self._flush(pending, summary, appender)
+                self._flush(pending, summary, appender, all_cores=appender is not None)
                 pending.clear()
                 pending_rows = 0
             elif appender is not None:
@@ -336,13 +338,19 @@ class Ingestor:
     def check(self, chunk: RawChunk) -> tuple[pa.Table, list[Rejection]]:
         """Type and check one chunk: the valid events (in input order) and one rejection per invalid record.
 
-        Well-formed records take the fast path; the others (few) the authoritative checks,
-        which name the problem or accept them (see `fastpath`).
+        Well-formed records take the fast path (for JSON lines, the C parse of `native`; else
+        `fastpath`'s SQL); the others (few) the authoritative checks, which name the problem or
+        accept them.
         """
         con = self._con
-        con.register("_raw", with_plain_flag(chunk.table) if chunk.kind == "json" else chunk.table)
+        in_c = None
+        if chunk.kind == "json" and native.AVAILABLE:
+            with contextlib.suppress(ValueError):  # more than 2 GiB of text in one chunk: the SQL path
+                in_c = native.checked_lines(chunk.table)
+        if in_c is None:
+            con.register("_raw", with_plain_flag(chunk.table) if chunk.kind == "json" else chunk.table)
         try:
-            fast = self._fast(chunk)
+            fast = in_c if in_c is not None else self._fast(chunk)
             if fast is None:
                 # The cheap typing failed as a whole (a value it cannot convert, say a UINT64
                 # over the BIGINT range): every record gets the authoritative checks instead.
@@ -368,7 +376,8 @@ class Ingestor:
             finally:
                 con.unregister("_suspects")
         finally:
-            con.unregister("_raw")
+            if in_c is None:
+                con.unregister("_raw")
         rescued, rejections = split_result(detailed, explain_bad_json)
         if rescued.num_rows:
             good = pa.concat_tables(

@@ -272,11 +272,13 @@ class DuckDBStore:
         """Insert events whose event_id is new; return how many went in and how many were already there.
 
         With `all_cores`, the insert may keep rows in any order, which lets DuckDB compress row
-        groups on every thread of the connection instead of one (1M events: 3.4 s -> 1.7 s of
-        wall). Each row group still holds a contiguous run of the batch, and no query depends on
-        physical order. Only worth it when nothing else in the process is working, as at the end
-        of a file: for every append of a 10M-event file, while the next batch is being checked,
-        it cost 15 % more CPU and took 8 % longer."""
+        groups on every thread of the connection instead of one (1M events: 4.0 s -> 1.7 s of
+        wall, and 3.1 s of CPU instead of 4.0). Each row group still holds a contiguous run of
+        the batch, and no query depends on physical order. The batch should come in Arrow
+        batches of 40k rows or more: from batches of 4k, DuckDB leaves a second's work per
+        million rows to the next checkpoint. Files take it for every append since their checks
+        moved to C (`ingest/native.py`); while the checks were SQL, it cost 15 % more CPU,
+        the two fighting for the cores."""
         import pyarrow.compute as pc
 
         n = table.num_rows

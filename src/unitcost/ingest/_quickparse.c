@@ -855,9 +855,9 @@ static PyObject *column_result(column *c, int kind) {
 
 PyDoc_STRVAR(parse_doc,
              "parse(offsets, data, first, count, spec, earliest_us, latest_us, max_float, max_text, tokens)\n"
-             "-> (plain, columns)\n\n"
+             "-> (suspect, columns)\n\n"
              "Parse and check `count` lines of a large_string array (int64 `offsets` and `data` buffers) from\n"
-             "line `first`. `plain` has one byte per line, 1 when the line is a valid plain event; `columns`\n"
+             "line `first`. `suspect` is a bitmap, a bit set for each line that is not a valid plain event; `columns`\n"
              "has, per field of `spec`, the Arrow buffers of its checked values, or None for a field with no\n"
              "value on any line (or ignored).");
 
@@ -894,7 +894,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     column *columns = scratch;
     slot *slots = calloc(MAX_FIELDS, sizeof *slots);
     key_table *keys = malloc(sizeof *keys);
-    unsigned char *plain = NULL;
+    unsigned char *suspect = NULL; /* a bitmap: the lines left to the careful checks */
     int n_fields = 0, failed = 0;
     if (!fields || !slots || !keys) {
         PyErr_NoMemory();
@@ -913,8 +913,8 @@ static PyObject *parse(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    plain = malloc((size_t)count + 1);
-    if (!plain) {
+    suspect = calloc((size_t)count / 8 + 1, 1);
+    if (!suspect) {
         PyErr_NoMemory();
         goto done;
     }
@@ -930,7 +930,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         const char *start = data + offsets[first + row], *end = data + offsets[first + row + 1];
         int ok = parse_line(start, end, fields, n_fields, slots, keys) == 0 &&
                  finish_line(fields, n_fields, slots, &r) == 0;
-        plain[row] = (unsigned char)ok;
+        if (!ok) suspect[row >> 3] |= (unsigned char)(1 << (row & 7));
         put_row(columns, fields, n_fields, slots, ok, (int64_t)row);
     }
     Py_END_ALLOW_THREADS;
@@ -948,11 +948,11 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(list, i, column_buffers);
     }
-    result = Py_BuildValue("(NN)", PyBytes_FromStringAndSize((const char *)plain, count), list);
+    result = Py_BuildValue("(NN)", PyBytes_FromStringAndSize((const char *)suspect, count / 8 + 1), list);
 done:
     PyBuffer_Release(&offsets_view);
     PyBuffer_Release(&data_view);
-    free(plain);
+    free(suspect);
     free(fields);
     free(slots);
     free(keys);

@@ -19,9 +19,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELDS, TOKEN_FIELDS
 from .fastpath import SUSPECT_COLUMN
@@ -133,12 +131,12 @@ def checked_lines(table: pa.Table, *, now: datetime | None = None, column: str =
     for chunk in _runs(lines):
         n = len(chunk)
         _, offsets, data = chunk.buffers()
-        plain, buffers = _quickparse.parse(
+        suspect, buffers = _quickparse.parse(
             offsets, data, chunk.offset, n, fields, earliest, latest, float(MAX_LATENCY_MS), MAX_TEXT, tokens
         )
         columns = [rows.slice(start, n).combine_chunks()]
         columns.extend(_column(f.type, n, parts) for f, parts in zip(EVENT_SCHEMA, buffers, strict=False))
-        columns.append(pc.invert(pa.array(np.frombuffer(plain, dtype=np.bool_))))
+        columns.append(pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(suspect)]))
         batches.append(pa.RecordBatch.from_arrays(columns, schema=checked_schema()))
         start += n
     return pa.Table.from_batches(batches, schema=checked_schema())

@@ -7,7 +7,6 @@ the ledger passed the same checks and was priced by the same engine.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import uuid
 from collections import Counter
@@ -44,6 +43,8 @@ from .readers import (
 
 KEPT_REJECTIONS = 1000
 APPEND_ROWS = 500_000
+CHECK_WORKERS = 2
+"""Threads checking a file's chunks while the batch before them is appended."""
 
 
 @dataclass
@@ -149,11 +150,26 @@ class Ingestor:
         config: dict[str, Any] = {"memory_limit": "512MB"}
         if threads:
             config["threads"] = threads
-        self._con = duckdb.connect(config=config)
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._root = duckdb.connect(config=config)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection to the checks' engine: one runs a query at a time, and a
+        file's chunks are checked in several threads."""
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = self._root.cursor()
+            con.execute("SET TimeZone = 'UTC'")
+            self._local.con = con
+            self._cursors.append(con)
+        return con
 
     def close(self) -> None:
-        self._con.close()
+        for con in self._cursors:
+            con.close()
+        self._root.close()
 
     # ------------------------------------------------------------------ entry points
 
@@ -261,8 +277,17 @@ class Ingestor:
         summary = IngestSummary(sources=[source])
         pending: list[pa.Table] = []
         ingested_at = datetime.now(UTC)
-        checked = (self._checked(chunk, source, ingested_at) for chunk in chunks)
-        results = _ahead(checked) if overlap else checked
+
+        def check(chunk: RawChunk) -> _Checked:
+            return self._checked(chunk, source, ingested_at)
+
+        # Overlapped, two threads check chunks side by side (the C parse and Arrow release the
+        # GIL): until the first batch is appended, the checks are all there is to do.
+        results = (
+            _ahead(iter(chunks), check, workers=CHECK_WORKERS)
+            if overlap
+            else (check(chunk) for chunk in chunks)
+        )
         # Overlapped, a batch is appended in a thread of its own while the next one is checked.
         appender = _Appender(self.store, summary) if overlap else None
         unreadable: IngestFileError | None = None
@@ -480,47 +505,75 @@ class _Checked:
 _DONE = object()
 
 
-def _ahead(results: Iterator[_Checked], depth: int = 1) -> Generator[_Checked, None, None]:
-    """`results`, computed in a thread up to `depth` items ahead of the consumer, in order.
+def _ahead(
+    items: Iterator[Any], work: Callable[[Any], _Checked], *, workers: int = 1, depth: int = 1
+) -> Generator[_Checked, None, None]:
+    """`work(item)` for each of `items`, computed in `workers` threads up to `depth` results ahead
+    of the consumer (and one in each worker), yielded in order.
 
-    An exception in the thread is raised here, at the point of the stream where it happened;
-    a consumer that stops early (an append failed) stops the thread at its next item.
+    The items are taken one at a time, in order (a file is read front to back). An exception
+    raised taking an item or working on it is raised here, at the point of the stream where it
+    happened; a consumer that stops early (an append failed) stops the threads at their next item.
     """
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    state = threading.Condition()
+    done: dict[int, Any] = {}
+    taken = consumed = 0
+    end: int | None = None  # the index past the last item, once the items ran out (or broke)
+    stop = False
 
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for result in results:
-                if not put(result):
+    def run() -> None:
+        nonlocal taken, end
+        while True:
+            with state:
+                while not stop and end is None and taken >= consumed + depth + workers:
+                    state.wait()
+                if stop or end is not None:
                     return
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(_Failed(exc))
-            return
-        put(_DONE)
+                index = taken
+                try:
+                    item = next(items)
+                except StopIteration:
+                    end = index
+                    state.notify_all()
+                    return
+                except BaseException as exc:  # handed to the consumer, which raises it
+                    done[index], end = _Failed(exc), index + 1
+                    state.notify_all()
+                    return
+                taken += 1
+            try:
+                result: Any = work(item)
+            except BaseException as exc:
+                result = _Failed(exc)
+            del item
+            with state:
+                done[index] = result
+                state.notify_all()
 
-    worker = threading.Thread(target=produce, name="unitcost-ingest-check", daemon=True)
-    worker.start()
+    threads = [
+        threading.Thread(target=run, name=f"unitcost-ingest-check-{i}", daemon=True) for i in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
     try:
         while True:
-            item = handoff.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
+            with state:
+                while consumed not in done and (end is None or consumed < end):
+                    state.wait()
+                if consumed not in done:
+                    return
+                result = done.pop(consumed)
+                consumed += 1
+                state.notify_all()
+            if isinstance(result, _Failed):
+                raise result.error
+            yield result
     finally:
-        stop.set()
-        worker.join()
+        with state:
+            stop = True
+            state.notify_all()
+        for thread in threads:
+            thread.join()
 
 
 @dataclass

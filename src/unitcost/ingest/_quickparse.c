@@ -31,7 +31,7 @@ enum kind {
     K_INT = 3,     /* digits only, within a number of digits */
     K_FLOAT = 4,   /* a non-negative JSON number a double holds exactly */
     K_BOOL = 5,
-    K_TS = 6,      /* an RFC 3339 string: YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)? */
+    K_TS = 6,      /* an RFC 3339 string: YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM|±HHMM|±HH)? */
     K_MONEY = 7,   /* a plain decimal amount (see scan_money), as DECIMAL(18, 12) */
     K_MAP = 8,     /* an object of text values (K_TEXT), keys unique */
 };
@@ -317,7 +317,7 @@ static int days_in_month(int y, int m) {
     return days[m - 1];
 }
 
-/* YYYY-MM-DD(T| )HH:MM:SS(.f{1,6})?(Z|+HH:MM|-HH:MM)? -- a naive time is UTC -- in
+/* YYYY-MM-DD(T| )HH:MM:SS(.f{1,6})?(Z|±HH:MM|±HHMM|±HH)? -- a naive time is UTC -- in
    microseconds since the epoch. Any other spelling is left to the careful parse. */
 static int parse_ts(const char *s, Py_ssize_t n, int64_t *out) {
     int y1, y2, mo, d, h, mi, sec;
@@ -346,12 +346,22 @@ static int parse_ts(const char *s, Py_ssize_t n, int64_t *out) {
     if (i < n) {
         if (s[i] == 'Z' && i + 1 == n) {
             i++;
-        } else if ((s[i] == '+' || s[i] == '-') && i + 6 == n && s[i + 3] == ':') {
-            int oh, om;
-            if (two_digits(s + i + 1, &oh) || two_digits(s + i + 4, &om) || oh > 14 || om > 59) return -1;
+        } else if (s[i] == '+' || s[i] == '-') {
+            /* +HH:MM, +HHMM or +HH (DuckDB's and PostgreSQL's own output writes +00) */
+            int oh, om = 0;
+            Py_ssize_t rest = n - i - 1;
+            if (rest < 2 || two_digits(s + i + 1, &oh)) return -1;
+            if (rest == 5 && s[i + 3] == ':') {
+                if (two_digits(s + i + 4, &om)) return -1;
+            } else if (rest == 4) {
+                if (two_digits(s + i + 3, &om)) return -1;
+            } else if (rest != 2) {
+                return -1;
+            }
+            if (oh > 14 || om > 59) return -1;
             offset = (int64_t)(oh * 60 + om) * 60;
             if (s[i] == '-') offset = -offset;
-            i += 6;
+            i = n;
         } else {
             return -1;
         }

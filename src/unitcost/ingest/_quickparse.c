@@ -399,6 +399,22 @@ static int scan_int(const char **p, const char *end, const field_spec *f, int64_
     return 0;
 }
 
+/* After an object's member: a comma, another member follows (1); the closing brace (0); each
+   with the whitespace around it. Anything else is not JSON (-1). */
+static inline int after_member(const char **p, const char *end) {
+    skip_ws(p, end);
+    if (*p < end && **p == ',') {
+        (*p)++;
+        skip_ws(p, end);
+        return 1;
+    }
+    if (*p < end && **p == '}') {
+        (*p)++;
+        return 0;
+    }
+    return -1;
+}
+
 /* The tags object: `{}` or string keys (unique) with text values. */
 static int scan_map(const char **p, const char *end, const char **start, Py_ssize_t *len) {
     const char *q = *p, *s = q;
@@ -426,17 +442,9 @@ static int scan_map(const char **p, const char *end, const char **start, Py_ssiz
             q++;
             skip_ws(&q, end);
             if (scan_text(&q, end, &v, &vn)) return -1;
-            skip_ws(&q, end);
-            if (q < end && *q == ',') {
-                q++;
-                skip_ws(&q, end);
-                continue;
-            }
-            if (q < end && *q == '}') {
-                q++;
-                break;
-            }
-            return -1;
+            int more = after_member(&q, end);
+            if (more < 0) return -1;
+            if (!more) break;
         }
     }
     *start = s;
@@ -568,17 +576,9 @@ static int parse_line(const char *p, const char *end, const field_spec *fields, 
                     return -1;
                 }
             }
-            skip_ws(&p, end);
-            if (p < end && *p == ',') {
-                p++;
-                skip_ws(&p, end);
-                continue;
-            }
-            if (p < end && *p == '}') {
-                p++;
-                break;
-            }
-            return -1;
+            int more = after_member(&p, end);
+            if (more < 0) return -1;
+            if (!more) break;
         }
     }
     skip_ws(&p, end);

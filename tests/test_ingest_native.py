@@ -328,3 +328,17 @@ def test_most_lines_of_a_real_file_take_the_c_path() -> None:
     table = native.checked_lines(_table(lines), now=NOW)
     assert pc.sum(table.column(SUSPECT_COLUMN).cast(pa.int64())).as_py() == 0
     assert table.schema.names[1:-1] == EVENT_SCHEMA.names
+
+
+def test_an_ingestor_that_ingests_file_after_file_keeps_no_connection_per_file(tmp_path: Path, book) -> None:
+    from unitcost.api import Ledger
+    from unitcost.config import Config
+
+    with Ledger(tmp_path / "l.duckdb", book=book, config=Config()) as ledger:
+        for i in range(6):
+            path = tmp_path / f"f{i}.jsonl"
+            path.write_text(_line(event_id=f"e{i}") + "\n")
+            assert ledger.ingest(path).accepted == 1
+        # Each file is checked in threads of its own, each with its own engine connection:
+        # closed as the thread ends, or a server ingesting all day would pile them up.
+        assert len(ledger.ingestor()._cursors) == 0

@@ -166,6 +166,15 @@ class Ingestor:
             self._cursors.append(con)
         return con
 
+    def _release_connection(self) -> None:
+        """Close this thread's connection: a checking thread's, as it ends (an ingestor that
+        lives long, a server's, would otherwise keep two per file it ingested)."""
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        if con is not None:
+            self._local.con = None
+            self._cursors.remove(con)
+            con.close()
+
     def close(self) -> None:
         for con in self._cursors:
             con.close()
@@ -284,7 +293,7 @@ class Ingestor:
         # Overlapped, two threads check chunks side by side (the C parse and Arrow release the
         # GIL): until the first batch is appended, the checks are all there is to do.
         results = (
-            _ahead(iter(chunks), check, workers=CHECK_WORKERS)
+            _ahead(iter(chunks), check, workers=CHECK_WORKERS, on_exit=self._release_connection)
             if overlap
             else (check(chunk) for chunk in chunks)
         )
@@ -506,10 +515,16 @@ _DONE = object()
 
 
 def _ahead(
-    items: Iterator[Any], work: Callable[[Any], _Checked], *, workers: int = 1, depth: int = 1
+    items: Iterator[Any],
+    work: Callable[[Any], _Checked],
+    *,
+    workers: int = 1,
+    depth: int = 1,
+    on_exit: Callable[[], None] | None = None,
 ) -> Generator[_Checked, None, None]:
     """`work(item)` for each of `items`, computed in `workers` threads up to `depth` results ahead
-    of the consumer (and one in each worker), yielded in order.
+    of the consumer (and one in each worker), yielded in order. Each thread calls `on_exit` as it
+    ends.
 
     The items are taken one at a time, in order (a file is read front to back). An exception
     raised taking an item or working on it is raised here, at the point of the stream where it
@@ -522,6 +537,13 @@ def _ahead(
     stop = False
 
     def run() -> None:
+        try:
+            work_through()
+        finally:
+            if on_exit is not None:
+                on_exit()
+
+    def work_through() -> None:
         nonlocal taken, end
         while True:
             with state:

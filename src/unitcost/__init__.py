@@ -19,7 +19,10 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .api import Ledger, RepriceResult
-    from .connectors import Recorder, configure, flush, instrument, record, tags, uninstrument
+    from .connectors import Recorder, configure, flush, record, tags
+    # From its own module: `connectors.instrument` is also that module's name, which mypy
+    # takes for a second definition depending on the order it reads the package in.
+    from .connectors.instrument import instrument, uninstrument
     from .events import UsageEvent
     from .pricing.book import CostBreakdown, PriceBook, PricedCall
 

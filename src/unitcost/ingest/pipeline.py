@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import arrow_values
 from ..events import EVENT_SCHEMA, LEDGER_SCHEMA
 from ..ledger.base import AppendResult, Store
 from ..pricing.batch import price_table
@@ -460,8 +461,9 @@ class Ingestor:
         columns.update(priced.columns)
         # A provider left out by the source is the one the price book found for the model.
         columns["provider"] = pc.coalesce(columns["provider"], priced.columns["priced_provider"])
-        columns["source"] = pa.repeat(pa.scalar(source, pa.string()), n)
-        columns["ingested_at"] = pa.repeat(pa.scalar(ingested_at, LEDGER_SCHEMA.field("ingested_at").type), n)
+        columns["source"] = pa.repeat(arrow_values.string_scalar(source), n)
+        at_type = LEDGER_SCHEMA.field("ingested_at").type
+        columns["ingested_at"] = pa.repeat(arrow_values.timestamp_scalar(ingested_at, at_type), n)
         table = pa.table([columns[f.name] for f in LEDGER_SCHEMA], schema=LEDGER_SCHEMA)
         return table, priced.unpriced
 
@@ -495,7 +497,7 @@ class Ingestor:
             "rejected": summary.rejected,
             "unpriced": summary.unpriced,
         }
-        self.store.insert("ingest_runs", pa.Table.from_pylist([row], schema=INGEST_RUN_SCHEMA))
+        self.store.insert("ingest_runs", arrow_values.one_row(row, INGEST_RUN_SCHEMA))
 
 
 def _empty_events() -> dict[str, pa.Array]:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import arrow_values
 from ..events import USAGE_FIELDS, USAGE_UNKNOWN_TAG
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_array_to_arrow
 from .book import PriceBook, cached_pair_indexes
@@ -118,15 +119,15 @@ def _usage_unknown(table: pa.Table, resolved: _Resolved, reason_code: np.ndarray
     token counts are zero because nothing was reported, not because nothing was used."""
     if "tags" not in table.column_names:
         return reason_code
-    said = pc.map_lookup(table.column("tags"), pa.scalar(USAGE_UNKNOWN_TAG), "first")
+    said = pc.map_lookup(table.column("tags"), arrow_values.string_scalar(USAGE_UNKNOWN_TAG), "first")
     if not pc.any(pc.is_valid(said)).as_py():
         return reason_code
     encoded = pc.dictionary_encode(said).combine_chunks()
     codes = np.asarray(
         [resolved.add_reason(f"usage unknown: {why}") for why in encoded.dictionary.to_pylist()]
     )
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
-    known = np.asarray(pc.is_null(encoded.indices).to_numpy(zero_copy_only=False), dtype=bool)
+    known = arrow_values.to_numpy(pc.is_null(encoded.indices))
+    indices = arrow_values.to_numpy(pc.fill_null(encoded.indices, arrow_values.zero(encoded.indices.type)))
     return np.where(known, reason_code, codes[np.where(known, 0, indices).astype(np.int64)])
 
 
@@ -326,9 +327,12 @@ def _distinct_keys(
 ) -> tuple[np.ndarray, list[tuple[str | None, str | None, str | None, str | None]]]:
     cols = [table.column(c) for c in ("provider", "model", "served_model", "service_tier")]
     sep = "\x1f"
-    joined = pc.binary_join_element_wise(*[pc.fill_null(c, "\x00") for c in cols], sep)
+    absent = arrow_values.string_scalar("\x00")
+    joined = pc.binary_join_element_wise(
+        *[pc.fill_null(c, absent) for c in cols], arrow_values.string_scalar(sep)
+    )
     encoded = pc.dictionary_encode(joined).combine_chunks()
-    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    indices = arrow_values.to_numpy(encoded.indices).astype(np.int64)
     keys = []
     for text in encoded.dictionary.to_pylist():
         parts = [None if p == "\x00" else p for p in text.split(sep)]
@@ -338,23 +342,24 @@ def _distinct_keys(
 
 def _seconds(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     micros = pc.cast(column, pa.int64()) if not pa.types.is_integer(column.type) else column
-    values = np.asarray(micros.to_numpy(), dtype=np.int64)
+    values = arrow_values.to_numpy(micros).astype(np.int64, copy=False)
     return np.floor_divide(values, 1_000_000)
 
 
 def _int_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    filled = pc.fill_null(column, 0)
-    return np.asarray(filled.to_numpy(), dtype=np.int64)
+    filled = pc.fill_null(column, arrow_values.zero(column.type))
+    return arrow_values.to_numpy(filled).astype(np.int64, copy=False)
 
 
 def _bool_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+    filled = pc.fill_null(column, arrow_values.zero(pa.bool_()))
+    return arrow_values.to_numpy(filled)
 
 
 def _take_strings(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
-    dictionary = pa.array([*values, None], type=pa.string())
-    safe = np.where(index < 0, len(values), index)
-    return dictionary.take(pa.array(safe, type=pa.int64()))
+    dictionary = arrow_values.strings([*values, None])
+    safe = np.where(index < 0, len(values), index).astype(np.int64)
+    return dictionary.take(arrow_values.numbers(safe, pa.int64()))
 
 
 def _empty_columns() -> dict[str, pa.Array]:

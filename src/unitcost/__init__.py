@@ -20,6 +20,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .api import Ledger, RepriceResult
     from .connectors import Recorder, configure, flush, record, tags
+
     # From its own module: `connectors.instrument` is also that module's name, which mypy
     # takes for a second definition depending on the order it reads the package in.
     from .connectors.instrument import instrument, uninstrument

@@ -53,22 +53,74 @@ def gateway_cmd(
         sock.close()
 
 
+def _toml_string(value: str) -> str:
+    """`value` as a TOML basic string: quotes, backslashes and control characters escaped, so
+    that the entry printed reads back as the same value whatever the name holds."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in escaped) + '"'
+
+
+def _split_models(values: list[str]) -> list[str]:
+    """`--models` values, each split at its commas: `--models a --models b` is `--models a,b`."""
+    return [part.strip() for value in values for part in value.split(",")]
+
+
 @app.command("gateway-key")
+@friendly
 def gateway_key_cmd(
     name: Annotated[str, typer.Option("--name", help="Name of the key in the config.")] = "my-key",
     team: Annotated[str | None, typer.Option("--team")] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            metavar="PATTERN",
+            help="A model name or `*` glob the key may call (repeatable, or comma-separated): "
+            "each must match a model, alias or route of the gateway section of --config. "
+            "Default: every model (within its team's models, when the team has a list).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Create a virtual key: prints the key (give it to the client) and the config entry (only its hash)."""
+    from ..gateway.config import VirtualKey, check_key_in_team, check_models, load_gateway
     from ..gateway.keys import new_key
+    from .app import UserError
+
+    patterns: tuple[str, ...] | None = None
+    team_models: tuple[str, ...] | None = None
+    if models is not None:
+        # Checked as the gateway checks the entry when it starts: a pattern it would refuse
+        # is refused here, before the key is handed out.
+        base = load_config(config)
+        if not base.section("gateway"):
+            raise UserError(
+                "--models is checked against the models, aliases and routes of the gateway, and "
+                + (f"{base.path} has no [gateway] section" if base.path else "no config file was found")
+                + ": pass --config with the gateway's unitcost.toml"
+            )
+        settings = load_gateway(base)
+        patterns = check_models(_split_models(models), settings, "gateway-key")
+        if team is not None and team in settings.teams:
+            team_models = settings.teams[team].models
+        check_key_in_team(
+            VirtualKey(name, "", team=team, models=patterns, team_models=team_models), settings, "gateway-key"
+        )
 
     key, digest = new_key()
+    lines = ["", "[[gateway.keys]]", f"name = {_toml_string(name)}"]
+    if team:
+        lines.append(f"team = {_toml_string(team)}")
+    if patterns is not None:
+        lines.append(f"models = [{', '.join(_toml_string(p) for p in patterns)}]")
+    if team_models is not None:
+        allowed = ", ".join(_toml_string(p) for p in team_models)
+        lines.append(f"# its team's models ([gateway.teams]) apply too: {allowed}")
+    lines.append(f'sha256 = "{digest}"')
     out = console()
     out.print(f"key (shown once): {key}", markup=False, highlight=False)
-    out.print("\n[[gateway.keys]]", markup=False, highlight=False)
-    out.print(f'name = "{name}"', markup=False, highlight=False)
-    if team:
-        out.print(f'team = "{team}"', markup=False, highlight=False)
-    out.print(f'sha256 = "{digest}"', markup=False, highlight=False)
+    out.print("\n".join(lines), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command("simulate-provider")

@@ -399,10 +399,12 @@ class Gateway:
     ) -> tuple[ModelTarget, Route | None, str | None]:
         if not isinstance(public, str) or not public:
             raise GatewayError(400, "'model' is required and must be a string", param="model")
-        if key is not None and key.models is not None and not key.allows(public):
+        refused_by = key.refused_by(public) if key is not None else None
+        if key is not None and refused_by is not None:
             # The name asked for, before alias and route resolution: what is behind an allowed
             # name (its model, fallbacks, a route's strong model) is the operator's choice.
-            raise ModelNotAllowedError(key.name, key.team, public, key.models)
+            allowed = key.models if refused_by == "key" else key.team_models
+            raise ModelNotAllowedError(key.name, key.team, public, allowed or (), refused_by)
         route = self.config.routes.get(public)
         reason = None
         name = public

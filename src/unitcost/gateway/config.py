@@ -6,6 +6,7 @@ Secrets never live in the file: an upstream names the environment variable holdi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -95,15 +96,42 @@ class VirtualKey:
     models: tuple[str, ...] | None = None
     """The model names the key may call (exact names and `*` globs), matched against the name
     the client asks for: a model, an alias of [gateway.models] or a route. None: every model."""
+    team_models: tuple[str, ...] | None = None
+    """The `models` of the key's team ([gateway.teams.<team>]), copied in when the
+    configuration is loaded, matched like `models`. None: the team limits nothing."""
 
     @functools.cached_property
     def _allowed(self) -> re.Pattern[str] | None:
         return None if self.models is None else model_pattern(self.models)
 
+    @functools.cached_property
+    def _team_allowed(self) -> re.Pattern[str] | None:
+        return None if self.team_models is None else model_pattern(self.team_models)
+
+    def refused_by(self, model: str) -> Literal["key", "team"] | None:
+        """Which list refuses the public model name `model`: the key's own ("key", looked at
+        first), its team's ("team"), or None when both allow it (a missing list allows all)."""
+        allowed, team_allowed = self._allowed, self._team_allowed
+        if allowed is not None and allowed.fullmatch(model) is None:
+            return "key"
+        if team_allowed is not None and team_allowed.fullmatch(model) is None:
+            return "team"
+        return None
+
     def allows(self, model: str) -> bool:
-        """Whether the key may call the public model name `model`."""
-        allowed = self._allowed
-        return allowed is None or allowed.fullmatch(model) is not None
+        """Whether the key may call the public model name `model`: its own list and its
+        team's list (each when there is one) both match it."""
+        return self.refused_by(model) is None
+
+
+@dataclass(frozen=True)
+class Team:
+    """[gateway.teams.<name>]: settings of every key whose `team` is `name`."""
+
+    name: str
+    models: tuple[str, ...] | None = None
+    """The model names the team's keys may call, besides what each key's own `models` allows:
+    a call needs both lists (each when there is one) to match. None: every model."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +164,7 @@ class GatewayConfig:
     models: Mapping[str, ModelTarget]
     routes: Mapping[str, Route] = field(default_factory=dict)
     keys: tuple[VirtualKey, ...] = ()
+    teams: Mapping[str, Team] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()
     host: str = "127.0.0.1"
     port: int = 4000
@@ -328,11 +357,13 @@ def _whole(value: Any, where: str, name: str) -> int:
 
 
 _KEY_SETTINGS = ("name", "sha256", "team", "user", "app", "environment", "models")
+_TEAM_SETTINGS = ("models",)
 
 
 def _key_models(value: Any, where: str) -> tuple[str, ...]:
-    """A key's `models`: a non-empty list of names and `*` globs. An empty list is refused
-    rather than read as "every model" (LiteLLM) or "no model": leave `models` out for every model."""
+    """A key's or a team's `models`: a non-empty list of names and `*` globs. An empty list is
+    refused rather than read as "every model" (LiteLLM) or "no model": leave `models` out for
+    every model."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise _err(
             where,
@@ -340,6 +371,58 @@ def _key_models(value: Any, where: str) -> tuple[str, ...]:
             "(leave models out to allow every model)",
         )
     return tuple(v.strip() for v in value)
+
+
+def check_models(value: Any, config: GatewayConfig, where: str) -> tuple[str, ...]:
+    """A `models` list checked as the loader checks a key's or a team's: a non-empty list of
+    names and `*` globs, each matching at least one model, alias or route of `config` (a typo
+    would lock the key out of the model it was meant to have). Returns the patterns as read."""
+    patterns = _key_models(value, where)
+    names = config.public_models()
+    for pattern in patterns:
+        if not any(model_pattern((pattern,)).fullmatch(name) for name in names):
+            raise _err(
+                where,
+                f"models: {pattern!r} matches none of the gateway's models, aliases and routes "
+                f"({', '.join(names[:20])}{', ...' if len(names) > 20 else ''})",
+            )
+    return patterns
+
+
+def check_key_in_team(key: VirtualKey, config: GatewayConfig, where: str) -> None:
+    """Refuse a key whose own `models` and its team's `models` have no model in common: every
+    call with it would be refused, which no one writing both lists means."""
+    if key.models is None or key.team_models is None:
+        return
+    if not any(key.allows(name) for name in config.public_models()):
+        raise _err(
+            where,
+            f"models: no model of the gateway matches both this key's models "
+            f"({', '.join(key.models)}) and those of its team {key.team!r} "
+            f"({', '.join(key.team_models)}), so the key could call nothing",
+        )
+
+
+def _teams(raw: Any, keys: list[VirtualKey]) -> dict[str, Team]:
+    """[gateway.teams.<name>], each checked like a key: an unknown setting (a misspelt `models`
+    would leave the team's keys allowed every model) and a team no key names (a misspelt team
+    name would bind no key) are refused."""
+    named = sorted({key.team for key in keys if key.team})
+    teams: dict[str, Team] = {}
+    for name, value in _table(raw, "gateway.teams").items():
+        where = f"gateway.teams.{name}"
+        entry = _table(value, where)
+        unknown = sorted(set(entry) - set(_TEAM_SETTINGS))
+        if unknown:
+            raise _err(where, f"unknown setting {unknown[0]!r} (known: {', '.join(_TEAM_SETTINGS)})")
+        if name not in named:
+            raise _err(
+                where,
+                f"no [[gateway.keys]] entry has team = {name!r}, so these settings would bind no key "
+                f"(the keys' teams: {', '.join(named) or 'none'})",
+            )
+        teams[name] = Team(name, _key_models(entry["models"], where) if "models" in entry else None)
+    return teams
 
 
 def _budget(raw: Mapping[str, Any], index: int) -> Budget:
@@ -468,6 +551,11 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
                 models=_key_models(entry.get("models", None), where) if "models" in entry else None,
             )
         )
+    teams = _teams(section.get("teams", {}), keys)
+    keys = [
+        dataclasses.replace(key, team_models=teams[key.team].models) if key.team in teams else key
+        for key in keys
+    ]
     budgets = tuple(
         _budget(_table(raw, "gateway.budgets"), i) for i, raw in enumerate(section.get("budgets", []))
     )
@@ -479,6 +567,7 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         models=models,
         routes=routes,
         keys=tuple(keys),
+        teams=teams,
         budgets=budgets,
         host=str(section.get("host", "127.0.0.1")),
         port=int(section.get("port", 4000)),
@@ -507,16 +596,14 @@ def parse_gateway(section: Mapping[str, Any]) -> GatewayConfig:
         for model in (route.light, route.strong):
             if config.target(model) is None:
                 raise _err(f"gateway.routes.{route.name}", f"model {model!r} is not declared")
-    names = config.public_models()
     for i, key in enumerate(config.keys):
-        for pattern in key.models or ():
-            if not any(model_pattern((pattern,)).fullmatch(name) for name in names):
-                # A typo would lock the key out of the model it was meant to have.
-                raise _err(
-                    f"gateway.keys #{i + 1}",
-                    f"models: {pattern!r} matches none of the gateway's models, aliases and routes "
-                    f"({', '.join(names[:20])}{', ...' if len(names) > 20 else ''})",
-                )
+        if key.models is not None:
+            check_models(list(key.models), config, f"gateway.keys #{i + 1}")
+    for team in teams.values():
+        if team.models is not None:
+            check_models(list(team.models), config, f"gateway.teams.{team.name}")
+    for i, key in enumerate(config.keys):
+        check_key_in_team(key, config, f"gateway.keys #{i + 1}")
     for budget in budgets:
         if budget.downgrade_to and config.target(budget.downgrade_to) is None:
             raise _err(

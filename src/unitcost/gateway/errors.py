@@ -84,16 +84,29 @@ def error_response(api: Api, error: GatewayError) -> Response:
 
 
 class ModelNotAllowedError(GatewayError):
-    """A virtual key asked for a model outside its `models` list: a 403 permission error,
-    refused before anything is sent upstream. The message names the key, never its secret."""
+    """A virtual key asked for a model outside its `models` list, or outside its team's
+    ([gateway.teams]): a 403 permission error, refused before anything is sent upstream. The
+    message says which list refused it and quotes that list only (the caller's own key's, or
+    its own team's); it names the key, never its secret."""
 
-    def __init__(self, key_name: str, team: str | None, model: str, allowed: tuple[str, ...]) -> None:
-        super().__init__(
-            403,
-            f"the unitcost virtual key {key_name!r} may not call the model `{model}`; "
-            f"it may call: {', '.join(allowed)}",
-            code="model_not_allowed",
-            param="model",
-        )
+    def __init__(
+        self,
+        key_name: str,
+        team: str | None,
+        model: str,
+        allowed: tuple[str, ...],
+        refused_by: Literal["key", "team"] = "key",
+    ) -> None:
+        if refused_by == "team":
+            message = (
+                f"the unitcost virtual key {key_name!r} may not call the model `{model}`: "
+                f"its team {team!r} may call only: {', '.join(allowed)}"
+            )
+        else:
+            message = (
+                f"the unitcost virtual key {key_name!r} may not call the model `{model}`; "
+                f"it may call: {', '.join(allowed)}"
+            )
+        super().__init__(403, message, code="model_not_allowed", param="model")
         self.team = team
         self.model = model

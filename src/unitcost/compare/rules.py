@@ -10,13 +10,19 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-_TTL_SECONDS = {"5m": 300, "1h": 3600}
+_TTL_SECONDS = {"5m": 300, "30m": 1800, "1h": 3600}
+"""How long an unused prefix stays cached. A rule with a 1h TTL writes at the long-lived write
+price; every shorter one (Anthropic's 5 minutes, OpenAI's 30 minutes) at the short-lived one."""
 
 
 @dataclass(frozen=True)
 class CacheRule:
     provider: str
-    models: tuple[str, ...]
+    """Whose published rule this is: Anthropic's for a Claude model, whoever serves it. For a
+    `provider_default` rule, also the price-book provider whose models no rule knows by name
+    take it (`*`: every provider, the catch-all)."""
+    models: tuple[re.Pattern[str], ...]
+    """Found (case-insensitively) in a model id: the model takes this rule, whoever serves it."""
     min_prefix_tokens: int
     writes_billed: bool
     ttl: str
@@ -25,15 +31,27 @@ class CacheRule:
     write_premium_5m: Decimal | None = None
     write_premium_1h: Decimal | None = None
     read_multiplier: Decimal | None = None
+    """The published multipliers, for the explanation only: the rates always come from the
+    PriceBook (a provider's own cache-read price, e.g. each OpenAI model's cached-input price)."""
+    name: str = ""
+    """The models the rule is for, as the provider names them (said in the output)."""
+    provider_default: bool = False
+    """`*` in the data's `models`: also the rule of the provider's models no rule knows by name."""
+
+    def matches_model(self, model: str) -> bool:
+        return bool(model) and any(pattern.search(model) for pattern in self.models)
 
     def applies(self, provider: str, model: str) -> bool:
-        if self.provider not in ("*", provider):
-            return False
-        return any(m == "*" or model.startswith(m) for m in self.models)
+        """Whether the rule can be this model's: by the model's name, or as the default of the
+        provider serving it. `cache_rule_for` tries every rule's names before any default."""
+        if self.matches_model(model):
+            return True
+        return self.provider_default and self.provider in ("*", provider.strip().lower())
 
     def describe(self) -> str:
         writes = f"writes billed ({self.ttl} TTL)" if self.writes_billed else f"no write fee, ~{self.ttl} TTL"
-        return f"{self.provider} rule: prefix >= {self.min_prefix_tokens} tokens, {writes} [{self.source}]"
+        scope = f" for {self.name}" if self.name else ""
+        return f"{self.provider} rule: prefix >= {self.min_prefix_tokens} tokens{scope}, {writes} [{self.source}]"
 
 
 @dataclass(frozen=True)
@@ -77,15 +95,17 @@ def _decimal(raw: object) -> Decimal | None:
 
 @cache
 def cache_rules() -> tuple[CacheRule, ...]:
+    """Every rule, in the data's order: the order model patterns are tried in."""
     rules = []
     for raw in _load("cache_rules.toml")["rule"]:
         ttl = str(raw["ttl"])
         if ttl not in _TTL_SECONDS:
             raise ValueError(f"cache_rules.toml: ttl must be one of {', '.join(_TTL_SECONDS)}, got {ttl!r}")
+        models = [str(m) for m in raw["models"]]
         rules.append(
             CacheRule(
-                provider=str(raw["provider"]),
-                models=tuple(raw["models"]),
+                provider=str(raw["provider"]).lower(),
+                models=tuple(re.compile(m, re.IGNORECASE) for m in models if m != "*"),
                 min_prefix_tokens=int(raw["min_prefix_tokens"]),
                 writes_billed=bool(raw["writes_billed"]),
                 ttl=ttl,
@@ -94,14 +114,25 @@ def cache_rules() -> tuple[CacheRule, ...]:
                 write_premium_5m=_decimal(raw.get("write_premium_5m")),
                 write_premium_1h=_decimal(raw.get("write_premium_1h")),
                 read_multiplier=_decimal(raw.get("read_multiplier")),
+                name=str(raw.get("name", "")),
+                provider_default="*" in models,
             )
+        )
+    if not rules or rules[-1].models or not rules[-1].provider_default or rules[-1].provider != "*":
+        raise ValueError(
+            'cache_rules.toml: the last rule must be the catch-all (provider = "*", models = ["*"])'
         )
     return tuple(rules)
 
 
+@cache
 def cache_rule_for(provider: str, model: str) -> CacheRule:
-    """The first rule that applies; the data ends with a catch-all, so there always is one."""
-    return next(r for r in cache_rules() if r.applies(provider, model))
+    """The rule of `model` served by `provider`: the model's name decides (Claude on Vertex AI or
+    Bedrock follows Anthropic's rule for that Claude model), the provider only when no rule knows
+    the name, and the catch-all (last in the data) when no rule knows the provider either."""
+    rules = cache_rules()
+    by_model = next((r for r in rules if r.matches_model(model)), None)
+    return by_model or next(r for r in rules if r.applies(provider, model))
 
 
 @cache

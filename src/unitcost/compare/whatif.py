@@ -419,7 +419,8 @@ def apply_cache(
     reads = prefix - writes
     if not rule.writes_billed:
         return with_cache(q, reads, 0, 0)
-    return with_cache(q, reads, writes, 0) if rule.ttl == "5m" else with_cache(q, reads, 0, writes)
+    # A 1-hour TTL writes at the long-lived price; shorter ones (5 minutes, OpenAI's 30) at the short one.
+    return with_cache(q, reads, 0, writes) if rule.ttl == "1h" else with_cache(q, reads, writes, 0)
 
 
 def recorded_cost(groups: Sequence[Group]) -> Costed:

@@ -74,6 +74,8 @@ class ClickHouseStore:
         self.client = client
         self.target = target
         self._write = threading.RLock()
+        self._depth = 0  # nesting of transaction()
+        self._watch_hours: set[datetime] = set()  # watch-rolled-up hours whose costs it changed
         self.database: str = str(self._scalar("SELECT currentDatabase()"))
         if read_only and "events" not in self._tables():
             raise no_ledger_in(target, f"the database {self.database!r} holds no unitcost ledger")
@@ -304,15 +306,20 @@ class ClickHouseStore:
         """Overwrite the priced columns of the events in `table` (event_id + priced columns).
 
         The new values go into a Join-engine table and one synchronous ALTER TABLE UPDATE
-        reads them with joinGet: the ClickHouse way to update many rows with different values."""
+        reads them with joinGet: the ClickHouse way to update many rows with different values.
+        The watch rollups of the hours these events are in are rebuilt when the outermost
+        `transaction` ends (at once outside one)."""
         if table.num_rows == 0:
             return 0
+        from ..analytics.dialect import CLICKHOUSE
+        from ..watch.rollup import dirty_hours_sql
+
         table = first_occurrences(table)
         types = event_columns()
         columns = [c for c in table.column_names if c != "event_id"]
         name = f"_unitcost_update_{uuid.uuid4().hex}"
         body = ", ".join(f"{quote(c)} {types[c]}" for c in ["event_id", *columns])
-        with self._write:
+        with self.transaction():
             self.client.command(
                 f"CREATE TABLE {quote(name)} ({body}) ENGINE = Join(ANY, LEFT, event_id) "
                 "SETTINGS join_use_nulls = 1"
@@ -323,6 +330,8 @@ class ClickHouseStore:
                     f"SELECT count() FROM events WHERE event_id IN (SELECT event_id FROM {quote(name)})"
                 )
                 if changed:
+                    hours = self._untyped(dirty_hours_sql(quote(name), CLICKHOUSE)).column("hour")
+                    self._watch_hours.update(_utc(hour) for hour in hours.to_pylist())
                     qualified = self.database + "." + name
                     assignments = ", ".join(
                         f"{quote(c)} = joinGet('{qualified}', '{c}', event_id)" for c in columns
@@ -345,9 +354,26 @@ class ClickHouseStore:
         uses are safe to repeat: a reprice interrupted half-way converges when run again. Its
         audit never claims more than was done: each batch's events go to `reprice_events`
         before they are updated, and the run's row (`reprice_runs`) only once all are, so an
-        interrupted run shows as event rows whose run_id has no run row."""
+        interrupted run shows as event rows whose run_id has no run row.
+
+        The watch rollups of the hours whose event costs the block changed are rebuilt from the
+        events as it ends, also when it fails: the updates already run stay."""
         with self._write:
-            yield
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if not self._depth and self._watch_hours:
+                    from ..analytics.dialect import CLICKHOUSE
+                    from ..watch.rollup import rebuild_hours
+
+                    hours, self._watch_hours = self._watch_hours, set()
+                    listed = pa.table({"hour": pa.array(sorted(hours), pa.timestamp("us", tz="UTC"))})
+                    with self._staged("watch_hourly", ["hour"], listed) as stage:
+                        rebuild_hours(
+                            self.client.command, lambda sql: self._untyped(sql).to_pylist(), stage, CLICKHOUSE
+                        )
 
     def deduplicate(self) -> None:
         """Leave one copy of every row that racing writers stored twice under one key (costly).
@@ -451,6 +477,10 @@ class ClickHouseStore:
     def close(self) -> None:
         with self._write:
             self.client.close()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 _BLOCK = "toUInt64(splitByChar('_', substring(_part, length(_partition_id) + 2))[1])"

@@ -123,6 +123,7 @@ class DuckDBStore:
         self._seen_wanted = _wanted_since(self.path)  # requests made before this store opened are not ours
         self._depth = 0  # nesting of transaction()
         self._dirty_hours: set[datetime] = set()  # rolled-up hours whose costs this transaction changed
+        self._watch_hours: set[datetime] = set()  # the same, for the watch's rollups
         self._waiting = 0  # events appended since the report rollups were last refreshed
         self._partial_hours: set[datetime] = set()  # hours holding partial rows of several refreshes
         self._bulk = 0  # nesting of bulk()
@@ -349,9 +350,13 @@ class DuckDBStore:
     def update_costs(self, table: pa.Table) -> int:
         """Overwrite the priced columns of the events in `table` (event_id + priced columns).
 
-        The report rollups of the hours these events are in are rebuilt in the same transaction."""
+        The report rollups and the watch rollups of the hours these events are in are rebuilt
+        in the same transaction."""
         if table.num_rows == 0:
             return 0
+        from ..analytics.dialect import DUCKDB
+        from ..watch import rollup as watch_rollup
+
         columns = [c for c in table.column_names if c != "event_id"]
         assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
         with self.transaction():
@@ -361,6 +366,9 @@ class DuckDBStore:
             hours = _rows(
                 updates.query("_unitcost_updates", report_rollups.dirty_hours_sql("_unitcost_updates"))
             )
+            watch_hours = _rows(
+                updates.query("_unitcost_updates", watch_rollup.dirty_hours_sql("_unitcost_updates", DUCKDB))
+            )
             row = _rows(
                 updates.query(
                     "_unitcost_updates",
@@ -368,6 +376,7 @@ class DuckDBStore:
                 )
             )
             self._dirty_hours.update(hour for (hour,) in hours)
+            self._watch_hours.update(hour for (hour,) in watch_hours)
         return int(row[0][0]) if row else 0
 
     @contextmanager
@@ -387,12 +396,24 @@ class DuckDBStore:
                 yield
                 if self._dirty_hours:
                     report_rollups.rebuild_hours(self._run, self._read, self._dirty_hours)
+                if self._watch_hours:
+                    from ..analytics.dialect import DUCKDB
+                    from ..watch import rollup as watch_rollup
+
+                    listed = ", ".join(DUCKDB.ts_literal(h.isoformat()) for h in sorted(self._watch_hours))
+                    self._run(
+                        f"CREATE OR REPLACE TEMP TABLE _watch_hours AS SELECT unnest([{listed}]) AS hour"
+                    )
+                    # Dropped by the rollback if this fails: a DROP then would fail too, hiding why.
+                    watch_rollup.rebuild_hours(self._run, self._read, "_watch_hours", DUCKDB)
+                    self._run("DROP TABLE _watch_hours")
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
             finally:
                 self._depth = 0
                 self._dirty_hours.clear()
+                self._watch_hours.clear()
             self._con.execute("COMMIT")
 
     # ------------------------------------------------------------------ report rollups

@@ -5,15 +5,21 @@ still rolled up (into its own hour), and nothing already rolled up is read again
 rows are partial sums; readers group by hour and dimensions, so a late batch simply adds
 a row. The events read are found through DuckDB's min/max zone maps on `ingested_at`,
 which grows with every batch, so a cycle costs what the new events cost.
+
+A reprice changes the costs of events already rolled up: the store rebuilds the rows of the
+hours it changed from their events (`rebuild_hours`), in the reprice's own transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
+from ..analytics.dialect import Dialect
 from ..ledger.base import Store
 from .state import WatchState
 from .tables import HOURLY_SCHEMA, ROLLUP_DIMS, TRACE_SCHEMA
@@ -25,7 +31,10 @@ WASTE = "(status <> 'ok' OR coalesce(attempt, 1) > 1 OR retry_of IS NOT NULL)"
 
 _DIMS = ", ".join(f'"{d}"' for d in ROLLUP_DIMS)
 
-HOURLY_SQL = f"""
+
+def hourly_sql(where: str) -> str:
+    """The hourly rollup rows of the events matching `where`."""
+    return f"""
 SELECT date_trunc('hour', ts) AS hour, {_DIMS},
     count(*) AS calls,
     count(cost) AS priced_calls,
@@ -41,26 +50,40 @@ SELECT date_trunc('hour', ts) AS hour, {_DIMS},
     CAST(sum(billed_cost) AS DECIMAL(38, 12)) AS billed_cost,
     CAST(sum(cost) FILTER (WHERE billed_cost IS NOT NULL) AS DECIMAL(38, 12)) AS billed_computed_cost
 FROM events
-WHERE ingested_at > ? AND ingested_at <= ?
+WHERE {where}
 GROUP BY ALL
 """
 
-_TRACE_PART = """
+
+def _trace_part(kind: str, column: str, where: str) -> str:
+    return f"""
 SELECT date_trunc('hour', ts) AS hour, '{kind}' AS key_kind, {column} AS key,
     any_value(feature) AS feature, any_value(team) AS team,
     count(*) AS calls, CAST(coalesce(sum(cost), 0) AS DECIMAL(38, 12)) AS cost,
     min(ts) AS first_ts, max(ts) AS last_ts
 FROM events
-WHERE ingested_at > ? AND ingested_at <= ? AND {column} IS NOT NULL
+WHERE {where} AND {column} IS NOT NULL
 GROUP BY 1, 3
 """
-TRACES_SQL = (
-    _TRACE_PART.format(kind="trace", column="trace_id")
-    + " UNION ALL "
-    + _TRACE_PART.format(kind="session", column="session_id")
-)
+
+
+def traces_sql(where: str) -> str:
+    """The trace and session rollup rows of the events matching `where`."""
+    return (
+        _trace_part("trace", "trace_id", where) + " UNION ALL " + _trace_part("session", "session_id", where)
+    )
+
+
+_NEW = "ingested_at > ? AND ingested_at <= ?"
+HOURLY_SQL = hourly_sql(_NEW)
+TRACES_SQL = traces_sql(_NEW)
+
+ROLLED_UP = f"ingested_at <= (SELECT max(watermark) FROM watch_state WHERE name = '{ROLLUP_STATE}')"
+"""The events the watch rollups hold: those ingested up to the rollup's watermark (none
+before the first watch cycle)."""
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+_HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -85,9 +108,12 @@ def roll_up(store: Store) -> RollupResult:
     high, n = row["high"], int(row["n"])
     if high is None or n == 0:
         return RollupResult(0, 0, 0, watermark)
-    hourly = store.fetch(HOURLY_SQL, [low, high]).cast(HOURLY_SCHEMA)
-    traces = store.fetch(TRACES_SQL, [low, high, low, high]).cast(TRACE_SCHEMA)
+    # The events are read inside the transaction that writes their rows: a reprice (which
+    # rebuilds only the hours of events already rolled up) cannot run between the two, and
+    # leave these rows at the costs it replaced.
     with store.transaction():
+        hourly = store.fetch(HOURLY_SQL, [low, high]).cast(HOURLY_SCHEMA)
+        traces = store.fetch(TRACES_SQL, [low, high, low, high]).cast(TRACE_SCHEMA)
         if hourly.num_rows:
             store.insert("watch_hourly", hourly)
         if traces.num_rows:
@@ -96,6 +122,54 @@ def roll_up(store: Store) -> RollupResult:
     first_ts = row["first_ts"]
     first_hour = first_ts.replace(minute=0, second=0, microsecond=0) if first_ts else None
     return RollupResult(n, hourly.num_rows, traces.num_rows, high, first_hour)
+
+
+def dirty_hours_sql(updates: str, dialect: Dialect) -> str:
+    """The hours of the events rolled up for the watch whose event_id is in the table `updates`
+    (a reprice's batch): the hours whose rollup rows its new costs make stale."""
+    return (
+        f"SELECT DISTINCT {dialect.trunc('hour', 'ts')} AS hour FROM events "
+        f"WHERE event_id IN (SELECT event_id FROM {updates}) AND {ROLLED_UP}"
+    )
+
+
+def rebuild_hours(
+    execute: Callable[[str], Any],
+    fetch: Callable[[str], list[dict[str, Any]]],
+    hours: str,
+    dialect: Dialect,
+) -> None:
+    """Recompute the watch rollup rows (hourly and traces) of the hours listed in the table
+    `hours` (column `hour`) from their events, after a reprice changed their costs: the
+    partial rows of every cycle that rolled an hour up become one row per group, holding the
+    events ingested up to the watermark, as the cycles counted them but at today's costs.
+    Only these hours are read. Run in the reprice's transaction where the engine has one
+    (statements on its connection: `execute` and `fetch`). A ledger the watch never rolled up
+    has nothing to correct.
+
+    The hours are a table rather than literals: a reprice of a year of scattered hours would
+    not fit ClickHouse's query size (256 KiB by default), and one statement per table costs
+    the same for one hour or thousands (a ClickHouse DELETE is a fraction of a second)."""
+    if not fetch(f"SELECT name FROM watch_state WHERE name = '{ROLLUP_STATE}' AND watermark IS NOT NULL"):
+        return
+    span = fetch(f"SELECT min(hour) AS lo, max(hour) AS hi FROM {hours}")[0]
+    if span["lo"] is None:
+        return
+    # The bounds let both engines skip the rest of the table at once.
+    lo, hi = _ts(span["lo"], dialect), _ts(span["hi"] + _HOUR, dialect)
+    listed = f"IN (SELECT hour FROM {hours})"
+    for table in ("watch_hourly", "watch_traces"):
+        execute(f"DELETE FROM {table} WHERE hour >= {lo} AND hour < {hi} AND hour {listed}")
+    events = f"ts >= {lo} AND ts < {hi} AND {dialect.trunc('hour', 'ts')} {listed} AND {ROLLED_UP}"
+    hourly_columns = ", ".join(f'"{c}"' for c in HOURLY_SCHEMA.names)
+    trace_columns = ", ".join(f'"{c}"' for c in TRACE_SCHEMA.names)
+    execute(f"INSERT INTO watch_hourly ({hourly_columns}) {hourly_sql(events)}")
+    execute(f"INSERT INTO watch_traces ({trace_columns}) {traces_sql(events)}")
+
+
+def _ts(value: datetime, dialect: Dialect) -> str:
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return dialect.ts_literal(utc.isoformat())
 
 
 def hourly_frame(store: Store, since: datetime, until: datetime) -> pa.Table:

@@ -22,7 +22,7 @@ from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_array_to_arrow
 from .book import PriceBook, cached_pair_indexes
 from .genai_layer import ModelRef
 from .layers import TIERS
-from .model import Option, PriceError, RatePlan
+from .model import Option, PriceError, RatePlan, missing_reason
 from .quantities import BREAKDOWN_COLUMNS, BREAKDOWN_OF_QUANTITY, N_QUANTITIES, QUANTITIES, split_usage
 
 _SPAN = np.int64(1) << np.int64(36)  # seconds per timeline slot in the composite search key (~2177 years)
@@ -272,8 +272,12 @@ class _Resolved:
         for opt, bits in pairs:
             names = [q.name for i, q in enumerate(QUANTITIES) if int(bits) & (1 << i)]
             price = self.options[int(opt)].price
-            ref = price.ref if price is not None else "?"
-            code = self.add_reason(f"{ref} has no price for {', '.join(names)}")
+            reason = (
+                missing_reason(price, names)
+                if price is not None
+                else f"? has no price for {', '.join(names)}"
+            )
+            code = self.add_reason(reason)
             out[mask & (option == opt) & (missing == bits)] = code
         return out
 

@@ -28,12 +28,23 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
 from .genai_layer import GenaiLayer, ModelRef
 from .layers import TIERS, Layer, Period, close_periods, load_layer
-from .model import Adjustment, Option, Price, PriceError, RatePlan, Segment, Timeline, compile_price
+from .model import (
+    Adjustment,
+    Option,
+    Price,
+    PriceError,
+    RatePlan,
+    Segment,
+    Timeline,
+    compile_price,
+    missing_reason,
+)
 from .quantities import (
     BREAKDOWN_COLUMNS,
     BREAKDOWN_OF_QUANTITY,
@@ -220,6 +231,16 @@ class PriceBook:
             names = tuple(self._scope_model(layer, rule.provider, m, what).model for m in rule.models)
             rules.append(replace(rule, models=names))
         layer.tier_rules[:] = rules
+        unpriced = []
+        for entry in layer.unpriced:
+            what = f"an [[unpriced]] entry ({entry.provider} {entry.quantity})"
+            if entry.models is None:
+                self._scope_provider(layer, entry.provider, what)
+                unpriced.append(entry)
+                continue
+            names = tuple(self._scope_model(layer, entry.provider, m, what).model for m in entry.models)
+            unpriced.append(replace(entry, models=names))
+        layer.unpriced[:] = unpriced
 
     def _scope_model(self, layer: Layer, provider: str | None, model: str, what: str) -> ModelRef:
         resolution = self.resolve(provider, model)
@@ -373,7 +394,33 @@ class PriceBook:
     def _compose(self, ref: ModelRef, tier: str) -> list[Segment]:
         standard = self._standard_segments(ref)
         segments = standard if tier == "standard" else self._tier_segments(ref, tier, standard)
-        return self._discounted(ref, segments)
+        return self._without_unpublished(ref, self._discounted(ref, segments))
+
+    def _without_unpublished(self, ref: ModelRef, segments: list[Segment]) -> list[Segment]:
+        """Mark the quantities a provider publishes no price for on this model ([[unpriced]]):
+        a call that uses one is unpriced with the reason, not charged at a derived rate."""
+        whys: dict[str, str] = {}
+        for layer in self._layers:  # the user's file first
+            for entry in layer.unpriced:
+                if entry.applies(ref.provider, ref.model):
+                    whys.setdefault(entry.quantity, entry.why(ref.model))
+        if not whys:
+            return segments
+        marked = MappingProxyType(whys)
+        return [
+            Segment(
+                s.start,
+                tuple(
+                    Option(
+                        o.window, replace(o.price, unpriced=MappingProxyType({**o.price.unpriced, **marked}))
+                    )
+                    if o.price
+                    else o
+                    for o in s.options
+                ),
+            )
+            for s in segments
+        ]
 
     def genai_ref(self, ref: ModelRef) -> ModelRef:
         """Where genai-prices keeps the price of `ref`.
@@ -410,14 +457,31 @@ class PriceBook:
         ]
 
     def _standard_segments(self, ref: ModelRef) -> list[Segment]:
+        name = f"{ref.provider}/{ref.model}"
         try:
             base = self._genai_standard(ref)
         except LookupError:
-            base = [
-                Segment(None, (Option(None, None, f"{ref.provider}/{ref.model} has no price at this date"),))
+            # A model of the layers alone (self-hosted, custom): no price before its first entry.
+            no_price = Option(None, None, f"{name} has no price at this date")
+            base = [Segment(None, (no_price,))]
+            dated = [
+                p
+                for layer in self._layers
+                for p in layer.periods_for(ref.provider, ref.model, "standard")
+                if p.start is not None
             ]
+            if dated:
+                earliest = min(dated, key=lambda p: p.start or _EPOCH)
+                before = Option(None, None, _before_first(name, earliest))
+                base = [Segment(None, (before,)), Segment(earliest.start, (no_price,))]
         for layer in reversed(self._layers):  # lowest layer first, so the user's file ends up on top
-            base = _overlay(base, layer.periods_for(ref.provider, ref.model, "standard"))
+            periods = layer.periods_for(ref.provider, ref.model, "standard")
+            base = _overlay(base, periods)
+            first = next((p for p in periods if p.first), None)
+            if first is not None and first.start is not None:
+                # The layer dates the model's first price: the lower layers' undated price (genai-
+                # prices' price now) did not apply before it; nothing did.
+                base = _blank_before(base, first.start, _before_first(name, first))
         return base
 
     def _tier_segments(self, ref: ModelRef, tier: str, standard: list[Segment]) -> list[Segment]:
@@ -721,9 +785,7 @@ class PriceBook:
         quantities = split_one(full)
         missing = [q for q in plan.missing if quantities[QUANTITY_INDEX[q]] > 0]
         if missing:
-            return _unpriced(
-                ref.provider, ref.model, tier, at, f"{option.price.ref} has no price for {', '.join(missing)}"
-            )
+            return _unpriced(ref.provider, ref.model, tier, at, missing_reason(option.price, missing))
         row = plan.row_for(full["input_tokens"])
         crossed = [t for t in plan.thresholds if full["input_tokens"] > t]
         parts = [0] * len(BREAKDOWN_COLUMNS)
@@ -858,6 +920,36 @@ def _aware(at: datetime) -> datetime:
 def _segment_end(timeline: Timeline, segment: Segment) -> datetime | None:
     index = timeline.segments.index(segment)
     return timeline.segments[index + 1].start if index + 1 < len(timeline.segments) else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _before_first(name: str, first: Period) -> str:
+    """Why a call before a model's first published price has none, naming the date it starts."""
+    assert first.start is not None
+    price = first.options[-1].price
+    where = price.ref if price is not None else first.origin
+    source = f", source: {price.source}" if price is not None and price.source else ""
+    return (
+        f"{name} has no price before {_when(first.start)}: its first published price starts then "
+        f"({where}{source})"
+    )
+
+
+def _when(at: datetime) -> str:
+    """A date, with its time when it is not midnight UTC."""
+    if (at.hour, at.minute, at.second) == (0, 0, 0):
+        return f"{at:%Y-%m-%d}"
+    return f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def _blank_before(segments: list[Segment], start: datetime, reason: str) -> list[Segment]:
+    """No price before `start`; the segments from `start` on unchanged."""
+    kept = [s for s in segments if s.start is not None and s.start >= start]
+    if not kept or kept[0].start != start:
+        kept.insert(0, Segment(start, _segment_at(segments, start).options))
+    return _merge([Segment(None, (Option(None, None, reason),)), *kept])
 
 
 # ---------------------------------------------------------------------- segment algebra

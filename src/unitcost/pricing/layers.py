@@ -9,6 +9,7 @@ write for themselves:
     tier = "standard"               # standard (default), batch, flex, priority
     from = 2025-09-05T16:00:00Z     # TOML date or datetime, UTC; omitted = since forever
     to = 2025-09-29T00:00:00Z       # optional; default: until the next entry of the same model and tier
+    first = false                   # true: the model's first price; before `from` it has no price at all
     source = "https://api-docs.deepseek.com/quick_start/pricing"
     input_mtok = 0.56
     cache_read_mtok = 0.07
@@ -29,6 +30,17 @@ write for themselves:
     from = 2024-10-08
     data_first = true               # genai-prices' own price for the tier, where it has one, first
     source = "https://docs.anthropic.com/en/docs/build-with-claude/batch-processing#pricing"
+
+    [[unpriced]]                    # a quantity whose price is not published: a call using it is unpriced
+    provider = "aws"
+    models = ["regional.anthropic.claude-sonnet-4-20250514-v1:0"]   # or "*"
+    quantity = "cache_write_1h"     # a billable quantity (unitcost.pricing.quantities.QUANTITIES)
+    reason = "Bedrock: no published price for 1-hour cache writes of {model}"
+    source = "https://aws.amazon.com/bedrock/pricing/"
+
+An `[[unpriced]]` entry only stops a rate being *derived* (a 1-hour cache write charged at
+the 5-minute write price because the price has no 1-hour rate): a price that states the
+quantity's own rate (`cache_write_1h_mtok`) still prices it.
 
 The user's file adds:
 
@@ -75,6 +87,7 @@ from .model import (
     parse_components,
     parse_number,
 )
+from .quantities import QUANTITY_INDEX
 
 TIERS = ("standard", "batch", "flex", "priority")
 
@@ -95,6 +108,10 @@ class Period:
     tier_prices: tuple[Period, ...] = ()
     """The batch, flex or priority prices declared inside this entry (`batch = {factor = "0.5"}`
     or a `[price.batch]` table): they hold for exactly this entry's dates."""
+    first: bool = False
+    """The model's first published price (`first = true`): before `start` the model has no price
+    in any lower layer either. A lower layer's undated price (genai-prices' price *now*) must not
+    be stretched back to before the model existed: deepseek-reasoner in 2024."""
 
     def covers(self, at: datetime | None) -> bool:
         """Whether the instant `at` (None = the beginning of time) is in [start, end)."""
@@ -122,6 +139,27 @@ class TierRule:
 
     def covers(self, at: datetime | None) -> bool:
         return _in_range(at, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """A quantity a provider publishes no price for, on some of its models: a call that uses it is
+    unpriced with `reason`, instead of charged at a rate derived from another component."""
+
+    provider: str
+    models: tuple[str, ...] | None
+    """None means every model of the provider."""
+    quantity: str
+    reason: str
+    source: str
+    note: str = ""
+
+    def applies(self, provider: str, model: str) -> bool:
+        return provider == self.provider and (self.models is None or model in self.models)
+
+    def why(self, model: str) -> str:
+        """The reason for one model, with its source."""
+        return f"{self.reason.replace('{model}', model)} (source: {self.source})"
 
 
 @dataclass(frozen=True)
@@ -165,6 +203,7 @@ class Layer:
     periods: dict[tuple[str, str, str], list[Period]] = field(default_factory=lambda: defaultdict(list))
     tier_rules: list[TierRule] = field(default_factory=list)
     discounts: list[Discount] = field(default_factory=list)
+    unpriced: list[Unpriced] = field(default_factory=list)
     aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
     data_date: str | None = None
     sha256: str | None = None
@@ -204,7 +243,7 @@ def load_layer(path: str | Path, name: str) -> Layer:
     return layer
 
 
-_ENTRY_HEADER = re.compile(r"^\s*\[\[\s*(price|tier_rule|discount)\s*\]\]")
+_ENTRY_HEADER = re.compile(r"^\s*\[\[\s*(price|tier_rule|discount|unpriced)\s*\]\]")
 
 
 def entry_lines(text: str) -> dict[str, list[int]]:
@@ -218,14 +257,14 @@ def entry_lines(text: str) -> dict[str, list[int]]:
     return lines
 
 
-_ENTRY_SECTIONS = ("price", "tier_rule", "discount")
+_ENTRY_SECTIONS = ("price", "tier_rule", "discount", "unpriced")
 
 
 def parse_layer(
     raw: Mapping[str, Any], name: str, where: str, lines: Mapping[str, list[int]] | None = None
 ) -> Layer:
     layer = Layer(name=name, path=where, data_date=_opt_str(raw.get("data_date")))
-    known = {"price", "tier_rule", "discount", "aliases", "data_date"}
+    known = {"price", "tier_rule", "discount", "unpriced", "aliases", "data_date"}
     unknown = set(raw) - known
     if unknown:
         raise PriceError(
@@ -263,6 +302,10 @@ def parse_layer(
         with _located(line):
             layer.tier_rules.append(_parse_rule(entry, name, entry_where))
 
+    for entry_where, entry, line in entries("unpriced"):
+        with _located(line):
+            layer.unpriced.append(_parse_unpriced(entry, name, entry_where))
+
     first_at: dict[tuple[str | None, str | None, datetime | None], tuple[str, Discount]] = {}
     for entry_where, entry, line in entries("discount"):
         with _located(line):
@@ -281,7 +324,19 @@ def parse_layer(
     return layer
 
 
-_PERIOD_KEYS = {"provider", "model", "tier", "from", "to", "source", "note", "window", "aliases", *TIERS[1:]}
+_PERIOD_KEYS = {
+    "provider",
+    "model",
+    "tier",
+    "from",
+    "to",
+    "first",
+    "source",
+    "note",
+    "window",
+    "aliases",
+    *TIERS[1:],
+}
 
 
 def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
@@ -297,6 +352,13 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
     )
     source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
     note = str(entry.get("note", ""))
+    first = entry.get("first", False)
+    if not isinstance(first, bool):
+        raise PriceError(f"{where}: first must be true or false, got {first!r}")
+    if first and start is None:
+        raise PriceError(f"{where}: first = true needs 'from': the date the model's first price starts")
+    if first and tier != "standard":
+        raise PriceError(f"{where}: first = true is for a standard price (its tiers follow it)")
     comps = parse_components({k: v for k, v in entry.items() if k not in _PERIOD_KEYS}, where)
     if not comps:
         raise PriceError(f"{where}: a price needs at least one component such as input_mtok")
@@ -338,7 +400,7 @@ def _parse_period(entry: Mapping[str, Any], layer: str, where: str) -> Period:
             )
         )
     options.append(Option(None, Price(MappingProxyType(comps), layer, source, ref, note)))
-    period = Period(provider, model, tier, start, end, tuple(options), _aliases(entry, where))
+    period = Period(provider, model, tier, start, end, tuple(options), _aliases(entry, where), first=first)
     tier_prices = tuple(
         _parse_tier_price(period, t, entry[t], layer, f"{where} {t}") for t in TIERS[1:] if t in entry
     )
@@ -455,6 +517,12 @@ def close_periods(periods: list[Period], where: str) -> list[Period]:
     and which one would depend on the order of the file (a price written for
     `gpt-4o-2024-08-06` is one for `gpt-4o`)."""
     ordered = sorted(periods, key=lambda p: p.start or datetime.min.replace(tzinfo=UTC))
+    late_first = next((p for p in ordered[1:] if p.first), None)
+    if late_first is not None:
+        raise PriceError(
+            f"{where}: {late_first.provider}/{late_first.model} {late_first.origin or ''} says first = true "
+            f"but {ordered[0].origin or 'another entry'} starts before it"
+        )
     closed: list[Period] = []
     for i, period in enumerate(ordered):
         nxt = ordered[i + 1] if i + 1 < len(ordered) else None
@@ -476,24 +544,47 @@ def close_periods(periods: list[Period], where: str) -> list[Period]:
 
 
 _RULE_KEYS = {"provider", "models", "tier", "factor", "from", "to", "source", "note", "data_first"}
+_UNPRICED_KEYS = {"provider", "models", "quantity", "reason", "source", "note"}
 _DISCOUNT_KEYS = {"provider", "model", "percent", "from", "to", "source", "note"}
+
+
+def _models(entry: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
+    models_raw = entry.get("models", "*")
+    if models_raw == "*":
+        return None
+    if (
+        isinstance(models_raw, list)
+        and models_raw
+        and all(isinstance(m, str) and m.strip() for m in models_raw)
+    ):
+        return tuple(m.strip() for m in models_raw)
+    # A bare string would otherwise be read letter by letter and match no model.
+    raise PriceError(f'{where}: models must be "*" or a list of model ids, got {models_raw!r}')
+
+
+def _parse_unpriced(entry: Mapping[str, Any], layer: str, where: str) -> Unpriced:
+    _refuse_unknown_keys(entry, _UNPRICED_KEYS, where)
+    provider = _req_str(entry, "provider", where).lower()
+    quantity = _req_str(entry, "quantity", where)
+    if quantity not in QUANTITY_INDEX:
+        raise PriceError(
+            f"{where}: unknown quantity {quantity!r}; expected one of {', '.join(QUANTITY_INDEX)}"
+        )
+    source = _req_str(entry, "source", where) if layer == "unitcost" else str(entry.get("source") or where)
+    return Unpriced(
+        provider,
+        _models(entry, where),
+        quantity,
+        _req_str(entry, "reason", where),
+        source,
+        str(entry.get("note", "")),
+    )
 
 
 def _parse_rule(entry: Mapping[str, Any], layer: str, where: str) -> TierRule:
     _refuse_unknown_keys(entry, _RULE_KEYS, where)
     provider = _req_str(entry, "provider", where).lower()
-    models_raw = entry.get("models", "*")
-    if models_raw == "*":
-        models = None
-    elif (
-        isinstance(models_raw, list)
-        and models_raw
-        and all(isinstance(m, str) and m.strip() for m in models_raw)
-    ):
-        models = tuple(m.strip() for m in models_raw)
-    else:
-        # A bare string would otherwise be read letter by letter and match no model.
-        raise PriceError(f'{where}: models must be "*" or a list of model ids, got {models_raw!r}')
+    models = _models(entry, where)
     tier = _tier(entry.get("tier"), where)
     if tier == "standard":
         raise PriceError(f"{where}: a tier rule is for batch, flex or priority, not standard")

@@ -91,6 +91,10 @@ class Price:
     note: str = ""
     adjustments: tuple[Adjustment, ...] = ()
     """Tier rules and discounts applied to the base price, in the order applied."""
+    unpriced: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Quantities with no published price of their own (quantity -> why): a call that uses one is
+    unpriced with that reason rather than charged at a rate derived from another component (a
+    1-hour cache write at the 5-minute write price)."""
 
     def scaled(self, adjustment: Adjustment) -> Price:
         factor = adjustment.factor
@@ -110,7 +114,7 @@ class Price:
     ) -> Price:
         comps = dict(self.components)
         comps.update(overrides)
-        return Price(MappingProxyType(comps), layer, source, ref, note, self.adjustments)
+        return Price(MappingProxyType(comps), layer, source, ref, note, self.adjustments, self.unpriced)
 
     @property
     def layers(self) -> str:
@@ -263,6 +267,12 @@ def compile_price(price: Price) -> RatePlan:
         row = []
         for quantity in QUANTITIES:
             key = _most_specific_key(quantity.dims, resolved, price.ref)
+            if (
+                key is not None
+                and quantity.name in price.unpriced
+                and PRICE_KEY_DIMS[key][0] != frozenset(quantity.dims.items())
+            ):
+                key = None  # only a rate derived from another component: not published, not charged
             if key is None:
                 if quantity.name not in _FREE_WHEN_UNPRICED and row_index == 0:
                     missing.append(quantity.name)
@@ -277,6 +287,14 @@ def compile_price(price: Price) -> RatePlan:
             row.append(pico)
         rows.append(tuple(row))
     return RatePlan(tuple(thresholds), tuple(rows), exact, tuple(missing))
+
+
+def missing_reason(price: Price, names: list[str]) -> str:
+    """Why a call that uses quantities its price has no rate for is unpriced; the same words in
+    both engines (`PriceBook.price` and `batch.price_table`)."""
+    reason = f"{price.ref} has no price for {', '.join(names)}"
+    whys = list(dict.fromkeys(price.unpriced[n] for n in names if n in price.unpriced))
+    return f"{reason}: {'; '.join(whys)}" if whys else reason
 
 
 def _most_specific_key(dims: Mapping[str, str], resolved: Mapping[str, Decimal], ref: str) -> str | None:

@@ -7,7 +7,9 @@ a row. The events read are found through DuckDB's min/max zone maps on `ingested
 which grows with every batch, so a cycle costs what the new events cost.
 
 A reprice changes the costs of events already rolled up: the store rebuilds the rows of the
-hours it changed from their events (`rebuild_hours`), in the reprice's own transaction.
+hours it changed from their events (`rebuild_hours`), in the reprice's own transaction, and
+says which hours in `watch_state` (`REBUILT_STATE`), so that what a detector computed from the
+old rows and keeps (the runaway norms) is computed again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from ..analytics.dialect import Dialect
@@ -81,6 +84,13 @@ TRACES_SQL = traces_sql(_NEW)
 ROLLED_UP = f"ingested_at <= (SELECT max(watermark) FROM watch_state WHERE name = '{ROLLUP_STATE}')"
 """The events the watch rollups hold: those ingested up to the rollup's watermark (none
 before the first watch cycle)."""
+
+REBUILT_STATE = "rollup_rebuilt"
+"""The `watch_state` row in which `rebuild_hours` records the hours it rewrote: its state is
+`{"seq": n, "spans": [[seq, lo, hi], ...]}`, one numbered span [lo, hi) per rebuild (the last
+`REBUILT_SPANS` of them), so a reader that remembers the last `seq` it saw can tell whether the
+rows it used have changed since (see `rebuilt_since`)."""
+REBUILT_SPANS = 64
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _HOUR = timedelta(hours=1)
@@ -165,11 +175,57 @@ def rebuild_hours(
     trace_columns = ", ".join(f'"{c}"' for c in TRACE_SCHEMA.names)
     execute(f"INSERT INTO watch_hourly ({hourly_columns}) {hourly_sql(events)}")
     execute(f"INSERT INTO watch_traces ({trace_columns}) {traces_sql(events)}")
+    _record_rebuild(execute, fetch, span["lo"], span["hi"] + _HOUR, dialect)
+
+
+def _record_rebuild(
+    execute: Callable[[str], Any],
+    fetch: Callable[[str], list[dict[str, Any]]],
+    lo: datetime,
+    hi: datetime,
+    dialect: Dialect,
+) -> None:
+    """Add the span [lo, hi) to the `REBUILT_STATE` row, with the next sequence number. Written
+    as `WatchState.put` writes (delete, then insert: ClickHouse has no upsert), with the
+    statements of the rebuild, in its transaction where the engine has one."""
+    rows = fetch(f"SELECT state FROM watch_state WHERE name = '{REBUILT_STATE}'")
+    old = orjson.loads(rows[0]["state"]) if rows and rows[0]["state"] else {}
+    seq = int(old.get("seq", 0)) + 1
+    spans = [*old.get("spans", []), [seq, _utc(lo).isoformat(), _utc(hi).isoformat()]][-REBUILT_SPANS:]
+    state = dialect.literal(orjson.dumps({"seq": seq, "spans": spans}).decode())
+    now = _ts(datetime.now(UTC), dialect)
+    execute(f"DELETE FROM watch_state WHERE name = '{REBUILT_STATE}'")
+    execute(
+        "INSERT INTO watch_state (name, watermark, state, updated_at) "
+        f"SELECT '{REBUILT_STATE}', {now}, {state}, {now}"
+    )
+
+
+def rebuilt_since(store: Store, seen: int | None) -> tuple[int, list[tuple[datetime, datetime]] | None]:
+    """The rebuilds recorded after sequence number `seen`: the last sequence number, and the
+    spans [lo, hi) they rewrote; None for the spans when some of them are no longer kept (or
+    `seen` is None, nothing being known of when the reader last looked, or ahead of the record),
+    i.e. anything may have changed. One read of one `watch_state` row."""
+    _, state = WatchState(store).get(REBUILT_STATE)
+    last = int(state.get("seq", 0))
+    if last == (seen or 0):
+        return last, []  # nothing rebuilt since (or ever)
+    spans = [
+        (int(n), _utc(datetime.fromisoformat(lo)), _utc(datetime.fromisoformat(hi)))
+        for n, lo, hi in state.get("spans", [])
+    ]
+    # A reader ahead of the record (the row was lost, and counts again from 1) knows nothing either.
+    if seen is None or last < seen or not spans or spans[0][0] > seen + 1:
+        return last, None
+    return last, [(lo, hi) for n, lo, hi in spans if n > seen]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _ts(value: datetime, dialect: Dialect) -> str:
-    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return dialect.ts_literal(utc.isoformat())
+    return dialect.ts_literal(_utc(value).isoformat())
 
 
 def hourly_frame(store: Store, since: datetime, until: datetime) -> pa.Table:

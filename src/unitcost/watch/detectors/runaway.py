@@ -4,7 +4,8 @@ The norm of a feature is the 99th percentile of its traces' spend and call count
 the last week of trace rollups (one runaway among thousands does not move it). A trace is
 runaway once its total passes `factor` times that percentile and an absolute floor. Only
 traces active in the hours being judged are looked at, and the hour of crossing is found
-from the trace's own hourly rows.
+from the trace's own hourly rows. The norms are kept for a day, and recomputed at once when a
+reprice rebuilds the trace rollups of an hour of their week.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from ...analytics.dialect import dialect_for
+from ..rollup import rebuilt_since
 from ..scope import Scope, show
 from .base import HOUR, Context, Finding, dim_value
 
@@ -109,10 +111,17 @@ class RunawayTrace:
     @staticmethod
     def _norms(ctx: Context, first: datetime, last: datetime, days: int) -> pd.DataFrame:
         """Per-feature trace norms, recomputed at most once a day (they move slowly, and the
-        query reads a week of trace rollups): the other cycles of the day reuse them."""
+        query reads a week of trace rollups): the other cycles of the day reuse them, unless a
+        reprice has rebuilt trace rollups of an hour they were computed from since (see
+        `rollup.REBUILT_STATE`): a price correction would otherwise leave the norms at the old
+        costs for up to a day. Telling costs one read of one `watch_state` row."""
         cached = ctx.state.get("norms")
+        seq, changed = rebuilt_since(ctx.store, cached.get("seen") if cached else None)
         if cached and pd.Timestamp(cached["at"]) > pd.Timestamp(last) - pd.Timedelta(days=1):
-            return pd.DataFrame(cached["rows"])
+            basis = pd.Timestamp(cached.get("since", cached["at"])), pd.Timestamp(cached["at"])
+            if changed is not None and not any(lo < basis[1] and hi > basis[0] for lo, hi in changed):
+                cached["seen"] = seq  # the rebuilds since are outside the norms' week
+                return pd.DataFrame(cached["rows"])
         since = min(first, last - timedelta(days=days))
         dialect = dialect_for(ctx.store.dialect)
         norms: pd.DataFrame = ctx.store.fetch(
@@ -128,7 +137,12 @@ class RunawayTrace:
             """,
             [since, last],
         ).to_pandas()
-        ctx.state["norms"] = {"at": pd.Timestamp(last).isoformat(), "rows": norms.to_dict("records")}
+        ctx.state["norms"] = {
+            "at": pd.Timestamp(last).isoformat(),
+            "since": pd.Timestamp(since).isoformat(),
+            "seen": seq,
+            "rows": norms.to_dict("records"),
+        }
         return norms
 
     @staticmethod

@@ -423,10 +423,14 @@ class Ledger:
         top: int | None = None,
     ) -> pd.DataFrame:
         """KPIs per group (spend, trend, cost per request and per 1k tokens, cache, reasoning, waste,
-        units, successes, latency, unpriced calls) as an Arrow-backed DataFrame. `where` is one
-        filter (`"team=ops"`) or a list of them, all of which must hold. With `top`, what the
-        other groups add up to is in `frame.attrs["others"]` (None when none was left out), so
-        the rows shown and the others still make the total."""
+        units, successes, latency, unpriced calls) as an Arrow-backed DataFrame. `since` and
+        `until` take what `--since`/`--until` take; an age counts whole units back from the
+        current one, in UTC (`"30d"`: from midnight 30 days before today, so the 30 whole days
+        before today and today so far; `"12h"` from the start of the hour 12 hours ago), while
+        dates and datetimes are taken as they are. `where` is one filter (`"team=ops"`) or a
+        list of them, all of which must hold. With `top`, what the other groups add up to is in
+        `frame.attrs["others"]` (None when none was left out), so the rows shown and the others
+        still make the total."""
         import pandas as pd
 
         report = self.report_sections(since, until, by, period, where, top)

@@ -625,7 +625,9 @@ def _bucket(query: ReportQuery) -> str:
 
 
 def _auto_period(window: Window) -> str:
-    days = window.length.total_seconds() / 86400
+    # By what the window is said to span: `--since 2d` is two whole days and today so far,
+    # by the hour as ever, not three days' worth of hours read by the day.
+    days = window.nominal_length.total_seconds() / 86400
     if days <= 2:
         return "hour"
     if days <= 120:

@@ -302,13 +302,20 @@ _CSV_PERIOD_COLUMNS = [Col(name, name) for name in PERIOD_SPAN_COLUMNS]
 def report_cmd(
     since: Annotated[
         str,
-        typer.Option("--since", help="Start: an age (30d, 12h, 2w), a month (2025-09) or a date, in UTC."),
+        typer.Option(
+            "--since",
+            help="Start: an age, a month (2025-09) or a date, in UTC. An age counts whole units "
+            "back from the current one: 30d is the 30 whole days before today (from midnight UTC) "
+            "and today so far, 12h from the start of the hour 12 hours ago, 2w from the Monday "
+            "two weeks before this week's.",
+        ),
     ] = "30d",
     until: Annotated[
         str | None,
         typer.Option(
             "--until",
-            help="End, excluded (default: now): --since 2025-09 --until 2025-10 is September.",
+            help="End, excluded (default: now): --since 2025-09 --until 2025-10 is September; "
+            "an age is aligned as in --since (--since 7d --until 0d: the 7 whole days before today).",
         ),
     ] = None,
     by: Annotated[

@@ -167,7 +167,12 @@ def error_response(
 
 _TEXT = {"type": "string"}
 
-SINCE = Param("since", "Start: an age (30d, 12h, 2w), a month (2025-09) or a date, UTC", _TEXT)
+SINCE = Param(
+    "since",
+    "Start: an age (30d, 12h, 2w; from the start of its unit: 30d is 30 whole days and today), "
+    "a month (2025-09) or a date, UTC",
+    _TEXT,
+)
 UNTIL = Param("until", "End, excluded (default: now): since=2025-09&until=2025-10 is September", _TEXT)
 
 

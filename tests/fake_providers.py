@@ -383,6 +383,26 @@ def fake_provider_app() -> Starlette:
     )
 
 
+class RecordingUpstream:
+    """fake_provider_app(), keeping the path of every request it is sent (`seen`), and answering
+    the paths of `extra` with their JSON body (endpoints the fake lacks: Anthropic's
+    count_tokens, OpenAI's embeddings)."""
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        self.app = fake_provider_app()
+        self.extra = extra or {}
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        _, replay = await read_whole_body(receive)
+        self.seen.append(scope["path"])
+        if scope["path"] in self.extra:
+            return await JSONResponse(self.extra[scope["path"]])(scope, replay, send)
+        return await self.app(scope, replay, send)
+
+
 @contextlib.contextmanager
 def serve_app(app: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""

@@ -21,9 +21,8 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.responses import JSONResponse
 
-from fake_providers import fake_provider_app, read_whole_body, serve_app
+from fake_providers import RecordingUpstream, serve_app
 from gateway_support import (
     GATEWAY_KEY,
     GatewayProcess,
@@ -80,32 +79,14 @@ EMBEDDING = {
 }
 
 
-class RecordingUpstream:
-    """fake_provider_app(), plus Anthropic's count_tokens and OpenAI's embeddings (which it
-    lacks), keeping the path of every request it is sent."""
-
-    def __init__(self) -> None:
-        self.app = fake_provider_app()
-        self.seen: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        _, replay = await read_whole_body(receive)
-        self.seen.append(scope["path"])
-        if scope["path"] == "/v1/messages/count_tokens":
-            return await JSONResponse({"input_tokens": 2095})(scope, replay, send)
-        if scope["path"] == "/v1/embeddings":
-            return await JSONResponse(EMBEDDING)(scope, replay, send)
-        return await self.app(scope, replay, send)
-
-
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[GatewayProcess, Path, RecordingUpstream]]:
     directory = tmp_path_factory.mktemp("gateway_key_models")
-    upstream = RecordingUpstream()
+    upstream = RecordingUpstream(
+        {"/v1/messages/count_tokens": {"input_tokens": 2095}, "/v1/embeddings": EMBEDDING}
+    )
     with serve_app(upstream) as url:
         port = free_port()
         config = write_config(directory, url, port, EXTRA)

@@ -22,7 +22,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from fake_providers import fake_provider_app, read_whole_body, serve_app
+from fake_providers import RecordingUpstream, serve_app
 from gateway_support import GATEWAY_KEY, OTHER_KEY, GatewayProcess, free_port, oa, unique, write_config
 from unitcost.cli import app
 from unitcost.config import ConfigError, load_config
@@ -56,21 +56,6 @@ team = "interns"
 models = {NARROW!r}
 sha256 = "{hash_key(NARROW_KEY)}"
 """
-
-
-class RecordingUpstream:
-    """fake_provider_app(), keeping the path of every request it is sent."""
-
-    def __init__(self) -> None:
-        self.app = fake_provider_app()
-        self.seen: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        _, replay = await read_whole_body(receive)
-        self.seen.append(scope["path"])
-        return await self.app(scope, replay, send)
 
 
 @pytest.fixture(scope="module")

@@ -307,7 +307,7 @@ class DuckDBStore:
                 ).to_arrow_table()
             finally:
                 con.unregister("_unitcost_ids")
-            batch = table if distinct and distinct[0] == n else first_occurrences(table)
+            batch = table if distinct and distinct[0] == n else first_occurrences(table, repeats=True)
             in_batch_duplicates = n - batch.num_rows
             if present.num_rows:
                 batch = batch.filter(
@@ -610,12 +610,15 @@ def _connect(path: Path, read_only: bool, config: dict[str, Any]) -> duckdb.Duck
             delay = min(delay * 2, 0.5)
 
 
-def first_occurrences(table: pa.Table) -> pa.Table:
+def first_occurrences(table: pa.Table, *, repeats: bool | None = None) -> pa.Table:
+    """The first row of each event_id, in table order. `repeats`: whether some id is known to
+    repeat (None: Arrow counts the distinct ids to know)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    ids = table.column("event_id")
-    if pc.count_distinct(ids).as_py() == table.num_rows:
+    if repeats is None:
+        repeats = pc.count_distinct(table.column("event_id")).as_py() != table.num_rows
+    if not repeats:
         return table
     indexed = table.append_column("_row", pa.array(range(table.num_rows), type=pa.int64()))
     first = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])

@@ -24,6 +24,7 @@ from .analytics.report import Report, ReportQuery, run_report, where_sql
 from .analytics.window import Window, parse_instant
 from .config import Config, load_config, resolve_ledger, resolve_overrides
 from .ledger.base import Store
+from .utc import as_utc
 
 if TYPE_CHECKING:
     # Imported where used: reading a report needs neither Arrow nor pandas, nor the ingest
@@ -367,7 +368,7 @@ class Ledger:
         for old in self.store.fetch(f"SELECT key_kind, unit, key, ts FROM outcomes {where}").to_pylist():
             if old["ts"] is None:
                 continue
-            key, when = (old["key_kind"], old["unit"], old["key"]), _utc(old["ts"])
+            key, when = (old["key_kind"], old["unit"], old["key"]), as_utc(old["ts"])
             recorded[key] = max(when, recorded.get(key, when))
         return [
             r
@@ -764,10 +765,6 @@ def _latest_judgements(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in latest or row["ts"] >= latest[key]["ts"]:
             latest[key] = row
     return list(latest.values())
-
-
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _judged_at(value: Any, now: datetime) -> datetime:

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from ..events import PRICING_INPUTS, USAGE_FIELDS
 from ..money import MONEY_ARROW_TYPE, TOTAL_ARROW_TYPE, pico_to_usd, usd_to_pico
 from ..pricing.quantities import BREAKDOWN_COLUMNS, QUANTITIES, split_usage
+from ..utc import as_utc
 from .dialect import Dialect, dialect_for
 from .report import dimension_sql, where_sql
 from .window import Window
@@ -320,7 +321,7 @@ def _list_costs(
     out: dict[GroupKey, dict[str, Decimal]] = {}
     for day in days:
         start = day if isinstance(day, datetime) else datetime.fromisoformat(str(day))
-        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+        start = as_utc(start)
         in_day = (
             f"ts >= {dialect.ts_literal(start.isoformat())} "
             f"AND ts < {dialect.ts_literal((start + timedelta(days=1)).isoformat())}"

@@ -22,6 +22,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from ..ledger import report_rollups as rollups
+from ..utc import as_utc
 from .dialect import Dialect, dialect_for
 from .latency import bucket_sql, percentile
 from .measures import MEASURE_BY_NAME, MEASURES, ROLLUP_DIMS
@@ -193,7 +194,7 @@ class Report:
     def spend_per_bucket(self) -> list[Decimal | None]:
         """The spend of every bucket of the window, in order ($0 where it has no call, None
         where its calls have no price)."""
-        spend = {_as_utc(p["period"]): p.get("spend") for p in self.periods}
+        spend = {as_utc(p["period"]): p.get("spend") for p in self.periods}
         return [spend.get(start) for start in bucket_starts(self.query.window, self.bucket)]
 
 
@@ -533,10 +534,6 @@ def _ceil_hour(instant: datetime) -> datetime:
     return floor if floor == instant else floor + timedelta(hours=1)
 
 
-def _as_utc(instant: datetime) -> datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
-
-
 def _truncate(instant: datetime, period: str) -> datetime:
     """The start of the bucket holding `instant`, as the dialects' `trunc` computes it."""
     hour = _floor_hour(instant)
@@ -558,7 +555,7 @@ def _next_bucket(start: datetime, period: str) -> datetime:
 
 def bucket_end(start: datetime, period: str) -> datetime:
     """The end (excluded) of the bucket of `period` that begins at `start`."""
-    return _next_bucket(_as_utc(start), period)
+    return _next_bucket(as_utc(start), period)
 
 
 def bucket_starts(window: Window, period: str) -> list[datetime]:
@@ -604,7 +601,7 @@ def period_spans(window: Window, period: str, now: datetime | None = None) -> li
     """Every bucket of the window (as `bucket_starts`) with the part of it the report covers:
     from `since` (or the bucket's start) to `until`, `now` or the bucket's end, whichever is
     first."""
-    until = window.until if now is None else min(window.until, _as_utc(now))
+    until = window.until if now is None else min(window.until, as_utc(now))
     spans = []
     for start in bucket_starts(window, period):
         end = _next_bucket(start, period)
@@ -639,7 +636,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
     """The report for `query`; from the report rollups when the store keeps them and they hold
     every dimension the query needs, unless `use_rollups` is False."""
     dialect = dialect_for(store.dialect)
-    now = datetime.now(UTC) if query.now is None else _as_utc(query.now)
+    now = datetime.now(UTC) if query.now is None else as_utc(query.now)
     before_spend: dict[tuple[tuple[Any, ...], datetime], Decimal | None] = {}
     with store.snapshot() as fetch:
         rolled = rollups.watermark(fetch) if use_rollups and dialect.name == "duckdb" else None
@@ -653,7 +650,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
             span = Window(min(c[0] for c in compared), max(c[1] for c in compared))
             n = len(sql.dim_exprs)
             for r in fetch(sql.period_previous(span)):
-                before_spend[tuple(r[f"d{i}"] for i in range(n)), _as_utc(r["p"])] = r["spend"]
+                before_spend[tuple(r[f"d{i}"] for i in range(n)), as_utc(r["p"])] = r["spend"]
         result = []
         for part in sql.sums():
             for row in fetch(part):
@@ -717,7 +714,7 @@ def run_report(store: Store, query: ReportQuery, *, use_rollups: bool = True) ->
         rows = [dict(headline)]
 
     with_calls = {
-        _as_utc(r["tp"]): {"period": r["tp"], **_light(r, total, PERIOD_COLUMNS)}
+        as_utc(r["tp"]): {"period": r["tp"], **_light(r, total, PERIOD_COLUMNS)}
         for r in result
         if in_set(r, ["tp"])
     }
@@ -893,7 +890,7 @@ def _add_period_trend(
     compared with (`previous_since`, `previous_until`)."""
     index = {span.start: k for k, span in enumerate(spans)}
     for row in rows:
-        k = index.get(_as_utc(row["period"]))
+        k = index.get(as_utc(row["period"]))
         like = None if k is None else likes[k]
         prev = None
         if k is not None and like is not None:

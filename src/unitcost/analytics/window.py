@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
+from ..utc import as_utc
+
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{2})\s*$")
@@ -27,7 +29,7 @@ def parse_instant(text: str | datetime | date, now: datetime | None = None) -> d
     the ages of a window to whole units)."""
     now = now or datetime.now(UTC)
     if isinstance(text, datetime):
-        return text.replace(tzinfo=UTC) if text.tzinfo is None else text.astimezone(UTC)
+        return as_utc(text)
     if isinstance(text, date):
         return datetime(text.year, text.month, text.day, tzinfo=UTC)
     age = parse_age(text)
@@ -153,12 +155,8 @@ def _bound(text: str | datetime | date, now: datetime, tz: tzinfo) -> datetime:
     `parse_instant` reads it."""
     age = parse_age(text)
     if age:
-        return age_start(*age, _as_utc(now), tz)
+        return age_start(*age, as_utc(now), tz)
     return parse_instant(text, now)
-
-
-def _as_utc(instant: datetime) -> datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 def _month_start(instant: datetime) -> bool:

@@ -8,7 +8,7 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +17,7 @@ import typer
 
 from ..analytics.report import KPI_COLUMNS, PERIOD_SPAN_COLUMNS, TREND_COLUMNS, bucket_end
 from ..money import format_usd
+from ..utc import as_utc
 from .app import (
     ConfigOpt,
     FormatOpt,
@@ -520,7 +521,7 @@ def coverage(row: dict[str, Any], period: str) -> str:
     hours`, `10 of 30 days` (of September)."""
     seconds, unit = _COVERAGE_UNITS[period]
     covered = (row["covered_until"] - row["covered_since"]).total_seconds() / seconds
-    start = _utc(row["period"])
+    start = as_utc(row["period"])
     whole = (bucket_end(start, period) - start).total_seconds() / seconds
     return f"{_amount(covered)} of {_amount(whole)} {unit}"
 
@@ -562,7 +563,7 @@ def partial_notes(report: Report) -> list[str]:
     notes: list[str] = []
     seen: set[datetime] = set()
     for row in report.rows:
-        start = _utc(row["period"])
+        start = as_utc(row["period"])
         if not row.get("partial") or start in seen:
             continue
         seen.add(start)
@@ -584,10 +585,6 @@ def partial_notes(report: Report) -> list[str]:
     if len(notes) > 3:
         notes = [*notes[:3], f"and {len(notes) - 3} more partial {period}s (not over yet)"]
     return notes
-
-
-def _utc(instant: datetime) -> datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 def _span(since: datetime, until: datetime) -> str:

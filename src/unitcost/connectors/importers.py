@@ -34,6 +34,7 @@ from ..events import MAX_TOKENS
 from ..ingest.normalise import Rejection
 from ..ingest.readers import JSON_SPACE, JsonArrayError, json_array_items
 from ..redact import redact_tags
+from ..utc import as_utc
 
 if TYPE_CHECKING:
     from ..api import Ledger
@@ -356,7 +357,7 @@ def _time(value: Any, name: str) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ItemError(name, f"not a timestamp: {value[:40]!r}") from exc
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return as_utc(when)
 
 
 def _text(value: Any) -> str | None:

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._version import __version__
+from ..utc import as_utc
 from .base import AppendResult, LedgerUnreachableError, newer_schema_error
 from .clickhouse_schema import (
     META_DDL,
@@ -331,7 +332,7 @@ class ClickHouseStore:
                 )
                 if changed:
                     hours = self._untyped(dirty_hours_sql(quote(name), CLICKHOUSE)).column("hour")
-                    self._watch_hours.update(_utc(hour) for hour in hours.to_pylist())
+                    self._watch_hours.update(as_utc(hour) for hour in hours.to_pylist())
                     qualified = self.database + "." + name
                     assignments = ", ".join(
                         f"{quote(c)} = joinGet('{qualified}', '{c}', event_id)" for c in columns
@@ -477,10 +478,6 @@ class ClickHouseStore:
     def close(self) -> None:
         with self._write:
             self.client.close()
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 _BLOCK = "toUInt64(splitByChar('_', substring(_part, length(_partition_id) + 2))[1])"

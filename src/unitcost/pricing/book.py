@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..money import MAX_EVENT_PICO, TOO_BIG_REASON, pico_to_usd
+from ..utc import as_utc
 from .genai_layer import GenaiLayer, ModelRef
 from .layers import TIERS, Layer, Period, close_periods, load_layer
 from .model import (
@@ -760,7 +761,7 @@ class PriceBook:
         served_model: str | None,
     ) -> _Quote | PricedCall:
         """What pricing one call needs, or the unpriced answer."""
-        at = _aware(at or datetime.now(UTC))
+        at = as_utc(at or datetime.now(UTC))
         full = normalise_usage(usage)
         problem = usage_problem(full)
         if problem:
@@ -911,10 +912,6 @@ def _clause_names(clause: Any) -> list[str]:
 
 def _unpriced(provider: str | None, model: str | None, tier: str, at: datetime, reason: str) -> PricedCall:
     return PricedCall(provider, model, tier, at, None, None, None, None, None, reason, {})
-
-
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _segment_end(timeline: Timeline, segment: Segment) -> datetime | None:

@@ -77,6 +77,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..utc import as_utc
 from .model import (
     PRICE_KEY_DIMS,
     Adjustment,
@@ -704,7 +705,7 @@ def _instant(value: Any, where: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str):

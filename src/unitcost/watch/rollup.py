@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from ..analytics.dialect import Dialect
 from ..ledger.base import Store
+from ..utc import as_utc
 from .state import WatchState
 from .tables import HOURLY_SCHEMA, ROLLUP_DIMS, TRACE_SCHEMA
 
@@ -191,7 +192,7 @@ def _record_rebuild(
     rows = fetch(f"SELECT state FROM watch_state WHERE name = '{REBUILT_STATE}'")
     old = orjson.loads(rows[0]["state"]) if rows and rows[0]["state"] else {}
     seq = int(old.get("seq", 0)) + 1
-    spans = [*old.get("spans", []), [seq, _utc(lo).isoformat(), _utc(hi).isoformat()]][-REBUILT_SPANS:]
+    spans = [*old.get("spans", []), [seq, as_utc(lo).isoformat(), as_utc(hi).isoformat()]][-REBUILT_SPANS:]
     state = dialect.literal(orjson.dumps({"seq": seq, "spans": spans}).decode())
     now = _ts(datetime.now(UTC), dialect)
     execute(f"DELETE FROM watch_state WHERE name = '{REBUILT_STATE}'")
@@ -211,7 +212,7 @@ def rebuilt_since(store: Store, seen: int | None) -> tuple[int, list[tuple[datet
     if last == (seen or 0):
         return last, []  # nothing rebuilt since (or ever)
     spans = [
-        (int(n), _utc(datetime.fromisoformat(lo)), _utc(datetime.fromisoformat(hi)))
+        (int(n), as_utc(datetime.fromisoformat(lo)), as_utc(datetime.fromisoformat(hi)))
         for n, lo, hi in state.get("spans", [])
     ]
     # A reader ahead of the record (the row was lost, and counts again from 1) knows nothing either.
@@ -220,12 +221,8 @@ def rebuilt_since(store: Store, seen: int | None) -> tuple[int, list[tuple[datet
     return last, [(lo, hi) for n, lo, hi in spans if n > seen]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _ts(value: datetime, dialect: Dialect) -> str:
-    return dialect.ts_literal(_utc(value).isoformat())
+    return dialect.ts_literal(as_utc(value).isoformat())
 
 
 def hourly_frame(store: Store, since: datetime, until: datetime) -> pa.Table:

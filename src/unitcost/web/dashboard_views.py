@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from ..analytics.report import Report, bucket_starts
 from ..cli.output import NO_VALUE, Col, fmt_value
+from ..utc import as_utc
 
 _LEFT = ("text", "dim", "ts", "date")
 """Column kinds aligned left, as in the terminal tables; numbers are aligned right."""
@@ -125,7 +125,7 @@ def spend_chart(report: Report) -> dict[str, Any]:
     """The spend per bucket of the window (as `unitcost report`'s sparkline), with the unpriced
     calls of each bucket beside it: a bucket whose calls all lack a price has no bar (unknown),
     never a bar of $0, and its unpriced calls show on the second axis."""
-    by_start = {_utc(p["period"]): p for p in report.periods}
+    by_start = {as_utc(p["period"]): p for p in report.periods}
     starts = bucket_starts(report.query.window, report.bucket)
     x: list[str] = []
     spend: list[float | None] = []
@@ -288,10 +288,6 @@ def _gap(low: Decimal | None, high: Decimal | None) -> float | None:
 def used_percent(row: Mapping[str, Any]) -> float:
     """How much of the bar a budget's spend fills, capped at the bar's end."""
     return max(0.0, min(float(row.get("used") or 0.0) * 100, 100.0))
-
-
-def _utc(instant: datetime) -> datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 __all__ = [
